@@ -1,0 +1,27 @@
+"""The one error type that user-facing failures raise.
+
+Every parser reports bad input as a :class:`InputError` naming the file, the byte offset
+(or record) and what was expected, so the CLI can print it on one line and exit 2.
+"""
+
+from __future__ import annotations
+
+
+class WskReplayError(Exception):
+    """Base class of every error wskreplay reports to a user instead of a traceback."""
+
+
+class InputError(WskReplayError):
+    """A file (or argument) is not what it must be."""
+
+    def __init__(self, path: str | None, what: str, offset: int | None = None) -> None:
+        self.path = path
+        self.offset = offset
+        self.what = what
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        where = [self.path] if self.path else []
+        if self.offset is not None:
+            where.append(f"offset {self.offset}")
+        return ": ".join([*where, self.what])

@@ -1,0 +1,49 @@
+"""NTSTATUS values seen on WSK send paths, with their symbolic names (mingw-w64 ntstatus.h)."""
+
+from __future__ import annotations
+
+STATUS_SUCCESS = 0x00000000
+STATUS_PENDING = 0x00000103
+STATUS_BUFFER_OVERFLOW = 0x80000005
+STATUS_INVALID_PARAMETER = 0xC000000D
+STATUS_INSUFFICIENT_RESOURCES = 0xC000009A
+STATUS_IO_TIMEOUT = 0xC00000B5
+STATUS_FILE_FORCED_CLOSED = 0xC00000B6
+STATUS_NOT_SUPPORTED = 0xC00000BB
+STATUS_CANCELLED = 0xC0000120
+STATUS_LOCAL_DISCONNECT = 0xC000013B
+STATUS_REMOTE_DISCONNECT = 0xC000013C
+STATUS_INVALID_DEVICE_STATE = 0xC0000184
+STATUS_CONNECTION_DISCONNECTED = 0xC000020C
+STATUS_CONNECTION_RESET = 0xC000020D
+STATUS_CONNECTION_REFUSED = 0xC0000236
+STATUS_GRACEFUL_DISCONNECT = 0xC0000237
+STATUS_NETWORK_UNREACHABLE = 0xC000023C
+STATUS_HOST_UNREACHABLE = 0xC000023D
+STATUS_CONNECTION_ABORTED = 0xC0000241
+
+NAMES: dict[int, str] = {
+    value: name for name, value in globals().items() if name.startswith("STATUS_")
+}
+CODES: dict[str, int] = {name: value for value, name in NAMES.items()}
+
+
+def name(code: int) -> str | None:
+    """The symbolic name of ``code``, or None when it is not one wskreplay knows."""
+    return NAMES.get(code)
+
+
+def hex_code(code: int) -> str:
+    """``code`` as the 0x%08X string used in every JSON output."""
+    return f"0x{code:08X}"
+
+
+def describe(code: int) -> str:
+    """``STATUS_PENDING (0x00000103)``, or the bare hex form for an unknown code."""
+    known = NAMES.get(code)
+    return f"{known} ({hex_code(code)})" if known else hex_code(code)
+
+
+def is_success(code: int) -> bool:
+    """NT_SUCCESS: severity success or informational (STATUS_PENDING included)."""
+    return (code >> 30) in (0, 1)

@@ -1,0 +1,385 @@
+"""The .wskt compact trace format: checksummed msgpack blocks, a footer index, no policy.
+
+Layout (docs/format.md has every byte)::
+
+    file header (16 B) | block | block | ... | INDEX block | trailer (16 B)
+
+Each block is a 24-byte header (sync, type, codec, lengths, body CRC-32, header CRC-32) and
+a body that is one msgpack value, optionally zstd-compressed. Every block decodes on its
+own, so a file cut anywhere keeps every block before the cut, and a damaged block is
+skipped by resynchronising on the next valid block header.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, BinaryIO
+
+import msgpack
+import zstandard
+
+from wskreplay.errors import InputError
+from wskreplay.formats.columns import ColumnSpec, check_dependencies
+
+MAGIC = b"\x89WSKT\r\n\x1a"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+FILE_HEADER = struct.Struct("<8sHHI")
+BLOCK_SYNC = b"WSKB"
+BLOCK_HEADER = struct.Struct("<4sBBHIII")
+BLOCK_HEADER_SIZE = BLOCK_HEADER.size + 4
+TRAILER = struct.Struct("<Q8s")
+TRAILER_MAGIC = b"WSKTEND\n"
+MAX_BLOCK_BYTES = 256 << 20
+"""Largest stored or decoded block body; a header claiming more is damage, not a request."""
+
+
+class BlockType(IntEnum):
+    META = 1
+    SOCKETS = 2
+    CALLS = 3
+    SEGMENTS = 4
+    STREAM = 5
+    EVENTS = 6
+    INDEX = 7
+
+
+class Codec(IntEnum):
+    NONE = 0
+    ZSTD = 1
+
+
+CALL_COLUMNS: tuple[ColumnSpec, ...] = (
+    ColumnSpec("seq", "u8", "delta"),
+    ColumnSpec("socket", "u4"),
+    ColumnSpec("issue_ns", "i8", "delta"),
+    ColumnSpec("return_ns", "i8", "minus", base="issue_ns"),
+    ColumnSpec("flags", "u4"),
+    ColumnSpec("offset", "u8"),
+    ColumnSpec("length", "u8"),
+    ColumnSpec("status", "u4"),
+    ColumnSpec("completed", "u1"),
+    ColumnSpec("completion_ns", "i8", "minus", base="issue_ns", mask="completed"),
+    ColumnSpec("completion_status", "u4"),
+    ColumnSpec("information", "u8", "minus", base="length", mask="completed"),
+    ColumnSpec("irp", "u8"),
+    ColumnSpec("irql", "i1", default=-1),
+    ColumnSpec("stream_offset", "u8", "next", group=("socket",), length="length"),
+    ColumnSpec("control_len", "i4", default=-1),
+)
+
+SEGMENT_COLUMNS: tuple[ColumnSpec, ...] = (
+    ColumnSpec("time_ns", "i8", "delta"),
+    ColumnSpec("socket", "u4"),
+    ColumnSpec("direction", "u1"),
+    ColumnSpec("length", "u4"),
+    ColumnSpec("seq", "u8", "next", group=("socket", "direction"), length="length"),
+    ColumnSpec("flags", "u2"),
+    ColumnSpec("ack", "u8", "next", group=("socket", "direction")),
+    ColumnSpec("window", "u4", "next", group=("socket", "direction")),
+)
+
+
+check_dependencies(CALL_COLUMNS)
+check_dependencies(SEGMENT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    major: int
+    minor: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """Where a block is and what its header says; its body is read on demand."""
+
+    offset: int
+    type: int
+    codec: int
+    stored_len: int
+    raw_len: int
+    body_crc: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + BLOCK_HEADER_SIZE + self.stored_len
+
+
+@dataclass(frozen=True)
+class Damage:
+    offset: int
+    length: int
+    what: str
+
+
+def pack_body(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode_block(
+    btype: int, body: bytes, *, compressor: zstandard.ZstdCompressor | None = None
+) -> tuple[bytes, bytes]:
+    """Header and stored body of one block (the body compressed when ``compressor`` is given)."""
+    if len(body) > MAX_BLOCK_BYTES:
+        raise ValueError(f"block body of {len(body)} bytes exceeds {MAX_BLOCK_BYTES}")
+    codec = Codec.NONE
+    stored: bytes = body
+    if compressor is not None:
+        packed = compressor.compress(body)
+        if len(packed) < len(body):
+            codec, stored = Codec.ZSTD, packed
+    head = BLOCK_HEADER.pack(
+        BLOCK_SYNC, int(btype), int(codec), 0, len(stored), len(body), zlib.crc32(stored)
+    )
+    return head + struct.pack("<I", zlib.crc32(head)), stored
+
+
+def file_header(minor: int = FORMAT_MINOR) -> bytes:
+    return FILE_HEADER.pack(MAGIC, FORMAT_MAJOR, minor, 0)
+
+
+class BlockWriter:
+    """Appends blocks to a binary file and finishes it with an INDEX block and trailer.
+
+    Each block is flushed to the OS as soon as it is written, so a writer killed at any
+    point leaves every block it had finished readable.
+    """
+
+    def __init__(self, fileobj: BinaryIO, *, zstd_level: int | None = 3, minor: int = FORMAT_MINOR):
+        self._f = fileobj
+        self._compressor = (
+            zstandard.ZstdCompressor(level=zstd_level, write_content_size=True)
+            if zstd_level is not None
+            else None
+        )
+        self._f.write(file_header(minor))
+        self._pos = FILE_HEADER.size
+        self.entries: list[dict[str, Any]] = []
+
+    @property
+    def compressing(self) -> bool:
+        return self._compressor is not None
+
+    def write(
+        self, btype: int, body: bytes, entry: dict[str, Any], *, compress: bool = True
+    ) -> int:
+        head, stored = encode_block(btype, body, compressor=self._compressor if compress else None)
+        offset = self._pos
+        self._f.write(head)
+        self._f.write(stored)
+        self._f.flush()
+        self._pos += len(head) + len(stored)
+        self.entries.append({"o": offset, "t": int(btype), **entry})
+        return offset
+
+    def write_raw(self, head: bytes, stored: bytes, btype: int, entry: dict[str, Any]) -> int:
+        """Copy an already encoded block (used by ``recover``)."""
+        offset = self._pos
+        self._f.write(head)
+        self._f.write(stored)
+        self._pos += len(head) + len(stored)
+        self.entries.append({"o": offset, "t": int(btype), **entry})
+        return offset
+
+    def finish(self) -> None:
+        index_offset = self._pos
+        head, stored = encode_block(
+            BlockType.INDEX, pack_body({"blocks": self.entries}), compressor=self._compressor
+        )
+        self._f.write(head)
+        self._f.write(stored)
+        self._f.write(TRAILER.pack(index_offset, TRAILER_MAGIC))
+        self._f.flush()
+
+
+def unpack_body(data: bytes | memoryview) -> Any:
+    """msgpack with no code execution: ext types stay opaque, lengths bounded by ``data``."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+
+
+class WsktFile:
+    """Random and sequential access to the blocks of a .wskt file, through ``mmap``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._fd = open(self.path, "rb")
+        except OSError as exc:
+            raise InputError(self.path, f"cannot open: {exc.strerror}") from None
+        self.size = os.fstat(self._fd.fileno()).st_size
+        self._map: mmap.mmap | None = None
+        self._buf: memoryview | bytes = b""
+        if self.size:
+            self._map = mmap.mmap(self._fd.fileno(), 0, access=mmap.ACCESS_READ)
+            self._buf = memoryview(self._map)
+        self.header = self._read_header()
+        self._dctx = zstandard.ZstdDecompressor()
+
+    def close(self) -> None:
+        if isinstance(self._buf, memoryview):
+            self._buf.release()
+        self._buf = b""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self._fd.close()
+
+    def __enter__(self) -> WsktFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_header(self) -> FileHeader:
+        if self.size < FILE_HEADER.size:
+            raise InputError(
+                self.path, f"not a .wskt trace: {self.size} bytes, the file header needs 16", 0
+            )
+        magic, major, minor, flags = FILE_HEADER.unpack_from(self._buf, 0)
+        if magic != MAGIC:
+            raise InputError(self.path, "not a .wskt trace: bad magic bytes", 0)
+        if major > FORMAT_MAJOR:
+            raise InputError(
+                self.path,
+                f"written in trace format {major}.{minor}; this wskreplay reads format "
+                f"{FORMAT_MAJOR}.x: upgrade wskreplay",
+                8,
+            )
+        if major < 1:
+            raise InputError(self.path, f"unknown trace format version {major}.{minor}", 8)
+        return FileHeader(major, minor, flags)
+
+    def block_at(self, offset: int) -> BlockRef:
+        """The block whose header is at ``offset``; its lengths are checked against the file."""
+        if self.size - offset < BLOCK_HEADER_SIZE:
+            raise InputError(
+                self.path,
+                f"block header truncated: {max(self.size - offset, 0)} of "
+                f"{BLOCK_HEADER_SIZE} bytes present",
+                offset,
+            )
+        fields = BLOCK_HEADER.unpack_from(self._buf, offset)
+        sync, btype, codec, _reserved, stored_len, raw_len, body_crc = fields
+        (head_crc,) = struct.unpack_from("<I", self._buf, offset + BLOCK_HEADER.size)
+        if sync != BLOCK_SYNC:
+            raise InputError(self.path, "expected a block header (sync bytes 'WSKB')", offset)
+        if zlib.crc32(self._buf[offset : offset + BLOCK_HEADER.size]) != head_crc:
+            raise InputError(self.path, "block header checksum mismatch", offset)
+        if stored_len > MAX_BLOCK_BYTES or raw_len > MAX_BLOCK_BYTES:
+            raise InputError(
+                self.path,
+                f"block claims {max(stored_len, raw_len)} bytes, limit is {MAX_BLOCK_BYTES}",
+                offset,
+            )
+        avail = self.size - offset - BLOCK_HEADER_SIZE
+        if stored_len > avail:
+            raise InputError(
+                self.path, f"block body truncated: {avail} of {stored_len} bytes present", offset
+            )
+        if codec not in (Codec.NONE, Codec.ZSTD):
+            raise InputError(self.path, f"unknown block codec {codec}", offset)
+        return BlockRef(offset, btype, codec, stored_len, raw_len, body_crc)
+
+    def stored(self, ref: BlockRef) -> memoryview | bytes:
+        start = ref.offset + BLOCK_HEADER_SIZE
+        return self._buf[start : start + ref.stored_len]
+
+    def raw_block(self, ref: BlockRef) -> tuple[bytes, bytes]:
+        return bytes(self._buf[ref.offset : ref.offset + BLOCK_HEADER_SIZE]), bytes(
+            self.stored(ref)
+        )
+
+    def check(self, ref: BlockRef) -> None:
+        if zlib.crc32(self.stored(ref)) != ref.body_crc:
+            raise InputError(self.path, "block body checksum mismatch", ref.offset)
+
+    def body(self, ref: BlockRef) -> Any:
+        """The block's decoded msgpack value, after its checksum and sizes are verified."""
+        self.check(ref)
+        data = self.stored(ref)
+        if ref.codec == Codec.ZSTD:
+            try:
+                data = self._dctx.decompress(data, max_output_size=ref.raw_len)
+            except zstandard.ZstdError as exc:
+                raise InputError(
+                    self.path, f"zstd block does not decompress: {exc}", ref.offset
+                ) from None
+        if len(data) != ref.raw_len:
+            raise InputError(
+                self.path,
+                f"block decodes to {len(data)} bytes, header says {ref.raw_len}",
+                ref.offset,
+            )
+        try:
+            return unpack_body(data)
+        except (ValueError, msgpack.UnpackException, TypeError) as exc:
+            raise InputError(
+                self.path, f"block body is not valid msgpack: {exc}", ref.offset
+            ) from None
+
+    def trailer_index_offset(self) -> int | None:
+        """Offset of the INDEX block the trailer names, or None when there is no trailer."""
+        if self.size < FILE_HEADER.size + TRAILER.size:
+            return None
+        offset, magic = TRAILER.unpack_from(self._buf, self.size - TRAILER.size)
+        if magic != TRAILER_MAGIC or not FILE_HEADER.size <= offset < self.size - TRAILER.size:
+            return None
+        return offset
+
+    def _next_sync(self, start: int) -> int:
+        """The next offset >= ``start`` holding a block header whose checksum is valid."""
+        buf = self._map
+        assert buf is not None
+        pos = start
+        while True:
+            pos = buf.find(BLOCK_SYNC, pos)
+            if pos < 0:
+                return self.size
+            try:
+                self.block_at(pos)
+                return pos
+            except InputError as exc:
+                if "truncated" in exc.what and "body" in exc.what:
+                    return pos
+                pos += 1
+
+    def scan(self) -> tuple[list[BlockRef], list[Damage]]:
+        """Walk every block from the start, tolerating damage.
+
+        Returns the blocks whose header and body are intact and every damaged range with
+        what was wrong there; stops at the trailer that follows the INDEX block.
+        """
+        refs: list[BlockRef] = []
+        damages: list[Damage] = []
+        pos = FILE_HEADER.size
+        trailer_at = self.size - TRAILER.size if self.trailer_index_offset() is not None else None
+        while pos < self.size:
+            if pos == trailer_at and refs and refs[-1].type == BlockType.INDEX:
+                break
+            try:
+                ref = self.block_at(pos)
+            except InputError as exc:
+                nxt = self._next_sync(pos + 1)
+                damages.append(Damage(pos, nxt - pos, exc.what))
+                pos = nxt
+                continue
+            try:
+                self.check(ref)
+            except InputError as exc:
+                damages.append(Damage(pos, ref.end - pos, exc.what))
+            else:
+                refs.append(ref)
+            pos = ref.end
+        return refs, damages
+
+    def iter_blocks(self, refs: list[BlockRef]) -> Iterator[tuple[BlockRef, Any]]:
+        for ref in refs:
+            yield ref, self.body(ref)

@@ -1,0 +1,806 @@
+"""Traces on disk: the trace model written to and read from .wskt files.
+
+:class:`TraceWriter` streams (a recording never has to fit in memory), :class:`TraceReader`
+gives random access through the footer index, :func:`verify` and :func:`recover` deal with
+files a crashed recorder left behind.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from wskreplay import __version__
+from wskreplay.errors import InputError
+from wskreplay.formats import columns as colcodec
+from wskreplay.formats.wskt import (
+    CALL_COLUMNS,
+    FORMAT_MAJOR,
+    SEGMENT_COLUMNS,
+    BlockRef,
+    BlockType,
+    BlockWriter,
+    Damage,
+    WsktFile,
+    pack_body,
+)
+from wskreplay.model import (
+    CallTable,
+    Clock,
+    DigestPiece,
+    Direction,
+    Event,
+    SegmentTable,
+    Socket,
+    Stream,
+    Trace,
+    digest_pieces,
+)
+
+DEFAULT_BLOCK_ROWS = 65536
+DEFAULT_STREAM_CHUNK = 4 << 20
+DEFAULT_REDACT_PIECE = 64 << 10
+
+
+def _socket_to_wire(s: Socket) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "category": s.category,
+        "family": s.family,
+        "local_addr": s.local_addr,
+        "local_port": s.local_port,
+        "remote_addr": s.remote_addr,
+        "remote_port": s.remote_port,
+        "origin": s.origin,
+        "open_ns": s.open_ns,
+        "close_ns": s.close_ns,
+        "handle": s.handle,
+    }
+
+
+def _socket_from_wire(d: Any) -> Socket:
+    if not isinstance(d, dict) or not isinstance(d.get("id"), int):
+        raise ValueError("socket record without an integer id")
+    known = {k: d[k] for k in _socket_to_wire(Socket(0)) if k in d}
+    return Socket(**known)
+
+
+def _calls_entry(table: CallTable) -> dict[str, Any]:
+    seq = table.column("seq")
+    issue = table.column("issue_ns")
+    return {
+        "n": len(table),
+        "k0": int(seq.min()),
+        "k1": int(seq.max()),
+        "t0": int(issue.min()),
+        "t1": int(issue.max()),
+        "s": np.unique(table.column("socket")).tolist(),
+    }
+
+
+def _segments_entry(table: SegmentTable) -> dict[str, Any]:
+    t = table.column("time_ns")
+    return {
+        "n": len(table),
+        "t0": int(t.min()),
+        "t1": int(t.max()),
+        "s": np.unique(table.column("socket")).tolist(),
+    }
+
+
+def _stream_entry(body: dict[str, Any]) -> dict[str, Any]:
+    n = len(body["b"]) if "b" in body else body["n"]
+    kind = "data" if "b" in body else ("digest" if "h" in body else "gap")
+    return {"s": [body["s"]], "sd": body["d"], "so": body["o"], "sn": n, "k": kind}
+
+
+class TraceWriter:
+    """Streams a trace into a .wskt file.
+
+    Calls and segments are buffered into blocks of ``block_rows`` rows; sockets, stream
+    chunks and events are written as they come. With ``redact=True`` stream bytes are
+    replaced by sha256 pieces that end at every call boundary (so redacted traces still
+    compare call by call) and span at most ``redact_piece`` bytes.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        metadata: dict[str, Any] | None = None,
+        clock: Clock | None = None,
+        zstd_level: int | None = 3,
+        redact: bool = False,
+        block_rows: int = DEFAULT_BLOCK_ROWS,
+        stream_chunk: int = DEFAULT_STREAM_CHUNK,
+        redact_piece: int = DEFAULT_REDACT_PIECE,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._f = open(self.path, "wb")
+        self._blocks = BlockWriter(self._f, zstd_level=zstd_level)
+        self.redact = redact
+        self.block_rows = block_rows
+        self.stream_chunk = stream_chunk
+        self.redact_piece = redact_piece
+        self._calls: list[CallTable] = []
+        self._n_calls = 0
+        self._segments: list[SegmentTable] = []
+        self._n_segments = 0
+        self._call_ends: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._closed = False
+        clock = clock or Clock()
+        meta = {
+            "metadata": dict(metadata or {}),
+            "clock": {
+                "zero_utc_ns": clock.zero_utc_ns,
+                "type": clock.clock_type,
+                "qpc_frequency": clock.qpc_frequency,
+            },
+            "redacted": redact,
+            "tool": f"wskreplay {__version__}",
+        }
+        self._blocks.write(BlockType.META, pack_body(meta), {})
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._f.close()
+
+    def add_sockets(self, sockets: Iterable[Socket]) -> None:
+        """Record sockets (again with the same id to update, e.g. with their close time)."""
+        records = [_socket_to_wire(s) for s in sockets]
+        if records:
+            self._blocks.write(
+                BlockType.SOCKETS, pack_body({"sockets": records}), {"n": len(records)}
+            )
+
+    def add_calls(self, table: CallTable) -> None:
+        if not len(table):
+            return
+        if self.redact:
+            sock = table.column("socket").astype(np.int64)
+            status = table.column("status").astype(np.int64)
+            direction = np.where((status >> 30) <= 1, int(Direction.OUT), int(Direction.UNSENT))
+            ends = (table.column("stream_offset") + table.column("length")).astype(np.int64)
+            for key in set(zip(sock.tolist(), direction.tolist(), strict=True)):
+                mask = (sock == key[0]) & (direction == key[1])
+                self._call_ends.setdefault(key, []).append(
+                    np.concatenate(
+                        [table.column("stream_offset")[mask].astype(np.int64), ends[mask]]
+                    )
+                )
+        self._calls.append(table)
+        self._n_calls += len(table)
+        if self._n_calls >= self.block_rows:
+            self._flush_calls(final=False)
+
+    def add_segments(self, table: SegmentTable) -> None:
+        if not len(table):
+            return
+        self._segments.append(table)
+        self._n_segments += len(table)
+        if self._n_segments >= self.block_rows:
+            self._flush_segments(final=False)
+
+    def _flush_calls(self, *, final: bool) -> None:
+        pending = CallTable.concat(self._calls)
+        start = 0
+        while len(pending) - start >= self.block_rows or (final and start < len(pending)):
+            part = pending.take(slice(start, start + self.block_rows))
+            body = {
+                "n": len(part),
+                "cols": colcodec.encode_columns(CALL_COLUMNS, part.columns),
+                "ctl": part.control_blob,
+            }
+            self._blocks.write(BlockType.CALLS, pack_body(body), _calls_entry(part))
+            start += len(part)
+        rest = pending.take(slice(start, None)) if start else pending
+        self._calls = [rest] if len(rest) else []
+        self._n_calls = len(rest)
+
+    def _flush_segments(self, *, final: bool) -> None:
+        pending = SegmentTable.concat(self._segments)
+        start = 0
+        while len(pending) - start >= self.block_rows or (final and start < len(pending)):
+            part = pending.take(slice(start, start + self.block_rows))
+            body = {"n": len(part), "cols": colcodec.encode_columns(SEGMENT_COLUMNS, part.columns)}
+            self._blocks.write(BlockType.SEGMENTS, pack_body(body), _segments_entry(part))
+            start += len(part)
+        rest = pending.take(slice(start, None)) if start else pending
+        self._segments = [rest] if len(rest) else []
+        self._n_segments = len(rest)
+
+    def add_stream_data(
+        self, socket: int, direction: Direction, offset: int, data: bytes | memoryview
+    ) -> None:
+        """Stream bytes at ``offset``; chunks of one stream may come in any order."""
+        view = memoryview(data)
+        for start in range(0, len(view), self.stream_chunk):
+            piece = view[start : start + self.stream_chunk]
+            at = offset + start
+            if self.redact:
+                body = {
+                    "s": socket,
+                    "d": int(direction),
+                    "o": at,
+                    "n": len(piece),
+                    "h": [
+                        [p.length, p.sha256]
+                        for p in digest_pieces(
+                            at, piece, self._boundaries(socket, direction), self.redact_piece
+                        )
+                    ],
+                }
+                self._blocks.write(BlockType.STREAM, pack_body(body), _stream_entry(body))
+            else:
+                body = {"s": socket, "d": int(direction), "o": at, "b": piece}
+                compressible = self._blocks.compressing and _compressible(piece)
+                self._blocks.write(
+                    BlockType.STREAM, pack_body(body), _stream_entry(body), compress=compressible
+                )
+
+    def add_stream_digests(
+        self, socket: int, direction: Direction, pieces: list[DigestPiece]
+    ) -> None:
+        """Pieces of an already redacted stream (copying a redacted trace)."""
+        for p in pieces:
+            body = {
+                "s": socket,
+                "d": int(direction),
+                "o": p.offset,
+                "n": p.length,
+                "h": [[p.length, p.sha256]],
+            }
+            self._blocks.write(BlockType.STREAM, pack_body(body), _stream_entry(body))
+
+    def add_stream_gap(self, socket: int, direction: Direction, offset: int, length: int) -> None:
+        """``length`` bytes at ``offset`` are known to exist but the sources lack them."""
+        body = {"s": socket, "d": int(direction), "o": offset, "n": length, "gap": True}
+        self._blocks.write(BlockType.STREAM, pack_body(body), _stream_entry(body))
+
+    def _boundaries(self, socket: int, direction: Direction) -> np.ndarray:
+        parts = self._call_ends.get((socket, int(direction)), [])
+        if len(parts) > 1:
+            self._call_ends[(socket, int(direction))] = parts = [np.concatenate(parts)]
+        return parts[0] if parts else np.empty(0, np.int64)
+
+    def add_events(self, events: Iterable[Event]) -> None:
+        records = [{"t": e.time_ns, "k": e.kind, "s": e.socket, "a": dict(e.attrs)} for e in events]
+        if records:
+            times = [r["t"] for r in records]
+            self._blocks.write(
+                BlockType.EVENTS,
+                pack_body({"events": records}),
+                {"n": len(records), "t0": min(times), "t1": max(times)},
+            )
+
+    def flush(self) -> None:
+        """Write every buffered call and segment now (blocks may then be short)."""
+        if self._calls:
+            self._flush_calls(final=True)
+        if self._segments:
+            self._flush_segments(final=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._blocks.finish()
+        self._f.close()
+        self._closed = True
+
+
+def _compressible(data: memoryview) -> bool:
+    """Whether zstd is worth running on ``data``, judged from its first 64 KiB."""
+    import zstandard
+
+    sample = bytes(data[: 64 << 10])
+    return len(zstandard.ZstdCompressor(level=1).compress(sample)) < 0.9 * len(sample)
+
+
+def write_trace(path: str | os.PathLike[str], trace: Trace, **options: Any) -> None:
+    """Write a whole in-memory trace (see :class:`TraceWriter` for ``options``)."""
+    with TraceWriter(path, metadata=trace.metadata, clock=trace.clock, **options) as w:
+        w.add_sockets(trace.sockets.values())
+        w.add_calls(trace.calls)
+        w.flush()
+        w.add_segments(trace.segments)
+        w.flush()
+        for stream in trace.streams.values():
+            _write_stream(w, stream)
+        w.add_events(trace.events)
+
+
+def _write_stream(w: TraceWriter, stream: Stream) -> None:
+    if stream.digests is not None:
+        w.add_stream_digests(stream.socket, stream.direction, stream.digests)
+    pos = 0
+    for start, end in sorted(stream.gaps):
+        if stream.data is not None and start > pos:
+            w.add_stream_data(
+                stream.socket, stream.direction, pos, memoryview(stream.data)[pos:start]
+            )
+        w.add_stream_gap(stream.socket, stream.direction, start, end - start)
+        pos = end
+    if stream.data is not None and stream.length > pos:
+        w.add_stream_data(
+            stream.socket, stream.direction, pos, memoryview(stream.data)[pos : stream.length]
+        )
+
+
+@dataclass
+class BlockInfo:
+    ref: BlockRef
+    entry: dict[str, Any]
+
+
+class TraceReader:
+    """Random access to a .wskt trace: by call number, by time, by socket.
+
+    An intact file is read through its footer index. A damaged one (no trailer, a bad
+    block) raises :class:`InputError` in the default mode; in the ``tolerant`` and ``scan``
+    modes every intact block is found by walking the file and ``damages`` says what was lost.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, mode: str = "index") -> None:
+        """``mode``: ``index`` (an intact file only), ``tolerant`` (the index when it is
+        valid, else a scan), ``scan`` (always walk and decode every block)."""
+        if mode not in ("index", "tolerant", "scan"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.file = WsktFile(path)
+        self.path = self.file.path
+        self.damages: list[Damage] = []
+        try:
+            indexed = None if mode == "scan" else self._from_index()
+            if indexed is None and mode == "index":
+                raise InputError(
+                    self.path,
+                    "no valid footer index: the trace is incomplete or damaged "
+                    "(run 'wskreplay verify' / 'wskreplay recover')",
+                    self.file.size,
+                )
+            self.indexed = indexed is not None
+            self.blocks = indexed if indexed is not None else self._from_scan()
+            self._load_head()
+        except BaseException:
+            self.file.close()
+            raise
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> TraceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _from_index(self) -> list[BlockInfo] | None:
+        offset = self.file.trailer_index_offset()
+        if offset is None:
+            return None
+        try:
+            ref = self.file.block_at(offset)
+            body = self.file.body(ref)
+        except InputError:
+            return None
+        if ref.type != BlockType.INDEX or not isinstance(body, dict):
+            return None
+        entries = body.get("blocks")
+        if not isinstance(entries, list):
+            return None
+        blocks = []
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("o"), int):
+                raise InputError(self.path, "index entry without a block offset", offset)
+            bref = self.file.block_at(entry["o"])
+            if bref.type != entry.get("t"):
+                raise InputError(
+                    self.path,
+                    f"index says block type {entry.get('t')}, header says {bref.type}",
+                    bref.offset,
+                )
+            blocks.append(BlockInfo(bref, entry))
+        return blocks
+
+    def _from_scan(self) -> list[BlockInfo]:
+        refs, self.damages = self.file.scan()
+        blocks = []
+        for ref in refs:
+            if ref.type == BlockType.INDEX:
+                continue
+            try:
+                entry = self._entry_from_body(ref)
+            except InputError as exc:
+                self.damages.append(Damage(ref.offset, ref.end - ref.offset, exc.what))
+                continue
+            blocks.append(BlockInfo(ref, entry))
+        self.damages.sort(key=lambda d: d.offset)
+        return blocks
+
+    def _entry_from_body(self, ref: BlockRef) -> dict[str, Any]:
+        if ref.type == BlockType.CALLS:
+            return _calls_entry(self._calls(ref))
+        if ref.type == BlockType.SEGMENTS:
+            return _segments_entry(self._segments(ref))
+        if ref.type == BlockType.STREAM:
+            return _stream_entry(self._stream_body(ref))
+        if ref.type == BlockType.EVENTS:
+            events = self._events(ref)
+            times = [e.time_ns for e in events] or [0]
+            return {"n": len(events), "t0": min(times), "t1": max(times)}
+        if ref.type == BlockType.SOCKETS:
+            return {"n": len(self._sockets(ref))}
+        self._map_body(ref)
+        return {}
+
+    def _map_body(self, ref: BlockRef) -> dict[str, Any]:
+        body = self.file.body(ref)
+        if not isinstance(body, dict):
+            raise InputError(self.path, f"block type {ref.type} body is not a map", ref.offset)
+        return body
+
+    def _load_head(self) -> None:
+        meta_blocks = [b for b in self.blocks if b.ref.type == BlockType.META]
+        self.metadata: dict[str, Any] = {}
+        self.clock = Clock()
+        self.redacted = False
+        self.tool = None
+        if meta_blocks:
+            body = self._map_body(meta_blocks[0].ref)
+            self.metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+            c = body.get("clock") if isinstance(body.get("clock"), dict) else {}
+            try:
+                self.clock = Clock(
+                    int(c.get("zero_utc_ns", 0)),
+                    str(c.get("type", "synthetic")),
+                    c.get("qpc_frequency"),
+                )
+            except (TypeError, ValueError):
+                raise InputError(self.path, "bad clock record", meta_blocks[0].ref.offset) from None
+            self.redacted = bool(body.get("redacted", False))
+            self.tool = body.get("tool")
+        elif not self.damages:
+            raise InputError(self.path, "no META block", 16)
+        self.sockets: dict[int, Socket] = {}
+        for b in self.blocks:
+            if b.ref.type == BlockType.SOCKETS:
+                for sock in self._sockets(b.ref):
+                    self.sockets[sock.id] = sock
+        self._call_blocks = [b for b in self.blocks if b.ref.type == BlockType.CALLS]
+        self._call_k0 = [b.entry.get("k0", 0) for b in self._call_blocks]
+
+    @property
+    def format_version(self) -> str:
+        return f"{self.file.header.major}.{self.file.header.minor}"
+
+    def _sockets(self, ref: BlockRef) -> list[Socket]:
+        records = self._map_body(ref).get("sockets", [])
+        try:
+            return [_socket_from_wire(rec) for rec in records]
+        except (TypeError, ValueError) as exc:
+            raise InputError(self.path, f"bad socket record: {exc}", ref.offset) from None
+
+    def _calls(self, ref: BlockRef) -> CallTable:
+        body = self._map_body(ref)
+        n = body.get("n")
+        if not isinstance(n, int) or n < 0 or n > ref.raw_len:
+            raise InputError(self.path, f"calls block row count {n!r} is impossible", ref.offset)
+        cols = colcodec.decode_columns(
+            CALL_COLUMNS, body.get("cols"), n, path=self.path, offset=ref.offset
+        )
+        blob = body.get("ctl", b"")
+        try:
+            return CallTable(cols, blob if isinstance(blob, bytes) else b"")
+        except ValueError as exc:
+            raise InputError(self.path, f"bad calls block: {exc}", ref.offset) from None
+
+    def _segments(self, ref: BlockRef) -> SegmentTable:
+        body = self._map_body(ref)
+        n = body.get("n")
+        if not isinstance(n, int) or n < 0 or n > ref.raw_len:
+            raise InputError(self.path, f"segments block row count {n!r} is impossible", ref.offset)
+        cols = colcodec.decode_columns(
+            SEGMENT_COLUMNS, body.get("cols"), n, path=self.path, offset=ref.offset
+        )
+        return SegmentTable(cols)
+
+    def _stream_body(self, ref: BlockRef) -> dict[str, Any]:
+        body = self._map_body(ref)
+        ok = all(isinstance(body.get(k), int) and body[k] >= 0 for k in ("s", "d", "o"))
+        if ok and "b" in body:
+            ok = isinstance(body["b"], bytes)
+        elif ok:
+            ok = isinstance(body.get("n"), int) and body["n"] >= 0
+            if ok and "h" in body:
+                h = body["h"]
+                ok = (
+                    isinstance(h, list)
+                    and all(
+                        isinstance(p, list)
+                        and len(p) == 2
+                        and isinstance(p[0], int)
+                        and p[0] >= 0
+                        and isinstance(p[1], bytes)
+                        for p in h
+                    )
+                    and sum(p[0] for p in h) == body["n"]
+                )
+        if not ok or body.get("d") not in (0, 1, 2):
+            raise InputError(self.path, "malformed stream chunk", ref.offset)
+        return body
+
+    def _events(self, ref: BlockRef) -> list[Event]:
+        records = self._map_body(ref).get("events", [])
+        try:
+            return [Event(int(r["t"]), str(r["k"]), r.get("s"), r.get("a") or {}) for r in records]
+        except (TypeError, KeyError, ValueError):
+            raise InputError(self.path, "malformed event record", ref.offset) from None
+
+    def call_blocks(self, socket: int | None = None) -> Iterator[CallTable]:
+        for b in self._call_blocks:
+            if socket is None or socket in b.entry.get("s", ()):
+                table = self._calls(b.ref)
+                yield table if socket is None else table.take(table.column("socket") == socket)
+
+    def calls(self, socket: int | None = None) -> CallTable:
+        return CallTable.concat(self.call_blocks(socket))
+
+    def call_column(self, name: str) -> np.ndarray:
+        """One call field for every call, as a numpy array."""
+        return np.concatenate(
+            [t.column(name) for t in self.call_blocks()]
+            or [np.empty(0, dict(CallTable.SCHEMA)[name])]
+        )
+
+    def call(self, seq: int) -> Any:
+        """The call with sequence number ``seq`` (calls are stored in sequence order)."""
+        i = bisect.bisect_right(self._call_k0, seq) - 1
+        for b in self._call_blocks[max(i, 0) : i + 2]:
+            if b.entry.get("k0", 0) <= seq <= b.entry.get("k1", -1):
+                table = self._calls(b.ref)
+                hits = np.flatnonzero(table.column("seq") == seq)
+                if len(hits):
+                    return table[int(hits[0])]
+        raise KeyError(seq)
+
+    def calls_between(self, t0: int, t1: int) -> CallTable:
+        """Calls issued in [t0, t1) ns, reading only the blocks that can hold them."""
+        parts = []
+        for b in self._call_blocks:
+            if b.entry.get("t1", 0) >= t0 and b.entry.get("t0", 0) < t1:
+                table = self._calls(b.ref)
+                issue = table.column("issue_ns")
+                parts.append(table.take((issue >= t0) & (issue < t1)))
+        return CallTable.concat(parts)
+
+    def segment_blocks(self, socket: int | None = None) -> Iterator[SegmentTable]:
+        for b in self.blocks:
+            if b.ref.type == BlockType.SEGMENTS and (
+                socket is None or socket in b.entry.get("s", ())
+            ):
+                table = self._segments(b.ref)
+                yield table if socket is None else table.take(table.column("socket") == socket)
+
+    def segments(self, socket: int | None = None) -> SegmentTable:
+        return SegmentTable.concat(self.segment_blocks(socket))
+
+    def events(self) -> list[Event]:
+        out: list[Event] = []
+        for b in self.blocks:
+            if b.ref.type == BlockType.EVENTS:
+                out.extend(self._events(b.ref))
+        return out
+
+    def stream_keys(self) -> list[tuple[int, Direction]]:
+        keys = {
+            (b.entry["s"][0], Direction(b.entry["sd"]))
+            for b in self.blocks
+            if b.ref.type == BlockType.STREAM
+        }
+        return sorted(keys)
+
+    def stream_lengths(self) -> dict[tuple[int, Direction], int]:
+        """Each stream's length from the index alone (no stream bytes are read)."""
+        out: dict[tuple[int, Direction], int] = {}
+        for b in self.blocks:
+            if b.ref.type == BlockType.STREAM:
+                key = (b.entry["s"][0], Direction(b.entry["sd"]))
+                out[key] = max(out.get(key, 0), b.entry["so"] + b.entry["sn"])
+        return out
+
+    def payload_bytes(self) -> int:
+        """Stream bytes physically stored in the file (0 when redacted)."""
+        return sum(
+            b.entry["sn"]
+            for b in self.blocks
+            if b.ref.type == BlockType.STREAM and b.entry.get("k") == "data"
+        )
+
+    def stream(self, socket: int, direction: Direction) -> Stream:
+        chunks = [
+            self._stream_body(b.ref)
+            for b in self.blocks
+            if b.ref.type == BlockType.STREAM
+            and b.entry["s"][0] == socket
+            and b.entry["sd"] == int(direction)
+        ]
+        return _assemble_stream(socket, Direction(direction), chunks, self.redacted)
+
+    def read(self) -> Trace:
+        """The whole trace in memory."""
+        return Trace(
+            metadata=dict(self.metadata),
+            clock=self.clock,
+            sockets=dict(self.sockets),
+            calls=self.calls(),
+            streams={key: self.stream(*key) for key in self.stream_keys()},
+            segments=self.segments(),
+            events=self.events(),
+        )
+
+
+def _assemble_stream(
+    socket: int, direction: Direction, chunks: list[dict[str, Any]], redacted: bool
+) -> Stream:
+    chunks.sort(key=lambda c: c["o"])
+    length = max((c["o"] + (len(c["b"]) if "b" in c else c["n"]) for c in chunks), default=0)
+    has_digests = redacted or any("h" in c for c in chunks)
+    data = None if has_digests else bytearray(length)
+    digests: list[DigestPiece] | None = [] if has_digests else None
+    covered: list[tuple[int, int]] = []
+    for c in chunks:
+        o = c["o"]
+        if "b" in c:
+            if data is not None:
+                data[o : o + len(c["b"])] = c["b"]
+            covered.append((o, o + len(c["b"])))
+        elif "h" in c:
+            assert digests is not None
+            at = o
+            for n, digest in c["h"]:
+                digests.append(DigestPiece(at, n, digest))
+                at += n
+            covered.append((o, o + c["n"]))
+    gaps: list[tuple[int, int]] = []
+    pos = 0
+    for start, end in sorted(covered):
+        if start > pos:
+            gaps.append((pos, start))
+        pos = max(pos, end)
+    if pos < length:
+        gaps.append((pos, length))
+    return Stream(socket, direction, length, data, gaps, digests)
+
+
+def read_trace(path: str | os.PathLike[str]) -> Trace:
+    with TraceReader(path) as reader:
+        return reader.read()
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    format_version: str
+    size: int
+    intact: bool
+    blocks: Counter[str] = field(default_factory=Counter)
+    calls: int = 0
+    segments: int = 0
+    sockets: int = 0
+    first_issue_ns: int | None = None
+    last_issue_ns: int | None = None
+    damages: list[Damage] = field(default_factory=list)
+    index: str = "missing"
+
+    @property
+    def readable(self) -> bool:
+        return sum(self.blocks.values()) > 0
+
+
+def _index_state(reader: TraceReader) -> str:
+    """``valid`` when the footer index lists exactly the blocks a scan finds."""
+    if reader.file.trailer_index_offset() is None:
+        return "missing"
+    try:
+        indexed = reader._from_index()
+    except InputError:
+        return "damaged"
+    if indexed is None:
+        return "damaged"
+    listed = [(b.ref.offset, b.ref.type) for b in indexed]
+    found = [(b.ref.offset, b.ref.type) for b in reader.blocks]
+    return "valid" if listed == found else "damaged"
+
+
+def verify(path: str | os.PathLike[str]) -> VerifyReport:
+    """Read every block of a trace and say what is intact and what is damaged.
+
+    Raises :class:`InputError` when the file is not a .wskt trace at all.
+    """
+    with TraceReader(path, mode="scan") as reader:
+        index_state = _index_state(reader)
+        report = VerifyReport(
+            reader.path,
+            reader.format_version,
+            reader.file.size,
+            intact=False,
+            damages=list(reader.damages),
+            index=index_state,
+        )
+        for b in reader.blocks:
+            report.blocks[
+                BlockType(b.ref.type).name
+                if b.ref.type in BlockType._value2member_map_
+                else f"type{b.ref.type}"
+            ] += 1
+            if b.ref.type == BlockType.CALLS:
+                report.calls += b.entry["n"]
+                t0, t1 = b.entry["t0"], b.entry["t1"]
+                report.first_issue_ns = (
+                    t0 if report.first_issue_ns is None else min(report.first_issue_ns, t0)
+                )
+                report.last_issue_ns = (
+                    t1 if report.last_issue_ns is None else max(report.last_issue_ns, t1)
+                )
+            elif b.ref.type == BlockType.SEGMENTS:
+                report.segments += b.entry["n"]
+        report.sockets = len(reader.sockets)
+        report.intact = index_state == "valid" and not report.damages and report.blocks["META"] == 1
+        return report
+
+
+def recover(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> VerifyReport:
+    """Write to ``out`` a valid trace holding every intact block of ``path``."""
+    report = verify(path)
+    if not report.readable:
+        raise InputError(os.fspath(path), "nothing recoverable: no intact block")
+    with TraceReader(path, mode="scan") as reader:
+        metadata = dict(reader.metadata)
+        metadata["recovered"] = {
+            "from": os.path.basename(os.fspath(path)),
+            "damages": [[d.offset, d.length, d.what] for d in reader.damages],
+            "meta_block_lost": not any(b.ref.type == BlockType.META for b in reader.blocks),
+        }
+        with open(out, "wb") as f:
+            writer = BlockWriter(f, zstd_level=3)
+            meta = {
+                "metadata": metadata,
+                "clock": {
+                    "zero_utc_ns": reader.clock.zero_utc_ns,
+                    "type": reader.clock.clock_type,
+                    "qpc_frequency": reader.clock.qpc_frequency,
+                },
+                "redacted": reader.redacted,
+                "tool": f"wskreplay {__version__}",
+            }
+            writer.write(BlockType.META, pack_body(meta), {})
+            for b in reader.blocks:
+                if b.ref.type in (BlockType.META, BlockType.INDEX):
+                    continue
+                head, stored = reader.file.raw_block(b.ref)
+                writer.write_raw(head, stored, b.ref.type, b.entry)
+            writer.finish()
+    return report
+
+
+__all__ = [
+    "FORMAT_MAJOR",
+    "TraceReader",
+    "TraceWriter",
+    "VerifyReport",
+    "read_trace",
+    "recover",
+    "verify",
+    "write_trace",
+]
