@@ -26,7 +26,20 @@ def fail(message: str) -> NoReturn:
 
 
 class Cli(click.Group):
-    """Turns every user-facing error into one stderr line and exit status 2."""
+    """Turns every user-facing error, usage errors included, into one stderr line, exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            fail(exc.format_message() + hint)
+        except click.Abort:
+            click.echo("wskreplay: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -43,10 +56,15 @@ class Cli(click.Group):
             fail("out of memory")
 
 
-@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=Cli, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="wskreplay")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Record, replay and diff the WskSendEx calls of Windows kernel network drivers."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 @main.command()

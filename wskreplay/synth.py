@@ -80,9 +80,10 @@ class _Segments:
 
     def table(self) -> SegmentTable:
         cols = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
-        cols["time_ns"] = _ticks(cols["time_ns"])
         order = np.argsort(cols["time_ns"], kind="stable")
-        return SegmentTable({k: v[order] for k, v in cols.items()})
+        cols = {k: v[order] for k, v in cols.items()}
+        cols["time_ns"] = _ticks(cols["time_ns"])
+        return SegmentTable(cols)
 
 
 def synth_trace(calls: int = 1000, sockets: int = 4, seed: int = 0) -> Trace:

@@ -21,6 +21,7 @@ from wskreplay.errors import InputError
 from wskreplay.formats import columns as colcodec
 from wskreplay.formats.wskt import (
     CALL_COLUMNS,
+    FILE_HEADER,
     FORMAT_MAJOR,
     SEGMENT_COLUMNS,
     BlockRef,
@@ -43,6 +44,7 @@ from wskreplay.model import (
     digest_pieces,
 )
 
+FILE_HEADER_SIZE = FILE_HEADER.size
 DEFAULT_BLOCK_ROWS = 65536
 DEFAULT_STREAM_CHUNK = 4 << 20
 DEFAULT_REDACT_PIECE = 64 << 10
@@ -470,8 +472,8 @@ class TraceReader:
                 raise InputError(self.path, "bad clock record", meta_blocks[0].ref.offset) from None
             self.redacted = bool(body.get("redacted", False))
             self.tool = body.get("tool")
-        elif not self.damages:
-            raise InputError(self.path, "no META block", 16)
+        elif self.indexed:
+            raise InputError(self.path, "no META block", FILE_HEADER_SIZE)
         self.sockets: dict[int, Socket] = {}
         for b in self.blocks:
             if b.ref.type == BlockType.SOCKETS:

@@ -84,57 +84,55 @@ def _shifted_lengths(
 def encode_transform(spec: ColumnSpec, cols: Mapping[str, np.ndarray]) -> np.ndarray:
     v = _to_i64(np.asarray(cols[spec.name]))
     n = len(v)
-    with np.errstate(over="ignore"):
-        if spec.transform == "plain":
-            return v
-        if spec.transform == "delta":
-            e = v.copy()
-            e[1:] -= v[:-1]
-            return e
-        if spec.transform == "minus":
-            e = v - _to_i64(np.asarray(cols[spec.base]))
-            if spec.mask is not None:
-                off = np.asarray(cols[spec.mask]) == 0
-                e[off] = v[off]
-            return e
-        if spec.transform == "next":
-            order, first = _group_order(cols, spec.group, n)
-            sv = v[order]
-            d = sv.copy()
-            d[1:] -= sv[:-1]
-            d[first] = sv[first]
-            d -= _shifted_lengths(cols, spec, order, first)
-            e = np.empty(n, dtype=np.int64)
-            e[order] = d
-            return e
+    if spec.transform == "plain":
+        return v
+    if spec.transform == "delta":
+        e = v.copy()
+        e[1:] -= v[:-1]
+        return e
+    if spec.transform == "minus":
+        e = v - _to_i64(np.asarray(cols[spec.base]))
+        if spec.mask is not None:
+            off = np.asarray(cols[spec.mask]) == 0
+            e[off] = v[off]
+        return e
+    if spec.transform == "next":
+        order, first = _group_order(cols, spec.group, n)
+        sv = v[order]
+        d = sv.copy()
+        d[1:] -= sv[:-1]
+        d[first] = sv[first]
+        d -= _shifted_lengths(cols, spec, order, first)
+        e = np.empty(n, dtype=np.int64)
+        e[order] = d
+        return e
     raise ValueError(f"unknown transform {spec.transform!r}")
 
 
 def decode_transform(spec: ColumnSpec, e: np.ndarray, cols: Mapping[str, np.ndarray]) -> np.ndarray:
     """Invert :func:`encode_transform`; ``cols`` holds the already decoded columns."""
     n = len(e)
-    with np.errstate(over="ignore"):
-        if spec.transform == "plain":
-            return e
-        if spec.transform == "delta":
-            return np.cumsum(e, dtype=np.int64)
-        if spec.transform == "minus":
-            base = _to_i64(np.asarray(cols[spec.base]))
-            v = e + base
-            if spec.mask is not None:
-                off = np.asarray(cols[spec.mask]) == 0
-                v[off] = e[off]
-            return v
-        if spec.transform == "next":
-            order, first = _group_order(cols, spec.group, n)
-            d = e[order] + _shifted_lengths(cols, spec, order, first)
-            cs = np.cumsum(d, dtype=np.int64)
-            starts = np.flatnonzero(first)
-            group_id = np.cumsum(first) - 1
-            sv = cs - (cs[starts] - d[starts])[group_id]
-            v = np.empty(n, dtype=np.int64)
-            v[order] = sv
-            return v
+    if spec.transform == "plain":
+        return e
+    if spec.transform == "delta":
+        return np.cumsum(e, dtype=np.int64)
+    if spec.transform == "minus":
+        base = _to_i64(np.asarray(cols[spec.base]))
+        v = e + base
+        if spec.mask is not None:
+            off = np.asarray(cols[spec.mask]) == 0
+            v[off] = e[off]
+        return v
+    if spec.transform == "next":
+        order, first = _group_order(cols, spec.group, n)
+        d = e[order] + _shifted_lengths(cols, spec, order, first)
+        cs = np.cumsum(d, dtype=np.int64)
+        starts = np.flatnonzero(first)
+        group_id = np.cumsum(first) - 1
+        sv = cs - (cs[starts] - d[starts])[group_id]
+        v = np.empty(n, dtype=np.int64)
+        v[order] = sv
+        return v
     raise ValueError(f"unknown transform {spec.transform!r}")
 
 
@@ -151,8 +149,7 @@ def pack(values: np.ndarray) -> dict[str, Any]:
     hi = int(values.max())
     if lo == hi:
         return {"w": 0, "b": lo}
-    with np.errstate(over="ignore"):
-        rel = values.view(np.uint64) - np.uint64(lo & 0xFFFFFFFFFFFFFFFF)
+    rel = values.view(np.uint64) - np.uint64(lo & 0xFFFFFFFFFFFFFFFF)
     step = int(np.gcd.reduce(rel))
     if step > 1:
         rel //= np.uint64(step)
@@ -189,10 +186,9 @@ def unpack(packed: Any, n: int, *, where: str) -> np.ndarray:
     if width > 1:
         raw = raw.reshape(width, n).T.copy()
     rel = raw.reshape(-1).view(f"<u{width}").astype(np.uint64)
-    with np.errstate(over="ignore"):
-        if step > 1:
-            rel *= np.uint64(step)
-        return (rel + base_i64.view(np.uint64)).view(np.int64)
+    if step > 1:
+        rel *= np.uint64(step)
+    return (rel + base_i64.view(np.uint64)).view(np.int64)
 
 
 def _from_i64(values: np.ndarray, dtype: str, where: str) -> np.ndarray:

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wskreplay.model import (
+    CallTable,
+    Clock,
+    Direction,
+    Event,
+    Segment,
+    SegmentTable,
+    SendCall,
+    Socket,
+    Trace,
+)
+from wskreplay.tracefile import write_trace
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLE_TRACE = REPO / "traces" / "sample.wskt"
+
+
+def run_cli(
+    *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run the installed ``wskreplay`` executable, as a user would."""
+    exe = Path(sys.executable).parent / "wskreplay"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "wskreplay"]
+    return subprocess.run(
+        [*cmd, *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "120"},
+        timeout=300,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def tiny_trace() -> Trace:
+    """Twelve calls on two sockets with short payloads, a segment per call, two events."""
+    calls, segments = [], []
+    position = {0: 0, 1: 0}
+    for i in range(12):
+        sock, n = i % 2, 5 + 3 * i
+        calls.append(
+            SendCall(
+                seq=i,
+                socket=sock,
+                issue_ns=1000 * i,
+                return_ns=1000 * i + 50,
+                flags=2 if i % 3 == 0 else 0,
+                offset=0,
+                length=n,
+                control_info=b"\x10\0\0\0" if i == 4 else None,
+                status=0x103,
+                completion_ns=1000 * i + 400,
+                completion_status=0,
+                information=n,
+                irp=0xFFFF800000000000 + 0x100 * i,
+                irql=0,
+                stream_offset=position[sock],
+            )
+        )
+        segments.append(
+            Segment(sock, 1000 * i + 100, Direction.OUT, position[sock], n, 0x18, 0, 65535)
+        )
+        position[sock] += n
+    trace = Trace(metadata={"source": "tiny"}, clock=Clock(1_700_000_000_000_000_000, "synthetic"))
+    trace.sockets = {
+        s: Socket(
+            s,
+            local_addr="192.0.2.1",
+            local_port=50000 + s,
+            remote_addr="198.51.100.1",
+            remote_port=445,
+        )
+        for s in (0, 1)
+    }
+    trace.calls = CallTable.from_calls(calls)
+    trace.segments = SegmentTable.from_segments(segments)
+    for sock, n in position.items():
+        stream = trace.stream(sock, Direction.OUT)
+        stream.data = bytearray(hashlib.shake_256(bytes([sock])).digest(n))
+        stream.length = n
+    trace.events = [Event(11_000, "disconnect", 0), Event(12_000, "close", 0, {"why": "done"})]
+    return trace
+
+
+@pytest.fixture(scope="session")
+def small_trace_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~2.5 KB trace with blocks of every kind: 3 calls a block, 40-byte stream chunks."""
+    path = tmp_path_factory.mktemp("small") / "small.wskt"
+    write_trace(path, tiny_trace(), block_rows=3, stream_chunk=40)
+    return path

@@ -1,0 +1,3 @@
+from wskreplay.cli import main
+
+main()
