@@ -37,7 +37,7 @@ def trace_info(reader: TraceReader) -> dict[str, Any]:
             t_max.append(int(table.column("completion_ns")[done].max()))
     segments = 0
     for b in reader.blocks:
-        if "t0" in b.entry and b.ref.type != BlockType.CALLS:
+        if b.entry.get("n") and "t0" in b.entry and b.ref.type != BlockType.CALLS:
             t_min.append(b.entry["t0"])
             t_max.append(b.entry["t1"])
         if b.ref.type == BlockType.SEGMENTS:

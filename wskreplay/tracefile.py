@@ -23,6 +23,8 @@ from wskreplay.formats.wskt import (
     CALL_COLUMNS,
     FILE_HEADER,
     FORMAT_MAJOR,
+    MAX_BLOCK_ROWS,
+    MAX_GAP_BYTES,
     SEGMENT_COLUMNS,
     BlockRef,
     BlockType,
@@ -69,31 +71,77 @@ def _socket_to_wire(s: Socket) -> dict[str, Any]:
 def _socket_from_wire(d: Any) -> Socket:
     if not isinstance(d, dict) or not isinstance(d.get("id"), int):
         raise ValueError("socket record without an integer id")
-    known = {k: d[k] for k in _socket_to_wire(Socket(0)) if k in d}
+    known = {k: d[k] for k in _SOCKET_TYPES if k in d}
+    for key, value in known.items():
+        if not isinstance(value, _SOCKET_TYPES[key]) or isinstance(value, bool):
+            raise ValueError(f"socket field {key!r} has type {type(value).__name__}")
     return Socket(**known)
 
 
-def _calls_entry(table: CallTable) -> dict[str, Any]:
-    seq = table.column("seq")
-    issue = table.column("issue_ns")
-    return {
-        "n": len(table),
-        "k0": int(seq.min()),
-        "k1": int(seq.max()),
-        "t0": int(issue.min()),
-        "t1": int(issue.max()),
-        "s": np.unique(table.column("socket")).tolist(),
+def _is_event(e: Event) -> bool:
+    return (
+        isinstance(e.time_ns, int)
+        and isinstance(e.kind, str)
+        and isinstance(e.attrs, dict)
+        and (e.socket is None or isinstance(e.socket, int))
+    )
+
+
+_SOCKET_TYPES = {
+    "id": int,
+    "category": str,
+    "family": int,
+    "local_addr": str,
+    "local_port": int,
+    "remote_addr": str,
+    "remote_port": int,
+    "origin": str,
+    "open_ns": int,
+    "close_ns": (int, type(None)),
+    "handle": int,
+}
+
+
+def _entry_ok(entry: dict[str, Any]) -> bool:
+    """Whether an index entry has the fields its block type needs, with the right types."""
+    ints = {
+        BlockType.CALLS: ("n", "k0", "k1", "t0", "t1"),
+        BlockType.SEGMENTS: ("n", "t0", "t1"),
+        BlockType.EVENTS: ("n", "t0", "t1"),
+        BlockType.STREAM: ("sd", "so", "sn"),
     }
+    kind = entry.get("t")
+    if not all(isinstance(entry.get(k), int) for k in ints.get(kind, ())):
+        return False
+    if kind in (BlockType.CALLS, BlockType.SEGMENTS, BlockType.STREAM):
+        s = entry.get("s")
+        if not isinstance(s, list) or not all(isinstance(x, int) for x in s):
+            return False
+    if kind == BlockType.STREAM:
+        return len(entry["s"]) == 1 and entry["sd"] in (0, 1, 2) and entry["so"] >= 0 <= entry["sn"]
+    return True
+
+
+def _span(values: np.ndarray) -> tuple[int, int]:
+    """(min, max), or (0, -1) for no values: an empty range no query matches."""
+    return (int(values.min()), int(values.max())) if len(values) else (0, -1)
+
+
+def _calls_entry(table: CallTable) -> dict[str, Any]:
+    k0, k1 = _span(table.column("seq"))
+    t0, t1 = _span(table.column("issue_ns"))
+    s = np.unique(table.column("socket")).tolist()
+    return {"n": len(table), "k0": k0, "k1": k1, "t0": t0, "t1": t1, "s": s}
 
 
 def _segments_entry(table: SegmentTable) -> dict[str, Any]:
-    t = table.column("time_ns")
-    return {
-        "n": len(table),
-        "t0": int(t.min()),
-        "t1": int(t.max()),
-        "s": np.unique(table.column("socket")).tolist(),
-    }
+    t0, t1 = _span(table.column("time_ns"))
+    return {"n": len(table), "t0": t0, "t1": t1, "s": np.unique(table.column("socket")).tolist()}
+
+
+def _events_entry(events: list[Event]) -> dict[str, Any]:
+    t0, t1 = _span(np.array([e.time_ns for e in events], dtype=np.int64))
+    return {"n": len(events), "t0": t0, "t1": t1}
 
 
 def _stream_entry(body: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +171,8 @@ class TraceWriter:
         stream_chunk: int = DEFAULT_STREAM_CHUNK,
         redact_piece: int = DEFAULT_REDACT_PIECE,
     ) -> None:
+        if not 1 <= block_rows <= MAX_BLOCK_ROWS:
+            raise ValueError(f"block_rows must be in [1, {MAX_BLOCK_ROWS}]")
         self.path = os.fspath(path)
         self._f = open(self.path, "wb")
         self._blocks = BlockWriter(self._f, zstd_level=zstd_level)
@@ -277,13 +327,13 @@ class TraceWriter:
         return parts[0] if parts else np.empty(0, np.int64)
 
     def add_events(self, events: Iterable[Event]) -> None:
-        records = [{"t": e.time_ns, "k": e.kind, "s": e.socket, "a": dict(e.attrs)} for e in events]
-        if records:
-            times = [r["t"] for r in records]
+        events = list(events)
+        if events:
+            records = [
+                {"t": e.time_ns, "k": e.kind, "s": e.socket, "a": dict(e.attrs)} for e in events
+            ]
             self._blocks.write(
-                BlockType.EVENTS,
-                pack_body({"events": records}),
-                {"n": len(records), "t0": min(times), "t1": max(times)},
+                BlockType.EVENTS, pack_body({"events": records}), _events_entry(events)
             )
 
     def flush(self) -> None:
@@ -405,6 +455,10 @@ class TraceReader:
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("o"), int):
                 raise InputError(self.path, "index entry without a block offset", offset)
+            if not _entry_ok(entry) or not FILE_HEADER_SIZE <= entry["o"] < offset:
+                raise InputError(
+                    self.path, f"malformed index entry for offset {entry['o']}", offset
+                )
             bref = self.file.block_at(entry["o"])
             if bref.type != entry.get("t"):
                 raise InputError(
@@ -438,9 +492,7 @@ class TraceReader:
         if ref.type == BlockType.STREAM:
             return _stream_entry(self._stream_body(ref))
         if ref.type == BlockType.EVENTS:
-            events = self._events(ref)
-            times = [e.time_ns for e in events] or [0]
-            return {"n": len(events), "t0": min(times), "t1": max(times)}
+            return _events_entry(self._events(ref))
         if ref.type == BlockType.SOCKETS:
             return {"n": len(self._sockets(ref))}
         self._map_body(ref)
@@ -486,6 +538,12 @@ class TraceReader:
     def format_version(self) -> str:
         return f"{self.file.header.major}.{self.file.header.minor}"
 
+    def _check_rows(self, n: Any, ref: BlockRef, kind: str) -> None:
+        if not isinstance(n, int) or not 0 <= n <= MAX_BLOCK_ROWS:
+            raise InputError(
+                self.path, f"{kind} block row count {n!r} outside [0, {MAX_BLOCK_ROWS}]", ref.offset
+            )
+
     def _sockets(self, ref: BlockRef) -> list[Socket]:
         records = self._map_body(ref).get("sockets", [])
         try:
@@ -496,8 +554,7 @@ class TraceReader:
     def _calls(self, ref: BlockRef) -> CallTable:
         body = self._map_body(ref)
         n = body.get("n")
-        if not isinstance(n, int) or n < 0 or n > ref.raw_len:
-            raise InputError(self.path, f"calls block row count {n!r} is impossible", ref.offset)
+        self._check_rows(n, ref, "calls")
         cols = colcodec.decode_columns(
             CALL_COLUMNS, body.get("cols"), n, path=self.path, offset=ref.offset
         )
@@ -510,8 +567,7 @@ class TraceReader:
     def _segments(self, ref: BlockRef) -> SegmentTable:
         body = self._map_body(ref)
         n = body.get("n")
-        if not isinstance(n, int) or n < 0 or n > ref.raw_len:
-            raise InputError(self.path, f"segments block row count {n!r} is impossible", ref.offset)
+        self._check_rows(n, ref, "segments")
         cols = colcodec.decode_columns(
             SEGMENT_COLUMNS, body.get("cols"), n, path=self.path, offset=ref.offset
         )
@@ -545,8 +601,11 @@ class TraceReader:
     def _events(self, ref: BlockRef) -> list[Event]:
         records = self._map_body(ref).get("events", [])
         try:
-            return [Event(int(r["t"]), str(r["k"]), r.get("s"), r.get("a") or {}) for r in records]
-        except (TypeError, KeyError, ValueError):
+            events = [Event(r["t"], r["k"], r.get("s"), r.get("a") or {}) for r in records]
+            if all(_is_event(e) for e in events):
+                return events
+            raise ValueError
+        except (TypeError, KeyError, ValueError, AttributeError):
             raise InputError(self.path, "malformed event record", ref.offset) from None
 
     def call_blocks(self, socket: int | None = None) -> Iterator[CallTable]:
@@ -637,7 +696,7 @@ class TraceReader:
             and b.entry["s"][0] == socket
             and b.entry["sd"] == int(direction)
         ]
-        return _assemble_stream(socket, Direction(direction), chunks, self.redacted)
+        return _assemble_stream(socket, Direction(direction), chunks, self.redacted, self.path)
 
     def read(self) -> Trace:
         """The whole trace in memory."""
@@ -653,35 +712,39 @@ class TraceReader:
 
 
 def _assemble_stream(
-    socket: int, direction: Direction, chunks: list[dict[str, Any]], redacted: bool
+    socket: int, direction: Direction, chunks: list[dict[str, Any]], redacted: bool, path: str
 ) -> Stream:
+    """One stream from its chunks; gaps are what no data or digest chunk covers."""
     chunks.sort(key=lambda c: c["o"])
-    length = max((c["o"] + (len(c["b"]) if "b" in c else c["n"]) for c in chunks), default=0)
-    has_digests = redacted or any("h" in c for c in chunks)
-    data = None if has_digests else bytearray(length)
-    digests: list[DigestPiece] | None = [] if has_digests else None
-    covered: list[tuple[int, int]] = []
-    for c in chunks:
-        o = c["o"]
-        if "b" in c:
-            if data is not None:
-                data[o : o + len(c["b"])] = c["b"]
-            covered.append((o, o + len(c["b"])))
-        elif "h" in c:
-            assert digests is not None
-            at = o
-            for n, digest in c["h"]:
-                digests.append(DigestPiece(at, n, digest))
-                at += n
-            covered.append((o, o + c["n"]))
+    spans = [(c["o"], c["o"] + (len(c["b"]) if "b" in c else c["n"])) for c in chunks]
+    length = max((end for _, end in spans), default=0)
+    covered = sorted(span for c, span in zip(chunks, spans, strict=True) if "gap" not in c)
     gaps: list[tuple[int, int]] = []
     pos = 0
-    for start, end in sorted(covered):
+    for start, end in covered:
         if start > pos:
             gaps.append((pos, start))
         pos = max(pos, end)
     if pos < length:
         gaps.append((pos, length))
+    has_digests = redacted or any("h" in c for c in chunks)
+    missing = sum(end - start for start, end in gaps)
+    if not has_digests and missing > MAX_GAP_BYTES:
+        raise InputError(
+            path,
+            f"stream {socket}/{direction.name}: {missing} bytes of gaps, more than the "
+            f"{MAX_GAP_BYTES} that can be held in memory",
+        )
+    data = None if has_digests else bytearray(length)
+    digests: list[DigestPiece] | None = [] if has_digests else None
+    for c in chunks:
+        if "b" in c and data is not None:
+            data[c["o"] : c["o"] + len(c["b"])] = c["b"]
+        elif "h" in c and digests is not None:
+            at = c["o"]
+            for n, digest in c["h"]:
+                digests.append(DigestPiece(at, n, digest))
+                at += n
     return Stream(socket, direction, length, data, gaps, digests)
 
 
@@ -746,7 +809,7 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
                 if b.ref.type in BlockType._value2member_map_
                 else f"type{b.ref.type}"
             ] += 1
-            if b.ref.type == BlockType.CALLS:
+            if b.ref.type == BlockType.CALLS and b.entry["n"]:
                 report.calls += b.entry["n"]
                 t0, t1 = b.entry["t0"], b.entry["t1"]
                 report.first_issue_ns = (

@@ -38,6 +38,10 @@ TRAILER = struct.Struct("<Q8s")
 TRAILER_MAGIC = b"WSKTEND\n"
 MAX_BLOCK_BYTES = 256 << 20
 """Largest stored or decoded block body; a header claiming more is damage, not a request."""
+MAX_BLOCK_ROWS = 1 << 20
+"""Most rows a CALLS or SEGMENTS block may hold (bounds what constant columns expand to)."""
+MAX_GAP_BYTES = 1 << 28
+"""Most bytes of gaps a stream may have for it to be assembled in memory."""
 
 
 class BlockType(IntEnum):
@@ -224,12 +228,16 @@ class WsktFile:
         self._dctx = zstandard.ZstdDecompressor()
 
     def close(self) -> None:
-        if isinstance(self._buf, memoryview):
-            self._buf.release()
+        """Release the mapping; one still referenced (say by a traceback) is left to the GC."""
+        try:
+            if isinstance(self._buf, memoryview):
+                self._buf.release()
+            if self._map is not None:
+                self._map.close()
+        except BufferError:
+            pass
         self._buf = b""
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        self._map = None
         self._fd.close()
 
     def __enter__(self) -> WsktFile:
