@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from wskreplay.formats.wskt import (
 from wskreplay.model import (
     CallTable,
     Clock,
+    ColumnTable,
     DigestPiece,
     Direction,
     Event,
@@ -150,6 +151,26 @@ def _stream_entry(body: dict[str, Any]) -> dict[str, Any]:
     return {"s": [body["s"]], "sd": body["d"], "so": body["o"], "sn": n, "k": kind}
 
 
+def _calls_block(part: CallTable) -> tuple[dict[str, Any], dict[str, Any]]:
+    cols = colcodec.encode_columns(CALL_COLUMNS, part.columns)
+    return {"n": len(part), "cols": cols, "ctl": part.control_blob}, _calls_entry(part)
+
+
+def _segments_block(part: SegmentTable) -> tuple[dict[str, Any], dict[str, Any]]:
+    cols = colcodec.encode_columns(SEGMENT_COLUMNS, part.columns)
+    return {"n": len(part), "cols": cols}, _segments_entry(part)
+
+
+@dataclass
+class _PendingRows:
+    """Rows of one block type waiting to fill a block."""
+
+    block_type: BlockType
+    encode: Callable[[Any], tuple[dict[str, Any], dict[str, Any]]]
+    tables: list[ColumnTable] = field(default_factory=list)
+    rows: int = 0
+
+
 class TraceWriter:
     """Streams a trace into a .wskt file.
 
@@ -180,10 +201,8 @@ class TraceWriter:
         self.block_rows = block_rows
         self.stream_chunk = stream_chunk
         self.redact_piece = redact_piece
-        self._calls: list[CallTable] = []
-        self._n_calls = 0
-        self._segments: list[SegmentTable] = []
-        self._n_segments = 0
+        self._pending_calls = _PendingRows(BlockType.CALLS, _calls_block)
+        self._pending_segments = _PendingRows(BlockType.SEGMENTS, _segments_block)
         self._call_ends: dict[tuple[int, int], list[np.ndarray]] = {}
         self._closed = False
         clock = clock or Clock()
@@ -231,46 +250,32 @@ class TraceWriter:
                         [table.column("stream_offset")[mask].astype(np.int64), ends[mask]]
                     )
                 )
-        self._calls.append(table)
-        self._n_calls += len(table)
-        if self._n_calls >= self.block_rows:
-            self._flush_calls(final=False)
+        self._add_rows(self._pending_calls, table)
 
     def add_segments(self, table: SegmentTable) -> None:
-        if not len(table):
-            return
-        self._segments.append(table)
-        self._n_segments += len(table)
-        if self._n_segments >= self.block_rows:
-            self._flush_segments(final=False)
+        self._add_rows(self._pending_segments, table)
 
-    def _flush_calls(self, *, final: bool) -> None:
-        pending = CallTable.concat(self._calls)
-        start = 0
-        while len(pending) - start >= self.block_rows or (final and start < len(pending)):
-            part = pending.take(slice(start, start + self.block_rows))
-            body = {
-                "n": len(part),
-                "cols": colcodec.encode_columns(CALL_COLUMNS, part.columns),
-                "ctl": part.control_blob,
-            }
-            self._blocks.write(BlockType.CALLS, pack_body(body), _calls_entry(part))
-            start += len(part)
-        rest = pending.take(slice(start, None)) if start else pending
-        self._calls = [rest] if len(rest) else []
-        self._n_calls = len(rest)
+    def _add_rows(self, pending: _PendingRows, table: ColumnTable) -> None:
+        if len(table):
+            pending.tables.append(table)
+            pending.rows += len(table)
+            if pending.rows >= self.block_rows:
+                self._flush_rows(pending, final=False)
 
-    def _flush_segments(self, *, final: bool) -> None:
-        pending = SegmentTable.concat(self._segments)
+    def _flush_rows(self, pending: _PendingRows, *, final: bool) -> None:
+        """Write every full block of pending rows (and the last short one when ``final``)."""
+        table = type(pending.tables[0]).concat(pending.tables) if pending.tables else None
         start = 0
-        while len(pending) - start >= self.block_rows or (final and start < len(pending)):
-            part = pending.take(slice(start, start + self.block_rows))
-            body = {"n": len(part), "cols": colcodec.encode_columns(SEGMENT_COLUMNS, part.columns)}
-            self._blocks.write(BlockType.SEGMENTS, pack_body(body), _segments_entry(part))
+        while table is not None and (
+            len(table) - start >= self.block_rows or (final and start < len(table))
+        ):
+            part = table.take(slice(start, start + self.block_rows))
+            body, entry = pending.encode(part)
+            self._blocks.write(pending.block_type, pack_body(body), entry)
             start += len(part)
-        rest = pending.take(slice(start, None)) if start else pending
-        self._segments = [rest] if len(rest) else []
-        self._n_segments = len(rest)
+        rest = table.take(slice(start, None)) if table is not None and start else table
+        pending.tables = [rest] if rest is not None and len(rest) else []
+        pending.rows = len(rest) if rest is not None else 0
 
     def add_stream_data(
         self, socket: int, direction: Direction, offset: int, data: bytes | memoryview
@@ -338,10 +343,8 @@ class TraceWriter:
 
     def flush(self) -> None:
         """Write every buffered call and segment now (blocks may then be short)."""
-        if self._calls:
-            self._flush_calls(final=True)
-        if self._segments:
-            self._flush_segments(final=True)
+        self._flush_rows(self._pending_calls, final=True)
+        self._flush_rows(self._pending_segments, final=True)
 
     def close(self) -> None:
         if self._closed:
