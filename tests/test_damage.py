@@ -130,3 +130,25 @@ def test_cli_verify_exits_2_when_nothing_is_readable(tmp_path):
     assert_one_line_error(run_cli("verify", str(path)), str(path), "not a .wskt trace")
     path.write_bytes(FILE_HEADER.pack(b"\x89WSKT\r\n\x1a", 1, 0, 0) + b"WSKB" + b"\0" * 10)
     assert_one_line_error(run_cli("verify", str(path)), str(path), "nothing readable")
+
+
+def test_an_index_that_lies_about_a_block_is_reported(small_trace_file, tmp_path):
+    import io
+
+    from wskreplay.formats.wskt import BlockWriter
+
+    buf = io.BytesIO()
+    writer = BlockWriter(buf)
+    with TraceReader(small_trace_file) as reader:
+        for b in reader.blocks:
+            entry = {k: v for k, v in b.entry.items() if k not in ("o", "t")}
+            if b.ref.type == BlockType.STREAM:
+                entry["sn"] += 1000
+            writer.write_raw(*reader.file.raw_block(b.ref), b.ref.type, entry)
+    writer.finish()
+    path = tmp_path / "liar.wskt"
+    path.write_bytes(buf.getvalue())
+    report = verify(path)
+    assert report.index == "damaged" and not report.intact and not report.damages
+    proc = run_cli("verify", str(path))
+    assert proc.returncode == 1 and "footer index: damaged" in proc.stdout

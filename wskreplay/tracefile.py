@@ -402,15 +402,14 @@ class BlockInfo:
 class TraceReader:
     """Random access to a .wskt trace: by call number, by time, by socket.
 
-    An intact file is read through its footer index. A damaged one (no trailer, a bad
-    block) raises :class:`InputError` in the default mode; in the ``tolerant`` and ``scan``
-    modes every intact block is found by walking the file and ``damages`` says what was lost.
+    An intact file is read through its footer index; a damaged one (no trailer, a bad
+    block) raises :class:`InputError`. With ``mode="scan"`` the footer is not used: every
+    intact block is found by walking and decoding the file, and ``damages`` says what was
+    lost (``verify`` and ``recover`` read this way).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, mode: str = "index") -> None:
-        """``mode``: ``index`` (an intact file only), ``tolerant`` (the index when it is
-        valid, else a scan), ``scan`` (always walk and decode every block)."""
-        if mode not in ("index", "tolerant", "scan"):
+        if mode not in ("index", "scan"):
             raise ValueError(f"unknown mode {mode!r}")
         self.file = WsktFile(path)
         self.path = self.file.path
@@ -777,7 +776,7 @@ class VerifyReport:
 
 
 def _index_state(reader: TraceReader) -> str:
-    """``valid`` when the footer index lists exactly the blocks a scan finds."""
+    """``valid`` when the footer index describes exactly the blocks a scan finds."""
     if reader.file.trailer_index_offset() is None:
         return "missing"
     try:
@@ -786,9 +785,21 @@ def _index_state(reader: TraceReader) -> str:
         return "damaged"
     if indexed is None:
         return "damaged"
-    listed = [(b.ref.offset, b.ref.type) for b in indexed]
-    found = [(b.ref.offset, b.ref.type) for b in reader.blocks]
-    return "valid" if listed == found else "damaged"
+
+    def described(blocks: list[BlockInfo]) -> list[Any]:
+        known = BlockType._value2member_map_
+        return [
+            (
+                b.ref.offset,
+                b.ref.type,
+                {k: v for k, v in b.entry.items() if k not in ("o", "t")}
+                if b.ref.type in known
+                else None,
+            )
+            for b in blocks
+        ]
+
+    return "valid" if described(indexed) == described(reader.blocks) else "damaged"
 
 
 def verify(path: str | os.PathLike[str]) -> VerifyReport:
