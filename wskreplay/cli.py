@@ -193,3 +193,45 @@ def recover_cmd(trace: str, out: str) -> None:
     report = recover(trace, out)
     _print_verify(report, "recovered")
     click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.argument("capture", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the connections as JSON.")
+@click.option(
+    "--dump",
+    "dump_dir",
+    type=click.Path(file_okay=False),
+    help="Write each direction's reassembled bytes to a file in this folder.",
+)
+@click.option(
+    "--partial-ok",
+    is_flag=True,
+    help="On a damaged capture, print what was read and exit 1 instead of 2.",
+)
+def streams(capture: str, as_json: bool, dump_dir: str | None, partial_ok: bool) -> None:
+    """Reassemble the TCP connections of a pcap or pcapng capture."""
+    from wskreplay.console import print_streams
+    from wskreplay.formats.pcap import read_frames
+    from wskreplay.recorder.tcp import dump_streams, reassemble, streams_summary
+
+    frames = read_frames(capture)
+    result = reassemble(frames)
+    summary = streams_summary(result)
+    summary["complete"] = frames.error is None
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        print_streams(summary)
+    if dump_dir:
+        for path in dump_streams(result, dump_dir):
+            click.echo(f"wrote {path}", err=True)
+    if frames.wrapped_times:
+        click.echo(
+            f"wskreplay: warning: {capture}: {frames.wrapped_times} frames have timestamps "
+            "outside 1677..2262; kept modulo 2**64 ns",
+            err=True,
+        )
+    if frames.error is not None:
+        click.echo(f"wskreplay: error: {frames.error} (the result above stops there)", err=True)
+        sys.exit(EXIT_PROBLEM if partial_ok else EXIT_ERROR)

@@ -46,3 +46,29 @@ def print_info(summary: dict[str, Any], console: Console | None = None) -> None:
     console.print(overview)
     console.print(_status_table("returned status", summary["statuses"]))
     console.print(_status_table("completion status", summary["completions"]))
+
+
+def print_streams(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(
+        title=f"{summary['file']}: {summary['packets']} packets, "
+        f"{summary['tcp_packets']} TCP, {len(summary['connections'])} connections",
+        title_justify="left",
+    )
+    for col in ("#", "client", "server", "flags", "c->s bytes", "s->c bytes", "gaps"):
+        table.add_column(col, justify="right" if "bytes" in col or col in ("#", "gaps") else "left")
+    for i, c in enumerate(summary["connections"]):
+        flags = "".join(f for f, on in (("S", c["syn"]), ("F", c["fin"]), ("R", c["rst"])) if on)
+        gaps = len(c["client_to_server"]["gaps"]) + len(c["server_to_client"]["gaps"])
+        table.add_row(
+            str(i),
+            c["client"],
+            c["server"],
+            flags,
+            str(c["client_to_server"]["bytes"]),
+            str(c["server_to_client"]["bytes"]),
+            str(gaps),
+        )
+    console.print(table)
+    if not summary.get("complete", True):
+        console.print("[bold red]incomplete:[/] the capture is damaged; see the error below")

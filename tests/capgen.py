@@ -1,0 +1,161 @@
+"""Build small captures for the cases the shared files lack (written by the tests, read
+back by both tshark and wskreplay)."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+ETH_HEADER = bytes.fromhex("020000000002020000000001")
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+@dataclass
+class Endpoint:
+    ip: str
+    port: int
+
+
+def tcp_frame(
+    src: Endpoint,
+    dst: Endpoint,
+    seq: int,
+    ack: int,
+    flags: int,
+    payload: bytes = b"",
+    window: int = 65535,
+    options: bytes = b"",
+) -> bytes:
+    """An Ethernet + IPv4/IPv6 + TCP frame (IPv6 when the addresses are)."""
+    options += b"\0" * (-len(options) % 4)
+    tcp = (
+        struct.pack(
+            "!HHIIBBHHH",
+            src.port,
+            dst.port,
+            seq % (1 << 32),
+            ack % (1 << 32),
+            (5 + len(options) // 4) << 4,
+            flags,
+            window,
+            0,
+            0,
+        )
+        + options
+        + payload
+    )
+    s, d = ipaddress.ip_address(src.ip), ipaddress.ip_address(dst.ip)
+    if s.version == 4:
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0, s.packed, d.packed
+        )
+        ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+        return ETH_HEADER + b"\x08\x00" + ip + tcp
+    ip = struct.pack("!IHBB16s16s", 0x60000000, len(tcp), 6, 64, s.packed, d.packed)
+    return ETH_HEADER + b"\x86\xdd" + ip + tcp
+
+
+def write_pcap(
+    path,
+    packets: list[tuple[int, bytes]],
+    *,
+    endian: str = "<",
+    nano: bool = False,
+    linktype: int = 1,
+    snaplen: int = 65535,
+) -> None:
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    out = bytearray(struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype))
+    for ts, frame in packets:
+        sec, frac = divmod(ts, 10**9)
+        if not nano:
+            frac //= 1000
+        data = frame[:snaplen]
+        out += struct.pack(endian + "IIII", sec, frac, len(data), len(frame)) + data
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+def write_pcapng(
+    path, packets: list[tuple[int, bytes]], *, endian: str = "<", linktype: int = 1
+) -> None:
+    """pcapng in either byte order, microsecond timestamps (the default if_tsresol)."""
+
+    def block(btype: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return (
+            struct.pack(endian + "II", btype, 12 + len(body))
+            + body
+            + struct.pack(endian + "I", 12 + len(body))
+        )
+
+    out = bytearray(block(0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1)))
+    out[:4] = b"\x0a\x0d\x0d\x0a"
+    out += block(1, struct.pack(endian + "HHI", linktype, 0, 0))
+    for ts, frame in packets:
+        us = ts // 1000
+        out += block(
+            6,
+            struct.pack(endian + "IIIII", 0, us >> 32, us & 0xFFFFFFFF, len(frame), len(frame))
+            + frame,
+        )
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+SYN, ACK, PSH, FIN, RST = 0x02, 0x10, 0x08, 0x01, 0x04
+
+
+def conversation(
+    client_isn: int,
+    server_isn: int,
+    segments: list[tuple[str, int, bytes]],
+    *,
+    v6: bool = False,
+    server_window: list[int] | None = None,
+    t0: int = 1_700_000_000_123_456_000,
+) -> list[tuple[int, bytes]]:
+    """Handshake, then ``segments`` as (sender 'c'/'s', offset in its stream, payload), then
+    FIN from each side. Acks follow what the other side has sent in full so far."""
+    c = Endpoint("2001:db8::1" if v6 else "192.0.2.1", 40000)
+    s = Endpoint("2001:db8::2" if v6 else "198.51.100.2", 445)
+    mss = b"\x02\x04\x05\xb4"
+    frames = [
+        tcp_frame(c, s, client_isn, 0, SYN, options=mss),
+        tcp_frame(s, c, server_isn, client_isn + 1, SYN | ACK, options=mss),
+        tcp_frame(c, s, client_isn + 1, server_isn + 1, ACK),
+    ]
+    sent = {"c": 0, "s": 0}
+    for i, (who, offset, payload) in enumerate(segments):
+        src, dst = (c, s) if who == "c" else (s, c)
+        isn, peer_isn = (client_isn, server_isn) if who == "c" else (server_isn, client_isn)
+        other = "s" if who == "c" else "c"
+        window = server_window[i] if (server_window and who == "s") else 65535
+        frames.append(
+            tcp_frame(
+                src,
+                dst,
+                isn + 1 + offset,
+                peer_isn + 1 + sent[other],
+                ACK | PSH,
+                payload,
+                window=window,
+            )
+        )
+        sent[who] = max(sent[who], offset + len(payload))
+    frames.append(
+        tcp_frame(c, s, client_isn + 1 + sent["c"], server_isn + 1 + sent["s"], FIN | ACK)
+    )
+    frames.append(
+        tcp_frame(s, c, server_isn + 1 + sent["s"], client_isn + 2 + sent["c"], FIN | ACK)
+    )
+    return [(t0 + 1000 * i + 7, f) for i, f in enumerate(frames)]

@@ -1,0 +1,452 @@
+"""pcap and pcapng: read into column arrays, write pcapng.
+
+The reader walks record headers once with precompiled ``struct.Struct`` objects over a
+``memoryview`` of the file (``mmap``; gzip files are inflated into memory first, up to a
+limit) and returns a :class:`Frames` table: one row per captured frame with its UTC time in
+nanoseconds, interface, link type, and where its bytes are in the buffer. No object is
+built per packet. Damage (a record cut short, a length past the end of the file, a
+timestamp that cannot be) stops the walk: the frames before it are returned together with
+the error, so a caller can report a partial result as partial.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+
+from wskreplay.errors import InputError
+
+PCAP_MAGIC_US = 0xA1B2C3D4
+PCAP_MAGIC_NS = 0xA1B23C4D
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BOM = 0x1A2B3C4D
+PCAPNG_IDB = 0x00000001
+PCAPNG_OPB = 0x00000002
+PCAPNG_SPB = 0x00000003
+PCAPNG_EPB = 0x00000006
+
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+
+DIRECTION_UNKNOWN, DIRECTION_IN, DIRECTION_OUT = 0, 1, 2
+MAX_GUNZIP_BYTES = 8 << 30
+"""Largest capture a .gz file may inflate to (a gzip bomb stops here with an error)."""
+MAX_RECORD_BYTES = 1 << 28
+"""Largest frame a record may claim (256 MiB); a bigger claim is a corrupt record."""
+
+
+@dataclass
+class Interface:
+    linktype: int
+    snaplen: int = 0
+    tsresol: int = 1_000_000
+    """Ticks per second of this interface's timestamps."""
+    tsoffset: int = 0
+    """Seconds added to every timestamp (pcapng if_tsoffset)."""
+    name: str | None = None
+
+
+@dataclass
+class Frames:
+    """Captured frames as columns; frame ``i`` is ``buffer[offset[i] : offset[i] + caplen[i]]``."""
+
+    path: str
+    format: str
+    buffer: memoryview
+    time_ns: np.ndarray
+    interface: np.ndarray
+    linktype: np.ndarray
+    offset: np.ndarray
+    caplen: np.ndarray
+    origlen: np.ndarray
+    direction: np.ndarray
+    interfaces: list[Interface] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    error: InputError | None = None
+    """Damage that stopped the walk; the frames before it are all here."""
+    wrapped_times: int = 0
+    """Frames whose timestamp lies outside what int64 nanoseconds hold (years 1677..2262):
+    pcapng allows them (unsigned 64-bit ticks); their time is kept modulo 2**64 ns."""
+
+    def __len__(self) -> int:
+        return len(self.time_ns)
+
+    def frame(self, i: int) -> memoryview:
+        start = int(self.offset[i])
+        return self.buffer[start : start + int(self.caplen[i])]
+
+
+class _Columns:
+    """Growable per-frame columns, filled by the record walk."""
+
+    def __init__(self) -> None:
+        self.wrapped_times = 0
+        self.ts: list[int] = []
+        self.iface: list[int] = []
+        self.offset: list[int] = []
+        self.caplen: list[int] = []
+        self.origlen: list[int] = []
+        self.direction: list[int] = []
+
+
+def _wrapped(cols: _Columns, ns: int) -> int:
+    """``ns`` as a signed 64-bit count; a time outside 1677..2262 wraps modulo 2**64 (counted)."""
+    if -(1 << 63) <= ns < 1 << 63:
+        return ns
+    cols.wrapped_times += 1
+    return (ns + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+def _load(path: str) -> tuple[memoryview, object, str | None]:
+    """The file's bytes (inflated if gzip), an object keeping them alive, and whether a
+    gzip stream ended early (then the bytes are what it held up to there)."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {exc.strerror}") from None
+    with f:
+        if f.read(2) == b"\x1f\x8b":
+            f.seek(0)
+            data, cut = _gunzip(f.read(), path)
+            return memoryview(data), None, cut
+        if os.fstat(f.fileno()).st_size == 0:
+            return memoryview(b""), None, None
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return memoryview(mm), mm, None
+
+
+def _gunzip(data: bytes, path: str) -> tuple[bytes, str | None]:
+    """Inflate every gzip member, at most MAX_GUNZIP_BYTES in all."""
+    out = bytearray()
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(data, MAX_GUNZIP_BYTES + 1 - len(out))
+        except zlib.error as exc:
+            raise InputError(path, f"gzip data is corrupt after {len(out)} bytes: {exc}") from None
+        if len(out) > MAX_GUNZIP_BYTES or inflater.unconsumed_tail:
+            raise InputError(path, f"gzip inflates to more than {MAX_GUNZIP_BYTES} bytes")
+        if not inflater.eof:
+            return bytes(out), f"gzip stream cut short after {len(out)} inflated bytes"
+        data = inflater.unused_data
+    return bytes(out), None
+
+
+def read_frames(path: str | os.PathLike[str]) -> Frames:
+    """Every frame of a pcap or pcapng file (optionally gzip-compressed)."""
+    path = os.fspath(path)
+    buf, keep, gzip_cut = _load(path)
+    if len(buf) < 4:
+        raise InputError(path, f"not a capture: {len(buf)} bytes, too short for a header", 0)
+    (magic_le,) = struct.unpack_from("<I", buf, 0)
+    (magic_be,) = struct.unpack_from(">I", buf, 0)
+    cols = _Columns()
+    interfaces: list[Interface] = []
+    comments: list[str] = []
+    error: InputError | None = None
+    if magic_le == PCAPNG_SHB:
+        fmt = "pcapng"
+        try:
+            _walk_pcapng(path, buf, cols, interfaces, comments)
+        except InputError as exc:
+            error = exc
+    elif magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or magic_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
+        fmt = "pcap"
+        try:
+            _walk_pcap(path, buf, cols, interfaces)
+        except InputError as exc:
+            error = exc
+    else:
+        raise InputError(path, f"not a pcap or pcapng file (magic 0x{magic_le:08X})", 0)
+    if error is None and gzip_cut:
+        error = InputError(path, gzip_cut, len(buf))
+    linktypes = np.array([i.linktype for i in interfaces] or [0], dtype=np.int32)
+    if fmt == "pcap":
+        iface = np.zeros(len(cols.ts), dtype=np.int32)
+        cols.direction = [DIRECTION_UNKNOWN] * len(cols.ts)
+    else:
+        iface = np.array(cols.iface, dtype=np.int32)
+    frames = Frames(
+        path=path,
+        format=fmt,
+        buffer=buf,
+        time_ns=np.array(cols.ts, dtype=np.int64),
+        interface=iface,
+        linktype=linktypes[iface] if len(iface) else np.empty(0, np.int32),
+        offset=np.array(cols.offset, dtype=np.int64),
+        caplen=np.array(cols.caplen, dtype=np.int64),
+        origlen=np.array(cols.origlen, dtype=np.int64),
+        direction=np.array(cols.direction, dtype=np.uint8),
+        interfaces=interfaces,
+        comments=comments,
+        error=error,
+        wrapped_times=cols.wrapped_times,
+    )
+    frames._keep = keep  # type: ignore[attr-defined]
+    return frames
+
+
+def _walk_pcap(path: str, buf: memoryview, cols: _Columns, interfaces: list[Interface]) -> None:
+    if len(buf) < 24:
+        raise InputError(path, f"pcap file header cut short: {len(buf)} of 24 bytes", 0)
+    (magic,) = struct.unpack_from("<I", buf, 0)
+    endian = "<" if magic in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">"
+    (magic,) = struct.unpack_from(endian + "I", buf, 0)
+    nano = magic == PCAP_MAGIC_NS
+    major, minor, _zone, _sigfigs, snaplen, network = struct.unpack_from(endian + "HHiIII", buf, 4)
+    if major != 2:
+        raise InputError(path, f"unsupported pcap version {major}.{minor}", 4)
+    interfaces.append(Interface(network & 0x0FFFFFFF, snaplen, 10**9 if nano else 10**6))
+    frac_limit = 10**9 if nano else 10**6
+    scale = 1 if nano else 1000
+    rec = struct.Struct(endian + "IIII")
+    size = len(buf)
+    pos = 24
+    ts, offset, caplen, origlen = cols.ts, cols.offset, cols.caplen, cols.origlen
+    while pos < size:
+        if size - pos < 16:
+            raise InputError(path, f"record header cut short: {size - pos} of 16 bytes", pos)
+        sec, frac, incl, orig = rec.unpack_from(buf, pos)
+        if incl > MAX_RECORD_BYTES:
+            raise InputError(
+                path, f"record claims a {incl}-byte frame (limit {MAX_RECORD_BYTES})", pos
+            )
+        if incl > size - pos - 16:
+            raise InputError(
+                path, f"record cut short: frame of {incl} bytes, {size - pos - 16} present", pos
+            )
+        if frac >= frac_limit:
+            raise InputError(
+                path,
+                f"timestamp fraction {frac} is not below {frac_limit} "
+                f"({'ns' if nano else 'us'} resolution)",
+                pos,
+            )
+        ts.append(sec * 1_000_000_000 + frac * scale)
+        offset.append(pos + 16)
+        caplen.append(incl)
+        origlen.append(orig)
+        pos += 16 + incl
+
+
+def _options(buf: memoryview, start: int, end: int, endian: str) -> dict[int, list[bytes]]:
+    """pcapng options in [start, end): code -> values. Stops at opt_endofopt or bad lengths."""
+    opts: dict[int, list[bytes]] = {}
+    pos = start
+    hdr = struct.Struct(endian + "HH")
+    while pos + 4 <= end:
+        code, length = hdr.unpack_from(buf, pos)
+        if code == 0 or pos + 4 + length > end:
+            break
+        opts.setdefault(code, []).append(bytes(buf[pos + 4 : pos + 4 + length]))
+        pos += 4 + ((length + 3) & ~3)
+    return opts
+
+
+def _tsresol(raw: bytes) -> int:
+    value = raw[0]
+    exponent = value & 0x7F
+    if exponent > 18:
+        raise ValueError(f"if_tsresol {value:#x}")
+    return 2**exponent if value & 0x80 else 10**exponent
+
+
+def _walk_pcapng(
+    path: str, buf: memoryview, cols: _Columns, interfaces: list[Interface], comments: list[str]
+) -> None:
+    size = len(buf)
+    pos = 0
+    endian = "<"
+    section_ifaces: list[int] = []
+    ts, iface, offset, caplen = cols.ts, cols.iface, cols.offset, cols.caplen
+    origlen, direction = cols.origlen, cols.direction
+    epb = {e: struct.Struct(e + "IIIIIII") for e in "<>"}
+    head = {e: struct.Struct(e + "II") for e in "<>"}
+    while pos < size:
+        if size - pos < 12:
+            raise InputError(path, f"block header cut short: {size - pos} of 12 bytes", pos)
+        (btype,) = struct.unpack_from("<I", buf, pos)
+        if btype == PCAPNG_SHB:
+            if size - pos < 28:
+                raise InputError(path, "section header block cut short", pos)
+            (bom,) = struct.unpack_from("<I", buf, pos + 8)
+            if bom == PCAPNG_BOM:
+                endian = "<"
+            elif bom == 0x4D3C2B1A:
+                endian = ">"
+            else:
+                raise InputError(path, f"section header with bad byte-order magic 0x{bom:08X}", pos)
+            major, minor = struct.unpack_from(endian + "HH", buf, pos + 12)
+            if major != 1:
+                raise InputError(path, f"unsupported pcapng section version {major}.{minor}", pos)
+            section_ifaces = []
+        btype, blen = head[endian].unpack_from(buf, pos)
+        if blen < 12 or blen % 4 or blen > size - pos:
+            what = "cut short" if blen > size - pos else "has an impossible length"
+            raise InputError(
+                path, f"block of type 0x{btype:08X} {what}: {blen} bytes, {size - pos} present", pos
+            )
+        end = pos + blen
+        if btype == PCAPNG_EPB:
+            if blen < 32:
+                raise InputError(path, f"enhanced packet block too short: {blen} bytes", pos)
+            _, _, ifid, ts_hi, ts_lo, incl, orig = epb[endian].unpack_from(buf, pos)
+            if incl > blen - 32:
+                raise InputError(path, f"packet of {incl} bytes in a {blen}-byte block", pos)
+            if ifid >= len(section_ifaces):
+                raise InputError(path, f"packet on undeclared interface {ifid}", pos)
+            gi = section_ifaces[ifid]
+            info = interfaces[gi]
+            ticks = (ts_hi << 32) | ts_lo
+            ts.append(
+                _wrapped(
+                    cols, ticks * 1_000_000_000 // info.tsresol + info.tsoffset * 1_000_000_000
+                )
+            )
+            iface.append(gi)
+            offset.append(pos + 28)
+            caplen.append(incl)
+            origlen.append(orig)
+            opt_start = pos + 28 + ((incl + 3) & ~3)
+            flag = DIRECTION_UNKNOWN
+            if opt_start < end - 4:
+                flags = _options(buf, opt_start, end - 4, endian).get(2)
+                if flags and len(flags[0]) == 4:
+                    flag = struct.unpack(endian + "I", flags[0])[0] & 0x3
+            direction.append(flag if flag in (DIRECTION_IN, DIRECTION_OUT) else DIRECTION_UNKNOWN)
+        elif btype == PCAPNG_IDB:
+            if blen < 20:
+                raise InputError(path, f"interface block too short: {blen} bytes", pos)
+            linktype, _, snaplen = struct.unpack_from(endian + "HHI", buf, pos + 8)
+            opts = _options(buf, pos + 16, end - 4, endian)
+            info = Interface(linktype, snaplen, 10**6)
+            try:
+                if 9 in opts:
+                    info.tsresol = _tsresol(opts[9][0])
+                if 14 in opts and len(opts[14][0]) == 8:
+                    info.tsoffset = struct.unpack(endian + "q", opts[14][0])[0]
+            except ValueError as exc:
+                raise InputError(path, f"interface block with bad option: {exc}", pos) from None
+            if 2 in opts:
+                info.name = opts[2][0].decode("utf-8", "replace")
+            section_ifaces.append(len(interfaces))
+            interfaces.append(info)
+        elif btype == PCAPNG_SPB:
+            if not section_ifaces:
+                raise InputError(path, "simple packet block before any interface", pos)
+            (orig,) = struct.unpack_from(endian + "I", buf, pos + 8)
+            info = interfaces[section_ifaces[0]]
+            incl = min(orig, blen - 16, info.snaplen or orig)
+            ts.append(ts[-1] if ts else 0)
+            iface.append(section_ifaces[0])
+            offset.append(pos + 12)
+            caplen.append(incl)
+            origlen.append(orig)
+            direction.append(DIRECTION_UNKNOWN)
+        elif btype == PCAPNG_OPB:
+            ifid, _drops, ts_hi, ts_lo, incl, orig = struct.unpack_from(
+                endian + "HHIIII", buf, pos + 8
+            )
+            if incl > blen - 32 or ifid >= len(section_ifaces):
+                raise InputError(path, "malformed obsolete packet block", pos)
+            gi = section_ifaces[ifid]
+            ticks = (ts_hi << 32) | ts_lo
+            ts.append(_wrapped(cols, ticks * 1_000_000_000 // interfaces[gi].tsresol))
+            iface.append(gi)
+            offset.append(pos + 28)
+            caplen.append(incl)
+            origlen.append(orig)
+            direction.append(DIRECTION_UNKNOWN)
+        elif btype == PCAPNG_SHB:
+            opts = _options(buf, pos + 24, end - 4, endian)
+            comments.extend(c.decode("utf-8", "replace") for c in opts.get(1, []))
+        (trailer,) = struct.unpack_from(endian + "I", buf, end - 4)
+        if trailer != blen:
+            raise InputError(path, f"block length {blen} does not match its trailer {trailer}", pos)
+        pos = end
+
+
+class PcapngWriter:
+    """Writes pcapng: nanosecond timestamps, one interface per link type, EPB direction flags."""
+
+    def __init__(self, fileobj: BinaryIO, *, comment: str | None = None, snaplen: int = 0) -> None:
+        self._f = fileobj
+        self._ifaces: dict[int, int] = {}
+        self._snaplen = snaplen
+        opts = _option(1, comment.encode()) if comment else b""
+        body = (
+            struct.pack("<IHHq", PCAPNG_BOM, 1, 0, -1) + opts + (_option(0, b"") if opts else b"")
+        )
+        self._block(PCAPNG_SHB, body)
+
+    def _block(self, btype: int, body: bytes) -> None:
+        length = 12 + len(body)
+        self._f.write(struct.pack("<II", btype, length) + body + struct.pack("<I", length))
+
+    def interface(self, linktype: int) -> int:
+        if linktype not in self._ifaces:
+            opts = _option(9, bytes([9])) + _option(0, b"")
+            self._block(PCAPNG_IDB, struct.pack("<HHI", linktype, 0, self._snaplen) + opts)
+            self._ifaces[linktype] = len(self._ifaces)
+        return self._ifaces[linktype]
+
+    def packet(
+        self,
+        time_ns: int,
+        linktype: int,
+        data: bytes | memoryview,
+        *,
+        origlen: int | None = None,
+        direction: int = DIRECTION_UNKNOWN,
+        comment: str | None = None,
+    ) -> None:
+        ifid = self.interface(linktype)
+        opts = b""
+        if direction in (DIRECTION_IN, DIRECTION_OUT):
+            opts += _option(2, struct.pack("<I", direction))
+        if comment:
+            opts += _option(1, comment.encode())
+        if opts:
+            opts += _option(0, b"")
+        pad = b"\0" * (-len(data) % 4)
+        head = struct.pack(
+            "<IIIII",
+            ifid,
+            time_ns >> 32,
+            time_ns & 0xFFFFFFFF,
+            len(data),
+            len(data) if origlen is None else origlen,
+        )
+        self._block(PCAPNG_EPB, head + bytes(data) + pad + opts)
+
+
+def _option(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def write_pcapng(
+    path: str | os.PathLike[str], frames: Frames, *, comment: str | None = None
+) -> None:
+    """Write every frame of ``frames`` to a pcapng file."""
+    with open(path, "wb") as f:
+        w = PcapngWriter(f, comment=comment)
+        for i in range(len(frames)):
+            w.packet(
+                int(frames.time_ns[i]),
+                int(frames.linktype[i]),
+                frames.frame(i),
+                origlen=int(frames.origlen[i]),
+                direction=int(frames.direction[i]),
+            )

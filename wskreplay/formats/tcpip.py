@@ -1,0 +1,249 @@
+"""Link, IP and TCP headers of many frames at once, decoded with numpy.
+
+Every field is gathered for all frames in one array operation; a frame whose captured
+bytes do not reach a field simply does not qualify (it is counted, never read past its
+end). Addresses are 16 bytes, IPv4 as IPv4-mapped IPv6 (``::ffff:a.b.c.d``), held as two
+big-endian uint64 halves so flows can be keyed with plain integer columns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import numpy as np
+
+from wskreplay.formats import pcap
+
+ETHERTYPE_IPV4, ETHERTYPE_IPV6 = 0x0800, 0x86DD
+VLAN_TAGS = (0x8100, 0x88A8, 0x9100)
+ETHERTYPE_PPPOE_SESSION = 0x8864
+PPP_IPV4, PPP_IPV6 = 0x0021, 0x0057
+IPV6_EXTENSIONS = (0, 43, 44, 51, 60)
+TCP = 6
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+V4_MAPPED_HI = np.uint64(0)
+V4_MAPPED_LO_PREFIX = np.uint64(0xFFFF) << np.uint64(32)
+
+
+@dataclass
+class TcpPackets:
+    """The TCP segments among a capture's frames, as columns (row = segment)."""
+
+    frame: np.ndarray
+    time_ns: np.ndarray
+    src_hi: np.ndarray
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    seq: np.ndarray
+    ack: np.ndarray
+    flags: np.ndarray
+    window: np.ndarray
+    header_offset: np.ndarray
+    """Buffer offset of the TCP header (options are read from here for SYNs)."""
+    header_len: np.ndarray
+    payload_offset: np.ndarray
+    payload_len: np.ndarray
+    """TCP payload bytes the segment carried on the wire (from the IP length)."""
+    captured_len: np.ndarray
+    """Of those, bytes present in the capture (fewer when the snap length cut the frame)."""
+    captured_header_len: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+class _Gather:
+    """Bounds-checked big-endian reads at per-frame positions of one buffer."""
+
+    def __init__(self, buffer: memoryview, end: np.ndarray) -> None:
+        self.buf = np.frombuffer(buffer, dtype=np.uint8) if len(buffer) else np.zeros(1, np.uint8)
+        self.end = end
+
+    def fits(self, pos: np.ndarray, size: int) -> np.ndarray:
+        return (pos >= 0) & (pos + size <= self.end)
+
+    def u8(self, pos: np.ndarray) -> np.ndarray:
+        return self.buf[np.clip(pos, 0, len(self.buf) - 1)].astype(np.int64)
+
+    def be(self, pos: np.ndarray, size: int) -> np.ndarray:
+        value = np.zeros(len(pos), dtype=np.uint64)
+        for k in range(size):
+            value = (value << np.uint64(8)) | self.u8(pos + k).astype(np.uint64)
+        return value
+
+
+def _link_layer(frames: pcap.Frames, g: _Gather) -> tuple[np.ndarray, np.ndarray]:
+    """(offset of the IP header or -1, IP version 4/6 or 0) for every frame."""
+    n = len(frames)
+    off, lt = frames.offset, frames.linktype
+    l3 = np.full(n, -1, dtype=np.int64)
+    version = np.zeros(n, dtype=np.int64)
+
+    def by_ethertype(mask: np.ndarray, etype: np.ndarray, at: np.ndarray) -> None:
+        l3[mask] = at[mask]
+        version[mask & (etype == ETHERTYPE_IPV4)] = 4
+        version[mask & (etype == ETHERTYPE_IPV6)] = 6
+
+    eth = (lt == pcap.LINKTYPE_ETHERNET) & g.fits(off, 14)
+    etype = g.be(off + 12, 2).astype(np.int64)
+    at = off + 14
+    for _ in range(3):
+        tagged = eth & np.isin(etype, VLAN_TAGS) & g.fits(at, 4)
+        etype = np.where(tagged, g.be(at + 2, 2).astype(np.int64), etype)
+        at = np.where(tagged, at + 4, at)
+    pppoe = eth & (etype == ETHERTYPE_PPPOE_SESSION) & g.fits(at, 8)
+    ppp = g.be(at + 6, 2).astype(np.int64)
+    etype = np.where(pppoe & (ppp == PPP_IPV4), ETHERTYPE_IPV4, etype)
+    etype = np.where(pppoe & (ppp == PPP_IPV6), ETHERTYPE_IPV6, etype)
+    at = np.where(pppoe, at + 8, at)
+    by_ethertype(eth, etype, at)
+
+    sll = (lt == pcap.LINKTYPE_LINUX_SLL) & g.fits(off, 16)
+    by_ethertype(sll, g.be(off + 14, 2).astype(np.int64), off + 16)
+    sll2 = (lt == pcap.LINKTYPE_LINUX_SLL2) & g.fits(off, 20)
+    by_ethertype(sll2, g.be(off, 2).astype(np.int64), off + 20)
+
+    null = np.isin(lt, (pcap.LINKTYPE_NULL, pcap.LINKTYPE_LOOP)) & g.fits(off, 4)
+    family = g.be(off, 4).astype(np.int64)
+    host_order = (lt == pcap.LINKTYPE_NULL) & (family > 0xFFFF)
+    family = np.where(host_order, _swap32(g.be(off, 4)), family)
+    l3[null] = off[null] + 4
+    version[null & (family == 2)] = 4
+    version[null & np.isin(family, (10, 24, 28, 30))] = 6
+
+    raw = np.isin(lt, (pcap.LINKTYPE_RAW, 12, 14, pcap.LINKTYPE_IPV4, pcap.LINKTYPE_IPV6))
+    raw &= g.fits(off, 1)
+    l3[raw] = off[raw]
+    version[raw] = g.u8(off)[raw] >> 4
+    return l3, version
+
+
+def _swap32(values: np.ndarray) -> np.ndarray:
+    v = values.astype(np.uint64)
+    out = ((v & np.uint64(0xFF)) << np.uint64(24)) | ((v & np.uint64(0xFF00)) << np.uint64(8))
+    out |= ((v >> np.uint64(8)) & np.uint64(0xFF00)) | ((v >> np.uint64(24)) & np.uint64(0xFF))
+    return out.astype(np.int64)
+
+
+def decode_tcp(frames: pcap.Frames) -> tuple[TcpPackets, dict[str, int]]:
+    """The TCP segments of ``frames`` and counts of what was not TCP or not decodable."""
+    n = len(frames)
+    end = frames.offset + frames.caplen
+    g = _Gather(frames.buffer, end)
+    l3, version = _link_layer(frames, g)
+
+    v4 = (version == 4) & g.fits(l3, 20)
+    ihl = (g.u8(l3) & 0xF) * 4
+    total = g.be(l3 + 2, 2).astype(np.int64)
+    frag = g.be(l3 + 6, 2).astype(np.int64)
+    v4_fragment = v4 & ((frag & 0x3FFF) != 0)
+    v4_ok = v4 & (ihl >= 20) & ~v4_fragment & (g.u8(l3 + 9) == TCP)
+    total = np.where(total == 0, end - l3, total)
+    l4 = np.where(v4_ok, l3 + ihl, -1)
+    ip_payload = np.where(v4_ok, total - ihl, 0)
+    src_hi = np.where(v4_ok, V4_MAPPED_HI, np.uint64(0)).astype(np.uint64)
+    src_lo = V4_MAPPED_LO_PREFIX | g.be(l3 + 12, 4)
+    dst_hi = src_hi.copy()
+    dst_lo = V4_MAPPED_LO_PREFIX | g.be(l3 + 16, 4)
+
+    v6 = (version == 6) & g.fits(l3, 40)
+    next_header = g.u8(l3 + 6)
+    at = l3 + 40
+    remaining = g.be(l3 + 4, 2).astype(np.int64)
+    remaining = np.where(remaining == 0, end - at, remaining)
+    v6_fragment = np.zeros(n, dtype=bool)
+    for _ in range(8):
+        ext = v6 & np.isin(next_header, IPV6_EXTENSIONS) & g.fits(at, 8)
+        if not ext.any():
+            break
+        length = np.where(next_header == 51, (g.u8(at + 1) + 2) * 4, (g.u8(at + 1) + 1) * 8)
+        length = np.where(next_header == 44, 8, length)
+        v6_fragment |= (
+            ext & (next_header == 44) & ((g.be(at + 2, 2).astype(np.int64) & 0xFFF9) != 0)
+        )
+        next_header = np.where(ext, g.u8(at), next_header)
+        at = np.where(ext, at + length, at)
+        remaining = np.where(ext, remaining - length, remaining)
+    v6_ok = v6 & ~v6_fragment & (next_header == TCP)
+    l4 = np.where(v6_ok, at, l4)
+    ip_payload = np.where(v6_ok, remaining, ip_payload)
+    src_hi = np.where(v6_ok, g.be(l3 + 8, 8), src_hi)
+    src_lo = np.where(v6_ok, g.be(l3 + 16, 8), src_lo)
+    dst_hi = np.where(v6_ok, g.be(l3 + 24, 8), dst_hi)
+    dst_lo = np.where(v6_ok, g.be(l3 + 32, 8), dst_lo)
+
+    is_tcp = v4_ok | v6_ok
+    decodable = is_tcp & g.fits(l4, 16)
+    hlen = (g.u8(l4 + 12) >> 4) * 4
+    decodable &= (hlen >= 20) & (ip_payload >= hlen)
+    idx = np.flatnonzero(decodable)
+    l4i = l4[idx]
+    payload = l4i + hlen[idx]
+    wire = ip_payload[idx] - hlen[idx]
+    captured = np.clip(end[idx] - payload, 0, wire)
+    flags = ((g.u8(l4i + 12) & 1) << 8) | g.u8(l4i + 13)
+    segments = TcpPackets(
+        frame=idx,
+        time_ns=frames.time_ns[idx],
+        src_hi=src_hi[idx],
+        src_lo=src_lo[idx],
+        dst_hi=dst_hi[idx],
+        dst_lo=dst_lo[idx],
+        sport=g.be(l4i, 2).astype(np.int64),
+        dport=g.be(l4i + 2, 2).astype(np.int64),
+        seq=g.be(l4i + 4, 4).astype(np.int64),
+        ack=g.be(l4i + 8, 4).astype(np.int64),
+        flags=flags,
+        window=g.be(l4i + 14, 2).astype(np.int64),
+        header_offset=l4i,
+        header_len=hlen[idx],
+        payload_offset=payload,
+        payload_len=wire,
+        captured_len=captured,
+        captured_header_len=np.clip(end[idx] - l4i, 0, hlen[idx]),
+    )
+    counts = {
+        "tcp_packets": int(is_tcp.sum()),
+        "tcp_undecodable": int((is_tcp & ~decodable).sum()),
+        "ip_fragments": int(v4_fragment.sum() + v6_fragment.sum()),
+        "not_ip": int((version == 0).sum()),
+    }
+    return segments, counts
+
+
+def address(hi: int, lo: int) -> str:
+    """``hi``/``lo`` as text: dotted IPv4 for IPv4-mapped addresses, else IPv6."""
+    ip = ipaddress.IPv6Address((int(hi) << 64) | int(lo))
+    return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
+
+
+def endpoint(hi: int, lo: int, port: int) -> str:
+    text = address(hi, lo)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
+def tcp_options(header: bytes) -> dict[str, int]:
+    """MSS and window scale from a TCP header's options (SYN segments)."""
+    opts: dict[str, int] = {}
+    pos = 20
+    end = min(len(header), (header[12] >> 4) * 4) if len(header) > 12 else 0
+    while pos < end:
+        kind = header[pos]
+        if kind == 0:
+            break
+        if kind == 1:
+            pos += 1
+            continue
+        if pos + 1 >= end or header[pos + 1] < 2 or pos + header[pos + 1] > end:
+            break
+        length = header[pos + 1]
+        if kind == 2 and length == 4:
+            opts["mss"] = int.from_bytes(header[pos + 2 : pos + 4], "big")
+        elif kind == 3 and length == 3:
+            opts["wscale"] = min(header[pos + 2], 14)
+        pos += length
+    return opts

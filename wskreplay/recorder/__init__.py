@@ -1,0 +1,1 @@
+"""Turning sources (captures, ETW) into traces."""
