@@ -122,13 +122,14 @@ def conversation(
     *,
     v6: bool = False,
     server_window: list[int] | None = None,
+    syn_options: bytes = b"\x02\x04\x05\xb4",
     t0: int = 1_700_000_000_123_456_000,
 ) -> list[tuple[int, bytes]]:
     """Handshake, then ``segments`` as (sender 'c'/'s', offset in its stream, payload), then
     FIN from each side. Acks follow what the other side has sent in full so far."""
     c = Endpoint("2001:db8::1" if v6 else "192.0.2.1", 40000)
     s = Endpoint("2001:db8::2" if v6 else "198.51.100.2", 445)
-    mss = b"\x02\x04\x05\xb4"
+    mss = syn_options
     frames = [
         tcp_frame(c, s, client_isn, 0, SYN, options=mss),
         tcp_frame(s, c, server_isn, client_isn + 1, SYN | ACK, options=mss),

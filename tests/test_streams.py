@@ -199,3 +199,39 @@ def test_byte_orders_and_resolutions(tmp_path, fmt):
     conn = doc["connections"][0]
     assert conn["first_ns"] == (packets[0][0] if "ns" in fmt else packets[0][0] // 1000 * 1000)
     assert conn["client_to_server"]["bytes"] == 750 and conn["server_to_client"]["bytes"] == 90
+
+
+def test_segment_records_for_the_trace_model():
+    from wskreplay.formats.pcap import read_frames
+    from wskreplay.recorder.tcp import reassemble
+
+    segs = [("c", 0, _payload(1000, 1)), ("s", 0, b"ok"), ("c", 1000, b"x")]
+    wscale = b"\x02\x04\x05\xb4\x01\x03\x03\x07"  # MSS 1460, NOP, window scale 7
+    packets = capgen.conversation(
+        (1 << 32) - 10, 500, segs, server_window=[0, 100, 0], syn_options=wscale
+    )
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.pcap"
+        capgen.write_pcap(path, packets, nano=True)
+        result = reassemble(read_frames(path))
+        (conn,) = result.connections
+        assert (conn.to_server.mss, conn.to_server.wscale) == (1460, 7)
+        table = conn.segment_table(result.segments, socket=3)
+    rows = list(table)
+    assert [r.time_ns for r in rows] == [t for t, _ in packets]
+    assert [(int(r.direction), r.seq, r.length) for r in rows] == [
+        (0, 0, 0),
+        (1, 0, 0),
+        (0, 0, 0),
+        (0, 0, 1000),
+        (1, 0, 2),
+        (0, 1000, 1),
+        (0, 1001, 0),
+        (1, 2, 0),
+    ]
+    assert [r.ack for r in rows] == [0, 0, 0, 0, 1000, 2, 2, 1002]
+    assert rows[4].window == 100 << 7 and rows[1].window == 65535
+    assert {r.socket for r in rows} == {3}

@@ -379,7 +379,10 @@ def _walk_pcapng(
 
 
 class PcapngWriter:
-    """Writes pcapng: nanosecond timestamps, one interface per link type, EPB direction flags."""
+    """Writes pcapng: nanosecond timestamps, one interface per link type, EPB direction flags.
+
+    A time before 1970 (negative) is written as its unsigned 64-bit value, the inverse of
+    how the reader wraps times it cannot hold."""
 
     def __init__(self, fileobj: BinaryIO, *, comment: str | None = None, snaplen: int = 0) -> None:
         self._f = fileobj
@@ -421,11 +424,12 @@ class PcapngWriter:
         if opts:
             opts += _option(0, b"")
         pad = b"\0" * (-len(data) % 4)
+        ticks = time_ns % (1 << 64)
         head = struct.pack(
             "<IIIII",
             ifid,
-            time_ns >> 32,
-            time_ns & 0xFFFFFFFF,
+            ticks >> 32,
+            ticks & 0xFFFFFFFF,
             len(data),
             len(data) if origlen is None else origlen,
         )

@@ -32,6 +32,8 @@ from wskreplay.formats.tcpip import (
     endpoint,
     tcp_options,
 )
+from wskreplay.model import Direction as Direction_
+from wskreplay.model import SegmentTable
 
 WRAP = 1 << 32
 
@@ -81,6 +83,31 @@ class Connection:
     rst: bool
     to_server: Direction
     to_client: Direction
+
+    def segment_table(
+        self, seg: TcpPackets, socket: int, *, client_sends_out: bool = True
+    ) -> SegmentTable:
+        """This connection's segments in the trace model, in capture order.
+
+        ``client_sends_out``: the client is the recorded driver (its segments are OUT).
+        """
+        rows = np.concatenate([self.to_server.rows, self.to_client.rows])
+        out = int(Direction_.OUT if client_sends_out else Direction_.IN)
+        direction = np.concatenate(
+            [np.full(len(self.to_server.rows), out), np.full(len(self.to_client.rows), 1 - out)]
+        )
+        cols = {
+            "time_ns": seg.time_ns[rows],
+            "socket": np.full(len(rows), socket),
+            "direction": direction,
+            "length": seg.payload_len[rows],
+            "seq": np.concatenate([self.to_server.rel_seq, self.to_client.rel_seq]),
+            "flags": seg.flags[rows],
+            "ack": np.concatenate([self.to_server.rel_ack, self.to_client.rel_ack]),
+            "window": np.concatenate([self.to_server.window, self.to_client.window]),
+        }
+        order = np.argsort(rows, kind="stable")
+        return SegmentTable({k: np.asarray(v)[order] for k, v in cols.items()})
 
     @property
     def client_text(self) -> str:
