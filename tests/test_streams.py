@@ -235,3 +235,21 @@ def test_segment_records_for_the_trace_model():
     assert [r.ack for r in rows] == [0, 0, 0, 0, 1000, 2, 2, 1002]
     assert rows[4].window == 100 << 7 and rows[1].window == 65535
     assert {r.socket for r in rows} == {3}
+
+
+def test_in_order_segment_beats_an_earlier_buffered_out_of_order_copy(tmp_path):
+    """B (bytes 300..600) arrives before A (0..450) with different bytes where they overlap:
+    the stream reaches 300 through A, so A's copy of 300..450 is the one delivered."""
+    a, b = _payload(450, 1), bytes(range(200, 250)) * 6
+    segs = [("c", 300, b), ("c", 0, a), ("c", 600, _payload(100, 3))]
+    doc = _check_generated(tmp_path, "buffered.pcap", capgen.conversation(50, 60, segs))
+    expected = a + b[150:] + _payload(100, 3)
+    assert doc["connections"][0]["client_to_server"]["sha256"] == sha256(expected)
+
+
+def test_first_data_segment_retransmitted_after_later_ones(tmp_path):
+    parts = [_payload(200, i) for i in range(4)]
+    segs = [("c", 200, parts[1]), ("c", 400, parts[2]), ("c", 0, parts[0]), ("c", 600, parts[3])]
+    doc = _check_generated(tmp_path, "late-first.pcap", capgen.conversation(70, 80, segs))
+    c2s = doc["connections"][0]["client_to_server"]
+    assert c2s["gaps"] == [] and c2s["sha256"] == sha256(b"".join(parts))

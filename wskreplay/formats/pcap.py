@@ -175,20 +175,20 @@ def read_frames(path: str | os.PathLike[str]) -> Frames:
     linktypes = np.array([i.linktype for i in interfaces] or [0], dtype=np.int32)
     if fmt == "pcap":
         iface = np.zeros(len(cols.ts), dtype=np.int32)
-        cols.direction = [DIRECTION_UNKNOWN] * len(cols.ts)
+        cols.direction = np.zeros(len(cols.ts), dtype=np.uint8)
     else:
         iface = np.array(cols.iface, dtype=np.int32)
     frames = Frames(
         path=path,
         format=fmt,
         buffer=buf,
-        time_ns=np.array(cols.ts, dtype=np.int64),
+        time_ns=np.asarray(cols.ts, dtype=np.int64),
         interface=iface,
         linktype=linktypes[iface] if len(iface) else np.empty(0, np.int32),
-        offset=np.array(cols.offset, dtype=np.int64),
-        caplen=np.array(cols.caplen, dtype=np.int64),
-        origlen=np.array(cols.origlen, dtype=np.int64),
-        direction=np.array(cols.direction, dtype=np.uint8),
+        offset=np.asarray(cols.offset, dtype=np.int64),
+        caplen=np.asarray(cols.caplen, dtype=np.int64),
+        origlen=np.asarray(cols.origlen, dtype=np.int64),
+        direction=np.asarray(cols.direction, dtype=np.uint8),
         interfaces=interfaces,
         comments=comments,
         error=error,
@@ -210,35 +210,53 @@ def _walk_pcap(path: str, buf: memoryview, cols: _Columns, interfaces: list[Inte
         raise InputError(path, f"unsupported pcap version {major}.{minor}", 4)
     interfaces.append(Interface(network & 0x0FFFFFFF, snaplen, 10**9 if nano else 10**6))
     frac_limit = 10**9 if nano else 10**6
-    scale = 1 if nano else 1000
-    rec = struct.Struct(endian + "IIII")
+    starts = _record_starts(buf, 24, endian)
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    words = np.ndarray((len(raw) - 3,), dtype=endian + "u4", buffer=raw, strides=(1,))
+    at = np.array(starts, dtype=np.int64)
+    whole = at + 16 <= len(buf)
+    sec, frac, incl, orig = (np.zeros(len(at), np.int64) for _ in range(4))
+    ok_at = at[whole]
+    for k, col in enumerate((sec, frac, incl, orig)):
+        col[whole] = words[ok_at + 4 * k]
+    bad = ~whole | (incl > MAX_RECORD_BYTES) | (at + 16 + incl > len(buf)) | (frac >= frac_limit)
+    first_bad = int(np.argmax(bad)) if bad.any() else len(at)
+    keep = slice(0, first_bad)
+    cols.ts = sec[keep] * 1_000_000_000 + frac[keep] * (1 if nano else 1000)
+    cols.offset = at[keep] + 16
+    cols.caplen = incl[keep]
+    cols.origlen = orig[keep]
+    if first_bad < len(at):
+        pos = int(at[first_bad])
+        if not whole[first_bad]:
+            what = f"record header cut short: {len(buf) - pos} of 16 bytes"
+        elif incl[first_bad] > MAX_RECORD_BYTES:
+            what = f"record claims a {incl[first_bad]}-byte frame (limit {MAX_RECORD_BYTES})"
+        elif frac[first_bad] >= frac_limit:
+            what = (
+                f"timestamp fraction {frac[first_bad]} is not below {frac_limit} "
+                f"({'ns' if nano else 'us'} resolution)"
+            )
+        else:
+            what = (
+                f"record cut short: frame of {incl[first_bad]} bytes, {len(buf) - pos - 16} present"
+            )
+        raise InputError(path, what, pos)
+
+
+def _record_starts(buf: memoryview, pos: int, endian: str) -> list[int]:
+    """Offsets of pcap record headers: the one loop that must follow each length field."""
     size = len(buf)
-    pos = 24
-    ts, offset, caplen, origlen = cols.ts, cols.offset, cols.caplen, cols.origlen
-    while pos < size:
-        if size - pos < 16:
-            raise InputError(path, f"record header cut short: {size - pos} of 16 bytes", pos)
-        sec, frac, incl, orig = rec.unpack_from(buf, pos)
-        if incl > MAX_RECORD_BYTES:
-            raise InputError(
-                path, f"record claims a {incl}-byte frame (limit {MAX_RECORD_BYTES})", pos
-            )
-        if incl > size - pos - 16:
-            raise InputError(
-                path, f"record cut short: frame of {incl} bytes, {size - pos - 16} present", pos
-            )
-        if frac >= frac_limit:
-            raise InputError(
-                path,
-                f"timestamp fraction {frac} is not below {frac_limit} "
-                f"({'ns' if nano else 'us'} resolution)",
-                pos,
-            )
-        ts.append(sec * 1_000_000_000 + frac * scale)
-        offset.append(pos + 16)
-        caplen.append(incl)
-        origlen.append(orig)
-        pos += 16 + incl
+    incl_at = struct.Struct(endian + "8xI").unpack_from
+    starts: list[int] = []
+    add = starts.append
+    try:
+        while pos < size:
+            add(pos)
+            pos += 16 + incl_at(buf, pos)[0]
+    except struct.error:
+        pass
+    return starts
 
 
 def _options(buf: memoryview, start: int, end: int, endian: str) -> dict[int, list[bytes]]:

@@ -57,23 +57,42 @@ class TcpPackets:
 
 
 class _Gather:
-    """Bounds-checked big-endian reads at per-frame positions of one buffer."""
+    """Big-endian reads at per-frame positions of one buffer, one gather per field.
+
+    ``views[k]`` is an overlapping strided view whose element ``i`` is the k-byte big-endian
+    integer at byte ``i``. Callers check :meth:`fits` before trusting a value; positions are
+    clipped so that a frame too short for a field never reads outside the buffer.
+    """
 
     def __init__(self, buffer: memoryview, end: np.ndarray) -> None:
-        self.buf = np.frombuffer(buffer, dtype=np.uint8) if len(buffer) else np.zeros(1, np.uint8)
+        raw = np.frombuffer(buffer, dtype=np.uint8) if len(buffer) else np.zeros(0, np.uint8)
+        self.raw = np.concatenate((raw, np.zeros(8, np.uint8))) if len(raw) < 8 else raw
         self.end = end
+        self.views = {
+            k: np.ndarray(
+                (len(self.raw) - k + 1,),
+                dtype=f">u{k}" if k > 1 else "u1",
+                buffer=self.raw,
+                strides=(1,),
+            )
+            for k in (1, 2, 4, 8)
+        }
 
-    def fits(self, pos: np.ndarray, size: int) -> np.ndarray:
-        return (pos >= 0) & (pos + size <= self.end)
+    def fits(self, pos: np.ndarray, size: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """Whether ``size`` bytes at ``pos`` lie inside the frame (of ``rows``, if given)."""
+        end = self.end if rows is None else self.end[rows]
+        return (pos >= 0) & (pos + size <= end)
 
-    def u8(self, pos: np.ndarray) -> np.ndarray:
-        return self.buf[np.clip(pos, 0, len(self.buf) - 1)].astype(np.int64)
+    def _read(self, pos: np.ndarray, size: int, checked: bool) -> np.ndarray:
+        view = self.views[size]
+        return view[pos if checked else np.clip(pos, 0, len(view) - 1)]
 
-    def be(self, pos: np.ndarray, size: int) -> np.ndarray:
-        value = np.zeros(len(pos), dtype=np.uint64)
-        for k in range(size):
-            value = (value << np.uint64(8)) | self.u8(pos + k).astype(np.uint64)
-        return value
+    def u8(self, pos: np.ndarray, *, checked: bool = False) -> np.ndarray:
+        return self._read(pos, 1, checked).astype(np.int64)
+
+    def be(self, pos: np.ndarray, size: int, *, checked: bool = False) -> np.ndarray:
+        """``checked``: every position is known to hold ``size`` bytes (skips clipping)."""
+        return self._read(pos, size, checked).astype(np.uint64)
 
 
 def _link_layer(frames: pcap.Frames, g: _Gather) -> tuple[np.ndarray, np.ndarray]:
@@ -136,31 +155,41 @@ def decode_tcp(frames: pcap.Frames) -> tuple[TcpPackets, dict[str, int]]:
     g = _Gather(frames.buffer, end)
     l3, version = _link_layer(frames, g)
 
-    v4 = (version == 4) & g.fits(l3, 20)
-    ihl = (g.u8(l3) & 0xF) * 4
-    total = g.be(l3 + 2, 2).astype(np.int64)
-    frag = g.be(l3 + 6, 2).astype(np.int64)
-    v4_fragment = v4 & ((frag & 0x3FFF) != 0)
-    v4_ok = v4 & (ihl >= 20) & ~v4_fragment & (g.u8(l3 + 9) == TCP)
-    total = np.where(total == 0, end - l3, total)
-    l4 = np.where(v4_ok, l3 + ihl, -1)
-    ip_payload = np.where(v4_ok, total - ihl, 0)
-    src_hi = np.where(v4_ok, V4_MAPPED_HI, np.uint64(0)).astype(np.uint64)
-    src_lo = V4_MAPPED_LO_PREFIX | g.be(l3 + 12, 4)
-    dst_hi = src_hi.copy()
-    dst_lo = V4_MAPPED_LO_PREFIX | g.be(l3 + 16, 4)
+    l4 = np.full(n, -1, dtype=np.int64)
+    ip_payload = np.zeros(n, dtype=np.int64)
+    src_hi, src_lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64)
+    dst_hi, dst_lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64)
+    is_tcp = np.zeros(n, dtype=bool)
 
-    v6 = (version == 6) & g.fits(l3, 40)
-    next_header = g.u8(l3 + 6)
-    at = l3 + 40
-    remaining = g.be(l3 + 4, 2).astype(np.int64)
-    remaining = np.where(remaining == 0, end - at, remaining)
-    v6_fragment = np.zeros(n, dtype=bool)
+    rows = np.flatnonzero((version == 4) & g.fits(l3, 20))
+    at = l3[rows]
+    head = g.be(at, 8, checked=True)
+    ihl = ((head >> np.uint64(56)) & np.uint64(0xF)).astype(np.int64) * 4
+    total = ((head >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
+    total = np.where(total == 0, end[rows] - at, total)
+    v4_fragment = (head & np.uint64(0x3FFF)) != 0
+    ok = (ihl >= 20) & ~v4_fragment & (g.u8(at + 9, checked=True) == TCP)
+    rows, at, ihl, total = rows[ok], at[ok], ihl[ok], total[ok]
+    addrs = g.be(at + 12, 8, checked=True)
+    l4[rows] = at + ihl
+    ip_payload[rows] = total - ihl
+    src_lo[rows] = V4_MAPPED_LO_PREFIX | (addrs >> np.uint64(32))
+    dst_lo[rows] = V4_MAPPED_LO_PREFIX | (addrs & np.uint64(0xFFFFFFFF))
+    is_tcp[rows] = True
+
+    rows = np.flatnonzero((version == 6) & g.fits(l3, 40))
+    base = l3[rows]
+    next_header = g.u8(base + 6)
+    at = base + 40
+    remaining = g.be(base + 4, 2).astype(np.int64)
+    remaining = np.where(remaining == 0, end[rows] - at, remaining)
+    v6_fragment = np.zeros(len(rows), dtype=bool)
     for _ in range(8):
-        ext = v6 & np.isin(next_header, IPV6_EXTENSIONS) & g.fits(at, 8)
+        ext = np.isin(next_header, IPV6_EXTENSIONS) & g.fits(at, 8, rows)
         if not ext.any():
             break
-        length = np.where(next_header == 51, (g.u8(at + 1) + 2) * 4, (g.u8(at + 1) + 1) * 8)
+        hdr_len = g.u8(at + 1)
+        length = np.where(next_header == 51, (hdr_len + 2) * 4, (hdr_len + 1) * 8)
         length = np.where(next_header == 44, 8, length)
         v6_fragment |= (
             ext & (next_header == 44) & ((g.be(at + 2, 2).astype(np.int64) & 0xFFF9) != 0)
@@ -168,24 +197,29 @@ def decode_tcp(frames: pcap.Frames) -> tuple[TcpPackets, dict[str, int]]:
         next_header = np.where(ext, g.u8(at), next_header)
         at = np.where(ext, at + length, at)
         remaining = np.where(ext, remaining - length, remaining)
-    v6_ok = v6 & ~v6_fragment & (next_header == TCP)
-    l4 = np.where(v6_ok, at, l4)
-    ip_payload = np.where(v6_ok, remaining, ip_payload)
-    src_hi = np.where(v6_ok, g.be(l3 + 8, 8), src_hi)
-    src_lo = np.where(v6_ok, g.be(l3 + 16, 8), src_lo)
-    dst_hi = np.where(v6_ok, g.be(l3 + 24, 8), dst_hi)
-    dst_lo = np.where(v6_ok, g.be(l3 + 32, 8), dst_lo)
+    ok = ~v6_fragment & (next_header == TCP)
+    rows, base, at, remaining = rows[ok], base[ok], at[ok], remaining[ok]
+    l4[rows] = at
+    ip_payload[rows] = remaining
+    src_hi[rows], src_lo[rows] = g.be(base + 8, 8, checked=True), g.be(base + 16, 8, checked=True)
+    dst_hi[rows], dst_lo[rows] = g.be(base + 24, 8, checked=True), g.be(base + 32, 8, checked=True)
+    is_tcp[rows] = True
 
-    is_tcp = v4_ok | v6_ok
-    decodable = is_tcp & g.fits(l4, 16)
-    hlen = (g.u8(l4 + 12) >> 4) * 4
-    decodable &= (hlen >= 20) & (ip_payload >= hlen)
-    idx = np.flatnonzero(decodable)
-    l4i = l4[idx]
-    payload = l4i + hlen[idx]
-    wire = ip_payload[idx] - hlen[idx]
+    reach = is_tcp & g.fits(l4, 16)
+    rows = np.flatnonzero(reach)
+    l4r = l4[rows]
+    ports_seq = g.be(l4r, 8, checked=True)
+    ack_flags = g.be(l4r + 8, 8, checked=True)
+    hlen_all = ((ack_flags >> np.uint64(28)) & np.uint64(0xF)).astype(np.int64) * 4
+    ok = (hlen_all >= 20) & (ip_payload[rows] >= hlen_all)
+    decodable = np.zeros(n, dtype=bool)
+    decodable[rows[ok]] = True
+    idx = rows[ok]
+    l4i, ports_seq, ack_flags, hlen = l4r[ok], ports_seq[ok], ack_flags[ok], hlen_all[ok]
+    payload = l4i + hlen
+    wire = ip_payload[idx] - hlen
     captured = np.clip(end[idx] - payload, 0, wire)
-    flags = ((g.u8(l4i + 12) & 1) << 8) | g.u8(l4i + 13)
+    flags = ((ack_flags >> np.uint64(16)) & np.uint64(0x1FF)).astype(np.int64)
     segments = TcpPackets(
         frame=idx,
         time_ns=frames.time_ns[idx],
@@ -193,18 +227,18 @@ def decode_tcp(frames: pcap.Frames) -> tuple[TcpPackets, dict[str, int]]:
         src_lo=src_lo[idx],
         dst_hi=dst_hi[idx],
         dst_lo=dst_lo[idx],
-        sport=g.be(l4i, 2).astype(np.int64),
-        dport=g.be(l4i + 2, 2).astype(np.int64),
-        seq=g.be(l4i + 4, 4).astype(np.int64),
-        ack=g.be(l4i + 8, 4).astype(np.int64),
+        sport=(ports_seq >> np.uint64(48)).astype(np.int64),
+        dport=((ports_seq >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64),
+        seq=(ports_seq & np.uint64(0xFFFFFFFF)).astype(np.int64),
+        ack=(ack_flags >> np.uint64(32)).astype(np.int64),
         flags=flags,
-        window=g.be(l4i + 14, 2).astype(np.int64),
+        window=(ack_flags & np.uint64(0xFFFF)).astype(np.int64),
         header_offset=l4i,
-        header_len=hlen[idx],
+        header_len=hlen,
         payload_offset=payload,
         payload_len=wire,
         captured_len=captured,
-        captured_header_len=np.clip(end[idx] - l4i, 0, hlen[idx]),
+        captured_header_len=np.clip(end[idx] - l4i, 0, hlen),
     )
     counts = {
         "tcp_packets": int(is_tcp.sum()),

@@ -3,10 +3,15 @@
 Rules (each matches what ``tshark -z follow,tcp,raw`` outputs, checked by the tests):
 
 - Offsets count from the byte after the SYN; without a SYN in a direction, from the lowest
-  sequence number seen in it. Sequence numbers are unwrapped past 2**32.
-- Retransmitted bytes are kept once. When overlapping copies differ, **the first copy to
-  arrive wins** (tshark's follow output keeps the bytes it already had).
-- Out-of-order segments are placed at their offset. Bytes no segment carried (lost, or cut
+  sequence number seen in it (tshark starts at the first segment seen and ignores earlier
+  bytes that arrive later; wskreplay keeps every captured byte). Sequence numbers are
+  unwrapped past 2**32.
+- Bytes are delivered in sequence order, as Wireshark's follow does: a segment that
+  reaches the next expected byte delivers what it carries beyond it; an out-of-order
+  segment waits until the stream reaches it. So when copies of the same bytes differ, **the
+  copy that first continued the stream wins**: for retransmissions that is the first copy
+  to arrive; for an out-of-order segment overlapped by a later in-order one, the in-order
+  one. Bytes no segment carried (lost, or cut
   by the capture's snap length) are gaps ``[start, end)``: never filled in, never shifting
   later bytes. ``bytes`` and ``sha256`` cover the bytes present, gaps excluded.
 - A 4-tuple is one connection for the whole capture.
@@ -14,8 +19,8 @@ Rules (each matches what ``tshark -z follow,tcp,raw`` outputs, checked by the te
 
 from __future__ import annotations
 
-import bisect
 import hashlib
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -39,11 +44,36 @@ WRAP = 1 << 32
 
 
 @dataclass
+class Pieces:
+    """Where a stream's bytes are: ``length[i]`` bytes at stream offset ``start[i]`` are at
+    ``at[i]`` in the capture buffer; sorted by ``start``, never overlapping."""
+
+    start: np.ndarray
+    at: np.ndarray
+    length: np.ndarray
+
+    @classmethod
+    def of(cls, rows: list[tuple[int, int, int]]) -> Pieces:
+        arr = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        return cls(arr[:, 0], arr[:, 1], arr[:, 2])
+
+    def gaps(self, length: int) -> list[tuple[int, int]]:
+        """Ranges of [0, length) that no piece covers."""
+        ends = self.start + self.length
+        reached = np.concatenate(([0], np.maximum.accumulate(ends)[:-1])) if len(ends) else ends
+        holes = np.flatnonzero(self.start > reached)
+        gaps = list(zip(reached[holes].tolist(), self.start[holes].tolist(), strict=True))
+        last = int(ends.max()) if len(ends) else 0
+        if length > last:
+            gaps.append((last, length))
+        return gaps
+
+
+@dataclass
 class Direction:
     """One direction of a connection: its bytes (as pieces of the capture buffer) and gaps."""
 
-    pieces: list[tuple[int, int, int]] = field(default_factory=list)
-    """(stream offset, buffer offset, length), sorted by stream offset, not overlapping."""
+    pieces: Pieces = field(default_factory=lambda: Pieces.of([]))
     gaps: list[tuple[int, int]] = field(default_factory=list)
     length: int = 0
     """Known extent of the stream: the end of the last byte any segment carried."""
@@ -59,10 +89,10 @@ class Direction:
 
     @property
     def present(self) -> int:
-        return sum(n for _, _, n in self.pieces)
+        return int(self.pieces.length.sum())
 
     def chunks(self, buffer: memoryview) -> Iterator[memoryview]:
-        for _, at, n in self.pieces:
+        for at, n in zip(self.pieces.at.tolist(), self.pieces.length.tolist(), strict=True):
             yield buffer[at : at + n]
 
     def sha256(self, buffer: memoryview) -> str:
@@ -137,71 +167,99 @@ def _unwrap(values: np.ndarray, base: int) -> np.ndarray:
     return np.concatenate(([first], first + np.cumsum(step)))
 
 
-def _assemble(starts: np.ndarray, lens: np.ndarray, offs: np.ndarray) -> list[tuple[int, int, int]]:
-    """Pieces of the stream; where copies overlap, the first to arrive wins."""
+def _assemble(starts: np.ndarray, lens: np.ndarray, offs: np.ndarray, buffer: memoryview) -> Pieces:
+    """Pieces of the stream, delivered in sequence order (see the module's rules).
+
+    The union of all segments is built with one sort by (start, arrival). Which copy of an
+    overlapping range is delivered only matters when the copies differ, so overlaps are
+    compared byte for byte, and only a direction where they differ is assembled again in
+    Wireshark's exact delivery order."""
     keep = lens > 0
     starts, lens, offs = starts[keep], lens[keep], offs[keep]
     if len(starts) == 0:
-        return []
+        return Pieces.of([])
     ends = starts + lens
-    prior_end = np.maximum.accumulate(np.concatenate(([starts[0]], ends[:-1])))
-    if np.all(starts <= prior_end):
-        # No segment opens a hole: coverage stays one interval and each segment adds
-        # what lies past everything before it.
-        new_start = np.maximum(starts, prior_end)
-        adds = ends > new_start
-        return list(
-            zip(
-                new_start[adds].tolist(),
-                (offs + new_start - starts)[adds].tolist(),
-                (ends - new_start)[adds].tolist(),
-                strict=True,
-            )
-        )
-    return _assemble_with_holes(starts.tolist(), ends.tolist(), offs.tolist())
+    order = np.lexsort((np.arange(len(starts)), starts))
+    s, e, o = starts[order], ends[order], offs[order]
+    reached = np.maximum.accumulate(np.concatenate(([s[0]], e[:-1])))
+    new_start = np.maximum(s, reached)
+    adds = e > new_start
+    p_start, p_end = new_start[adds], e[adds]
+    p_off = o[adds] + (p_start - s[adds])
+    overlapping = np.flatnonzero(s < reached)
+    if len(overlapping) and not _copies_agree(
+        s[overlapping],
+        np.minimum(e, reached)[overlapping],
+        o[overlapping],
+        p_start,
+        p_end,
+        p_off,
+        buffer,
+    ):
+        return Pieces.of(_assemble_with_holes(starts.tolist(), ends.tolist(), offs.tolist()))
+    return Pieces(p_start, p_off, p_end - p_start)
+
+
+def _copies_agree(
+    a: np.ndarray,
+    b: np.ndarray,
+    off: np.ndarray,
+    p_start: np.ndarray,
+    p_end: np.ndarray,
+    p_off: np.ndarray,
+    buffer: memoryview,
+) -> bool:
+    """Whether each copy ``[a, b)`` (at buffer ``off``) equals the assembled bytes there."""
+    first = np.searchsorted(p_end, a, side="right")
+    for lo, hi, at, k in zip(a.tolist(), b.tolist(), off.tolist(), first.tolist(), strict=True):
+        pos = lo
+        while pos < hi:
+            ps, pe, po = int(p_start[k]), int(p_end[k]), int(p_off[k])
+            stop = min(hi, pe)
+            if buffer[at + pos - lo : at + stop - lo] != buffer[po + pos - ps : po + stop - ps]:
+                return False
+            pos = stop
+            k += 1
+    return True
 
 
 def _assemble_with_holes(
     starts: list[int], ends: list[int], offs: list[int]
 ) -> list[tuple[int, int, int]]:
-    iv_start: list[int] = []
-    iv_end: list[int] = []
+    """Wireshark's in-order delivery: a segment that reaches the next expected byte delivers
+    what it has beyond it; one that starts further on waits until the stream reaches it
+    (earliest arrival first among those that then can). Segments still waiting when the
+    input ends lie past a gap: delivery resumes at the lowest of them."""
     pieces: list[tuple[int, int, int]] = []
-    for s, e, off in zip(starts, ends, offs, strict=True):
-        i = bisect.bisect_right(iv_end, s)
-        if i == len(iv_start) and iv_end and iv_end[-1] == s:
-            pieces.append((s, off, e - s))
-            iv_end[-1] = e
-            continue
-        pos, j = s, i
-        while pos < e:
-            if j < len(iv_start) and iv_start[j] <= pos:
-                pos = max(pos, iv_end[j])
-                j += 1
-                continue
-            stop = min(e, iv_start[j]) if j < len(iv_start) else e
-            pieces.append((pos, off + pos - s, stop - pos))
-            pos = stop
-        lo = bisect.bisect_left(iv_end, s)
-        hi = bisect.bisect_right(iv_start, e)
-        if lo < hi:
-            s, e = min(s, iv_start[lo]), max(e, iv_end[hi - 1])
-        iv_start[lo:hi] = [s]
-        iv_end[lo:hi] = [e]
-    pieces.sort()
+    waiting: list[tuple[int, int, int, int]] = []
+    next_byte = min(starts)
+
+    def deliver(s: int, e: int, off: int) -> None:
+        nonlocal next_byte
+        if e > next_byte:
+            pieces.append((next_byte, off + next_byte - s, e - next_byte))
+            next_byte = e
+
+    def drain() -> None:
+        while waiting and waiting[0][0] <= next_byte:
+            ready = []
+            while waiting and waiting[0][0] <= next_byte:
+                ready.append(heapq.heappop(waiting))
+            ready.sort(key=lambda w: w[3])
+            for s, e, off, _ in ready:
+                deliver(s, e, off)
+
+    for k, (s, e, off) in enumerate(zip(starts, ends, offs, strict=True)):
+        if s <= next_byte:
+            deliver(s, e, off)
+            if waiting:
+                drain()
+        else:
+            heapq.heappush(waiting, (s, e, off, k))
+    while waiting:
+        next_byte = waiting[0][0]
+        drain()
     return pieces
-
-
-def _gaps(pieces: list[tuple[int, int, int]], length: int) -> list[tuple[int, int]]:
-    gaps: list[tuple[int, int]] = []
-    pos = 0
-    for start, _, n in pieces:
-        if start > pos:
-            gaps.append((pos, start))
-        pos = max(pos, start + n)
-    if length > pos:
-        gaps.append((pos, length))
-    return gaps
 
 
 def _direction(seg: TcpPackets, rows: np.ndarray, buffer: memoryview) -> Direction:
@@ -231,10 +289,10 @@ def _direction(seg: TcpPackets, rows: np.ndarray, buffer: memoryview) -> Directi
         rel = rel - low
     d.rel_seq = rel
     lens = seg.captured_len[rows]
-    d.pieces = _assemble(rel, lens, seg.payload_offset[rows])
+    d.pieces = _assemble(rel, lens, seg.payload_offset[rows], buffer)
     carried = seg.payload_len[rows] > 0
     d.length = int((rel + seg.payload_len[rows])[carried].max()) if carried.any() else 0
-    d.gaps = _gaps(d.pieces, d.length)
+    d.gaps = d.pieces.gaps(d.length)
     d.window = seg.window[rows]
     return d
 
@@ -254,38 +312,52 @@ def _finish_direction(seg: TcpPackets, d: Direction, other: Direction) -> None:
 
 def reassemble(frames: pcap.Frames) -> Reassembly:
     seg, counts = decode_tcp(frames)
-    n = len(seg)
+    connections = [_connection(seg, rows, frames.buffer) for rows in _group_by_connection(seg)]
+    return Reassembly(frames, seg, connections, {**counts, "packets": len(frames)})
+
+
+def _group_by_connection(seg: TcpPackets) -> list[np.ndarray]:
+    """Rows of each 4-tuple (either direction), in order of first appearance.
+
+    Rows are grouped by a 64-bit hash of the direction-independent key with one sort; a
+    group whose rows do not all share one key (a hash collision) is split exactly."""
+    if not len(seg):
+        return []
     a_is_src = (seg.src_hi < seg.dst_hi) | (
         (seg.src_hi == seg.dst_hi)
         & ((seg.src_lo < seg.dst_lo) | ((seg.src_lo == seg.dst_lo) & (seg.sport <= seg.dport)))
     )
-    key = (
-        np.stack(
-            [
-                np.where(a_is_src, seg.src_hi, seg.dst_hi).view(np.int64),
-                np.where(a_is_src, seg.src_lo, seg.dst_lo).view(np.int64),
-                np.where(a_is_src, seg.sport, seg.dport),
-                np.where(a_is_src, seg.dst_hi, seg.src_hi).view(np.int64),
-                np.where(a_is_src, seg.dst_lo, seg.src_lo).view(np.int64),
-                np.where(a_is_src, seg.dport, seg.sport),
-            ],
-            axis=1,
-        )
-        if n
-        else np.empty((0, 6), np.int64)
-    )
-    connections: list[Connection] = []
-    if n:
-        _, inverse = np.unique(key, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.flatnonzero(np.diff(inverse[order])) + 1
-        groups = np.split(order, bounds)
-        groups.sort(key=lambda g: g[0])
-        for rows in groups:
-            connections.append(_connection(seg, rows, frames.buffer))
-    counts = {**counts, "packets": len(frames)}
-    return Reassembly(frames, seg, connections, counts)
+    cols = [
+        np.where(a_is_src, seg.src_hi, seg.dst_hi),
+        np.where(a_is_src, seg.src_lo, seg.dst_lo),
+        np.where(a_is_src, seg.sport, seg.dport).astype(np.uint64),
+        np.where(a_is_src, seg.dst_hi, seg.src_hi),
+        np.where(a_is_src, seg.dst_lo, seg.src_lo),
+        np.where(a_is_src, seg.dport, seg.sport).astype(np.uint64),
+    ]
+    h = np.full(len(seg), 0xCBF29CE484222325, dtype=np.uint64)
+    for col in cols:
+        h = (h ^ col) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(29)
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    bounds = np.flatnonzero(hs[1:] != hs[:-1]) + 1
+    starts = np.concatenate(([0], bounds))
+    first_of = np.repeat(order[starts], np.diff(np.concatenate((starts, [len(order)]))))
+    same = np.ones(len(order), dtype=bool)
+    for col in cols:
+        same &= col[order] == col[first_of]
+    groups = np.split(order, bounds)
+    if not same.all():
+        exact = []
+        for g in groups:
+            keys = np.stack([c[g] for c in cols], axis=1)
+            _, inv = np.unique(keys, axis=0, return_inverse=True)
+            inv = inv.reshape(-1)
+            exact.extend(g[inv == k] for k in range(int(inv.max()) + 1))
+        groups = exact
+    groups.sort(key=lambda g: int(g[0]))
+    return groups
 
 
 def _connection(seg: TcpPackets, rows: np.ndarray, buffer: memoryview) -> Connection:
