@@ -96,48 +96,65 @@ class _Gather:
 
 
 def _link_layer(frames: pcap.Frames, g: _Gather) -> tuple[np.ndarray, np.ndarray]:
-    """(offset of the IP header or -1, IP version 4/6 or 0) for every frame."""
+    """(offset of the IP header or -1, IP version 4/6 or 0) for every frame.
+
+    Each link type is decoded on the rows that have it, and VLAN tags and PPPoE only where
+    the ethertype says so, so a plain Ethernet capture costs one gather here."""
     n = len(frames)
     off, lt = frames.offset, frames.linktype
     l3 = np.full(n, -1, dtype=np.int64)
     version = np.zeros(n, dtype=np.int64)
 
-    def by_ethertype(mask: np.ndarray, etype: np.ndarray, at: np.ndarray) -> None:
-        l3[mask] = at[mask]
-        version[mask & (etype == ETHERTYPE_IPV4)] = 4
-        version[mask & (etype == ETHERTYPE_IPV6)] = 6
+    def place(rows: np.ndarray, etype: np.ndarray, at: np.ndarray) -> None:
+        l3[rows] = at
+        version[rows[etype == ETHERTYPE_IPV4]] = 4
+        version[rows[etype == ETHERTYPE_IPV6]] = 6
 
-    eth = (lt == pcap.LINKTYPE_ETHERNET) & g.fits(off, 14)
-    etype = g.be(off + 12, 2).astype(np.int64)
-    at = off + 14
-    for _ in range(3):
-        tagged = eth & np.isin(etype, VLAN_TAGS) & g.fits(at, 4)
-        etype = np.where(tagged, g.be(at + 2, 2).astype(np.int64), etype)
-        at = np.where(tagged, at + 4, at)
-    pppoe = eth & (etype == ETHERTYPE_PPPOE_SESSION) & g.fits(at, 8)
-    ppp = g.be(at + 6, 2).astype(np.int64)
-    etype = np.where(pppoe & (ppp == PPP_IPV4), ETHERTYPE_IPV4, etype)
-    etype = np.where(pppoe & (ppp == PPP_IPV6), ETHERTYPE_IPV6, etype)
-    at = np.where(pppoe, at + 8, at)
-    by_ethertype(eth, etype, at)
+    rows = np.flatnonzero((lt == pcap.LINKTYPE_ETHERNET) & g.fits(off, 14))
+    if len(rows):
+        etype = g.be(off[rows] + 12, 2, checked=True).astype(np.int64)
+        at = off[rows] + 14
+        for _ in range(3):
+            tagged = np.flatnonzero(np.isin(etype, VLAN_TAGS) & g.fits(at, 4, rows))
+            if not len(tagged):
+                break
+            etype[tagged] = g.be(at[tagged] + 2, 2, checked=True).astype(np.int64)
+            at[tagged] += 4
+        pppoe = np.flatnonzero((etype == ETHERTYPE_PPPOE_SESSION) & g.fits(at, 8, rows))
+        if len(pppoe):
+            ppp = g.be(at[pppoe] + 6, 2, checked=True).astype(np.int64)
+            etype[pppoe] = np.where(
+                ppp == PPP_IPV4, ETHERTYPE_IPV4, np.where(ppp == PPP_IPV6, ETHERTYPE_IPV6, 0)
+            )
+            at[pppoe] += 8
+        place(rows, etype, at)
 
-    sll = (lt == pcap.LINKTYPE_LINUX_SLL) & g.fits(off, 16)
-    by_ethertype(sll, g.be(off + 14, 2).astype(np.int64), off + 16)
-    sll2 = (lt == pcap.LINKTYPE_LINUX_SLL2) & g.fits(off, 20)
-    by_ethertype(sll2, g.be(off, 2).astype(np.int64), off + 20)
+    for linktype, proto_at, header in (
+        (pcap.LINKTYPE_LINUX_SLL, 14, 16),
+        (pcap.LINKTYPE_LINUX_SLL2, 0, 20),
+    ):
+        rows = np.flatnonzero((lt == linktype) & g.fits(off, header))
+        if len(rows):
+            place(
+                rows,
+                g.be(off[rows] + proto_at, 2, checked=True).astype(np.int64),
+                off[rows] + header,
+            )
 
-    null = np.isin(lt, (pcap.LINKTYPE_NULL, pcap.LINKTYPE_LOOP)) & g.fits(off, 4)
-    family = g.be(off, 4).astype(np.int64)
-    host_order = (lt == pcap.LINKTYPE_NULL) & (family > 0xFFFF)
-    family = np.where(host_order, _swap32(g.be(off, 4)), family)
-    l3[null] = off[null] + 4
-    version[null & (family == 2)] = 4
-    version[null & np.isin(family, (10, 24, 28, 30))] = 6
+    rows = np.flatnonzero(np.isin(lt, (pcap.LINKTYPE_NULL, pcap.LINKTYPE_LOOP)) & g.fits(off, 4))
+    if len(rows):
+        family = g.be(off[rows], 4, checked=True).astype(np.int64)
+        host_order = (lt[rows] == pcap.LINKTYPE_NULL) & (family > 0xFFFF)
+        family = np.where(host_order, _swap32(family.astype(np.uint64)), family)
+        l3[rows] = off[rows] + 4
+        version[rows[family == 2]] = 4
+        version[rows[np.isin(family, (10, 24, 28, 30))]] = 6
 
-    raw = np.isin(lt, (pcap.LINKTYPE_RAW, 12, 14, pcap.LINKTYPE_IPV4, pcap.LINKTYPE_IPV6))
-    raw &= g.fits(off, 1)
-    l3[raw] = off[raw]
-    version[raw] = g.u8(off)[raw] >> 4
+    raw_types = (pcap.LINKTYPE_RAW, 12, 14, pcap.LINKTYPE_IPV4, pcap.LINKTYPE_IPV6)
+    rows = np.flatnonzero(np.isin(lt, raw_types) & g.fits(off, 1))
+    if len(rows):
+        l3[rows] = off[rows]
+        version[rows] = g.u8(off[rows], checked=True) >> 4
     return l3, version
 
 
