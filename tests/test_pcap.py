@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 import subprocess
 
 import numpy as np
@@ -16,7 +15,6 @@ from . import capgen
 from .conftest import SHARED_DATA
 
 CAPTURES = sorted((SHARED_DATA / "pcap").glob("*"))
-needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="installed by .ci/run")
 
 
 def tshark_frames(path, *fields: str) -> list[list[str]]:
@@ -27,7 +25,6 @@ def tshark_frames(path, *fields: str) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines()]
 
 
-@needs_tshark
 @pytest.mark.parametrize("path", CAPTURES, ids=[p.name for p in CAPTURES])
 def test_written_pcapng_reads_back_in_tshark_identically(path, tmp_path):
     frames = pcap.read_frames(path)
@@ -44,7 +41,6 @@ def test_written_pcapng_reads_back_in_tshark_identically(path, tmp_path):
         assert [int(w[3].replace(".", "")) for w in written] == frames.time_ns.tolist()
 
 
-@needs_tshark
 def test_direction_flags_and_comments(tmp_path):
     out = tmp_path / "dir.pcapng"
     frame = capgen.tcp_frame(

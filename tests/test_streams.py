@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 from pathlib import Path
 
@@ -19,10 +18,6 @@ DAMAGED = {
     "gopacket__be_test901.pcapng": (480, "unsupported pcapng section version 2.0"),
     "tcpdump__timestamp_invalid_nano.pcap": (116, "timestamp fraction 1000000000"),
 }
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("tshark") is None, reason="tshark is installed by .ci/run"
-)
 
 
 def streams_json(path: Path, *extra: str) -> dict:
