@@ -22,20 +22,12 @@ from pathlib import Path
 
 import msgpack
 import zstandard
+from timing import best_of
 
 from wskreplay.formats.wskt import BlockType
 from wskreplay.summary import call_records
 from wskreplay.synth import synth_trace
 from wskreplay.tracefile import TraceReader, write_trace
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def naive_records(trace) -> list[dict]:

@@ -19,13 +19,13 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from gen_capture import generate  # noqa: E402
+from timing import best_of  # noqa: E402
 
 from wskreplay.formats import pcap  # noqa: E402
 from wskreplay.recorder.tcp import reassemble, streams_summary  # noqa: E402
@@ -36,15 +36,6 @@ LARGEST_SHARED = [
     "suricata-verify__smb2-01_smb2-peter.pcap",
     "zeek__http_1000-requests-one-dropped-response.pcap.gz",
 ]
-
-
-def best(repeat: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def ours(path: Path) -> None:
@@ -157,11 +148,16 @@ def main() -> None:
             "wskreplay streams (parse+reassembly+sha256)",
             big.name,
             n,
-            best(args.repeat, lambda: ours(big)),
+            best_of(args.repeat, lambda: ours(big)),
         )
     )
     rows.append(
-        ("wskreplay streams, pcapng input", big_ng.name, n, best(args.repeat, lambda: ours(big_ng)))
+        (
+            "wskreplay streams, pcapng input",
+            big_ng.name,
+            n,
+            best_of(args.repeat, lambda: ours(big_ng)),
+        )
     )
     t = time.perf_counter()
     subprocess.run(
@@ -170,29 +166,31 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
     rows.append(("wskreplay streams --json (CLI, one run)", big.name, n, time.perf_counter() - t))
-    rows.append(("dpkt (parse only)", big.name, n, best(1, lambda: dpkt_parse(big))))
+    rows.append(("dpkt (parse only)", big.name, n, best_of(1, lambda: dpkt_parse(big))))
     rows.append(
-        ("python-pcapng (parse only)", big_ng.name, n, best(1, lambda: pcapng_parse(big_ng)))
+        ("python-pcapng (parse only)", big_ng.name, n, best_of(1, lambda: pcapng_parse(big_ng)))
     )
     m = min(args.slice, n)
-    rows.append(("wskreplay streams", small.name, m, best(args.repeat, lambda: ours(small))))
-    rows.append(("scapy (parse only)", small.name, m, best(1, lambda: scapy_parse(small))))
-    rows.append(("pyshark (parse only)", small.name, m, best(1, lambda: pyshark_parse(small))))
+    rows.append(("wskreplay streams", small.name, m, best_of(args.repeat, lambda: ours(small))))
+    rows.append(("scapy (parse only)", small.name, m, best_of(1, lambda: scapy_parse(small))))
+    rows.append(("pyshark (parse only)", small.name, m, best_of(1, lambda: pyshark_parse(small))))
     if shutil.which("tshark"):
         rows.append(
             (
                 f"tshark -z follow x{small_streams} streams",
                 small.name,
                 m,
-                best(1, lambda: tshark_follow_all(small, small_streams)),
+                best_of(1, lambda: tshark_follow_all(small, small_streams)),
             )
         )
     for name in LARGEST_SHARED:
         path = SHARED / name
         count = len(pcap.read_frames(path))
-        rows.append(("wskreplay streams", name, count, best(args.repeat, lambda p=path: ours(p))))
         rows.append(
-            ("dpkt (parse only)", name, count, best(args.repeat, lambda p=path: dpkt_parse(p)))
+            ("wskreplay streams", name, count, best_of(args.repeat, lambda p=path: ours(p)))
+        )
+        rows.append(
+            ("dpkt (parse only)", name, count, best_of(args.repeat, lambda p=path: dpkt_parse(p)))
         )
 
     head = ("tool", "input", "packets", "seconds", "packets/s", "wskreplay x")

@@ -41,20 +41,30 @@ def connection_packets(
     cport, sport = 1024 + index % 60000, 445
     cisn, sisn = int(rng.integers(0, 1 << 32)), int(rng.integers(0, 1 << 32))
     rtt = int(rng.integers(50_000, 2_000_000))
-    t = start_ns
     empty = pool[:0]
+
+    def to_server(sent: int, acked: int, flags: int, payload: memoryview = empty) -> bytes:
+        return _frame(
+            client, server, cport, sport, cisn + 1 + sent, sisn + 1 + acked, flags, payload
+        )
+
+    def to_client(sent: int, acked: int, flags: int, payload: memoryview = empty) -> bytes:
+        return _frame(
+            server, client, sport, cport, sisn + 1 + sent, cisn + 1 + acked, flags, payload
+        )
+
+    t = start_ns
     out = [
         (t, _frame(client, server, cport, sport, cisn, 0, SYN, empty)),
         (t + rtt, _frame(server, client, sport, cport, sisn, cisn + 1, SYN | ACK, empty)),
-        (t + rtt + 10_000, _frame(client, server, cport, sport, cisn + 1, sisn + 1, ACK, empty)),
+        (t + rtt + 10_000, to_server(0, 0, ACK)),
     ]
     t += rtt + 20_000
     sizes = np.where(rng.random(segments) < 0.8, 1448, rng.integers(1, 1448, segments))
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     lost = rng.random(segments) < 0.01
-    swap = rng.random(segments) < 0.005
     order = np.arange(segments)
-    for i in np.flatnonzero(swap[:-1]):
+    for i in np.flatnonzero(rng.random(segments - 1) < 0.005):
         order[i], order[i + 1] = order[i + 1], order[i]
     pending: list[int] = []
     server_sent = 0
@@ -62,93 +72,32 @@ def connection_packets(
         t += 12_000
         off, size = int(offsets[i]), int(sizes[i])
         at = (index * 7919 + off) % (len(pool) - 2048)
-        frame = _frame(
-            client,
-            server,
-            cport,
-            sport,
-            cisn + 1 + off,
-            sisn + 1 + server_sent,
-            ACK | PSH,
-            pool[at : at + size],
+        out.append(
+            (-1 if lost[i] else t, to_server(off, server_sent, ACK | PSH, pool[at : at + size]))
         )
         if lost[i]:
-            pending.append(len(out))
-            out.append((-1, frame))
-        else:
-            out.append((t, frame))
+            pending.append(len(out) - 1)
         if n % 2 == 1:
-            out.append(
-                (
-                    t + rtt,
-                    _frame(
-                        server,
-                        client,
-                        sport,
-                        cport,
-                        sisn + 1 + server_sent,
-                        cisn + 1 + off + size,
-                        ACK,
-                        empty,
-                    ),
-                )
-            )
+            out.append((t + rtt, to_client(server_sent, off + size, ACK)))
         if n % 50 == 49:
-            size = int(rng.integers(40, 400))
+            reply = int(rng.integers(40, 400))
             at = (index * 104729 + server_sent) % (len(pool) - 512)
             out.append(
                 (
                     t + rtt + 5_000,
-                    _frame(
-                        server,
-                        client,
-                        sport,
-                        cport,
-                        sisn + 1 + server_sent,
-                        cisn + 1 + off + size,
-                        ACK | PSH,
-                        pool[at : at + size],
-                    ),
+                    to_client(server_sent, off + size, ACK | PSH, pool[at : at + reply]),
                 )
             )
-            server_sent += size
-        if len(pending) and n % 3 == 2:
+            server_sent += reply
+        if pending and n % 3 == 2:
             k = pending.pop(0)
             out[k] = (t + 3 * rtt, out[k][1])
     for k in pending:
         out[k] = (t + 4 * rtt, out[k][1])
     end = int(offsets[-1] + sizes[-1])
     t += 5 * rtt
-    out.append(
-        (
-            t,
-            _frame(
-                client,
-                server,
-                cport,
-                sport,
-                cisn + 1 + end,
-                sisn + 1 + server_sent,
-                FIN | ACK,
-                empty,
-            ),
-        )
-    )
-    out.append(
-        (
-            t + rtt,
-            _frame(
-                server,
-                client,
-                sport,
-                cport,
-                sisn + 1 + server_sent,
-                cisn + 2 + end,
-                FIN | ACK,
-                empty,
-            ),
-        )
-    )
+    out.append((t, to_server(end, server_sent, FIN | ACK)))
+    out.append((t + rtt, to_client(server_sent, end + 1, FIN | ACK)))
     return out
 
 
