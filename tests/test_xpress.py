@@ -1,0 +1,69 @@
+"""LZ77 XPRESS against an independent implementation (dissect.util's lzxpress)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from dissect.util.compression import lzxpress
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wskreplay.formats import xpress
+from wskreplay.formats.etl import BUFFER_HEADER_SIZE, EtlFile
+
+from .conftest import SHARED_DATA
+
+random.seed(7)
+SAMPLES = [
+    b"",
+    b"a",
+    b"a" * 70_000,
+    os.urandom(5000),
+    bytes(random.choice(b"abcd") for _ in range(50_000)),
+    b"WskSendEx " * 3000 + os.urandom(300),
+]
+
+
+@pytest.mark.parametrize("data", SAMPLES, ids=range(len(SAMPLES)))
+def test_our_streams_decode_identically_in_both_decoders(data):
+    packed = xpress.compress(data)
+    assert xpress.decompress(packed, len(data)) == data
+    assert lzxpress.decompress(packed)[: len(data)] == data
+
+
+@given(
+    st.binary(max_size=3000)
+    | st.lists(st.sampled_from([b"ab", b"xyz", b"\0"]), max_size=900).map(b"".join)
+)
+@settings(max_examples=150, deadline=None)
+def test_round_trip_property(data):
+    assert xpress.decompress(xpress.compress(data), len(data)) == data
+
+
+def test_every_compressed_buffer_of_the_samples_matches_dissect():
+    checked = 0
+    for path in sorted((SHARED_DATA / "etl").glob("*.etl")):
+        etl = EtlFile(path)
+        for b in etl.buffers:
+            if b.compressed:
+                raw = bytes(etl._data[b.offset + BUFFER_HEADER_SIZE : b.offset + b.size])
+                ours = xpress.decompress(raw, b.fill - BUFFER_HEADER_SIZE)
+                assert lzxpress.decompress(raw)[: len(ours)] == ours
+                checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.parametrize(
+    "stream, size, what",
+    [
+        (b"\x00\x00\x00\x80" + b"\x08\x00", 10, "reaches before the output start"),
+        (b"\x00\x00\x00\x00abc", 2, "past the expected"),
+        (b"\x00\x00\x00\x00abc", 5, "decompressed to 3 bytes"),
+        (b"\x00\x00\x00\x40" + b"a\x07", 20, "cut short"),
+    ],
+)
+def test_invalid_streams(stream, size, what):
+    with pytest.raises(xpress.XpressError, match=what):
+        xpress.decompress(stream, size)
