@@ -179,3 +179,15 @@ def test_bad_input_is_a_one_line_error_with_the_offset(tmp_path):
         InputError, match=rf"offset 72: buffer at {second.offset}: no record header"
     ):
         list(EtlFile(garbage).events())
+
+
+def test_every_event_lies_between_the_logfile_start_and_end(tmp_path_factory):
+    for path in every_etl(tmp_path_factory):
+        etl = EtlFile(path)
+        h = etl.header
+        outside = [
+            ev
+            for ev in etl.events()
+            if ev.header_type != 0x100 and not h.start_ns <= ev.ts_ns <= h.end_ns
+        ]
+        assert not outside, (path.name, len(outside))

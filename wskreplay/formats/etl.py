@@ -125,6 +125,8 @@ class LogfileHeader:
     cpu_mhz: int
     processors: int
     buffer_size: int
+    last_flush_filetime: int = 0
+    """The latest buffer flush time (FILETIME at +0x10 of each buffer header)."""
 
     @property
     def start_ns(self) -> int:
@@ -132,7 +134,10 @@ class LogfileHeader:
 
     @property
     def end_ns(self) -> int:
-        return filetime_to_ns(self.end_filetime)
+        """The later of the header's EndTime and the last buffer flush: relogged files (and
+        ones copied while their session ran) keep an EndTime that precedes their last
+        events, but no event is written after the buffer holding it was flushed."""
+        return filetime_to_ns(max(self.end_filetime, self.last_flush_filetime))
 
 
 def filetime_to_ns(filetime: int) -> int:
@@ -165,6 +170,8 @@ class EtlFile:
         if not self.buffers:
             raise InputError(self.path, "no ETL buffer in the file", 0)
         self.header = self._logfile_header()
+        flushes = [struct.unpack_from("<q", self._data, b.offset + 0x10)[0] for b in self.buffers]
+        self.header.last_flush_filetime = max(flushes)
 
     def _walk_buffers(self) -> list[BufferInfo]:
         data, size = self._data, len(self._data)
