@@ -110,19 +110,38 @@ def info(trace: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("trace", type=click.Path(dir_okay=False))
+@click.argument("source", type=click.Path(dir_okay=False))
 @click.option(
     "--jsonl",
     "jsonl",
-    required=True,
     type=click.Path(dir_okay=False, allow_dash=True),
-    help="Write one JSON object per call to this file ('-' for stdout).",
+    help="A .wskt trace's calls, one JSON object per line, to this file ('-' for stdout).",
 )
-def export(trace: str, jsonl: str) -> None:
-    """Export every call of a trace as JSON lines."""
+@click.option(
+    "--pcapng",
+    "pcapng_out",
+    type=click.Path(dir_okay=False),
+    help="The packets of a capture or an .etl (PktMon) as pcapng, for Wireshark.",
+)
+def export(source: str, jsonl: str | None, pcapng_out: str | None) -> None:
+    """Export a trace's calls as JSON lines, or a recording's packets as pcapng."""
+    if (jsonl is None) == (pcapng_out is None):
+        raise click.UsageError("give exactly one of --jsonl and --pcapng")
+    if pcapng_out is not None:
+        from wskreplay.formats.pcap import write_pcapng
+        from wskreplay.formats.pktmon import read_capture
+
+        frames = read_capture(source)
+        write_pcapng(
+            pcapng_out, frames, comment=f"exported by wskreplay from {os.path.basename(source)}"
+        )
+        click.echo(f"{pcapng_out}: {len(frames)} packets", err=True)
+        if frames.error is not None:
+            raise frames.error
+        return
     from wskreplay.summary import call_records
 
-    with TraceReader(trace) as reader:
+    with TraceReader(source) as reader:
         out = sys.stdout if jsonl == "-" else open(jsonl, "w", encoding="utf-8")
         try:
             for table in reader.call_blocks():
@@ -210,12 +229,12 @@ def recover_cmd(trace: str, out: str) -> None:
     help="On a damaged capture, print what was read and exit 1 instead of 2.",
 )
 def streams(capture: str, as_json: bool, dump_dir: str | None, partial_ok: bool) -> None:
-    """Reassemble the TCP connections of a pcap or pcapng capture."""
+    """Reassemble the TCP connections of a pcap, pcapng or .etl (PktMon) capture."""
     from wskreplay.console import print_streams
-    from wskreplay.formats.pcap import read_frames
+    from wskreplay.formats.pktmon import read_capture
     from wskreplay.recorder.tcp import dump_streams, reassemble, streams_summary
 
-    frames = read_frames(capture)
+    frames = read_capture(capture)
     result = reassemble(frames)
     summary = streams_summary(result)
     summary["complete"] = frames.error is None

@@ -76,6 +76,8 @@ class Frames:
     comments: list[str] = field(default_factory=list)
     error: InputError | None = None
     """Damage that stopped the walk; the frames before it are all here."""
+    notes: dict[str, int] = field(default_factory=dict)
+    """Source-specific counts (e.g. PktMon appearances folded, drops) reported alongside."""
     wrapped_times: int = 0
     """Frames whose timestamp lies outside what int64 nanoseconds hold (years 1677..2262):
     pcapng allows them (unsigned 64-bit ticks); their time is kept modulo 2**64 ns."""

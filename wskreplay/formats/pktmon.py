@@ -1,0 +1,149 @@
+"""Packets inside ETL: PktMon events as the same :class:`~wskreplay.formats.pcap.Frames`
+table the pcap reader returns, so reassembly and ``streams`` work on an ``.etl`` as on a
+capture.
+
+Microsoft-Windows-PktMon logs one event per component a packet crosses (same PktGroupId,
+rising AppearanceCount). Policy: one frame per packet group, the appearance **closest to
+the wire**: the first for inbound packets (the NIC saw it first), the last for outbound
+ones (the NIC saw it last). Its time is then the time the packet met the wire, which is
+what a capture on the wire shows and what send-to-wire latency needs. Drop events (170)
+are packets a component discarded: they are counted, never presented as wire frames.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from wskreplay.errors import InputError
+from wskreplay.formats import pcap
+from wskreplay.formats.etl import EtlFile
+
+PKTMON_PROVIDER = "4d4f80d9-c8bd-4d73-bb5b-19c90402c5ac"
+PKTMON_PACKET, PKTMON_DROP = 160, 170
+_FIXED = struct.Struct("<QHHHHHHHIIHH")
+INBOUND_TAGS = {1, 3, 5}
+OUTBOUND_TAGS = {2, 4, 6}
+LINKTYPE_IEEE802_11 = 105
+
+
+def _linktype(packet_type: int, frame: bytes) -> int:
+    if packet_type == 1:
+        return pcap.LINKTYPE_ETHERNET
+    if packet_type == 3:
+        return pcap.LINKTYPE_RAW
+    if packet_type == 2:
+        ethertype = frame[12:14] if len(frame) >= 14 else b""
+        ethernet = ethertype in (b"\x08\x00", b"\x86\xdd", b"\x81\x00", b"\x08\x06")
+        return pcap.LINKTYPE_ETHERNET if ethernet else LINKTYPE_IEEE802_11
+    return -1
+
+
+def etl_frames(path: str) -> pcap.Frames:
+    """The packets PktMon recorded in an ``.etl``, one per packet group, in time order."""
+    etl = EtlFile(path)
+    best: dict[int, tuple[int, int, bytes, int, int, int]] = {}
+    order: list[int] = []
+    drops = appearances = unknown = 0
+    for ev in etl.events():
+        if ev.provider_guid != PKTMON_PROVIDER or ev.id not in (PKTMON_PACKET, PKTMON_DROP):
+            continue
+        if len(ev.payload) < _FIXED.size:
+            raise InputError(
+                path,
+                f"PktMon event {ev.id} of {len(ev.payload)} bytes, "
+                f"the fixed part needs {_FIXED.size}",
+                ev.record_offset,
+            )
+        (
+            group,
+            _num,
+            appearance,
+            dirtag,
+            ptype,
+            _comp,
+            _edge,
+            _filt,
+            _dr,
+            _dl,
+            original,
+            logged,
+        ) = _FIXED.unpack_from(ev.payload)
+        frame = ev.payload[_FIXED.size : _FIXED.size + logged]
+        if len(frame) != logged:
+            raise InputError(
+                path,
+                f"PktMon event claims {logged} logged bytes, "
+                f"{len(ev.payload) - _FIXED.size} present",
+                ev.record_offset,
+            )
+        if ev.id == PKTMON_DROP:
+            drops += 1
+            continue
+        appearances += 1
+        direction = (
+            pcap.DIRECTION_IN
+            if dirtag in INBOUND_TAGS
+            else pcap.DIRECTION_OUT
+            if dirtag in OUTBOUND_TAGS
+            else pcap.DIRECTION_UNKNOWN
+        )
+        linktype = _linktype(ptype, frame)
+        if linktype < 0:
+            unknown += 1
+            continue
+        entry = (appearance, ev.ts_ns, frame, original, direction, linktype)
+        if group not in best:
+            order.append(group)
+            best[group] = entry
+        else:
+            keep_later = direction == pcap.DIRECTION_OUT
+            if (appearance > best[group][0]) == keep_later:
+                best[group] = entry
+    chosen = sorted((best[g] for g in order), key=lambda e: e[1])
+    buffer = bytearray()
+    offsets, caplens = [], []
+    for _, _, frame, _, _, _ in chosen:
+        offsets.append(len(buffer))
+        caplens.append(len(frame))
+        buffer += frame
+    linktypes = sorted({e[5] for e in chosen})
+    iface_of = {lt: i for i, lt in enumerate(linktypes)}
+    frames = pcap.Frames(
+        path=path,
+        format="etl",
+        buffer=memoryview(bytes(buffer)),
+        time_ns=np.array([e[1] for e in chosen], dtype=np.int64),
+        interface=np.array([iface_of[e[5]] for e in chosen], dtype=np.int32),
+        linktype=np.array([e[5] for e in chosen], dtype=np.int32),
+        offset=np.array(offsets, dtype=np.int64),
+        caplen=np.array(caplens, dtype=np.int64),
+        origlen=np.array([e[3] for e in chosen], dtype=np.int64),
+        direction=np.array([e[4] for e in chosen], dtype=np.uint8),
+        interfaces=[pcap.Interface(lt, 0, 10**9) for lt in linktypes],
+    )
+    frames.notes = {
+        "pktmon_appearances": appearances,
+        "pktmon_packets": len(chosen),
+        "pktmon_drops": drops,
+        "pktmon_unknown_packet_type": unknown,
+    }
+    return frames
+
+
+def read_capture(path: str) -> pcap.Frames:
+    """Frames of a pcap, a pcapng (either optionally gzipped) or an ``.etl`` (or a zip of one)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"\x1f\x8b" or head in (
+        b"\xd4\xc3\xb2\xa1",
+        b"\xa1\xb2\xc3\xd4",
+        b"\x4d\x3c\xb2\xa1",
+        b"\xa1\xb2\x3c\x4d",
+        b"\x0a\x0d\x0d\x0a",
+    ):
+        return pcap.read_frames(path)
+    if path.lower().endswith((".etl", ".zip")):
+        return etl_frames(path)
+    return pcap.read_frames(path)
