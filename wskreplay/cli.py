@@ -254,3 +254,49 @@ def streams(capture: str, as_json: bool, dump_dir: str | None, partial_ok: bool)
     if frames.error is not None:
         click.echo(f"wskreplay: error: {frames.error} (the result above stops there)", err=True)
         sys.exit(EXIT_PROBLEM if partial_ok else EXIT_ERROR)
+
+
+@main.command()
+@click.argument("etl_file", metavar="FILE.etl", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event (per line).")
+@click.option("--summary", is_flag=True, help="Logfile facts and counts per provider and id.")
+@click.option("--provider", help="Only this provider (name or GUID).")
+@click.option("--id", "event_id", type=int, help="Only events with this id.")
+@click.option("--limit", type=click.IntRange(0), help="At most this many events.")
+@click.option("--partial-ok", is_flag=True, help="On damage, keep what was read and exit 1.")
+def events(
+    etl_file: str,
+    as_json: bool,
+    summary: bool,
+    provider: str | None,
+    event_id: int | None,
+    limit: int | None,
+    partial_ok: bool,
+) -> None:
+    """List the events of an ETW log (.etl, or a .zip holding one)."""
+    from wskreplay.console import print_etl_summary
+    from wskreplay.etwview import etl_summary, event_record, selected_events
+    from wskreplay.formats.etl import EtlFile
+
+    etl = EtlFile(etl_file)
+    if summary:
+        doc = etl_summary(etl)
+        if as_json:
+            click.echo(json.dumps(doc, indent=1))
+        else:
+            print_etl_summary(doc)
+        return
+    try:
+        for ev in selected_events(etl, provider, event_id, limit):
+            rec = event_record(ev)
+            if as_json:
+                click.echo(json.dumps(rec))
+            else:
+                what = rec["name"] or rec["provider_guid"] or "kernel"
+                click.echo(
+                    f"{rec['ts_ns']} {rec['provider'] or '-'} id={rec['id']} {what} "
+                    f"{json.dumps(rec['fields']) if rec['fields'] is not None else ''}"
+                )
+    except WskReplayError as exc:
+        click.echo(f"wskreplay: error: {exc} (the events above are all that precede it)", err=True)
+        sys.exit(EXIT_PROBLEM if partial_ok else EXIT_ERROR)

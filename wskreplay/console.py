@@ -72,3 +72,35 @@ def print_streams(summary: dict[str, Any], console: Console | None = None) -> No
     console.print(table)
     if not summary.get("complete", True):
         console.print("[bold red]incomplete:[/] the capture is damaged; see the error below")
+
+
+def print_etl_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    for key in (
+        "file",
+        "os_build",
+        "pointer_size",
+        "clock",
+        "start_ns",
+        "end_ns",
+        "events",
+        "events_lost",
+        "buffers",
+        "compressed_buffers",
+    ):
+        facts.add_row(key, str(summary[key]))
+    console.print(facts)
+    table = Table(title="events per provider and id", title_justify="left")
+    for col in ("provider", "provider GUID", "id", "count"):
+        table.add_column(col, justify="right" if col in ("id", "count") else "left")
+    for row in summary["by_provider"]:
+        table.add_row(
+            row["provider"] or "-",
+            row["provider_guid"] or "(kernel)",
+            str(row["id"]),
+            str(row["count"]),
+        )
+    console.print(table)
