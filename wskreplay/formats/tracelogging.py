@@ -272,3 +272,56 @@ def decode(schema_item: bytes, payload: bytes, pointer_size: int = 8) -> tuple[s
             f"event {schema.name!r}: {len(p.data) - p.pos} payload bytes left after the last field"
         )
     return schema.name, values
+
+
+_ENCODERS = {
+    3: "<b",
+    4: "<B",
+    5: "<h",
+    6: "<H",
+    7: "<i",
+    8: "<I",
+    9: "<q",
+    10: "<Q",
+    11: "<f",
+    12: "<d",
+    13: "<i",
+    20: "<I",
+    21: "<Q",
+}
+
+
+def encode_traits(provider: str) -> bytes:
+    """A provider-traits item holding the provider's name (no further traits)."""
+    body = provider.encode() + b"\0"
+    return struct.pack("<H", 2 + len(body)) + body
+
+
+def encode_schema(event: str, fields: list[tuple[str, int]]) -> bytes:
+    """An event-schema item: no tags, the event name, then (field name, in-type) pairs.
+
+    Only scalar fields and variable-length in-types (strings, binary) are written: what a
+    driver's recording events need."""
+    body = b"\0" + event.encode() + b"\0"
+    for name, in_type in fields:
+        body += name.encode() + b"\0" + bytes([in_type])
+    return struct.pack("<H", 2 + len(body)) + body
+
+
+def encode_payload(fields: list[tuple[str, int]], values: list[Any]) -> bytes:
+    """Field values in schema order, encoded as :func:`decode` reads them."""
+    out = bytearray()
+    for (name, in_type), value in zip(fields, values, strict=True):
+        if in_type in _ENCODERS:
+            out += struct.pack(_ENCODERS[in_type], value)
+        elif in_type == 1:
+            out += str(value).encode("utf-16-le") + b"\0\0"
+        elif in_type == 2:
+            out += str(value).encode("latin-1") + b"\0"
+        elif in_type in (14, 25):
+            out += struct.pack("<H", len(value)) + bytes(value)
+        elif in_type == 15:
+            out += uuid.UUID(str(value)).bytes_le
+        else:
+            raise ValueError(f"field {name!r}: in-type {in_type} is not encodable here")
+    return bytes(out)
