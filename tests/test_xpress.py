@@ -67,3 +67,46 @@ def test_every_compressed_buffer_of_the_samples_matches_dissect():
 def test_invalid_streams(stream, size, what):
     with pytest.raises(xpress.XpressError, match=what):
         xpress.decompress(stream, size)
+
+
+def _outcome(fn, data: bytes, size: int):
+    try:
+        return ("ok", fn(data, size))
+    except xpress.XpressError as exc:
+        return ("error", str(exc))
+
+
+def test_the_c_accelerator_is_built_where_a_compiler_is():
+    import shutil
+
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert xpress.ACCELERATED
+
+
+def test_c_and_python_agree_on_every_sample_buffer():
+    for path in sorted((SHARED_DATA / "etl").glob("*")):
+        if "diaghub" in path.name:
+            continue
+        etl = EtlFile(path)
+        for b in etl.buffers:
+            if b.compressed:
+                raw = bytes(etl._data[b.offset + BUFFER_HEADER_SIZE : b.offset + b.size])
+                size = b.fill - BUFFER_HEADER_SIZE
+                assert xpress.decompress(raw, size) == xpress.decompress_python(raw, size)
+
+
+@given(st.binary(max_size=400), st.integers(0, 2000))
+@settings(max_examples=400, deadline=None)
+def test_c_and_python_agree_on_any_input_even_invalid(data, size):
+    assert _outcome(xpress.decompress, data, size) == _outcome(xpress.decompress_python, data, size)
+
+
+@given(st.binary(min_size=1, max_size=2000), st.integers(0, 40), st.integers(0, 255))
+@settings(max_examples=200, deadline=None)
+def test_c_and_python_agree_on_corrupted_valid_streams(data, where, value):
+    packed = bytearray(xpress.compress(data))
+    packed[where % len(packed)] = value
+    packed = bytes(packed)
+    assert _outcome(xpress.decompress, packed, len(data)) == _outcome(
+        xpress.decompress_python, packed, len(data)
+    )

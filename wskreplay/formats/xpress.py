@@ -21,11 +21,30 @@ class XpressError(ValueError):
     """The compressed bytes are not a valid XPRESS stream of the promised size."""
 
 
+try:
+    from wskreplay.formats import _xpress
+except ImportError:  # built only where a C compiler was present at install
+    _xpress = None
+
+ACCELERATED = _xpress is not None
+
+
 def decompress(data: bytes | memoryview, size: int) -> bytes:
     """Exactly ``size`` bytes from ``data``; :class:`XpressError` on any inconsistency.
 
-    Never writes past ``size`` bytes and never reads past ``data``: a stream that would
-    is an error, whatever its headers claim."""
+    Uses the C accelerator when it was built, else :func:`decompress_python`; both make
+    the same checks and report the same errors."""
+    if _xpress is None:
+        return decompress_python(data, size)
+    try:
+        return _xpress.decompress(data, size)
+    except ValueError as exc:
+        raise XpressError(str(exc)) from None
+
+
+def decompress_python(data: bytes | memoryview, size: int) -> bytes:
+    """Pure-Python decompression: never writes past ``size`` bytes and never reads past
+    ``data``; a stream that would is an error, whatever its headers claim."""
     src = bytes(data)
     n = len(src)
     out = bytearray()

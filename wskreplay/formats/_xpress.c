@@ -1,0 +1,122 @@
+/* LZ77 XPRESS decompression ([MS-XCA] 2.4), the C twin of xpress.decompress_python.
+ * Same checks, same error messages: every read is bounded by the input, every write by the
+ * size the caller expects. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdio.h>
+
+static uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static PyObject *xpress_decompress(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "y*n", &in, &size)) return NULL;
+    if (size < 0) {
+        PyBuffer_Release(&in);
+        PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) {
+        PyBuffer_Release(&in);
+        return NULL;
+    }
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
+    const uint8_t *src = (const uint8_t *)in.buf;
+    const Py_ssize_t n = in.len;
+    Py_ssize_t pos = 0, o = 0, half = -1;
+    uint32_t flags = 0;
+    int count = 0;
+    char msg[160];
+    msg[0] = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        if (count == 0) {
+            if (pos + 4 > n) break;
+            flags = le32(src + pos);
+            pos += 4;
+            count = 32;
+        }
+        count--;
+        if (!((flags >> count) & 1)) {
+            if (pos >= n) break;
+            if (o >= size) {
+                snprintf(msg, sizeof msg, "literal at input %zd past the expected %zd bytes", pos, size);
+                break;
+            }
+            dst[o++] = src[pos++];
+            continue;
+        }
+        if (pos >= n) break;
+        if (pos + 2 > n) { snprintf(msg, sizeof msg, "match word cut short at input %zd", pos); break; }
+        uint32_t word = (uint32_t)src[pos] | (uint32_t)src[pos + 1] << 8;
+        pos += 2;
+        Py_ssize_t length = word & 7;
+        Py_ssize_t offset = (word >> 3) + 1;
+        if (length == 7) {
+            if (half < 0) {
+                if (pos >= n) { snprintf(msg, sizeof msg, "length nibble cut short at input %zd", pos); break; }
+                length = src[pos] & 0xF;
+                half = pos++;
+            } else {
+                length = src[half] >> 4;
+                half = -1;
+            }
+            if (length == 15) {
+                if (pos >= n) { snprintf(msg, sizeof msg, "length byte cut short at input %zd", pos); break; }
+                length = src[pos++];
+                if (length == 255) {
+                    if (pos + 2 > n) { snprintf(msg, sizeof msg, "16-bit length cut short at input %zd", pos); break; }
+                    length = (Py_ssize_t)src[pos] | (Py_ssize_t)src[pos + 1] << 8;
+                    pos += 2;
+                    if (length == 0) {
+                        if (pos + 4 > n) { snprintf(msg, sizeof msg, "32-bit length cut short at input %zd", pos); break; }
+                        length = (Py_ssize_t)le32(src + pos);
+                        pos += 4;
+                    }
+                    if (length < 22) {
+                        snprintf(msg, sizeof msg, "match length %zd below 22 at input %zd", length, pos);
+                        break;
+                    }
+                    length -= 22;
+                }
+                length += 15;
+            }
+            length += 7;
+        }
+        length += 3;
+        if (offset > o) {
+            snprintf(msg, sizeof msg, "match offset %zd reaches before the output start at input %zd", offset, pos);
+            break;
+        }
+        if (length > size - o) {
+            snprintf(msg, sizeof msg, "match at input %zd runs past the expected %zd bytes", pos, size);
+            break;
+        }
+        for (Py_ssize_t i = 0; i < length; i++, o++) dst[o] = dst[o - offset];
+    }
+    if (!msg[0] && o != size)
+        snprintf(msg, sizeof msg, "decompressed to %zd bytes, expected %zd", o, size);
+    Py_END_ALLOW_THREADS
+
+    PyBuffer_Release(&in);
+    if (msg[0]) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, msg);
+        return NULL;
+    }
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"decompress", xpress_decompress, METH_VARARGS, "decompress(data, size) -> bytes"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_xpress", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__xpress(void) { return PyModule_Create(&module); }
