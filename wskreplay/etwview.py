@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,17 +91,13 @@ def selected_events(
 
 
 def etl_summary(etl: EtlFile) -> dict[str, Any]:
-    counts: Counter[tuple[str | None, int]] = Counter()
+    counts, first = etl.count_records()
     names: dict[str | None, str | None] = {}
-    total = 0
-    for ev in etl.events():
-        total += 1
-        counts[(ev.provider_guid, ev.id)] += 1
-        if ev.provider_guid not in names or names[ev.provider_guid] is None:
-            try:
-                names[ev.provider_guid] = _decoded(ev)[0]
-            except tl.TraceLoggingError:
-                names[ev.provider_guid] = KNOWN_PROVIDERS.get(ev.provider_guid or "")
+    for guid, ev in first.items():
+        try:
+            names[guid] = _decoded(ev)[0]
+        except tl.TraceLoggingError:
+            names[guid] = KNOWN_PROVIDERS.get(guid or "")
     h = etl.header
     return {
         "file": etl.path,
@@ -111,7 +106,7 @@ def etl_summary(etl: EtlFile) -> dict[str, Any]:
         "clock": h.clock,
         "start_ns": h.start_ns,
         "end_ns": h.end_ns,
-        "events": total,
+        "events": sum(counts.values()),
         "events_lost": h.events_lost,
         "buffers": len(etl.buffers),
         "compressed_buffers": sum(b.compressed for b in etl.buffers),

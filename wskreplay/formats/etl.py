@@ -17,6 +17,7 @@ import os
 import struct
 import uuid
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -270,13 +271,14 @@ class EtlFile:
         ticks = (timestamp - h.header_timestamp) * 10_000_000 // freq
         return filetime_to_ns(h.start_filetime + ticks)
 
-    def buffer_events(self, info: BufferInfo) -> Iterator[EtlEvent]:
-        """The records of one buffer, in buffer order."""
+    def _records(self, info: BufferInfo) -> Iterator[tuple[bytes | memoryview, int, int, int]]:
+        """(buffer bytes, record offset, record size, header type) for each record."""
         buf = self.buffer_bytes(info)
         pos = BUFFER_HEADER_SIZE
         end = len(buf)
+        u32, u16 = _U32.unpack_from, _U16.unpack_from
         while pos + 4 <= end:
-            marker = _U32.unpack_from(buf, pos)[0]
+            marker = u32(buf, pos)[0]
             if marker == 0xFFFFFFFF:
                 break
             top = marker >> 24
@@ -288,7 +290,7 @@ class EtlFile:
                         f"buffer at {info.offset}: unknown record header type 0x{kind:02X}",
                         pos,
                     )
-                size = _U16.unpack_from(buf, pos + (4 if kind in SIZE_AT_4 else 0))[0]
+                size = u16(buf, pos + (4 if kind in SIZE_AT_4 else 0))[0]
                 need = HEADER_SIZES[kind]
             elif top == 0x90:
                 kind, size, need = WPP_MESSAGE, marker & 0xFFFF, 8
@@ -303,8 +305,37 @@ class EtlFile:
                     f"(header needs {need}, {end - pos} left)",
                     pos,
                 )
-            yield self._event(buf, pos, size, kind, info)
+            yield buf, pos, size, kind
             pos += (size + 7) & ~7
+
+    def buffer_events(self, info: BufferInfo) -> Iterator[EtlEvent]:
+        """The records of one buffer, in buffer order."""
+        for buf, pos, size, kind in self._records(info):
+            yield self._event(buf, pos, size, kind, info)
+
+    def count_records(self) -> tuple[Counter[tuple[str | None, int]], dict[str | None, EtlEvent]]:
+        """Records per (provider GUID, id) without building an event per record, and the
+        first full event of each provider (to name it)."""
+        raw: Counter[tuple[bytes | None, int]] = Counter()
+        first: dict[bytes | None, EtlEvent] = {}
+        u16 = _U16.unpack_from
+        for info in self.buffers:
+            for buf, pos, size, kind in self._records(info):
+                if kind in (EVENT_32, EVENT_64):
+                    key = (bytes(buf[pos + 0x18 : pos + 0x28]), u16(buf, pos + 0x28)[0])
+                elif kind in (MOF_32, MOF_64, INSTANCE_32, INSTANCE_64):
+                    key = (bytes(buf[pos + 0x18 : pos + 0x28]), buf[pos + 4])
+                elif kind == WPP_MESSAGE:
+                    key = (None, 0)
+                else:
+                    key = (None, u16(buf, pos + 6)[0])
+                if key[0] not in first:
+                    first[key[0]] = self._event(buf, pos, size, kind, info)
+                raw[key] += 1
+        counts: Counter[tuple[str | None, int]] = Counter()
+        for (guid, eid), n in raw.items():
+            counts[(guid_text(guid) if guid is not None else None, eid)] += n
+        return counts, {(guid_text(g) if g is not None else None): ev for g, ev in first.items()}
 
     def _event(
         self, buf: bytes | memoryview, pos: int, size: int, kind: int, info: BufferInfo
