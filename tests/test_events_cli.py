@@ -97,3 +97,50 @@ def test_damaged_compressed_buffer_reports_what_came_before(tmp_path):
     (line,) = proc.stderr.strip().splitlines()
     assert f"offset {last.offset}: compressed buffer" in line
     assert run_cli("events", str(path), "--json", "--partial-ok").returncode == 1
+
+
+def _tl_log(tmp_path, schema_fields, payload_values, *, break_schema=False, break_item=False):
+    from wskreplay.formats import tracelogging as tl
+    from wskreplay.formats.etl_writer import EtlWriter
+
+    path = tmp_path / "tl.etl"
+    with open(path, "w+b") as f:
+        w = EtlWriter(f, start_ns=1_767_225_600_000_000_000, buffer_size=4096)
+        for i in range(3):
+            schema = tl.encode_schema("E", schema_fields)
+            if break_schema and i == 2:
+                schema = struct.pack("<H", len(schema) + 40) + schema[2:]
+            extended = [(tl.EXT_SCHEMA, schema), (tl.EXT_TRAITS, tl.encode_traits("P"))]
+            w.event(
+                1_767_225_600_000_000_000 + i,
+                "11111111-2222-3333-4444-555555555555",
+                channel=11,
+                extended=extended,
+                payload=tl.encode_payload(schema_fields, payload_values),
+            )
+        w.close()
+    if break_item:
+        data = bytearray(path.read_bytes())
+        etl = EtlFile(path)
+        buf, pos, _size, _kind = list(etl._records(etl.buffers[1]))[2]
+        struct.pack_into("<H", data, etl.buffers[1].offset + pos + 0x50 + 6, 4000)
+        path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_schema_running_past_its_item_is_an_error_after_the_events_before_it(tmp_path):
+    path = _tl_log(tmp_path, [("a", 8)], [7], break_schema=True)
+    proc = run_cli("events", str(path), "--json")
+    assert proc.returncode == 2
+    assert len(proc.stdout.splitlines()) == 3  # the header record and two good events
+    (line,) = proc.stderr.strip().splitlines()
+    assert str(path) in line and "buffer at" in line and "TraceLogging: event schema claims" in line
+    assert run_cli("events", str(path), "--json", "--partial-ok").returncode == 1
+
+
+def test_an_extended_item_running_past_its_record(tmp_path):
+    path = _tl_log(tmp_path, [("a", 8)], [7], break_item=True)
+    proc = run_cli("events", str(path), "--json")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "extended item of 4000 bytes runs past its record" in line

@@ -288,7 +288,7 @@ def events(
         return
     try:
         for ev in selected_events(etl, provider, event_id, limit):
-            rec = event_record(ev)
+            rec = event_record(ev, etl_file)
             if as_json:
                 click.echo(json.dumps(rec))
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from wskreplay.errors import InputError
 from wskreplay.formats import tracelogging as tl
 from wskreplay.formats.etl import WPP_MESSAGE, EtlEvent, EtlFile
 
@@ -30,14 +31,14 @@ def _decoded(ev: EtlEvent) -> tuple[str | None, str | None, dict[str, Any] | Non
     return provider, name, fields
 
 
-def event_record(ev: EtlEvent) -> dict[str, Any]:
+def event_record(ev: EtlEvent, path: str) -> dict[str, Any]:
+    """One event as JSON-ready data; a TraceLogging event that does not decode is damage."""
     try:
         provider, name, fields = _decoded(ev)
     except tl.TraceLoggingError as exc:
-        provider, name, fields = None, None, None
-        error = str(exc)
-    else:
-        error = None
+        raise InputError(
+            path, f"buffer at {ev.buffer_offset}: TraceLogging: {exc}", ev.record_offset
+        ) from None
     record = {
         "ts_ns": ev.ts_ns if ev.header_type != WPP_MESSAGE else None,
         "provider": provider,
@@ -55,8 +56,6 @@ def event_record(ev: EtlEvent) -> dict[str, Any]:
     }
     if fields is None:
         record["payload_hex"] = ev.payload.hex()
-    if error:
-        record["decode_error"] = error
     return record
 
 

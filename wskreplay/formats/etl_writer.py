@@ -195,6 +195,12 @@ class EtlWriter:
         )
         self.event(ns, PKTMON_PROVIDER, PKTMON_PACKET, payload=fixed + frame, keyword=0x10)
 
+    def raw_record(self, record: bytes | memoryview, ns: int | None = None) -> None:
+        """A record copied as it is (any header type), e.g. to rewrite another log."""
+        if ns is not None:
+            self._last_ns = max(self._last_ns, ns)
+        self._append(bytes(record))
+
     def _append(self, record: bytes) -> None:
         padded = record + b"\0" * (-len(record) % 8)
         if len(padded) > self.buffer_size - BUFFER_HEADER_SIZE:
