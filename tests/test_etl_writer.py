@@ -6,8 +6,8 @@ import etl.etl as etl_parser
 import pytest
 
 from wskreplay.formats.etl import EVENT_64, EtlFile
+from wskreplay.formats.etl_packets import etl_frames
 from wskreplay.formats.etl_writer import EtlWriter
-from wskreplay.formats.pktmon import etl_frames
 from wskreplay.formats.tracelogging import EXT_SCHEMA, EXT_TRAITS, decode, provider_name
 
 T0 = 1_767_225_600_000_000_000

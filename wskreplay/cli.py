@@ -128,8 +128,8 @@ def export(source: str, jsonl: str | None, pcapng_out: str | None) -> None:
     if (jsonl is None) == (pcapng_out is None):
         raise click.UsageError("give exactly one of --jsonl and --pcapng")
     if pcapng_out is not None:
+        from wskreplay.formats.etl_packets import read_capture
         from wskreplay.formats.pcap import write_pcapng
-        from wskreplay.formats.pktmon import read_capture
 
         frames = read_capture(source)
         write_pcapng(
@@ -231,7 +231,7 @@ def recover_cmd(trace: str, out: str) -> None:
 def streams(capture: str, as_json: bool, dump_dir: str | None, partial_ok: bool) -> None:
     """Reassemble the TCP connections of a pcap, pcapng or .etl (PktMon) capture."""
     from wskreplay.console import print_streams
-    from wskreplay.formats.pktmon import read_capture
+    from wskreplay.formats.etl_packets import read_capture
     from wskreplay.recorder.tcp import dump_streams, reassemble, streams_summary
 
     frames = read_capture(capture)

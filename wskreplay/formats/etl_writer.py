@@ -16,7 +16,12 @@ from typing import BinaryIO
 from wskreplay.formats import tracelogging as tl
 from wskreplay.formats import xpress
 from wskreplay.formats.etl import BUFFER_COMPRESSED, BUFFER_HEADER_SIZE, FILETIME_UNIX_EPOCH
-from wskreplay.formats.pktmon import PKTMON_PACKET, PKTMON_PROVIDER
+from wskreplay.formats.etl_packets import (
+    NDIS_FRAGMENT,
+    NDIS_PROVIDER,
+    PKTMON_PACKET,
+    PKTMON_PROVIDER,
+)
 
 LOGFILE_HEADER_SIZE = 0x118
 _EVENT_HEADER = struct.Struct("<HBBHHIIq16sHBBBBHQQ16s")
@@ -200,6 +205,13 @@ class EtlWriter:
         if ns is not None:
             self._last_ns = max(self._last_ns, ns)
         self._append(bytes(record))
+
+    def ndis_fragment(
+        self, ns: int, fragment: bytes, keyword: int, *, trailer: bytes = b""
+    ) -> None:
+        """An NDIS-PacketCapture event 1001 holding one fragment of a frame."""
+        payload = struct.pack("<III", 7, 0, len(fragment)) + fragment + trailer
+        self.event(ns, NDIS_PROVIDER, NDIS_FRAGMENT, payload=payload, keyword=keyword)
 
     def _append(self, record: bytes) -> None:
         padded = record + b"\0" * (-len(record) % 8)

@@ -8,7 +8,7 @@ import subprocess
 
 from wskreplay.formats import pcap
 from wskreplay.formats.etl import EtlFile
-from wskreplay.formats.pktmon import PKTMON_PACKET, PKTMON_PROVIDER, etl_frames
+from wskreplay.formats.etl_packets import PKTMON_PACKET, PKTMON_PROVIDER, etl_frames
 
 from .conftest import SHARED_DATA, run_cli
 
@@ -78,3 +78,31 @@ def test_streams_reads_an_etl():
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["packets"] == 38 and doc["tcp_packets"] == 0 and doc["complete"]
+
+
+def test_ndis_fragments_are_assembled_into_frames(tmp_path):
+    from wskreplay.formats.etl_packets import (
+        KW_PACKET_END,
+        KW_PACKET_START,
+        KW_RAW_IP,
+        KW_RECEIVE,
+        KW_SEND,
+    )
+    from wskreplay.formats.etl_writer import EtlWriter
+
+    t0 = 1_767_225_600_000_000_000
+    ether = b"\x02" * 12 + b"\x08\x00" + bytes(range(100))
+    raw_ip = bytes([0x45]) + bytes(59)
+    path = tmp_path / "ndis.etl"
+    with open(path, "w+b") as f:
+        w = EtlWriter(f, start_ns=t0)
+        w.ndis_fragment(t0 + 1000, ether[:40], KW_SEND | KW_PACKET_START | 0x1, trailer=bytes(16))
+        w.ndis_fragment(t0 + 1100, ether[40:], KW_SEND | KW_PACKET_END | 0x1, trailer=bytes(16))
+        w.ndis_fragment(t0 + 2000, raw_ip, KW_RECEIVE | KW_RAW_IP | KW_PACKET_START | KW_PACKET_END)
+        w.close()
+    frames = etl_frames(str(path))
+    assert len(frames) == 2 and frames.notes["ndis_frames"] == 2
+    assert bytes(frames.frame(0)) == ether and bytes(frames.frame(1)) == raw_ip
+    assert frames.linktype.tolist() == [pcap.LINKTYPE_ETHERNET, pcap.LINKTYPE_RAW]
+    assert frames.direction.tolist() == [pcap.DIRECTION_OUT, pcap.DIRECTION_IN]
+    assert frames.time_ns.tolist() == [t0 + 1000, t0 + 2000]

@@ -1,6 +1,14 @@
-"""Packets inside ETL: PktMon events as the same :class:`~wskreplay.formats.pcap.Frames`
-table the pcap reader returns, so reassembly and ``streams`` work on an ``.etl`` as on a
-capture.
+"""Packets inside ETL (PktMon and NDIS-PacketCapture events) as the same
+:class:`~wskreplay.formats.pcap.Frames` table the pcap reader returns, so reassembly and
+``streams`` work on an ``.etl`` as on a capture.
+
+Microsoft-Windows-NDIS-PacketCapture (``netsh trace start capture=yes``) logs a frame as
+one or more fragment events (1001: u32 MiniportIfIndex, u32 LowerIfIndex, u32
+FragmentSize, the fragment; newer versions append more after it, so the fragment is read
+by its size, never to the end of the event). A frame ends at the event whose keywords hold
+PACKET_END (0x80000000); PACKET_START (0x40000000) begins a new one. Keywords also give the
+direction (0x100000000 send, 0x200000000 receive) and the medium (0x10000 native 802.11,
+0x200 raw IP, else Ethernet). The frame's time is its first fragment's.
 
 Microsoft-Windows-PktMon logs one event per component a packet crosses (same PktGroupId,
 rising AppearanceCount). Policy: one frame per packet group, the appearance **closest to
@@ -22,6 +30,11 @@ from wskreplay.formats.etl import EtlFile
 
 PKTMON_PROVIDER = "4d4f80d9-c8bd-4d73-bb5b-19c90402c5ac"
 PKTMON_PACKET, PKTMON_DROP = 160, 170
+NDIS_PROVIDER = "2ed6006e-4729-4609-b423-3ee7bcd678ef"
+NDIS_FRAGMENT = 1001
+KW_RAW_IP, KW_NATIVE_802_11 = 0x200, 0x10000
+KW_PACKET_START, KW_PACKET_END = 0x40000000, 0x80000000
+KW_SEND, KW_RECEIVE = 0x100000000, 0x200000000
 _FIXED = struct.Struct("<QHHHHHHHIIHH")
 INBOUND_TAGS = {1, 3, 5}
 OUTBOUND_TAGS = {2, 4, 6}
@@ -41,12 +54,54 @@ def _linktype(packet_type: int, frame: bytes) -> int:
 
 
 def etl_frames(path: str) -> pcap.Frames:
-    """The packets PktMon recorded in an ``.etl``, one per packet group, in time order."""
+    """The packets an ``.etl`` holds (PktMon: one per packet group; NDIS: fragments
+    assembled), in time order."""
     etl = EtlFile(path)
     best: dict[int, tuple[int, int, bytes, int, int, int]] = {}
     order: list[int] = []
     drops = appearances = unknown = 0
+    ndis: list[tuple[int, int, bytes, int, int, int]] = []
+    pending: tuple[int, bytearray, int] | None = None
     for ev in etl.events():
+        if ev.provider_guid == NDIS_PROVIDER and ev.id == NDIS_FRAGMENT:
+            if len(ev.payload) < 12:
+                raise InputError(
+                    path,
+                    f"buffer at {ev.buffer_offset}: NDIS fragment event of "
+                    f"{len(ev.payload)} bytes, the header needs 12",
+                    ev.record_offset,
+                )
+            size = struct.unpack_from("<I", ev.payload, 8)[0]
+            if 12 + size > len(ev.payload):
+                raise InputError(
+                    path,
+                    f"buffer at {ev.buffer_offset}: NDIS fragment claims {size} "
+                    f"bytes, {len(ev.payload) - 12} present",
+                    ev.record_offset,
+                )
+            if ev.keyword & KW_PACKET_START or pending is None:
+                pending = (ev.ts_ns, bytearray(), ev.keyword)
+            pending[1].extend(ev.payload[12 : 12 + size])
+            if ev.keyword & KW_PACKET_END:
+                ts, data, keyword = pending
+                kw = keyword | ev.keyword
+                linktype = (
+                    pcap.LINKTYPE_RAW
+                    if kw & KW_RAW_IP
+                    else LINKTYPE_IEEE802_11
+                    if kw & KW_NATIVE_802_11
+                    else pcap.LINKTYPE_ETHERNET
+                )
+                direction = (
+                    pcap.DIRECTION_OUT
+                    if kw & KW_SEND
+                    else pcap.DIRECTION_IN
+                    if kw & KW_RECEIVE
+                    else pcap.DIRECTION_UNKNOWN
+                )
+                ndis.append((0, ts, bytes(data), len(data), direction, linktype))
+                pending = None
+            continue
         if ev.provider_guid != PKTMON_PROVIDER or ev.id not in (PKTMON_PACKET, PKTMON_DROP):
             continue
         if len(ev.payload) < _FIXED.size:
@@ -101,7 +156,7 @@ def etl_frames(path: str) -> pcap.Frames:
             keep_later = direction == pcap.DIRECTION_OUT
             if (appearance > best[group][0]) == keep_later:
                 best[group] = entry
-    chosen = sorted((best[g] for g in order), key=lambda e: e[1])
+    chosen = sorted([best[g] for g in order] + ndis, key=lambda e: e[1])
     buffer = bytearray()
     offsets, caplens = [], []
     for _, _, frame, _, _, _ in chosen:
@@ -125,9 +180,11 @@ def etl_frames(path: str) -> pcap.Frames:
     )
     frames.notes = {
         "pktmon_appearances": appearances,
-        "pktmon_packets": len(chosen),
+        "pktmon_packets": len(best),
         "pktmon_drops": drops,
         "pktmon_unknown_packet_type": unknown,
+        "ndis_frames": len(ndis),
+        "ndis_unfinished_frames": int(pending is not None),
     }
     return frames
 
