@@ -34,7 +34,10 @@ _BUFFER = struct.Struct("<III4xq16xB")
 _BUFFER_FILL = struct.Struct("<IHH")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-_EVENT_HEADER = struct.Struct("<HHHHIIq16sHBBBBHQ")
+EVENT_HEADER = struct.Struct("<HBBHHIIq16sHBBBBHQQ16s")
+"""EVENT_HEADER (0x50 bytes): Size, HeaderType, MarkerFlags, Flags, EventProperty, ThreadId,
+ProcessId, TimeStamp, ProviderId, Id, Version, Channel, Level, Opcode, Task, Keyword,
+ProcessorTime, ActivityId."""
 _EXT_ITEM = struct.Struct("<HHHH")
 
 SYSTEM_32, SYSTEM_64 = 0x01, 0x02
@@ -363,6 +366,7 @@ class EtlFile:
             (
                 _size,
                 _htype,
+                _marker,
                 eflags,
                 _prop,
                 tid,
@@ -376,7 +380,9 @@ class EtlFile:
                 opcode,
                 task,
                 keyword,
-            ) = _EVENT_HEADER.unpack_from(buf, pos)
+                _processor_time,
+                _activity,
+            ) = EVENT_HEADER.unpack_from(buf, pos)
             event.provider_guid = guid_text(guid)
             event.id, event.version, event.channel, event.level = eid, version, channel, level
             event.opcode, event.task, event.keyword = opcode, task, keyword

@@ -15,7 +15,12 @@ from typing import BinaryIO
 
 from wskreplay.formats import tracelogging as tl
 from wskreplay.formats import xpress
-from wskreplay.formats.etl import BUFFER_COMPRESSED, BUFFER_HEADER_SIZE, FILETIME_UNIX_EPOCH
+from wskreplay.formats.etl import (
+    BUFFER_COMPRESSED,
+    BUFFER_HEADER_SIZE,
+    EVENT_HEADER,
+    FILETIME_UNIX_EPOCH,
+)
 from wskreplay.formats.etl_packets import (
     NDIS_FRAGMENT,
     NDIS_PROVIDER,
@@ -24,7 +29,6 @@ from wskreplay.formats.etl_packets import (
 )
 
 LOGFILE_HEADER_SIZE = 0x118
-_EVENT_HEADER = struct.Struct("<HBBHHIIq16sHBBBBHQQ16s")
 _EXT_ITEM = struct.Struct("<HHHH")
 
 
@@ -118,10 +122,10 @@ class EtlWriter:
         for i, (etype, data) in enumerate(extended):
             more = 1 if i + 1 < len(extended) else 0
             items += _EXT_ITEM.pack(0, etype, more, len(data)) + data + b"\0" * (-len(data) % 8)
-        size = _EVENT_HEADER.size + len(items) + len(payload)
+        size = EVENT_HEADER.size + len(items) + len(payload)
         if size > 0xFFFF:
             raise ValueError(f"event of {size} bytes does not fit a record (64 KiB)")
-        head = _EVENT_HEADER.pack(
+        head = EVENT_HEADER.pack(
             size,
             0x13,
             0xC0,

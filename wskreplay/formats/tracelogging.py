@@ -32,6 +32,7 @@ FIXED_SIZES = {  # in-type -> struct format of the fixed-size numeric types
     10: "<Q",
     11: "<f",
     12: "<d",
+    13: "<i",
     20: "<I",
     21: "<Q",
 }
@@ -274,23 +275,6 @@ def decode(schema_item: bytes, payload: bytes, pointer_size: int = 8) -> tuple[s
     return schema.name, values
 
 
-_ENCODERS = {
-    3: "<b",
-    4: "<B",
-    5: "<h",
-    6: "<H",
-    7: "<i",
-    8: "<I",
-    9: "<q",
-    10: "<Q",
-    11: "<f",
-    12: "<d",
-    13: "<i",
-    20: "<I",
-    21: "<Q",
-}
-
-
 def encode_traits(provider: str) -> bytes:
     """A provider-traits item holding the provider's name (no further traits)."""
     body = provider.encode() + b"\0"
@@ -312,8 +296,8 @@ def encode_payload(fields: list[tuple[str, int]], values: list[Any]) -> bytes:
     """Field values in schema order, encoded as :func:`decode` reads them."""
     out = bytearray()
     for (name, in_type), value in zip(fields, values, strict=True):
-        if in_type in _ENCODERS:
-            out += struct.pack(_ENCODERS[in_type], value)
+        if in_type in FIXED_SIZES:
+            out += struct.pack(FIXED_SIZES[in_type], value)
         elif in_type == 1:
             out += str(value).encode("utf-16-le") + b"\0\0"
         elif in_type == 2:
