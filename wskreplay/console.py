@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from wskreplay.formats import ntstatus
@@ -104,3 +107,68 @@ def print_etl_summary(summary: dict[str, Any], console: Console | None = None) -
             str(row["count"]),
         )
     console.print(table)
+
+
+@contextmanager
+def import_progress(show: bool) -> Iterator[Callable[[str], None]]:
+    """A spinner naming the current import phase (on stderr); a no-op when not shown."""
+    if not show:
+        yield lambda _phase: None
+        return
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("starting", total=None)
+        yield lambda phase: progress.update(task, description=phase)
+
+
+def _unmatched_lines(summary: dict[str, Any]) -> list[str]:
+    c = summary.get("correlation", {})
+    labels = {
+        "calls_not_on_wire": "calls whose bytes never appeared on the wire",
+        "calls_partly_on_wire": "calls only partly seen on the wire",
+        "wire_bytes_without_call": "outbound wire bytes no call explains",
+        "payload_mismatches": "calls whose recorded bytes differ from the wire",
+        "unmatched_completions": "completions for no outstanding call",
+        "never_completed": "calls never completed",
+        "unannounced_sockets": "sockets used without a SocketConnected event",
+        "sockets_without_connection": "sockets with no connection in the capture",
+        "connections_without_socket": "captured connections no recorded socket used",
+        "undecodable_sockaddrs": "undecodable SOCKADDRs",
+    }
+    return [f"{c[k]} {label}" for k, label in labels.items() if c.get(k)]
+
+
+def print_import_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("wrote", str(summary["output"]))
+    grid.add_row("sockets", str(summary["sockets"]))
+    grid.add_row("calls", f"{summary['calls']} ({summary['outstanding']} outstanding at the end)")
+    grid.add_row("bytes", f"{summary['bytes_out']} sent, {summary['bytes_in']} received")
+    grid.add_row("packets", f"{summary['packets']} read, {summary['segments']} TCP segments kept")
+    grid.add_row("returned", ", ".join(f"{k} {v}" for k, v in summary["returned"].items()) or "-")
+    grid.add_row("completed", ", ".join(f"{k} {v}" for k, v in summary["completed"].items()) or "-")
+    grid.add_row("completion policy", str(summary.get("completion_policy")))
+    clock = summary.get("clock")
+    if clock:
+        if clock.get("sources") == 2:
+            u = clock.get("uncertainty_ns")
+            text = f"capture - {clock['offset_ns']} ns" + (
+                f" (within {u} ns, {clock['pairs']} calls)"
+                if u is not None
+                else f" (no bound from completions, {clock['pairs']} calls)"
+            )
+        else:
+            text = clock.get("method") or clock.get("note", "")
+        grid.add_row("clock", text)
+    unmatched = _unmatched_lines(summary)
+    grid.add_row("unmatched", "; ".join(unmatched) if unmatched else "none")
+    console.print(grid)

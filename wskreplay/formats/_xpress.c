@@ -112,8 +112,91 @@ static PyObject *xpress_decompress(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* Greedy LZ77 XPRESS compression, the stream layout of xpress.compress_python: a 3-byte
+   hash table (last position per bucket), matches within 8 KiB, lengths up to 65538. */
+#define HASH_BITS 15
+static PyObject *xpress_compress(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    if (!PyArg_ParseTuple(args, "y*", &in)) return NULL;
+    const unsigned char *src = in.buf;
+    Py_ssize_t n = in.len;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n + n / 8 + 64);
+    int32_t *table = PyMem_Calloc((size_t)1 << HASH_BITS, sizeof(int32_t));
+    if (!out || !table) {
+        Py_XDECREF(out);
+        PyMem_Free(table);
+        PyBuffer_Release(&in);
+        return PyErr_NoMemory();
+    }
+    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+    Py_ssize_t o = 0, pos = 0, half = -1;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        Py_ssize_t flag_at = o;
+        uint32_t flags = 0;
+        o += 4;
+        for (int bit = 0; bit < 32; bit++) {
+            if (pos >= n) {
+                flags |= 1u << (31 - bit);
+                continue;
+            }
+            Py_ssize_t length = 0, cand = -1;
+            if (n - pos >= 3) {
+                uint32_t key = src[pos] | src[pos + 1] << 8 | (uint32_t)src[pos + 2] << 16;
+                uint32_t h = (key * 2654435761u) >> (32 - HASH_BITS);
+                cand = (Py_ssize_t)table[h] - 1;
+                table[h] = (int32_t)(pos + 1);
+                if (cand >= 0 && pos - cand <= 8192) {
+                    Py_ssize_t limit = n - pos < 65538 ? n - pos : 65538;
+                    while (length < limit && src[cand + length] == src[pos + length]) length++;
+                }
+            }
+            if (length < 3) {
+                dst[o++] = src[pos++];
+                continue;
+            }
+            flags |= 1u << (31 - bit);
+            Py_ssize_t code = length - 3;
+            uint16_t token = (uint16_t)(((pos - cand - 1) << 3) | (code < 7 ? code : 7));
+            dst[o++] = token & 0xFF;
+            dst[o++] = token >> 8;
+            if (code >= 7) {
+                Py_ssize_t rest = code - 7, nibble = rest < 15 ? rest : 15;
+                if (half < 0) {
+                    half = o;
+                    dst[o++] = (unsigned char)nibble;
+                } else {
+                    dst[half] |= (unsigned char)(nibble << 4);
+                    half = -1;
+                }
+                if (rest >= 15) {
+                    rest -= 15;
+                    if (rest < 255) {
+                        dst[o++] = (unsigned char)rest;
+                    } else {
+                        dst[o++] = 255;
+                        dst[o++] = code & 0xFF;
+                        dst[o++] = (code >> 8) & 0xFF;
+                    }
+                }
+            }
+            pos += length;
+        }
+        dst[flag_at] = flags & 0xFF;
+        dst[flag_at + 1] = (flags >> 8) & 0xFF;
+        dst[flag_at + 2] = (flags >> 16) & 0xFF;
+        dst[flag_at + 3] = (unsigned char)(flags >> 24);
+    } while (pos < n);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(table);
+    PyBuffer_Release(&in);
+    if (_PyBytes_Resize(&out, o) < 0) return NULL;
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"decompress", xpress_decompress, METH_VARARGS, "decompress(data, size) -> bytes"},
+    {"compress", xpress_compress, METH_VARARGS, "compress(data) -> bytes"},
     {NULL, NULL, 0, NULL},
 };
 

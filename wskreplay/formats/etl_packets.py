@@ -21,12 +21,13 @@ are packets a component discarded: they are counted, never presented as wire fra
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import numpy as np
 
 from wskreplay.errors import InputError
 from wskreplay.formats import pcap
-from wskreplay.formats.etl import EtlFile
+from wskreplay.formats.etl import EtlEvent, EtlFile
 
 PKTMON_PROVIDER = "4d4f80d9-c8bd-4d73-bb5b-19c90402c5ac"
 PKTMON_PACKET, PKTMON_DROP = 160, 170
@@ -53,10 +54,16 @@ def _linktype(packet_type: int, frame: bytes) -> int:
     return -1
 
 
-def etl_frames(path: str) -> pcap.Frames:
+def etl_frames(
+    path: str,
+    *,
+    etl: EtlFile | None = None,
+    other: Callable[[EtlEvent], None] | None = None,
+) -> pcap.Frames:
     """The packets an ``.etl`` holds (PktMon: one per packet group; NDIS: fragments
-    assembled), in time order."""
-    etl = EtlFile(path)
+    assembled), in time order. Every other event is handed to ``other`` in the same pass,
+    so a caller that also wants them reads the file once."""
+    etl = etl if etl is not None else EtlFile(path)
     best: dict[int, tuple[int, int, bytes, int, int, int]] = {}
     order: list[int] = []
     drops = appearances = unknown = 0
@@ -103,6 +110,8 @@ def etl_frames(path: str) -> pcap.Frames:
                 pending = None
             continue
         if ev.provider_guid != PKTMON_PROVIDER or ev.id not in (PKTMON_PACKET, PKTMON_DROP):
+            if other is not None:
+                other(ev)
             continue
         if len(ev.payload) < _FIXED.size:
             raise InputError(

@@ -9,6 +9,7 @@ big-endian uint64 halves so flows can be keyed with plain integer columns.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -298,3 +299,56 @@ def tcp_options(header: bytes) -> dict[str, int]:
             opts["wscale"] = min(header[pos + 2], 14)
         pos += length
     return opts
+
+
+ETHERNET_PREFIX = bytes.fromhex("020000000002020000000001")
+_IPV4 = struct.Struct("!BBHHHBBH4s4s")
+_IPV6 = struct.Struct("!IHBB16s16s")
+_TCP = struct.Struct("!HHIIBBHHH")
+
+
+def ip_checksum(header: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def build_tcp_frame(
+    src: str,
+    sport: int,
+    dst: str,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    payload: bytes | memoryview = b"",
+    *,
+    window: int = 65535,
+    options: bytes = b"",
+) -> bytes:
+    """An Ethernet + IPv4/IPv6 + TCP frame (IPv6 when the addresses are), IP checksum set,
+    TCP checksum 0 (captures taken on the sender show it unset when offloaded)."""
+    options += b"\0" * (-len(options) % 4)
+    tcp = (
+        _TCP.pack(
+            sport,
+            dport,
+            seq % (1 << 32),
+            ack % (1 << 32),
+            (5 + len(options) // 4) << 4,
+            flags,
+            window,
+            0,
+            0,
+        )
+        + options
+    )
+    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    size = len(tcp) + len(payload)
+    if s.version == 4:
+        ip = bytearray(_IPV4.pack(0x45, 0, 20 + size, 1, 0x4000, 64, TCP, 0, s.packed, d.packed))
+        struct.pack_into("!H", ip, 10, ip_checksum(bytes(ip)))
+        return b"".join((ETHERNET_PREFIX, b"\x08\x00", ip, tcp, payload))
+    ip6 = _IPV6.pack(0x60000000, size, TCP, 64, s.packed, d.packed)
+    return b"".join((ETHERNET_PREFIX, b"\x86\xdd", ip6, tcp, payload))

@@ -7,6 +7,7 @@ header is 16 bytes and entries are 8-byte aligned, on x86 12 bytes and 4-byte al
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from dataclasses import dataclass
 
@@ -82,3 +83,25 @@ def decode_cmsgs(
         messages.append(ControlMessage(level, ctype, bytes(buf[pos + hsize : pos + length])))
         pos += layout.align_up(length)
     return messages
+
+
+def encode_sockaddr(address: str, port: int) -> bytes:
+    """SOCKADDR_IN (16 bytes) or SOCKADDR_IN6 (28 bytes) as a Windows driver holds it."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        return struct.pack("<H", AF_INET) + struct.pack("!H", port) + ip.packed + b"\0" * 8
+    return struct.pack("<H", AF_INET6) + struct.pack("!HI", port, 0) + ip.packed + b"\0" * 4
+
+
+def decode_sockaddr(raw: bytes) -> tuple[int, str, int]:
+    """(family, address text, port) of a SOCKADDR_IN / SOCKADDR_IN6; ValueError otherwise."""
+    if len(raw) < 2:
+        raise ValueError(f"SOCKADDR of {len(raw)} bytes")
+    family = struct.unpack_from("<H", raw)[0]
+    if family == AF_INET and len(raw) >= 8:
+        return family, str(ipaddress.IPv4Address(raw[4:8])), struct.unpack_from("!H", raw, 2)[0]
+    if family == AF_INET6 and len(raw) >= 24:
+        return family, str(ipaddress.IPv6Address(raw[8:24])), struct.unpack_from("!H", raw, 2)[0]
+    raise ValueError(
+        f"SOCKADDR family {family} in {len(raw)} bytes is neither AF_INET nor AF_INET6"
+    )

@@ -132,8 +132,15 @@ def decompress_or_raise(data: bytes | memoryview, size: int, *, path: str, offse
         raise InputError(path, f"compressed buffer: {exc}", offset) from None
 
 
-def compress(data: bytes) -> bytes:
-    """A valid XPRESS stream for ``data`` (greedy matching through a 3-byte hash table).
+def compress(data: bytes | memoryview) -> bytes:
+    """A valid XPRESS stream for ``data``, by the C accelerator when it is built."""
+    if _xpress is None:
+        return compress_python(bytes(data))
+    return _xpress.compress(data)
+
+
+def compress_python(data: bytes) -> bytes:
+    """A valid XPRESS stream for ``data`` (greedy matching through a 3-byte table).
 
     Meant for writing test fixtures and synthetic recordings, not for ratio or speed."""
     out = bytearray()

@@ -16,6 +16,7 @@ from typing import Any
 
 from wskreplay.errors import InputError
 from wskreplay.formats import tracelogging as tl
+from wskreplay.formats.etl import EtlEvent
 
 PROVIDER_NAME = "WskReplay.Recorder"
 SCHEMA_VERSION = 1
@@ -135,27 +136,29 @@ def fields_consistent() -> bool:
     return all(t in tl.FIXED_SIZES or t == BINARY for fields in EVENTS.values() for _, t in fields)
 
 
+def from_etl_event(ev: EtlEvent, path: str | None) -> RecorderEvent | None:
+    """The contract event an ETL record holds, or None when it is another provider's."""
+    if ev.provider_guid != PROVIDER_GUID:
+        return None
+    items = {x.type: x.data for x in ev.extended}
+    if tl.EXT_SCHEMA not in items:
+        raise InputError(
+            path,
+            f"buffer at {ev.buffer_offset}: {PROVIDER_NAME} event without TraceLogging metadata",
+            ev.record_offset,
+        )
+    try:
+        name, fields = tl.decode(items[tl.EXT_SCHEMA], ev.payload, ev.pointer_size)
+    except tl.TraceLoggingError as exc:
+        raise InputError(
+            path, f"buffer at {ev.buffer_offset}: TraceLogging: {exc}", ev.record_offset
+        ) from None
+    return decode(name, fields, ev.ts_ns, path=path, offset=ev.record_offset)
+
+
 def read_recorder_events(path: str) -> list[RecorderEvent]:
     """The contract events of an ``.etl``, in time order (other providers are skipped)."""
     from wskreplay.formats.etl import EtlFile
 
-    out = []
-    for ev in EtlFile(path).events():
-        if ev.provider_guid != PROVIDER_GUID:
-            continue
-        items = {x.type: x.data for x in ev.extended}
-        if tl.EXT_SCHEMA not in items:
-            raise InputError(
-                path,
-                f"buffer at {ev.buffer_offset}: {PROVIDER_NAME} event without "
-                "TraceLogging metadata",
-                ev.record_offset,
-            )
-        try:
-            name, fields = tl.decode(items[tl.EXT_SCHEMA], ev.payload, ev.pointer_size)
-        except tl.TraceLoggingError as exc:
-            raise InputError(
-                path, f"buffer at {ev.buffer_offset}: TraceLogging: {exc}", ev.record_offset
-            ) from None
-        out.append(decode(name, fields, ev.ts_ns, path=path, offset=ev.record_offset))
-    return out
+    events = (from_etl_event(ev, path) for ev in EtlFile(path).events())
+    return [e for e in events if e is not None]

@@ -1,0 +1,315 @@
+"""A trace from recorded calls plus (optionally) the packets they produced.
+
+Matching rules:
+
+- a socket is matched to the captured connection with the same two endpoints; the socket's
+  local endpoint says which direction is its outbound stream;
+- call ``i`` of a socket owns bytes [stream_offset, stream_offset + Length) of the outbound
+  stream (calls the transport refused own bytes of the UNSENT stream instead);
+- the bytes a call's event carried are checked against the wire where the wire has them; a
+  disagreement is counted (``payload_mismatches``) and the call's own bytes are kept;
+- calls none of whose bytes were seen on the wire, and wire bytes past the last call, are
+  counted, and their bytes kept where known;
+- with two clocks (packets from a separate capture) the capture is moved onto the recorder's
+  clock by :func:`~wskreplay.recorder.correlate.align_clocks` over payload-verified calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from wskreplay.errors import InputError
+from wskreplay.formats import ntstatus, pcap
+from wskreplay.model import CallTable, Clock, Direction, Event, SegmentTable, Trace
+from wskreplay.recorder import tcp
+from wskreplay.recorder.build import (
+    assemble_stream,
+    connection_segments,
+    endpoint_text,
+    wire_events,
+)
+from wskreplay.recorder.calls import Recorded, RecordedCall
+from wskreplay.recorder.correlate import (
+    NEVER,
+    WireView,
+    align_clocks,
+    covered_bytes,
+    infer_completion_policy,
+    merge_intervals,
+)
+
+
+@dataclass
+class _Match:
+    socket: int
+    conn: tcp.Connection
+    local_is_client: bool
+
+    @property
+    def out(self) -> tcp.Direction:
+        return self.conn.to_server if self.local_is_client else self.conn.to_client
+
+    @property
+    def inbound(self) -> tcp.Direction:
+        return self.conn.to_client if self.local_is_client else self.conn.to_server
+
+
+@dataclass
+class CorrelationReport:
+    counts: dict[str, int] = field(default_factory=dict)
+    clock: dict[str, Any] = field(default_factory=dict)
+    completion_policy: dict[str, Any] = field(default_factory=dict)
+
+
+def _match_sockets(recorded: Recorded, reassembly: tcp.Reassembly) -> list[_Match]:
+    by_pair = {}
+    for conn in reassembly.connections:
+        by_pair.setdefault((conn.client_text, conn.server_text), conn)
+    matches = []
+    used = set()
+    for sid, sock in recorded.sockets.items():
+        local = endpoint_text(sock.local_addr, sock.local_port)
+        remote = endpoint_text(sock.remote_addr, sock.remote_port)
+        for key, is_client in (((local, remote), True), ((remote, local), False)):
+            conn = by_pair.get(key)
+            if conn is not None and id(conn) not in used:
+                used.add(id(conn))
+                matches.append(_Match(sid, conn, is_client))
+                break
+    return matches
+
+
+def _verify_payloads(
+    calls: list[RecordedCall], wire: tcp.Direction, buffer: memoryview
+) -> np.ndarray:
+    """Per call: 1 its captured bytes equal the wire's, -1 they differ, 0 not comparable."""
+    p = wire.pieces
+    cov_s, cov_e = merge_intervals(p.start, p.start + p.length)
+    lo = np.array([c.stream_offset for c in calls], dtype=np.int64)
+    hi = lo + np.array([len(c.payload) for c in calls], dtype=np.int64)
+    full = (covered_bytes(cov_s, cov_e, lo, hi) == hi - lo) & (hi > lo)
+    result = np.zeros(len(calls), np.int8)
+    if not full.any():
+        return result
+    stream = assemble_stream(0, Direction.OUT, int(hi.max()), wire, buffer)
+    view = memoryview(stream.data)
+    for i in np.flatnonzero(full).tolist():
+        c = calls[i]
+        result[i] = 1 if view[lo[i] : hi[i]] == c.payload else -1
+    return result
+
+
+def trace_from_recording(
+    recorded: Recorded,
+    frames: pcap.Frames | None,
+    *,
+    zero_utc_ns: int,
+    clock: Clock,
+    same_clock: bool,
+    capture_path: str | None = None,
+) -> tuple[Trace, CorrelationReport]:
+    report = CorrelationReport()
+    counts = report.counts
+    calls = recorded.calls
+    by_socket: dict[int, list[int]] = {}
+    for i, c in enumerate(calls):
+        by_socket.setdefault(c.socket, []).append(i)
+    reassembly = tcp.reassemble(frames) if frames is not None else None
+    matches = _match_sockets(recorded, reassembly) if reassembly is not None else []
+    matched = {m.socket: m for m in matches}
+    views: dict[int, WireView] = {}
+    verified = np.zeros(len(calls), np.int8)
+    if reassembly is not None:
+        seg = reassembly.segments
+        for m in matches:
+            views[m.socket] = WireView.of(seg, m.out, m.inbound)
+            rows = by_socket.get(m.socket, [])
+            accepted = [i for i in rows if calls[i].accepted]
+            if accepted:
+                verified[accepted] = _verify_payloads(
+                    [calls[i] for i in accepted], m.out, reassembly.frames.buffer
+                )
+        counts["connections_in_capture"] = len(reassembly.connections)
+        counts["connections_without_socket"] = len(reassembly.connections) - len(matches)
+        counts["sockets_without_connection"] = len(recorded.sockets) - len(matches)
+        counts["payload_verified_calls"] = int((verified == 1).sum())
+        counts["payload_mismatches"] = int((verified == -1).sum())
+        if recorded.sockets and not matches:
+            raise InputError(
+                capture_path,
+                f"no connection in the capture has the endpoints of any of the "
+                f"{len(recorded.sockets)} recorded sockets: the capture and the recording "
+                "do not match",
+            )
+
+    issue = np.array([c.issue_ns for c in calls], dtype=np.int64)
+    length = np.array([c.length for c in calls], dtype=np.int64)
+    offset = np.array([c.stream_offset for c in calls], dtype=np.int64)
+    completion = np.array(
+        [NEVER if c.completion_ns is None else c.completion_ns for c in calls], dtype=np.int64
+    )
+    first_wire = np.full(len(calls), NEVER, np.int64)
+    last_wire = np.full(len(calls), NEVER, np.int64)
+    acked = np.full(len(calls), NEVER, np.int64)
+    for sid, view in views.items():
+        rows = np.array([i for i in by_socket.get(sid, []) if calls[i].accepted], dtype=np.int64)
+        if not len(rows):
+            continue
+        nonempty = rows[length[rows] > 0]
+        first_wire[nonempty] = view.first_sent(offset[nonempty])
+        last_wire[nonempty] = view.first_sent(offset[nonempty] + length[nonempty] - 1)
+        acked[nonempty] = view.acked(offset[nonempty] + length[nonempty])
+
+    sent_then_completed = np.array(
+        [
+            c.status == ntstatus.STATUS_PENDING
+            and c.completion_status is not None
+            and ntstatus.is_success(c.completion_status)
+            for c in calls
+        ],
+        dtype=bool,
+    )
+    shift = 0
+    if reassembly is not None:
+        if same_clock:
+            report.clock = {"sources": 1, "offset_ns": 0, "method": "one clock (same .etl)"}
+        else:
+            ok = verified == 1
+            alignment = align_clocks(
+                issue[ok],
+                first_wire[ok],
+                np.where(sent_then_completed, completion, NEVER)[ok],
+                last_wire[ok],
+            )
+            if alignment is None:
+                raise InputError(
+                    capture_path,
+                    "cannot align the capture's clock with the recording: no call's bytes "
+                    "were found on the wire with matching content",
+                )
+            report.clock = {"sources": 2, **alignment.as_dict()}
+            shift = -alignment.offset_ns
+            for arr in (first_wire, last_wire, acked):
+                known = arr != NEVER
+                arr[known] += shift
+    policy_rows = sent_then_completed & (completion != NEVER) & (length > 0)
+    report.completion_policy = infer_completion_policy(
+        np.where(policy_rows, completion, NEVER),
+        np.where(policy_rows, last_wire, NEVER),
+        np.where(policy_rows, acked, NEVER),
+    )
+
+    trace = Trace(clock=clock)
+    trace.sockets = {sid: _shift_socket(s, zero_utc_ns) for sid, s in recorded.sockets.items()}
+    trace.calls = _call_table(calls, zero_utc_ns)
+    trace.events = [
+        Event(e.time_ns - zero_utc_ns, e.kind, e.socket, e.attrs) for e in recorded.events
+    ]
+    segment_tables = []
+    not_on_wire = partly = unexplained = 0
+    for sid in recorded.sockets:
+        rows = by_socket.get(sid, [])
+        acc = [calls[i] for i in rows if calls[i].accepted]
+        ref = [calls[i] for i in rows if not calls[i].accepted]
+        calls_end = sum(c.length for c in acc)
+        m = matched.get(sid)
+        buffer = reassembly.frames.buffer if reassembly is not None else None
+        wire_out = m.out if m else None
+        out_len = max(calls_end, wire_out.length if wire_out else 0)
+        overlays = [(c.stream_offset, c.payload) for c in acc if c.payload]
+        trace.streams[(sid, Direction.OUT)] = assemble_stream(
+            sid, Direction.OUT, out_len, wire_out, buffer, overlays
+        )
+        if ref:
+            trace.streams[(sid, Direction.UNSENT)] = assemble_stream(
+                sid,
+                Direction.UNSENT,
+                sum(c.length for c in ref),
+                None,
+                None,
+                [(c.stream_offset, c.payload) for c in ref if c.payload],
+            )
+        if m is None:
+            continue
+        assert reassembly is not None
+        seg = reassembly.segments
+        if m.inbound.length:
+            trace.streams[(sid, Direction.IN)] = assemble_stream(
+                sid, Direction.IN, m.inbound.length, m.inbound, buffer
+            )
+        p = m.out.pieces
+        cov_s, cov_e = merge_intervals(p.start, p.start + p.length)
+        lo = np.array([c.stream_offset for c in acc], dtype=np.int64)
+        hi = lo + np.array([c.length for c in acc], dtype=np.int64)
+        seen = covered_bytes(cov_s, cov_e, lo, hi)
+        not_on_wire += int(((seen == 0) & (hi > lo)).sum())
+        partly += int(((seen > 0) & (seen < hi - lo)).sum())
+        unexplained += int(
+            covered_bytes(cov_s, cov_e, np.array([calls_end]), np.array([max(out_len, calls_end)]))[
+                0
+            ]
+        )
+        delta = shift - zero_utc_ns
+        segment_tables.append(
+            connection_segments(m.conn, seg, sid, local_is_client=m.local_is_client, shift_ns=delta)
+        )
+        trace.events += wire_events(
+            m.conn, seg, sid, local_is_client=m.local_is_client, shift_ns=delta
+        )
+    if reassembly is not None:
+        counts["calls_not_on_wire"] = not_on_wire
+        counts["calls_partly_on_wire"] = partly
+        counts["wire_bytes_without_call"] = unexplained
+    trace.segments = SegmentTable.concat(segment_tables)
+    if len(trace.segments):
+        order = np.argsort(trace.segments.column("time_ns"), kind="stable")
+        trace.segments = trace.segments.take(order)
+    trace.events.sort(key=lambda e: e.time_ns)
+    return trace, report
+
+
+def _shift_socket(sock: Any, zero: int) -> Any:
+    from dataclasses import replace
+
+    return replace(
+        sock,
+        open_ns=sock.open_ns - zero,
+        close_ns=None if sock.close_ns is None else sock.close_ns - zero,
+    )
+
+
+def _call_table(calls: list[RecordedCall], zero: int) -> CallTable:
+    n = len(calls)
+
+    def col(values: list[int], dtype: str = "int64") -> np.ndarray:
+        return np.array(values, dtype=dtype) if n else np.empty(0, dtype)
+
+    done = [c.completion_ns is not None for c in calls]
+    return CallTable(
+        {
+            "seq": np.arange(n),
+            "socket": col([c.socket for c in calls]),
+            "issue_ns": col([c.issue_ns - zero for c in calls]),
+            "return_ns": col([c.return_ns - zero for c in calls]),
+            "flags": col([c.flags for c in calls]),
+            "offset": col([c.offset for c in calls]),
+            "length": col([c.length for c in calls]),
+            "status": col([c.status for c in calls]),
+            "completed": col([int(d) for d in done]),
+            "completion_ns": col(
+                [c.completion_ns - zero if c.completion_ns is not None else 0 for c in calls]
+            ),
+            "completion_status": col([c.completion_status or 0 for c in calls]),
+            "information": col([c.information or 0 for c in calls]),
+            "irp": col([c.irp for c in calls], "uint64"),
+            "irql": col([c.irql for c in calls]),
+            "stream_offset": col([c.stream_offset for c in calls]),
+            "control_len": col(
+                [-1 if c.control_info is None else len(c.control_info) for c in calls]
+            ),
+        },
+        b"".join(c.control_info or b"" for c in calls),
+    )

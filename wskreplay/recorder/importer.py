@@ -1,0 +1,357 @@
+"""``wskreplay import``: sources in, one trace out.
+
+Three ways in (see README): an ``.etl`` with the recorder's events and packets (one
+clock); an ``.etl`` plus a pcap/pcapng (two clocks, aligned from the data); a capture alone
+with ``infer_calls``. Then the user's selection (sockets, time window), the payload cap,
+and the summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from wskreplay.errors import InputError
+from wskreplay.formats import ntstatus, pcap
+from wskreplay.formats.etl import EtlEvent, EtlFile
+from wskreplay.formats.etl_packets import etl_frames, read_capture
+from wskreplay.model import CallTable, Clock, Direction, Trace
+from wskreplay.recorder.build import add_gaps
+from wskreplay.recorder.calls import recorded_from_events
+from wskreplay.recorder.etw_import import trace_from_recording
+from wskreplay.recorder.etw_schema import (
+    PROVIDER_GUID,
+    PROVIDER_NAME,
+    RecorderEvent,
+    from_etl_event,
+)
+from wskreplay.recorder.infer import InferOptions, infer_trace
+
+Phase = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SocketFilter:
+    """``ADDR``, ``ADDR:PORT``, ``:PORT``, ``[V6ADDR]:PORT`` or a bare IPv6 address; a
+    socket matches when its local or its remote endpoint does."""
+
+    address: str | None
+    port: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> SocketFilter:
+        raw = text.strip()
+        address: str | None
+        port: str | None
+        if raw.startswith("["):
+            address, _, rest = raw[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else None
+            if rest and not rest.startswith(":"):
+                raise ValueError(text)
+        elif raw.count(":") == 1:
+            address, port = raw.split(":")
+        else:
+            address, port = raw, None
+        try:
+            addr = str(ipaddress.ip_address(address)) if address else None
+            number = int(port) if port else None
+        except ValueError:
+            raise ValueError(text) from None
+        if (addr is None and number is None) or (number is not None and not 0 <= number < 65536):
+            raise ValueError(text)
+        return cls(addr, number)
+
+    def matches(self, address: str, port: int) -> bool:
+        return (self.address is None or self.address == address) and (
+            self.port is None or self.port == port
+        )
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    infer_calls: bool = False
+    side: str = "client"
+    idle_gap_ns: int = InferOptions.idle_gap_ns
+    sockets: tuple[SocketFilter, ...] = ()
+    window_ns: tuple[int | None, int | None] = (None, None)
+    """Calls issued, segments and events in [from, until) ns after the trace's zero."""
+    payload_cap: int | None = None
+    redact: bool = False
+
+
+@dataclass
+class ImportResult:
+    trace: Trace
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_etl(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return path.lower().endswith((".etl", ".zip")) and head[:2] != b"\x1f\x8b"
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def import_sources(
+    inputs: list[str], options: ImportOptions, phase: Phase = lambda _: None
+) -> ImportResult:
+    for path in inputs:
+        if not os.path.isfile(path):
+            raise InputError(path, "no such file")
+    etls = [p for p in inputs if _is_etl(p)]
+    captures = [p for p in inputs if p not in etls]
+    if options.infer_calls:
+        if len(inputs) != 1:
+            raise InputError(None, f"--infer-calls takes one capture, got {len(inputs)} inputs")
+        trace, report = _import_inferred(inputs[0], options, phase)
+    else:
+        if len(etls) != 1 or len(captures) > 1:
+            raise InputError(
+                None,
+                f"import takes one .etl holding {PROVIDER_NAME} events and at most one "
+                f"pcap/pcapng (got {len(etls)} .etl and {len(captures)} captures); "
+                "for a capture alone use --infer-calls",
+            )
+        trace, report = _import_recording(etls[0], captures[0] if captures else None, phase)
+    trace.metadata["sources"] = [
+        {"path": os.path.basename(p), "sha256": _sha256(p), "bytes": os.path.getsize(p)}
+        for p in inputs
+    ]
+    phase("selecting")
+    trace = select(trace, options)
+    if options.payload_cap is not None:
+        cap_payload(trace, options.payload_cap)
+    trace.metadata["import"] = {
+        "infer_calls": options.infer_calls,
+        "side": options.side if options.infer_calls else None,
+        "sockets": [
+            f"{f.address or '*'}:{f.port if f.port is not None else '*'}" for f in options.sockets
+        ],
+        "window_ns": list(options.window_ns),
+        "payload_cap": options.payload_cap,
+        "redacted": options.redact,
+    }
+    return ImportResult(trace, summarise(trace, report))
+
+
+def _import_inferred(
+    path: str, options: InferOptions | ImportOptions, phase: Phase
+) -> tuple[Trace, dict[str, Any]]:
+    phase(f"reading {os.path.basename(path)}")
+    frames = _complete(read_capture(path))
+    phase("inferring calls")
+    trace = infer_trace(frames, InferOptions(side=options.side, idle_gap_ns=options.idle_gap_ns))
+    if not trace.sockets:
+        raise InputError(
+            path, f"no TCP connection in the capture ({len(frames)} packets read): nothing to infer"
+        )
+    trace.metadata.update(
+        {
+            "source": "import --infer-calls",
+            "inferred": {
+                "side": options.side,
+                "idle_gap_ns": options.idle_gap_ns,
+                "heuristic": "new-data segments; a call ends at PSH, an idle gap, or the "
+                "other side's turn (wskreplay/recorder/infer.py)",
+            },
+        }
+    )
+    return trace, {"packets": len(frames), "capture_notes": dict(frames.notes or {})}
+
+
+def _complete(frames: pcap.Frames) -> pcap.Frames:
+    """A capture read in full: a damaged one is an error here, never a partial import."""
+    if frames.error is not None:
+        raise frames.error
+    return frames
+
+
+def _qpc_converter(etl: EtlFile) -> Callable[[int, RecorderEvent], int]:
+    """QPC values in events to UTC ns: by the log's own clock when it is QPC; otherwise
+    relative to the event's time stamp, taken just after ``QpcReturn``."""
+    header = etl.header
+    if header.clock == "qpc":
+        return lambda qpc, _ev: etl.to_ns(qpc)
+    freq = header.perf_freq
+    if freq <= 0:
+        raise InputError(etl.path, f"logfile header QPC frequency {freq} is not positive", 0)
+
+    def convert(qpc: int, ev: RecorderEvent) -> int:
+        return ev.ts_ns - (ev.fields["QpcReturn"] - qpc) * 1_000_000_000 // freq
+
+    return convert
+
+
+def _import_recording(
+    etl_path: str, capture_path: str | None, phase: Phase
+) -> tuple[Trace, dict[str, Any]]:
+    phase(f"reading {os.path.basename(etl_path)}")
+    etl = EtlFile(etl_path)
+    events: list[RecorderEvent] = []
+
+    def keep(ev: EtlEvent) -> None:
+        decoded = from_etl_event(ev, etl_path)
+        if decoded is not None:
+            events.append(decoded)
+
+    frames: pcap.Frames | None = etl_frames(etl_path, etl=etl, other=keep)
+    if not events:
+        raise InputError(
+            etl_path,
+            f"no {PROVIDER_NAME} events (provider {{{PROVIDER_GUID}}}): was the provider "
+            "enabled while recording (docs/recording.md)? For packets alone use --infer-calls",
+        )
+    same_clock = True
+    assert frames is not None
+    if capture_path is not None:
+        if len(frames):
+            raise InputError(
+                capture_path,
+                f"{os.path.basename(etl_path)} already holds {len(frames)} packets; "
+                "give a separate capture only with an .etl that has none",
+            )
+        phase(f"reading {os.path.basename(capture_path)}")
+        frames = _complete(read_capture(capture_path))
+        same_clock = False
+    elif not len(frames):
+        frames = None
+    events.sort(key=lambda e: e.ts_ns)
+    recorded = recorded_from_events(events, _qpc_converter(etl))
+    phase("correlating calls with the wire")
+    header = etl.header
+    clock = Clock(header.start_ns, header.clock, qpc_frequency=header.perf_freq)
+    trace, report = trace_from_recording(
+        recorded,
+        frames,
+        zero_utc_ns=header.start_ns,
+        clock=clock,
+        same_clock=same_clock,
+        capture_path=capture_path or etl_path,
+    )
+    trace.metadata.update(
+        {
+            "source": "import",
+            "os_build": header.os_build,
+            "completion_policy": report.completion_policy,
+            "clock_alignment": report.clock or None,
+            "correlation": {**recorded.counts, **report.counts},
+        }
+    )
+    return trace, {
+        "packets": 0 if frames is None else len(frames),
+        "capture_notes": dict(frames.notes or {}) if frames is not None else {},
+        "correlation": {**recorded.counts, **report.counts},
+        "clock": report.clock or {"sources": 1, "note": "no packets: wire correlation skipped"},
+    }
+
+
+def select(trace: Trace, options: ImportOptions) -> Trace:
+    """The sockets and time window the user asked for. Streams of kept sockets stay whole
+    (call and segment offsets point into them)."""
+    lo, hi = options.window_ns
+    if not options.sockets and lo is None and hi is None:
+        return trace
+    keep = {
+        sid
+        for sid, s in trace.sockets.items()
+        if not options.sockets
+        or any(
+            f.matches(s.local_addr, s.local_port) or f.matches(s.remote_addr, s.remote_port)
+            for f in options.sockets
+        )
+    }
+
+    def in_window(t: np.ndarray) -> np.ndarray:
+        ok = np.ones(len(t), dtype=bool)
+        if lo is not None:
+            ok &= t >= lo
+        if hi is not None:
+            ok &= t < hi
+        return ok
+
+    sockets_col = trace.calls.column("socket")
+    rows = np.isin(sockets_col, list(keep)) & in_window(trace.calls.column("issue_ns"))
+    calls = trace.calls.take(rows)
+    cols = calls.columns
+    cols["seq"] = np.arange(len(calls))
+    seg = trace.segments
+    seg_rows = np.isin(seg.column("socket"), list(keep)) & in_window(seg.column("time_ns"))
+    events = [
+        e
+        for e in trace.events
+        if (e.socket is None or e.socket in keep)
+        and (lo is None or e.time_ns >= lo)
+        and (hi is None or e.time_ns < hi)
+    ]
+    out = Trace(
+        metadata=dict(trace.metadata),
+        clock=trace.clock,
+        sockets={k: v for k, v in trace.sockets.items() if k in keep},
+        calls=CallTable(cols, calls.control_blob),
+        streams={k: v for k, v in trace.streams.items() if k[0] in keep},
+        segments=seg.take(seg_rows),
+        events=events,
+    )
+    out.metadata["selection"] = {
+        "sockets_kept": len(keep),
+        "sockets_total": len(trace.sockets),
+        "calls_kept": len(calls),
+        "calls_total": len(trace.calls),
+    }
+    return out
+
+
+def cap_payload(trace: Trace, cap: int) -> None:
+    """Keep at most ``cap`` bytes of each call's payload; the rest become gaps."""
+    calls = trace.calls
+    if not len(calls):
+        return
+    sock = calls.column("socket")
+    start = calls.column("stream_offset").astype(np.int64)
+    length = calls.column("length").astype(np.int64)
+    accepted = np.array([ntstatus.is_success(int(s)) for s in calls.column("status")])
+    for (sid, direction), stream in trace.streams.items():
+        if direction == Direction.IN:
+            continue
+        mine = (sock == sid) & (accepted == (direction == Direction.OUT)) & (length > cap)
+        ranges = [
+            (int(s + cap), int(min(s + n, stream.length)))
+            for s, n in zip(start[mine], length[mine], strict=True)
+            if s + cap < stream.length
+        ]
+        add_gaps(stream, ranges)
+
+
+def summarise(trace: Trace, report: dict[str, Any]) -> dict[str, Any]:
+    calls = trace.calls
+    returned = Counter(ntstatus.describe(int(s)) for s in calls.column("status"))
+    done = calls.column("completed").astype(bool)
+    completed = Counter(ntstatus.describe(int(s)) for s in calls.column("completion_status")[done])
+    out_bytes = sum(s.length for (_, d), s in trace.streams.items() if d == Direction.OUT)
+    in_bytes = sum(s.length for (_, d), s in trace.streams.items() if d == Direction.IN)
+    return {
+        "sockets": len(trace.sockets),
+        "calls": len(calls),
+        "segments": len(trace.segments),
+        "bytes_out": out_bytes,
+        "bytes_in": in_bytes,
+        "returned": dict(returned.most_common()),
+        "completed": dict(completed.most_common()),
+        "outstanding": int((~done).sum()),
+        "completion_policy": trace.metadata.get("completion_policy", {}).get("policy"),
+        **report,
+    }

@@ -1,0 +1,178 @@
+"""Send calls inferred from a capture alone (``import --infer-calls``).
+
+For the chosen side of each connection (``client``: the side that sent the SYN, or the
+first packet's sender when the capture missed the handshake; ``server``: the other), its
+outbound stream is cut into calls. Only segments that carry new data (bytes past the
+furthest byte sent so far) can start a call; a call starts at such a segment when:
+
+1. it is the first one (the first call starts at stream offset 0), or
+2. the previous new-data segment had PSH set (stacks set PSH on a send's last segment), or
+3. more than ``idle_gap_ns`` passed since the previous new-data segment (a pause in
+   sending), or
+4. the other side sent new data in between (a turn of a request/response exchange).
+
+Calls therefore cover every byte of the stream exactly once, gaps included (a gap's bytes
+belong to the call around them and stay unknown). The other side becomes the recorded
+peer. Every inferred call returns STATUS_PENDING at its first segment's time and completes
+with STATUS_SUCCESS (Information = Length) when the peer first acknowledges its last byte
+(completion policy ``on-ack``); a call the peer never acknowledged completes with
+STATUS_CONNECTION_RESET at the peer's RST if there was one, else stays outstanding. Flags
+are 0 and IRPs are numbered: a capture shows neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wskreplay.formats import ntstatus, pcap, wsk
+from wskreplay.formats.tcpip import TCP_PSH, TCP_RST, TcpPackets, address
+from wskreplay.model import CallTable, Clock, Direction, SegmentTable, Socket, Trace
+from wskreplay.recorder import tcp
+from wskreplay.recorder.build import assemble_stream, connection_segments, wire_events
+from wskreplay.recorder.correlate import NEVER, WireView
+
+DEFAULT_IDLE_GAP_NS = 1_000_000
+IRP_BASE = 0xFFFF_A000_0000_0000
+IRP_STEP = 0x100
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    side: str = "client"
+    idle_gap_ns: int = DEFAULT_IDLE_GAP_NS
+
+
+def call_boundaries(
+    seg: TcpPackets, sent: tcp.Direction, other: tcp.Direction, idle_gap_ns: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stream offsets where calls start and the time of the segment that starts each."""
+    if not sent.length:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    lens = seg.payload_len[sent.rows]
+    ends = sent.rel_seq + lens
+    reach = np.maximum.accumulate(np.where(lens > 0, ends, 0))
+    before = np.concatenate(([0], reach[:-1]))
+    new = (lens > 0) & (ends > before)
+    idx = np.flatnonzero(new)
+    times = seg.time_ns[sent.rows][idx]
+    starts = np.maximum(sent.rel_seq[idx], before[idx])
+    psh = (seg.flags[sent.rows][idx] & TCP_PSH) != 0
+    cut = np.zeros(len(idx), dtype=bool)
+    if len(idx):
+        cut[0] = True
+        cut[1:] |= psh[:-1]
+        cut[1:] |= np.diff(times) > idle_gap_ns
+        olens = seg.payload_len[other.rows]
+        if len(olens):
+            oends = other.rel_seq + olens
+            oreach = np.maximum.accumulate(np.where(olens > 0, oends, 0))
+            obefore = np.concatenate(([0], oreach[:-1]))
+            onew_times = seg.time_ns[other.rows][(olens > 0) & (oends > obefore)]
+            turns = np.searchsorted(onew_times, times, side="left")
+            cut[1:] |= turns[1:] > turns[:-1]
+    starts, times = starts[cut], times[cut]
+    starts[0] = 0
+    keep = np.concatenate(([True], starts[1:] > starts[:-1]))
+    return starts[keep], times[keep]
+
+
+def infer_trace(frames: pcap.Frames, options: InferOptions) -> Trace:
+    """A trace whose calls are inferred from ``frames`` (see the module docstring)."""
+    reassembly = tcp.reassemble(frames)
+    seg = reassembly.segments
+    zero = int(frames.time_ns.min()) if len(frames) else 0
+    trace = Trace(clock=Clock(zero, "pcap"))
+    tables: list[CallTable] = []
+    segment_tables: list[SegmentTable] = []
+    seq0 = 0
+    for sid, conn in enumerate(reassembly.connections):
+        local_is_client = options.side == "client"
+        sent = conn.to_server if local_is_client else conn.to_client
+        other = conn.to_client if local_is_client else conn.to_server
+        local, remote = (
+            (conn.client, conn.server) if local_is_client else (conn.server, conn.client)
+        )
+        local_text, remote_text = address(*local[:2]), address(*remote[:2])
+        rst_from_peer = np.flatnonzero(seg.flags[other.rows] & TCP_RST)
+        trace.sockets[sid] = Socket(
+            id=sid,
+            category="connection",
+            family=wsk.AF_INET6 if ":" in local_text else wsk.AF_INET,
+            local_addr=local_text,
+            local_port=local[2],
+            remote_addr=remote_text,
+            remote_port=remote[2],
+            origin="connect" if local_is_client else "accept",
+            open_ns=conn.first_ns - zero,
+            close_ns=conn.last_ns - zero if (conn.fin or conn.rst) else None,
+        )
+        starts, times = call_boundaries(seg, sent, other, options.idle_gap_ns)
+        lengths = np.diff(np.concatenate((starts, [sent.length])))
+        view = WireView.of(seg, sent, other)
+        acked = view.acked(starts + lengths)
+        n = len(starts)
+        completion = np.where(acked != NEVER, np.maximum(acked, times), 0)
+        completed = acked != NEVER
+        status = np.full(n, ntstatus.STATUS_SUCCESS)
+        information = lengths.copy()
+        if len(rst_from_peer):
+            t_rst = int(seg.time_ns[other.rows[rst_from_peer[0]]])
+            reset = ~completed & (times <= t_rst)
+            completion[reset] = t_rst
+            completed |= reset
+            status[reset] = ntstatus.STATUS_CONNECTION_RESET
+            information[reset] = 0
+        seq = np.arange(seq0, seq0 + n)
+        seq0 += n
+        tables.append(
+            CallTable(
+                {
+                    "seq": seq,
+                    "socket": np.full(n, sid),
+                    "issue_ns": times - zero,
+                    "return_ns": times - zero,
+                    "flags": np.zeros(n, np.int64),
+                    "offset": np.zeros(n, np.int64),
+                    "length": lengths,
+                    "status": np.full(n, ntstatus.STATUS_PENDING),
+                    "completed": completed.astype(np.int64),
+                    "completion_ns": np.where(completed, completion - zero, 0),
+                    "completion_status": np.where(completed, status, 0),
+                    "information": np.where(completed, information, 0),
+                    "irp": np.uint64(IRP_BASE) + np.uint64(IRP_STEP) * seq.astype(np.uint64),
+                    "irql": np.full(n, -1),
+                    "stream_offset": starts,
+                    "control_len": np.full(n, -1),
+                }
+            )
+        )
+        buffer = frames.buffer
+        trace.streams[(sid, Direction.OUT)] = assemble_stream(
+            sid, Direction.OUT, sent.length, sent, buffer
+        )
+        if other.length:
+            trace.streams[(sid, Direction.IN)] = assemble_stream(
+                sid, Direction.IN, other.length, other, buffer
+            )
+        segment_tables.append(
+            connection_segments(conn, seg, sid, local_is_client=local_is_client, shift_ns=-zero)
+        )
+        trace.events += wire_events(conn, seg, sid, local_is_client=local_is_client, shift_ns=-zero)
+    calls = CallTable.concat(tables)
+    order = np.argsort(calls.column("issue_ns"), kind="stable")
+    cols = calls.take(order).columns
+    cols["seq"] = np.arange(len(calls))
+    trace.calls = CallTable(cols)
+    trace.segments = SegmentTable.concat(segment_tables)
+    if len(trace.segments):
+        trace.segments = trace.segments.take(
+            np.argsort(trace.segments.column("time_ns"), kind="stable")
+        )
+    trace.events.sort(key=lambda e: e.time_ns)
+    trace.metadata["completion_policy"] = {
+        "policy": "on-ack",
+        "evidence": "inferred calls: completion is placed at the peer's ACK by construction",
+    }
+    return trace
