@@ -70,8 +70,9 @@ def recorded_from_events(events: Iterable[RecorderEvent], qpc_to_ns: QpcToNs) ->
     A completion is matched to the newest outstanding call with its IRP (an IRP is reused
     only after it completed). The completion routine can run before WskSendEx returns, so
     before the SendExIssued event is logged: such a completion waits for the next
-    SendExIssued with its IRP and is matched when it falls after that call's entry. Completions for no outstanding call, and calls on handles no
-    SocketConnected announced, are counted, never dropped silently."""
+    SendExIssued with its IRP and is matched when it falls after that call's entry.
+    Completions for no call, and calls on handles no SocketConnected announced, are
+    counted, never dropped silently."""
     out = Recorded()
     counts = dict.fromkeys(
         (
