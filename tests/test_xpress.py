@@ -26,10 +26,15 @@ SAMPLES = [
 ]
 
 
+COMPRESSORS = {"c": xpress.compress, "python": xpress.compress_python}
+
+
+@pytest.mark.parametrize("compressor", sorted(COMPRESSORS))
 @pytest.mark.parametrize("data", SAMPLES, ids=range(len(SAMPLES)))
-def test_our_streams_decode_identically_in_both_decoders(data):
-    packed = xpress.compress(data)
+def test_our_streams_decode_identically_in_both_decoders(data, compressor):
+    packed = COMPRESSORS[compressor](data)
     assert xpress.decompress(packed, len(data)) == data
+    assert xpress.decompress_python(packed, len(data)) == data
     assert lzxpress.decompress(packed)[: len(data)] == data
 
 
@@ -40,6 +45,21 @@ def test_our_streams_decode_identically_in_both_decoders(data):
 @settings(max_examples=150, deadline=None)
 def test_round_trip_property(data):
     assert xpress.decompress(xpress.compress(data), len(data)) == data
+    assert xpress.decompress(xpress.compress_python(data), len(data)) == data
+
+
+LONG = [
+    os.urandom(140_000),
+    b"\x07" * 200_000,
+    (b"GET / HTTP/1.1\r\n" + os.urandom(40)) * 5000,
+    bytes(random.choice(b"ab") for _ in range(100_000)),
+]
+
+
+@pytest.mark.parametrize("data", LONG, ids=range(len(LONG)))
+def test_c_compressor_long_inputs_and_long_matches(data):
+    packed = xpress.compress(data)
+    assert lzxpress.decompress(packed)[: len(data)] == data
 
 
 def test_every_compressed_buffer_of_the_samples_matches_dissect():
