@@ -165,19 +165,16 @@ def etl_frames(
             keep_later = direction == pcap.DIRECTION_OUT
             if (appearance > best[group][0]) == keep_later:
                 best[group] = entry
-    chosen = sorted([best[g] for g in order] + ndis, key=lambda e: e[1])
-    buffer = bytearray()
-    offsets, caplens = [], []
-    for _, _, frame, _, _, _ in chosen:
-        offsets.append(len(buffer))
-        caplens.append(len(frame))
-        buffer += frame
+    chosen = sorted([best.pop(g) for g in order] + ndis, key=lambda e: e[1])
+    caplens = [len(e[2]) for e in chosen]
+    offsets = np.concatenate(([0], np.cumsum(caplens, dtype=np.int64)[:-1])) if chosen else []
+    buffer = b"".join(e[2] for e in chosen)
     linktypes = sorted({e[5] for e in chosen})
     iface_of = {lt: i for i, lt in enumerate(linktypes)}
     frames = pcap.Frames(
         path=path,
         format="etl",
-        buffer=memoryview(bytes(buffer)),
+        buffer=memoryview(buffer),
         time_ns=np.array([e[1] for e in chosen], dtype=np.int64),
         interface=np.array([iface_of[e[5]] for e in chosen], dtype=np.int32),
         linktype=np.array([e[5] for e in chosen], dtype=np.int32),

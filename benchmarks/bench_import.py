@@ -1,0 +1,191 @@
+"""`wskreplay import`: throughput and peak memory, with peers on the same inputs, same run.
+
+    pip install -e '.[test,bench]'     # etl-parser, dpkt
+    python benchmarks/bench_import.py [--dir bench-out] [--etl-calls 60000] [--packets 1000000]
+
+Inputs, each at two sizes 10x apart (the larger by default >= 1 GB of packets and 1M
+packets):
+- a synthetic field recording (`wskreplay/fieldsim.py`): WskReplay.Recorder events plus one
+  PktMon event per packet, XPRESS-compressed 64 KiB buffers, 16 KiB sends;
+- a TCP capture for ``--infer-calls`` (`benchmarks/gen_capture.py`).
+
+Each import runs as its own process (``/usr/bin/time``-style peak RSS from
+``getrusage(RUSAGE_CHILDREN)``), as a user runs it. Peers: etl-parser parsing the records
+of the small recording rewritten uncompressed (it reads no compressed buffers), and for
+the captures dpkt decoding every Ethernet/IP/TCP header and ``tshark -q -z conv,tcp``
+(reads every packet, tracks TCP conversations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_etl import rewrite_uncompressed  # noqa: E402
+from gen_capture import generate  # noqa: E402
+
+from wskreplay import fieldsim  # noqa: E402
+
+
+def make_recording(path: Path, calls: int) -> None:
+    rec = fieldsim.field_recording(seed=5, bulk_calls=calls)
+    with open(path, "wb") as f:
+        fieldsim.write_field_etl(rec, f, compress=True, appearances=1, payload_cap=128)
+
+
+PEAK_RSS_PROBE = """
+import resource, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_module("wskreplay", run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+print("peak-rss-kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def run_measured(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and the command's own peak RSS in bytes (``cmd`` is wskreplay's argv).
+
+    Linux carries a process's peak RSS across fork and exec, so a child forked straight
+    from this (large) process would report this process's peak: a shell in between forks
+    the measured process from a small one."""
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [
+            "sh",
+            "-c",
+            '"$@"; exit $?',
+            "sh",
+            sys.executable,
+            "-c",
+            PEAK_RSS_PROBE,
+            "wskreplay",
+            *cmd,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    elapsed = time.perf_counter() - t
+    kib = int(proc.stderr.rsplit("peak-rss-kib", 1)[1].split()[0])
+    return elapsed, kib * 1024
+
+
+def wskreplay_import(*args: str) -> list[str]:
+    return ["import", "--no-progress", *args]
+
+
+def calls_in(trace: Path) -> int:
+    from wskreplay.tracefile import TraceReader
+
+    with TraceReader(trace) as r:
+        return len(r.call_column("seq"))
+
+
+def etl_parser_seconds(path: Path) -> float:
+    import etl.etl as etl_parser
+
+    t = time.perf_counter()
+    parsed = etl_parser.build_from_stream(path.read_bytes())
+    n = sum(1 for chunk in parsed.chunks for _ in etl_parser.ChunkParser.parse(chunk.payload))
+    assert n
+    return time.perf_counter() - t
+
+
+def dpkt_seconds(path: Path) -> float:
+    import dpkt
+
+    t = time.perf_counter()
+    n = 0
+    with open(path, "rb") as f:
+        for _ts, buf in dpkt.pcap.Reader(f):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            if isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.tcp.TCP):
+                n += 1
+    assert n
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--dir", default="bench-out")
+    ap.add_argument("--etl-calls", type=int, default=60_000, help="16 KiB sends, larger size")
+    ap.add_argument("--packets", type=int, default=1_000_000, help="capture, larger size")
+    args = ap.parse_args()
+    out = Path(args.dir)
+    out.mkdir(exist_ok=True)
+
+    print("== .etl recording (events + PktMon packets, compressed buffers) ==")
+    rows = []
+    for calls in (args.etl_calls // 10, args.etl_calls):
+        etl = out / f"field-{calls}.etl"
+        if not etl.exists():
+            make_recording(etl, calls)
+        trace = out / f"field-{calls}.wskt"
+        seconds, peak = run_measured(wskreplay_import(str(etl), "-o", str(trace)))
+        size = etl.stat().st_size
+        n = calls_in(trace)
+        rows.append((etl, size, seconds, peak))
+        print(
+            f"{etl.name}: {size / 1e6:.0f} MB, {n} calls: {seconds:.1f} s, "
+            f"{size / 1e6 / seconds:.0f} MB/s, {n / seconds:.0f} calls/s, "
+            f"peak RSS {peak / 1e6:.0f} MB ({peak / size:.2f}x input)"
+        )
+    small = rows[0][0]
+    plain = out / "field-small-uncompressed.etl"
+    rewrite_uncompressed(small, plain)
+    ours, _ = run_measured(wskreplay_import(str(plain), "-o", str(out / "plain.wskt")))
+    theirs = etl_parser_seconds(plain)
+    print(
+        f"{plain.name} ({plain.stat().st_size / 1e6:.0f} MB): import {ours:.1f} s; "
+        f"etl-parser only parsing its records {theirs:.1f} s: import is {theirs / ours:.1f}x faster"
+    )
+
+    print("== capture, import --infer-calls ==")
+    for packets in (args.packets // 10, args.packets):
+        cap = out / f"capture-{packets}.pcap"
+        if not cap.exists():
+            generate(str(cap), packets=packets)
+        trace = out / f"inferred-{packets}.wskt"
+        seconds, peak = run_measured(wskreplay_import("--infer-calls", str(cap), "-o", str(trace)))
+        size = cap.stat().st_size
+        n = calls_in(trace)
+        line = (
+            f"{cap.name}: {size / 1e6:.0f} MB: {seconds:.1f} s, {packets / seconds:.0f} packets/s, "
+            f"{n / seconds:.0f} calls/s ({n} calls), peak RSS {peak / 1e6:.0f} MB "
+            f"({peak / size:.2f}x input)"
+        )
+        peers = []
+        try:
+            peers.append(("dpkt header decode", dpkt_seconds(cap)))
+        except ImportError:
+            pass
+        if shutil.which("tshark"):
+            t = time.perf_counter()
+            subprocess.run(
+                ["tshark", "-r", str(cap), "-q", "-z", "conv,tcp"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            peers.append(("tshark -z conv,tcp", time.perf_counter() - t))
+        for name, t in peers:
+            line += f"; {name} {t:.1f} s ({t / seconds:.1f}x import's time)"
+        print(line)
+    print(f"(cores: {os.cpu_count()})")
+
+
+if __name__ == "__main__":
+    main()
