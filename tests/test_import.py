@@ -295,3 +295,55 @@ def test_record_needs_windows(tmp_path):
     assert_one_line_error(
         run_cli("record", "-o", str(tmp_path / "live.wskt")), "needs Windows", "wskreplay import"
     )
+
+
+def hostile_etl(path: Path, **overrides) -> None:
+    from wskreplay.formats.etl_writer import EtlWriter
+    from wskreplay.recorder import etw_schema
+
+    values = dict(
+        Socket=0x1000,
+        Irp=0x2000,
+        Flags=0,
+        Offset=0,
+        Length=4,
+        ControlInfoPresent=0,
+        ControlInfo=b"",
+        PayloadLength=4,
+        Payload=b"abcd",
+        QpcEntry=0,
+        QpcReturn=0,
+        Status=nt.STATUS_PENDING,
+        Irql=0,
+    )
+    values.update(overrides)
+    with open(path, "wb") as f:
+        w = EtlWriter(f, start_ns=fieldsim.START_NS)
+        values["QpcEntry"] = values["QpcReturn"] = w.qpc(fieldsim.START_NS + 1000)
+        etw_schema.write_event(w, fieldsim.START_NS + 1000, "SendExIssued", **values)
+        w.close()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "what"),
+    [
+        ({"Length": 1 << 40, "PayloadLength": 4}, "above the 4294967296-byte limit"),
+        ({"Length": 4, "PayloadLength": 4, "Payload": b"abcdefgh"}, "Payload <= PayloadLength"),
+        ({"Length": 2, "PayloadLength": 4}, "PayloadLength <= Length"),
+    ],
+)
+def test_hostile_send_events_are_refused(tmp_path, overrides, what):
+    etl = tmp_path / "hostile.etl"
+    hostile_etl(etl, **overrides)
+    proc = run_cli("import", str(etl), "-o", str(tmp_path / "x.wskt"))
+    assert_one_line_error(proc, "hostile.etl", "offset", what)
+
+
+def test_send_on_an_unannounced_socket_is_counted(tmp_path):
+    etl = tmp_path / "bare.etl"
+    hostile_etl(etl)
+    summary, trace = summary_of(tmp_path, str(etl))
+    assert summary["correlation"]["unannounced_sockets"] == 1
+    assert trace.sockets[0].origin == "unknown" and len(trace.calls) == 1
+    assert trace.call_payload(0) == b"abcd"
+    assert summary["clock"]["note"] == "no packets: wire correlation skipped"

@@ -63,6 +63,9 @@ EVENTS: dict[str, list[tuple[str, int]]] = {
 """Event name -> ordered (field name, TraceLogging in-type) pairs."""
 
 ORIGINS = {1: "connect", 2: "socket-connect", 3: "accept"}
+MAX_SEND_LENGTH = 1 << 32
+"""Resource limit: the largest Length one SendExIssued may claim (4 GiB; an MDL's byte
+count is a ULONG). A trace's streams are sized from these lengths."""
 MAX_PAYLOAD_CAPTURE = 0xFFFF
 """A TraceLogging binary field holds at most 65,535 bytes: the payload cap's upper bound.
 Bytes past the cap come from the packet capture."""
@@ -115,7 +118,27 @@ def decode(
     for key in ("ControlInfo", "Payload", "LocalAddress", "RemoteAddress"):
         if key in values:
             values[key] = bytes.fromhex(values[key])
+    if name == "SendExIssued":
+        _check_send(values, path, offset)
     return RecorderEvent(name, ts_ns, values)
+
+
+def _check_send(values: dict[str, Any], path: str | None, offset: int | None) -> None:
+    length, present, payload = values["Length"], values["PayloadLength"], values["Payload"]
+    if length > MAX_SEND_LENGTH:
+        raise InputError(
+            path,
+            f"SendExIssued claims Length {length}, above the {MAX_SEND_LENGTH}-byte limit "
+            "for one send",
+            offset,
+        )
+    if present > length or len(payload) > present:
+        raise InputError(
+            path,
+            f"SendExIssued carries {len(payload)} payload bytes and PayloadLength {present} "
+            f"for Length {length}: expected Payload <= PayloadLength <= Length",
+            offset,
+        )
 
 
 def encode_values(name: str, values: dict[str, Any]) -> list[Any]:
