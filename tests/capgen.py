@@ -3,20 +3,10 @@ back by both tshark and wskreplay)."""
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from dataclasses import dataclass
 
-ETH_HEADER = bytes.fromhex("020000000002020000000001")
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+from wskreplay.formats.tcpip import build_tcp_frame
 
 
 @dataclass
@@ -36,32 +26,18 @@ def tcp_frame(
     options: bytes = b"",
 ) -> bytes:
     """An Ethernet + IPv4/IPv6 + TCP frame (IPv6 when the addresses are)."""
-    options += b"\0" * (-len(options) % 4)
-    tcp = (
-        struct.pack(
-            "!HHIIBBHHH",
-            src.port,
-            dst.port,
-            seq % (1 << 32),
-            ack % (1 << 32),
-            (5 + len(options) // 4) << 4,
-            flags,
-            window,
-            0,
-            0,
-        )
-        + options
-        + payload
+    return build_tcp_frame(
+        src.ip,
+        src.port,
+        dst.ip,
+        dst.port,
+        seq,
+        ack,
+        flags,
+        payload,
+        window=window,
+        options=options,
     )
-    s, d = ipaddress.ip_address(src.ip), ipaddress.ip_address(dst.ip)
-    if s.version == 4:
-        ip = struct.pack(
-            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0, s.packed, d.packed
-        )
-        ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
-        return ETH_HEADER + b"\x08\x00" + ip + tcp
-    ip = struct.pack("!IHBB16s16s", 0x60000000, len(tcp), 6, 64, s.packed, d.packed)
-    return ETH_HEADER + b"\x86\xdd" + ip + tcp
 
 
 def write_pcap(

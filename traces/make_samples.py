@@ -34,6 +34,7 @@ def make_field_etl(path: Path) -> None:
 
 
 def main(out: Path = HERE) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     make_field_etl(out / "field.etl")
     wskreplay("import", str(out / "field.etl"), "-o", str(out / "field.wskt"), "--no-progress")
     wskreplay(

@@ -24,6 +24,7 @@ from wskreplay.formats import pcap, wsk
 from wskreplay.formats.etl_writer import EtlWriter
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, build_tcp_frame
 from wskreplay.recorder import etw_schema
+from wskreplay.recorder.calls import RecordedCall
 
 START_NS = 1_767_225_600_000_000_000
 US = 1_000
@@ -34,24 +35,9 @@ IRP_BASE = 0xFFFFC000_12340000
 
 
 @dataclass
-class ExpectedCall:
-    """A call as the driver made it (UTC ns)."""
+class ExpectedCall(RecordedCall):
+    """A call as the driver made it (UTC ns), and whether its bytes reached the wire."""
 
-    socket: int
-    issue_ns: int
-    return_ns: int
-    flags: int
-    offset: int
-    length: int
-    control_info: bytes | None
-    status: int
-    irp: int
-    irql: int
-    payload: bytes
-    stream_offset: int
-    completion_ns: int | None = None
-    completion_status: int | None = None
-    information: int | None = None
     on_wire: bool = True
 
 
@@ -235,6 +221,7 @@ class _Driver:
             irp=irp,
             irql=irql,
             payload=self.rng.bytes(length),
+            payload_length=length,
             stream_offset=self.cursor.get(key, 0),
         )
         self.cursor[key] = call.stream_offset + length
@@ -349,7 +336,7 @@ def _issued_values(call: ExpectedCall, cap: int) -> dict:
         "Length": call.length,
         "ControlInfoPresent": int(call.control_info is not None),
         "ControlInfo": call.control_info or b"",
-        "PayloadLength": call.length,
+        "PayloadLength": call.payload_length,
         "Payload": call.payload[:cap],
     }
 
