@@ -14,7 +14,7 @@ from wskreplay.formats import ntstatus as nt
 from wskreplay.model import Direction, Stream
 from wskreplay.tracefile import read_trace
 
-from .conftest import SHARED_DATA, assert_one_line_error, run_cli
+from .conftest import REPO, SHARED_DATA, assert_one_line_error, run_cli
 
 CAPTURES = sorted((SHARED_DATA / "pcap").glob("*"))
 UNREADABLE = {
@@ -133,6 +133,30 @@ def test_field_etl_every_call_field_survives(tmp_path):
     assert summary["correlation"]["payload_mismatches"] == 0
 
 
+def test_ndis_packet_capture_imports_like_pktmon(tmp_path):
+    pktmon, rec = write_field(tmp_path, "pktmon.etl")
+    ndis, _ = write_field(tmp_path, "ndis.etl", packet_source="ndis")
+    _s, a = summary_of(tmp_path, str(pktmon))
+    summary, b = summary_of(tmp_path, str(ndis))
+    assert_calls_equal(b, rec)
+    assert a.segments == b.segments
+    assert a.streams == b.streams
+    assert summary["capture_notes"]["ndis_frames"] == len(rec.packets)
+
+
+def test_infer_calls_from_the_packets_of_an_etl(tmp_path):
+    etl = REPO / "traces" / "field.etl"
+    _s, recorded = summary_of(tmp_path, str(etl))
+    _s, inferred = summary_of(tmp_path, "--infer-calls", str(etl))
+    out = {sid: s for (sid, d), s in inferred.streams.items() if d == Direction.OUT}
+    # socket 1 was accepted: the recorded driver is the server side there
+    assert out[0].data == recorded.streams[(0, Direction.OUT)].data
+    assert (
+        inferred.streams[(1, Direction.IN)].data[:2000]
+        == (recorded.streams[(1, Direction.OUT)].data[:2000])
+    )
+
+
 def test_payload_beyond_the_event_cap_comes_from_the_wire(tmp_path):
     etl, rec = write_field(tmp_path, payload_cap=16, compress=False)
     _summary, trace = summary_of(tmp_path, str(etl))
@@ -169,7 +193,8 @@ def test_unmatched_data_is_reported_with_counts(tmp_path):
         )
         + 777
     )
-    proc = run_cli("import", str(etl), "-o", str(tmp_path / "again.wskt"))
+    proc = run_cli("import", str(etl), "-o", str(tmp_path / "again.wskt"), "--progress")
+    assert proc.returncode == 0, proc.stderr
     assert "777 outbound wire bytes no call explains" in " ".join(proc.stdout.split())
 
 

@@ -386,9 +386,9 @@ def import_cmd(
         redact=redact,
     )
     show = sys.stderr.isatty() if progress is None else progress
-    with import_progress(show) as phase:
-        result = import_sources(list(inputs), options, phase)
-        phase(f"writing {os.path.basename(out)}")
+    with import_progress(show) as progress:
+        result = import_sources(list(inputs), options, progress)
+        progress.phase(f"writing {os.path.basename(out)}")
         write_trace(out, result.trace, redact=redact)
     summary = {"output": out, **result.summary}
     if summary_json:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from wskreplay.formats import ntstatus
@@ -109,22 +116,43 @@ def print_etl_summary(summary: dict[str, Any], console: Console | None = None) -
     console.print(table)
 
 
+class _ImportBar:
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task = progress.add_task("starting", total=None)
+
+    def phase(self, name: str) -> None:
+        self._progress.update(self._task, description=name, total=None, completed=0)
+
+    def advance(self, done: int, total: int) -> None:
+        self._progress.update(self._task, total=total, completed=done)
+
+
+class _Silent:
+    def phase(self, name: str) -> None:
+        pass
+
+    def advance(self, done: int, total: int) -> None:
+        pass
+
+
 @contextmanager
-def import_progress(show: bool) -> Iterator[Callable[[str], None]]:
-    """A spinner naming the current import phase (on stderr); a no-op when not shown."""
+def import_progress(show: bool) -> Iterator[_ImportBar | _Silent]:
+    """A bar on stderr naming the import's phase, with bytes read where it knows them."""
     if not show:
-        yield lambda _phase: None
+        yield _Silent()
         return
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
     )
     with progress:
-        task = progress.add_task("starting", total=None)
-        yield lambda phase: progress.update(task, description=phase)
+        yield _ImportBar(progress)
 
 
 def _unmatched_lines(summary: dict[str, Any]) -> list[str]:

@@ -19,8 +19,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from wskreplay.formats import etl_packets, pcap, wsk
 from wskreplay.formats import ntstatus as nt
-from wskreplay.formats import pcap, wsk
 from wskreplay.formats.etl_writer import EtlWriter
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, build_tcp_frame
 from wskreplay.recorder import etw_schema
@@ -349,9 +349,12 @@ def write_field_etl(
     payload_cap: int = etw_schema.MAX_PAYLOAD_CAPTURE,
     packets: bool = True,
     appearances: int = 2,
+    packet_source: str = "pktmon",
 ) -> None:
-    """The recording as one ``.etl``: contract events and (optionally) PktMon packets, each
-    logged at ``appearances`` components 1 us apart (the wire-side one at the wire time)."""
+    """The recording as one ``.etl``: contract events and (optionally) the packets, as
+    PktMon events logged at ``appearances`` components 1 us apart (the wire-side one at
+    the wire time) or, with ``packet_source="ndis"``, as NDIS-PacketCapture fragments
+    (two per frame) like ``netsh trace start capture=yes`` writes."""
     w = EtlWriter(f, start_ns=START_NS, compress=compress)
     records: list[tuple[int, int, Callable[[], None]]] = []
     order = 0
@@ -387,7 +390,18 @@ def write_field_etl(
             )
     for t, _o, name, values in rec.events:
         add(t, lambda t=t, n=name, v=values: etw_schema.write_event(w, t, n, **v))
-    if packets:
+    if packets and packet_source == "ndis":
+        for p in rec.packets:
+            kw = etl_packets.KW_SEND if p.outbound else etl_packets.KW_RECEIVE
+            half = len(p.frame) // 2
+            add(
+                p.time_ns,
+                lambda p=p, kw=kw, half=half: (
+                    w.ndis_fragment(p.time_ns, p.frame[:half], kw | etl_packets.KW_PACKET_START),
+                    w.ndis_fragment(p.time_ns, p.frame[half:], kw | etl_packets.KW_PACKET_END),
+                ),
+            )
+    elif packets:
         for group, p in enumerate(rec.packets):
             for k in range(appearances):
                 at = p.time_ns - (appearances - 1 - k) * US if p.outbound else p.time_ns + k * US

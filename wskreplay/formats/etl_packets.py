@@ -59,17 +59,22 @@ def etl_frames(
     *,
     etl: EtlFile | None = None,
     other: Callable[[EtlEvent], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> pcap.Frames:
     """The packets an ``.etl`` holds (PktMon: one per packet group; NDIS: fragments
     assembled), in time order. Every other event is handed to ``other`` in the same pass,
-    so a caller that also wants them reads the file once."""
+    so a caller that also wants them reads the file once. ``progress(done, total)`` is told
+    how many bytes of the file were read, now and then."""
     etl = etl if etl is not None else EtlFile(path)
     best: dict[int, tuple[int, int, bytes, int, int, int]] = {}
     order: list[int] = []
     drops = appearances = unknown = 0
     ndis: list[tuple[int, int, bytes, int, int, int]] = []
     pending: tuple[int, bytearray, int] | None = None
-    for ev in etl.events():
+    total = etl.buffers[-1].offset + etl.buffers[-1].size
+    for count, ev in enumerate(etl.events()):
+        if progress is not None and not count & 0x3FFF:
+            progress(ev.buffer_offset, total)
         if ev.provider_guid == NDIS_PROVIDER and ev.id == NDIS_FRAGMENT:
             if len(ev.payload) < 12:
                 raise InputError(

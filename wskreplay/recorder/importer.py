@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,7 +34,21 @@ from wskreplay.recorder.etw_schema import (
 )
 from wskreplay.recorder.infer import InferOptions, infer_trace
 
-Phase = Callable[[str], None]
+
+class Progress(Protocol):
+    """Where an import reports how far it got (the CLI draws it; tests ignore it)."""
+
+    def phase(self, name: str) -> None: ...
+
+    def advance(self, done: int, total: int) -> None: ...
+
+
+class NoProgress:
+    def phase(self, name: str) -> None:
+        pass
+
+    def advance(self, done: int, total: int) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -107,8 +121,9 @@ def _sha256(path: str) -> str:
 
 
 def import_sources(
-    inputs: list[str], options: ImportOptions, phase: Phase = lambda _: None
+    inputs: list[str], options: ImportOptions, progress: Progress | None = None
 ) -> ImportResult:
+    progress = progress or NoProgress()
     for path in inputs:
         if not os.path.isfile(path):
             raise InputError(path, "no such file")
@@ -117,7 +132,7 @@ def import_sources(
     if options.infer_calls:
         if len(inputs) != 1:
             raise InputError(None, f"--infer-calls takes one capture, got {len(inputs)} inputs")
-        trace, report = _import_inferred(inputs[0], options, phase)
+        trace, report = _import_inferred(inputs[0], options, progress)
     else:
         if len(etls) != 1 or len(captures) > 1:
             raise InputError(
@@ -126,12 +141,12 @@ def import_sources(
                 f"pcap/pcapng (got {len(etls)} .etl and {len(captures)} captures); "
                 "for a capture alone use --infer-calls",
             )
-        trace, report = _import_recording(etls[0], captures[0] if captures else None, phase)
+        trace, report = _import_recording(etls[0], captures[0] if captures else None, progress)
     trace.metadata["sources"] = [
         {"path": os.path.basename(p), "sha256": _sha256(p), "bytes": os.path.getsize(p)}
         for p in inputs
     ]
-    phase("selecting")
+    progress.phase("selecting")
     trace = select(trace, options)
     if options.payload_cap is not None:
         cap_payload(trace, options.payload_cap)
@@ -149,11 +164,11 @@ def import_sources(
 
 
 def _import_inferred(
-    path: str, options: InferOptions | ImportOptions, phase: Phase
+    path: str, options: InferOptions | ImportOptions, progress: Progress
 ) -> tuple[Trace, dict[str, Any]]:
-    phase(f"reading {os.path.basename(path)}")
+    progress.phase(f"reading {os.path.basename(path)}")
     frames = _complete(read_capture(path))
-    phase("inferring calls")
+    progress.phase("inferring calls")
     trace = infer_trace(frames, InferOptions(side=options.side, idle_gap_ns=options.idle_gap_ns))
     if not trace.sockets:
         raise InputError(
@@ -197,9 +212,9 @@ def _qpc_converter(etl: EtlFile) -> Callable[[int, RecorderEvent], int]:
 
 
 def _import_recording(
-    etl_path: str, capture_path: str | None, phase: Phase
+    etl_path: str, capture_path: str | None, progress: Progress
 ) -> tuple[Trace, dict[str, Any]]:
-    phase(f"reading {os.path.basename(etl_path)}")
+    progress.phase(f"reading {os.path.basename(etl_path)}")
     etl = EtlFile(etl_path)
     events: list[RecorderEvent] = []
 
@@ -208,7 +223,9 @@ def _import_recording(
         if decoded is not None:
             events.append(decoded)
 
-    frames: pcap.Frames | None = etl_frames(etl_path, etl=etl, other=keep)
+    frames: pcap.Frames | None = etl_frames(
+        etl_path, etl=etl, other=keep, progress=progress.advance
+    )
     if not events:
         raise InputError(
             etl_path,
@@ -224,14 +241,14 @@ def _import_recording(
                 f"{os.path.basename(etl_path)} already holds {len(frames)} packets; "
                 "give a separate capture only with an .etl that has none",
             )
-        phase(f"reading {os.path.basename(capture_path)}")
+        progress.phase(f"reading {os.path.basename(capture_path)}")
         frames = _complete(read_capture(capture_path))
         same_clock = False
     elif not len(frames):
         frames = None
     events.sort(key=lambda e: e.ts_ns)
     recorded = recorded_from_events(events, _qpc_converter(etl))
-    phase("correlating calls with the wire")
+    progress.phase("correlating calls with the wire")
     header = etl.header
     clock = Clock(header.start_ns, header.clock, qpc_frequency=header.perf_freq)
     trace, report = trace_from_recording(
