@@ -389,7 +389,7 @@ def import_cmd(
     with import_progress(show) as progress:
         result = import_sources(list(inputs), options, progress)
         progress.phase(f"writing {os.path.basename(out)}")
-        write_trace(out, result.trace, redact=redact)
+        result.write(out, redact=redact)
     summary = {"output": out, **result.summary}
     if summary_json:
         with open(summary_json, "w", encoding="utf-8") as f:

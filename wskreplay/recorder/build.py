@@ -3,12 +3,120 @@ captured connection, placed on the trace's time line."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from wskreplay.formats.tcpip import TCP_FIN, TCP_RST, TcpPackets
 from wskreplay.model import Direction, Event, SegmentTable, Stream
 from wskreplay.recorder import tcp
 from wskreplay.recorder.correlate import merge_intervals
+
+WINDOW = 4 << 20
+"""Bytes of a stream assembled at a time when it is written (the writer's chunk size)."""
+
+
+@dataclass
+class StreamLayout:
+    """Where each byte of one stream comes from, without holding the bytes: pieces of a
+    capture buffer (the wire) and ``overlays`` (bytes the driver's events carried, which
+    win over the wire's), minus ``holes`` (ranges forgotten on purpose, e.g. past a payload
+    cap). Written a window at a time, so a stream never has to fit in memory."""
+
+    socket: int
+    direction: Direction
+    length: int
+    buffer: memoryview | None = None
+    starts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    ats: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    lens: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    overlays: list[tuple[int, bytes]] = field(default_factory=list)
+    holes: list[tuple[int, int]] = field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls,
+        socket: int,
+        direction: Direction,
+        length: int,
+        wire: tcp.Direction | None = None,
+        buffer: memoryview | None = None,
+        overlays: list[tuple[int, bytes]] | None = None,
+    ) -> StreamLayout:
+        layout = cls(socket, direction, length, buffer, overlays=sorted(overlays or []))
+        if wire is not None and buffer is not None:
+            p = wire.pieces
+            inside = p.start < length
+            layout.starts = p.start[inside]
+            layout.ats = p.at[inside]
+            layout.lens = np.minimum(p.length[inside], length - layout.starts)
+        return layout
+
+    @property
+    def ends(self) -> np.ndarray:
+        if getattr(self, "_ends", None) is None or len(self._ends) != len(self.starts):
+            self._ends = self.starts + self.lens
+        return self._ends
+
+    def gaps(self) -> list[tuple[int, int]]:
+        starts = [self.starts, np.array([o for o, _ in self.overlays], dtype=np.int64)]
+        ends = [
+            self.ends,
+            np.array([o + len(r) for o, r in self.overlays], dtype=np.int64),
+        ]
+        cs, ce = merge_intervals(np.concatenate(starts), np.concatenate(ends))
+        gaps = complement(cs, ce, self.length)
+        if not self.holes:
+            return gaps
+        lo = np.array([a for a, _ in gaps + self.holes], dtype=np.int64)
+        hi = np.array([b for _, b in gaps + self.holes], dtype=np.int64)
+        ms, me = merge_intervals(lo, np.minimum(hi, self.length))
+        return list(zip(ms.tolist(), me.tolist(), strict=True))
+
+    def window(self, lo: int, hi: int) -> bytearray:
+        """Bytes [lo, hi) as assembled (gap bytes zero)."""
+        out = bytearray(hi - lo)
+        if len(self.starts) and self.buffer is not None:
+            first = int(np.searchsorted(self.ends, lo, side="right"))
+            last = int(np.searchsorted(self.starts, hi, side="left"))
+            for s, at, n in zip(
+                self.starts[first:last].tolist(),
+                self.ats[first:last].tolist(),
+                self.lens[first:last].tolist(),
+                strict=True,
+            ):
+                a, b = max(s, lo), min(s + n, hi)
+                out[a - lo : b - lo] = self.buffer[at + a - s : at + b - s]
+        for offset, raw in self.overlays:
+            a, b = max(offset, lo), min(offset + len(raw), hi)
+            if a < b:
+                out[a - lo : b - lo] = raw[a - offset : b - offset]
+        for a, b in self.holes:
+            a, b = max(a, lo), min(b, hi)
+            if a < b:
+                out[a - lo : b - lo] = bytes(b - a)
+        return out
+
+    def spans(self, size: int = WINDOW) -> Iterator[tuple[int, memoryview]]:
+        """(offset, bytes) of every byte present, in order, at most ``size`` at a time."""
+        gaps = self.gaps()
+        for lo in range(0, self.length, size):
+            hi = min(lo + size, self.length)
+            inside = [(max(a, lo), min(b, hi)) for a, b in gaps if a < hi and b > lo]
+            if inside == [(lo, hi)]:
+                continue
+            view = memoryview(self.window(lo, hi))
+            pos = lo
+            for a, b in [*inside, (hi, hi)]:
+                if a > pos:
+                    yield pos, view[pos - lo : a - lo]
+                pos = max(pos, b)
+
+    def materialise(self) -> Stream:
+        return Stream(
+            self.socket, self.direction, self.length, self.window(0, self.length), self.gaps()
+        )
 
 
 def assemble_stream(
@@ -17,33 +125,10 @@ def assemble_stream(
     length: int,
     wire: tcp.Direction | None,
     buffer: memoryview | None,
-    overlays: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
+    overlays: list[tuple[int, bytes]] | None = None,
 ) -> Stream:
-    """A stream of ``length`` bytes: the wire's bytes, then ``overlays`` (offset, bytes) on
-    top (what the driver handed WSK wins over what the wire showed); the rest are gaps."""
-    data = bytearray(length)
-    starts: list[np.ndarray] = []
-    ends: list[np.ndarray] = []
-    if wire is not None and buffer is not None and len(wire.pieces.start):
-        p = wire.pieces
-        inside = p.start < length
-        for s, at, n in zip(
-            p.start[inside].tolist(), p.at[inside].tolist(), p.length[inside].tolist(), strict=True
-        ):
-            n = min(n, length - s)
-            data[s : s + n] = buffer[at : at + n]
-        starts.append(p.start[inside])
-        ends.append(np.minimum(p.start[inside] + p.length[inside], length))
-    if overlays:
-        for offset, raw in overlays:
-            data[offset : offset + len(raw)] = raw
-        starts.append(np.array([o for o, _ in overlays], dtype=np.int64))
-        ends.append(np.array([o + len(r) for o, r in overlays], dtype=np.int64))
-    cs, ce = merge_intervals(
-        np.concatenate(starts) if starts else np.empty(0, np.int64),
-        np.concatenate(ends) if ends else np.empty(0, np.int64),
-    )
-    return Stream(socket, direction, length, data, complement(cs, ce, length))
+    """A whole stream in memory (see :class:`StreamLayout`)."""
+    return StreamLayout.of(socket, direction, length, wire, buffer, overlays).materialise()
 
 
 def complement(starts: np.ndarray, ends: np.ndarray, length: int) -> list[tuple[int, int]]:
@@ -52,18 +137,6 @@ def complement(starts: np.ndarray, ends: np.ndarray, length: int) -> list[tuple[
     edges_hi = np.concatenate((starts, [length]))
     keep = edges_hi > edges_lo
     return list(zip(edges_lo[keep].tolist(), edges_hi[keep].tolist(), strict=True))
-
-
-def add_gaps(stream: Stream, ranges: list[tuple[int, int]]) -> None:
-    """Forget the bytes of ``ranges`` (zeroed, recorded as gaps)."""
-    if not ranges or stream.data is None:
-        return
-    for s, e in ranges:
-        stream.data[s:e] = bytes(e - s)
-    lo = np.array([s for s, _ in stream.gaps] + [s for s, _ in ranges], dtype=np.int64)
-    hi = np.array([e for _, e in stream.gaps] + [e for _, e in ranges], dtype=np.int64)
-    ms, me = merge_intervals(lo, hi)
-    stream.gaps = list(zip(ms.tolist(), me.tolist(), strict=True))
 
 
 def connection_segments(

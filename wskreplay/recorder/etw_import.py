@@ -26,7 +26,7 @@ from wskreplay.formats import ntstatus, pcap
 from wskreplay.model import CallTable, Clock, Direction, Event, SegmentTable, Trace
 from wskreplay.recorder import tcp
 from wskreplay.recorder.build import (
-    assemble_stream,
+    StreamLayout,
     connection_segments,
     endpoint_text,
     wire_events,
@@ -94,11 +94,9 @@ def _verify_payloads(
     result = np.zeros(len(calls), np.int8)
     if not full.any():
         return result
-    stream = assemble_stream(0, Direction.OUT, int(hi.max()), wire, buffer)
-    view = memoryview(stream.data)
+    layout = StreamLayout.of(0, Direction.OUT, int(hi.max()), wire, buffer)
     for i in np.flatnonzero(full).tolist():
-        c = calls[i]
-        result[i] = 1 if view[lo[i] : hi[i]] == c.payload else -1
+        result[i] = 1 if layout.window(int(lo[i]), int(hi[i])) == calls[i].payload else -1
     return result
 
 
@@ -110,7 +108,8 @@ def trace_from_recording(
     clock: Clock,
     same_clock: bool,
     capture_path: str | None = None,
-) -> tuple[Trace, CorrelationReport]:
+) -> tuple[Trace, dict[tuple[int, Direction], StreamLayout], CorrelationReport]:
+    """The trace (streams as layouts, written without being assembled) and the report."""
     report = CorrelationReport()
     counts = report.counts
     calls = recorded.calls
@@ -208,6 +207,7 @@ def trace_from_recording(
     trace.events = [
         Event(e.time_ns - zero_utc_ns, e.kind, e.socket, e.attrs) for e in recorded.events
     ]
+    layouts: dict[tuple[int, Direction], StreamLayout] = {}
     segment_tables = []
     not_on_wire = partly = unexplained = 0
     for sid in recorded.sockets:
@@ -220,11 +220,11 @@ def trace_from_recording(
         wire_out = m.out if m else None
         out_len = max(calls_end, wire_out.length if wire_out else 0)
         overlays = [(c.stream_offset, c.payload) for c in acc if c.payload]
-        trace.streams[(sid, Direction.OUT)] = assemble_stream(
+        layouts[(sid, Direction.OUT)] = StreamLayout.of(
             sid, Direction.OUT, out_len, wire_out, buffer, overlays
         )
         if ref:
-            trace.streams[(sid, Direction.UNSENT)] = assemble_stream(
+            layouts[(sid, Direction.UNSENT)] = StreamLayout.of(
                 sid,
                 Direction.UNSENT,
                 sum(c.length for c in ref),
@@ -237,7 +237,7 @@ def trace_from_recording(
         assert reassembly is not None
         seg = reassembly.segments
         if m.inbound.length:
-            trace.streams[(sid, Direction.IN)] = assemble_stream(
+            layouts[(sid, Direction.IN)] = StreamLayout.of(
                 sid, Direction.IN, m.inbound.length, m.inbound, buffer
             )
         p = m.out.pieces
@@ -268,7 +268,7 @@ def trace_from_recording(
         order = np.argsort(trace.segments.column("time_ns"), kind="stable")
         trace.segments = trace.segments.take(order)
     trace.events.sort(key=lambda e: e.time_ns)
-    return trace, report
+    return trace, layouts, report
 
 
 def _shift_socket(sock: Any, zero: int) -> Any:

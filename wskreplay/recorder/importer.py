@@ -13,7 +13,7 @@ import ipaddress
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,7 +23,7 @@ from wskreplay.formats import ntstatus, pcap
 from wskreplay.formats.etl import EtlEvent, EtlFile
 from wskreplay.formats.etl_packets import etl_frames, read_capture
 from wskreplay.model import CallTable, Clock, Direction, Trace
-from wskreplay.recorder.build import add_gaps
+from wskreplay.recorder.build import StreamLayout
 from wskreplay.recorder.calls import recorded_from_events
 from wskreplay.recorder.etw_import import trace_from_recording
 from wskreplay.recorder.etw_schema import (
@@ -33,6 +33,7 @@ from wskreplay.recorder.etw_schema import (
     from_etl_event,
 )
 from wskreplay.recorder.infer import InferOptions, infer_trace
+from wskreplay.tracefile import TraceWriter
 
 
 class Progress(Protocol):
@@ -100,10 +101,38 @@ class ImportOptions:
     redact: bool = False
 
 
+Layouts = dict[tuple[int, Direction], StreamLayout]
+
+
 @dataclass
 class ImportResult:
+    """The imported trace: sockets, calls, segments and events in ``trace``, streams as
+    ``layouts`` (assembled only when written, a window at a time, or on request)."""
+
     trace: Trace
+    layouts: Layouts
     summary: dict[str, Any] = field(default_factory=dict)
+
+    def materialised(self) -> Trace:
+        """The whole trace in memory, streams included."""
+        trace = replace(self.trace)
+        trace.streams = {k: v.materialise() for k, v in self.layouts.items()}
+        return trace
+
+    def write(self, path: str, *, redact: bool = False) -> None:
+        trace = self.trace
+        with TraceWriter(path, metadata=trace.metadata, clock=trace.clock, redact=redact) as w:
+            w.add_sockets(trace.sockets.values())
+            w.add_calls(trace.calls)
+            w.flush()
+            w.add_segments(trace.segments)
+            w.flush()
+            for layout in self.layouts.values():
+                for start, end in layout.gaps():
+                    w.add_stream_gap(layout.socket, layout.direction, start, end - start)
+                for offset, data in layout.spans():
+                    w.add_stream_data(layout.socket, layout.direction, offset, data)
+            w.add_events(trace.events)
 
 
 def _is_etl(path: str) -> bool:
@@ -132,7 +161,7 @@ def import_sources(
     if options.infer_calls:
         if len(inputs) != 1:
             raise InputError(None, f"--infer-calls takes one capture, got {len(inputs)} inputs")
-        trace, report = _import_inferred(inputs[0], options, progress)
+        trace, layouts, report = _import_inferred(inputs[0], options, progress)
     else:
         if len(etls) != 1 or len(captures) > 1:
             raise InputError(
@@ -141,15 +170,17 @@ def import_sources(
                 f"pcap/pcapng (got {len(etls)} .etl and {len(captures)} captures); "
                 "for a capture alone use --infer-calls",
             )
-        trace, report = _import_recording(etls[0], captures[0] if captures else None, progress)
+        trace, layouts, report = _import_recording(
+            etls[0], captures[0] if captures else None, progress
+        )
     trace.metadata["sources"] = [
         {"path": os.path.basename(p), "sha256": _sha256(p), "bytes": os.path.getsize(p)}
         for p in inputs
     ]
     progress.phase("selecting")
-    trace = select(trace, options)
+    trace, layouts = select(trace, layouts, options)
     if options.payload_cap is not None:
-        cap_payload(trace, options.payload_cap)
+        cap_payload(trace, layouts, options.payload_cap)
     trace.metadata["import"] = {
         "infer_calls": options.infer_calls,
         "side": options.side if options.infer_calls else None,
@@ -160,16 +191,18 @@ def import_sources(
         "payload_cap": options.payload_cap,
         "redacted": options.redact,
     }
-    return ImportResult(trace, summarise(trace, report))
+    return ImportResult(trace, layouts, summarise(trace, layouts, report))
 
 
 def _import_inferred(
     path: str, options: InferOptions | ImportOptions, progress: Progress
-) -> tuple[Trace, dict[str, Any]]:
+) -> tuple[Trace, Layouts, dict[str, Any]]:
     progress.phase(f"reading {os.path.basename(path)}")
     frames = _complete(read_capture(path))
     progress.phase("inferring calls")
-    trace = infer_trace(frames, InferOptions(side=options.side, idle_gap_ns=options.idle_gap_ns))
+    trace, layouts = infer_trace(
+        frames, InferOptions(side=options.side, idle_gap_ns=options.idle_gap_ns)
+    )
     if not trace.sockets:
         raise InputError(
             path, f"no TCP connection in the capture ({len(frames)} packets read): nothing to infer"
@@ -185,7 +218,7 @@ def _import_inferred(
             },
         }
     )
-    return trace, {"packets": len(frames), "capture_notes": dict(frames.notes or {})}
+    return trace, layouts, {"packets": len(frames), "capture_notes": dict(frames.notes or {})}
 
 
 def _complete(frames: pcap.Frames) -> pcap.Frames:
@@ -213,7 +246,7 @@ def _qpc_converter(etl: EtlFile) -> Callable[[int, RecorderEvent], int]:
 
 def _import_recording(
     etl_path: str, capture_path: str | None, progress: Progress
-) -> tuple[Trace, dict[str, Any]]:
+) -> tuple[Trace, Layouts, dict[str, Any]]:
     progress.phase(f"reading {os.path.basename(etl_path)}")
     etl = EtlFile(etl_path)
     events: list[RecorderEvent] = []
@@ -251,7 +284,7 @@ def _import_recording(
     progress.phase("correlating calls with the wire")
     header = etl.header
     clock = Clock(header.start_ns, header.clock, qpc_frequency=header.perf_freq)
-    trace, report = trace_from_recording(
+    trace, layouts, report = trace_from_recording(
         recorded,
         frames,
         zero_utc_ns=header.start_ns,
@@ -268,20 +301,24 @@ def _import_recording(
             "correlation": {**recorded.counts, **report.counts},
         }
     )
-    return trace, {
-        "packets": 0 if frames is None else len(frames),
-        "capture_notes": dict(frames.notes or {}) if frames is not None else {},
-        "correlation": {**recorded.counts, **report.counts},
-        "clock": report.clock or {"sources": 1, "note": "no packets: wire correlation skipped"},
-    }
+    return (
+        trace,
+        layouts,
+        {
+            "packets": 0 if frames is None else len(frames),
+            "capture_notes": dict(frames.notes or {}) if frames is not None else {},
+            "correlation": {**recorded.counts, **report.counts},
+            "clock": report.clock or {"sources": 1, "note": "no packets: wire correlation skipped"},
+        },
+    )
 
 
-def select(trace: Trace, options: ImportOptions) -> Trace:
+def select(trace: Trace, layouts: Layouts, options: ImportOptions) -> tuple[Trace, Layouts]:
     """The sockets and time window the user asked for. Streams of kept sockets stay whole
     (call and segment offsets point into them)."""
     lo, hi = options.window_ns
     if not options.sockets and lo is None and hi is None:
-        return trace
+        return trace, layouts
     keep = {
         sid
         for sid, s in trace.sockets.items()
@@ -319,7 +356,6 @@ def select(trace: Trace, options: ImportOptions) -> Trace:
         clock=trace.clock,
         sockets={k: v for k, v in trace.sockets.items() if k in keep},
         calls=CallTable(cols, calls.control_blob),
-        streams={k: v for k, v in trace.streams.items() if k[0] in keep},
         segments=seg.take(seg_rows),
         events=events,
     )
@@ -329,10 +365,10 @@ def select(trace: Trace, options: ImportOptions) -> Trace:
         "calls_kept": len(calls),
         "calls_total": len(trace.calls),
     }
-    return out
+    return out, {k: v for k, v in layouts.items() if k[0] in keep}
 
 
-def cap_payload(trace: Trace, cap: int) -> None:
+def cap_payload(trace: Trace, layouts: Layouts, cap: int) -> None:
     """Keep at most ``cap`` bytes of each call's payload; the rest become gaps."""
     calls = trace.calls
     if not len(calls):
@@ -341,25 +377,24 @@ def cap_payload(trace: Trace, cap: int) -> None:
     start = calls.column("stream_offset").astype(np.int64)
     length = calls.column("length").astype(np.int64)
     accepted = np.array([ntstatus.is_success(int(s)) for s in calls.column("status")])
-    for (sid, direction), stream in trace.streams.items():
+    for (sid, direction), layout in layouts.items():
         if direction == Direction.IN:
             continue
         mine = (sock == sid) & (accepted == (direction == Direction.OUT)) & (length > cap)
-        ranges = [
-            (int(s + cap), int(min(s + n, stream.length)))
+        layout.holes += [
+            (int(s + cap), int(min(s + n, layout.length)))
             for s, n in zip(start[mine], length[mine], strict=True)
-            if s + cap < stream.length
+            if s + cap < layout.length
         ]
-        add_gaps(stream, ranges)
 
 
-def summarise(trace: Trace, report: dict[str, Any]) -> dict[str, Any]:
+def summarise(trace: Trace, layouts: Layouts, report: dict[str, Any]) -> dict[str, Any]:
     calls = trace.calls
     returned = Counter(ntstatus.describe(int(s)) for s in calls.column("status"))
     done = calls.column("completed").astype(bool)
     completed = Counter(ntstatus.describe(int(s)) for s in calls.column("completion_status")[done])
-    out_bytes = sum(s.length for (_, d), s in trace.streams.items() if d == Direction.OUT)
-    in_bytes = sum(s.length for (_, d), s in trace.streams.items() if d == Direction.IN)
+    out_bytes = sum(s.length for (_, d), s in layouts.items() if d == Direction.OUT)
+    in_bytes = sum(s.length for (_, d), s in layouts.items() if d == Direction.IN)
     return {
         "sockets": len(trace.sockets),
         "calls": len(calls),

@@ -30,7 +30,7 @@ from wskreplay.formats import ntstatus, pcap, wsk
 from wskreplay.formats.tcpip import TCP_PSH, TCP_RST, TcpPackets, address
 from wskreplay.model import CallTable, Clock, Direction, SegmentTable, Socket, Trace
 from wskreplay.recorder import tcp
-from wskreplay.recorder.build import assemble_stream, connection_segments, wire_events
+from wskreplay.recorder.build import StreamLayout, connection_segments, wire_events
 from wskreplay.recorder.correlate import NEVER, WireView
 
 DEFAULT_IDLE_GAP_NS = 1_000_000
@@ -78,14 +78,18 @@ def call_boundaries(
     return starts[keep], times[keep]
 
 
-def infer_trace(frames: pcap.Frames, options: InferOptions) -> Trace:
-    """A trace whose calls are inferred from ``frames`` (see the module docstring)."""
+def infer_trace(
+    frames: pcap.Frames, options: InferOptions
+) -> tuple[Trace, dict[tuple[int, Direction], StreamLayout]]:
+    """A trace whose calls are inferred from ``frames`` (see the module docstring), with
+    its streams as layouts."""
     reassembly = tcp.reassemble(frames)
     seg = reassembly.segments
     zero = int(frames.time_ns.min()) if len(frames) else 0
     trace = Trace(clock=Clock(zero, "pcap"))
     tables: list[CallTable] = []
     segment_tables: list[SegmentTable] = []
+    layouts: dict[tuple[int, Direction], StreamLayout] = {}
     seq0 = 0
     for sid, conn in enumerate(reassembly.connections):
         local_is_client = options.side == "client"
@@ -149,11 +153,11 @@ def infer_trace(frames: pcap.Frames, options: InferOptions) -> Trace:
             )
         )
         buffer = frames.buffer
-        trace.streams[(sid, Direction.OUT)] = assemble_stream(
+        layouts[(sid, Direction.OUT)] = StreamLayout.of(
             sid, Direction.OUT, sent.length, sent, buffer
         )
         if other.length:
-            trace.streams[(sid, Direction.IN)] = assemble_stream(
+            layouts[(sid, Direction.IN)] = StreamLayout.of(
                 sid, Direction.IN, other.length, other, buffer
             )
         segment_tables.append(
@@ -175,4 +179,4 @@ def infer_trace(frames: pcap.Frames, options: InferOptions) -> Trace:
         "policy": "on-ack",
         "evidence": "inferred calls: completion is placed at the peer's ACK by construction",
     }
-    return trace
+    return trace, layouts

@@ -63,7 +63,7 @@ def record_live(out: str, *, extra_providers: list[str], capture: bool) -> None:
     from wskreplay.model import Clock
     from wskreplay.recorder.calls import recorded_from_events
     from wskreplay.recorder.etw_import import trace_from_recording
-    from wskreplay.tracefile import write_trace
+    from wskreplay.recorder.importer import ImportResult
 
     session = EtwSession("wskreplay-live")
     for name in [PROVIDER_NAME, *extra_providers]:
@@ -90,10 +90,10 @@ def record_live(out: str, *, extra_providers: list[str], capture: bool) -> None:
     )
     frames = etl_frames(packets) if capture else None
     zero = min(e.ts_ns for e in events)
-    trace, _report = trace_from_recording(
+    trace, layouts, _report = trace_from_recording(
         recorded, frames, zero_utc_ns=zero, clock=Clock(zero, "system-time"), same_clock=False
     )
-    write_trace(out, trace)
+    ImportResult(trace, layouts).write(out)
 
 
 def _qpc_frequency() -> int:
