@@ -113,6 +113,8 @@ class EtlEvent:
     buffer_offset: int = 0
     record_offset: int = 0
     """Offset of the record inside its (inflated) buffer."""
+    payload_offset: int = 0
+    """Offset of the payload inside its (inflated) buffer."""
 
 
 @dataclass
@@ -162,6 +164,8 @@ class BufferInfo:
     type: int
     cpu: int
     compressed: bool
+    flush_filetime: int = 0
+    """When the buffer was flushed (FILETIME at +0x10 of its header)."""
 
 
 class EtlFile:
@@ -174,8 +178,13 @@ class EtlFile:
         if not self.buffers:
             raise InputError(self.path, "no ETL buffer in the file", 0)
         self.header = self._logfile_header()
-        flushes = [struct.unpack_from("<q", self._data, b.offset + 0x10)[0] for b in self.buffers]
-        self.header.last_flush_filetime = max(flushes)
+        self.header.last_flush_filetime = max(b.flush_filetime for b in self.buffers)
+
+    def release_pages(self) -> None:
+        """Drop the file's pages from this process's memory (they stay in the page cache
+        and come back when read again): keeps a long read from growing RSS with the file."""
+        if isinstance(self._keep, mmap.mmap):
+            self._keep.madvise(mmap.MADV_DONTNEED)
 
     def _walk_buffers(self) -> list[BufferInfo]:
         data, size = self._data, len(self._data)
@@ -206,8 +215,12 @@ class EtlFile:
                 or (not compressed and fill > bsize)
             ):
                 raise InputError(self.path, f"buffer fill level {fill} outside [72, {bsize}]", pos)
-            out.append(BufferInfo(pos, bsize, fill, bflags, btype, cpu, compressed))
+            flush = struct.unpack_from("<q", data, pos + 0x10)[0]
+            out.append(BufferInfo(pos, bsize, fill, bflags, btype, cpu, compressed, flush))
             pos += bsize
+            if not len(out) & 0x3FF:
+                self.release_pages()
+        self.release_pages()
         return out
 
     def buffer_bytes(self, info: BufferInfo) -> bytes | memoryview:
@@ -357,6 +370,7 @@ class EtlFile:
                 payload=bytes(buf[pos : pos + size]),
                 buffer_offset=info.offset,
                 record_offset=pos,
+                payload_offset=pos,
             )
         ts = struct.unpack_from("<q", buf, pos + TIME_AT[kind])[0]
         event = EtlEvent(
@@ -407,14 +421,16 @@ class EtlFile:
                     event.extended.append(ExtendedItem(etype, bytes(buf[at + 8 : at + 8 + dsize])))
                     at += 8 + ((dsize + 7) & ~7)
                     more = bool(linkage & 1)
-            event.payload = bytes(buf[min(at, end) : end])
+            event.payload_offset = min(at, end)
+            event.payload = bytes(buf[event.payload_offset : end])
         elif kind in (MOF_32, MOF_64, INSTANCE_32, INSTANCE_64):
             event.provider_guid = guid_text(buf[pos + 0x18 : pos + 0x28])
             event.id, event.level = buf[pos + 4], buf[pos + 5]
             event.version = _U16.unpack_from(buf, pos + 6)[0]
             event.opcode = event.id
             event.tid, event.pid = struct.unpack_from("<II", buf, pos + 8)
-            event.payload = bytes(buf[pos + HEADER_SIZES[kind] : pos + size])
+            event.payload_offset = pos + HEADER_SIZES[kind]
+            event.payload = bytes(buf[event.payload_offset : pos + size])
         else:
             if kind in (SYSTEM_32, SYSTEM_64, COMPACT_32, COMPACT_64):
                 event.id = _U16.unpack_from(buf, pos + 6)[0]
@@ -422,7 +438,8 @@ class EtlFile:
             else:
                 event.id = _U16.unpack_from(buf, pos + 6)[0]
             event.version = _U16.unpack_from(buf, pos)[0]
-            event.payload = bytes(buf[pos + HEADER_SIZES[kind] : pos + size])
+            event.payload_offset = pos + HEADER_SIZES[kind]
+            event.payload = bytes(buf[event.payload_offset : pos + size])
         return event
 
     def events(self) -> Iterator[EtlEvent]:

@@ -20,7 +20,9 @@ are packets a component discarded: they are counted, never presented as wire fra
 
 from __future__ import annotations
 
+import mmap
 import struct
+import tempfile
 from collections.abc import Callable
 
 import numpy as np
@@ -66,15 +68,17 @@ def etl_frames(
     so a caller that also wants them reads the file once. ``progress(done, total)`` is told
     how many bytes of the file were read, now and then."""
     etl = etl if etl is not None else EtlFile(path)
-    best: dict[int, tuple[int, int, bytes, int, int, int]] = {}
+    best: dict[int, tuple[int, int, tuple[int, int, int], int, int, int]] = {}
     order: list[int] = []
     drops = appearances = unknown = 0
     ndis: list[tuple[int, int, bytes, int, int, int]] = []
     pending: tuple[int, bytearray, int] | None = None
     total = etl.buffers[-1].offset + etl.buffers[-1].size
     for count, ev in enumerate(etl.events()):
-        if progress is not None and not count & 0x3FFF:
-            progress(ev.buffer_offset, total)
+        if not count & 0x3FFF:
+            etl.release_pages()
+            if progress is not None:
+                progress(ev.buffer_offset, total)
         if ev.provider_guid == NDIS_PROVIDER and ev.id == NDIS_FRAGMENT:
             if len(ev.payload) < 12:
                 raise InputError(
@@ -162,7 +166,15 @@ def etl_frames(
         if linktype < 0:
             unknown += 1
             continue
-        entry = (appearance, ev.ts_ns, frame, original, direction, linktype)
+        at = ev.payload_offset + _FIXED.size
+        entry = (
+            appearance,
+            ev.ts_ns,
+            (ev.buffer_offset, at, logged),
+            original,
+            direction,
+            linktype,
+        )
         if group not in best:
             order.append(group)
             best[group] = entry
@@ -171,15 +183,15 @@ def etl_frames(
             if (appearance > best[group][0]) == keep_later:
                 best[group] = entry
     chosen = sorted([best.pop(g) for g in order] + ndis, key=lambda e: e[1])
-    caplens = [len(e[2]) for e in chosen]
+    buffer, spill = _copy_frames(etl, [e[2] for e in chosen])
+    caplens = [len(e[2]) if isinstance(e[2], bytes) else e[2][2] for e in chosen]
     offsets = np.concatenate(([0], np.cumsum(caplens, dtype=np.int64)[:-1])) if chosen else []
-    buffer = b"".join(e[2] for e in chosen)
     linktypes = sorted({e[5] for e in chosen})
     iface_of = {lt: i for i, lt in enumerate(linktypes)}
     frames = pcap.Frames(
         path=path,
         format="etl",
-        buffer=memoryview(buffer),
+        buffer=buffer,
         time_ns=np.array([e[1] for e in chosen], dtype=np.int64),
         interface=np.array([iface_of[e[5]] for e in chosen], dtype=np.int32),
         linktype=np.array([e[5] for e in chosen], dtype=np.int32),
@@ -189,6 +201,7 @@ def etl_frames(
         direction=np.array([e[4] for e in chosen], dtype=np.uint8),
         interfaces=[pcap.Interface(lt, 0, 10**9) for lt in linktypes],
     )
+    frames._keep = spill  # type: ignore[attr-defined]
     frames.notes = {
         "pktmon_appearances": appearances,
         "pktmon_packets": len(best),
@@ -198,6 +211,44 @@ def etl_frames(
         "ndis_unfinished_frames": int(pending is not None),
     }
     return frames
+
+
+def _copy_frames(
+    etl: EtlFile, sources: list[bytes | tuple[int, int, int]]
+) -> tuple[memoryview, mmap.mmap | None]:
+    """One buffer holding every chosen frame in order, and the map behind it.
+
+    A PktMon frame is given by where it lies (buffer offset, offset in the inflated
+    buffer, length) and copied in a second pass over its buffer, so the frames are held
+    once, never as per-event copies as well. They are written to an unnamed temporary file
+    and mapped: like a pcap's, their pages can leave memory once read (``release_pages``),
+    so a large recording does not have to fit in RAM."""
+    sizes = [len(x) if isinstance(x, bytes) else x[2] for x in sources]
+    total = sum(sizes)
+    if not total:
+        return memoryview(b""), None
+    with tempfile.TemporaryFile(prefix="wskreplay-frames-") as spill:
+        spill.truncate(total)
+        out = mmap.mmap(spill.fileno(), total)
+    by_buffer: dict[int, list[tuple[int, int, int]]] = {}
+    dst = 0
+    for src, n in zip(sources, sizes, strict=True):
+        if isinstance(src, bytes):
+            out[dst : dst + n] = src
+        else:
+            by_buffer.setdefault(src[0], []).append((src[1], n, dst))
+        dst += n
+    infos = {b.offset: b for b in etl.buffers}
+    for k, offset in enumerate(sorted(by_buffer)):
+        raw = etl.buffer_bytes(infos[offset])
+        for at, n, to in by_buffer[offset]:
+            out[to : to + n] = raw[at : at + n]
+        if k % 1024 == 1023:
+            etl.release_pages()
+            out.madvise(mmap.MADV_DONTNEED)
+    etl.release_pages()
+    out.madvise(mmap.MADV_DONTNEED)
+    return memoryview(out), out
 
 
 def read_capture(path: str) -> pcap.Frames:

@@ -15,7 +15,8 @@ import mmap
 import os
 import struct
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 import numpy as np
@@ -88,6 +89,17 @@ class Frames:
     def frame(self, i: int) -> memoryview:
         start = int(self.offset[i])
         return self.buffer[start : start + int(self.caplen[i])]
+
+    def slice(self, lo: int, hi: int) -> Frames:
+        """Frames ``lo:hi``, sharing this buffer."""
+        cols = ("time_ns", "interface", "linktype", "offset", "caplen", "origlen", "direction")
+        return replace(self, **{c: getattr(self, c)[lo:hi] for c in cols})
+
+    def release_pages(self) -> None:
+        """When the frames are a mapped file: drop its pages from this process's memory
+        (they stay in the page cache and come back when read), so reading a large capture
+        piece by piece does not grow RSS with the file."""
+        _release(getattr(self, "_keep", None))
 
 
 class _Columns:
@@ -167,7 +179,7 @@ def read_frames(path: str | os.PathLike[str]) -> Frames:
     elif magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or magic_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
         fmt = "pcap"
         try:
-            _walk_pcap(path, buf, cols, interfaces)
+            _walk_pcap(path, buf, cols, interfaces, lambda: _release(keep))
         except InputError as exc:
             error = exc
     else:
@@ -197,10 +209,22 @@ def read_frames(path: str | os.PathLike[str]) -> Frames:
         wrapped_times=cols.wrapped_times,
     )
     frames._keep = keep  # type: ignore[attr-defined]
+    _release(keep)
     return frames
 
 
-def _walk_pcap(path: str, buf: memoryview, cols: _Columns, interfaces: list[Interface]) -> None:
+def _release(keep: object) -> None:
+    if isinstance(keep, mmap.mmap):
+        keep.madvise(mmap.MADV_DONTNEED)
+
+
+def _walk_pcap(
+    path: str,
+    buf: memoryview,
+    cols: _Columns,
+    interfaces: list[Interface],
+    release: Callable[[], None],
+) -> None:
     if len(buf) < 24:
         raise InputError(path, f"pcap file header cut short: {len(buf)} of 24 bytes", 0)
     (magic,) = struct.unpack_from("<I", buf, 0)
@@ -212,15 +236,19 @@ def _walk_pcap(path: str, buf: memoryview, cols: _Columns, interfaces: list[Inte
         raise InputError(path, f"unsupported pcap version {major}.{minor}", 4)
     interfaces.append(Interface(network & 0x0FFFFFFF, snaplen, 10**9 if nano else 10**6))
     frac_limit = 10**9 if nano else 10**6
-    starts = _record_starts(buf, 24, endian)
+    starts = _record_starts(buf, 24, endian, release)
     raw = np.frombuffer(buf, dtype=np.uint8)
     words = np.ndarray((len(raw) - 3,), dtype=endian + "u4", buffer=raw, strides=(1,))
     at = np.array(starts, dtype=np.int64)
     whole = at + 16 <= len(buf)
     sec, frac, incl, orig = (np.zeros(len(at), np.int64) for _ in range(4))
-    ok_at = at[whole]
-    for k, col in enumerate((sec, frac, incl, orig)):
-        col[whole] = words[ok_at + 4 * k]
+    for lo in range(0, len(at), 1 << 16):
+        part = slice(lo, lo + (1 << 16))
+        ok = whole[part]
+        ok_at = at[part][ok]
+        for k, col in enumerate((sec, frac, incl, orig)):
+            col[part][ok] = words[ok_at + 4 * k]
+        release()
     bad = ~whole | (incl > MAX_RECORD_BYTES) | (at + 16 + incl > len(buf)) | (frac >= frac_limit)
     first_bad = int(np.argmax(bad)) if bad.any() else len(at)
     keep = slice(0, first_bad)
@@ -246,7 +274,9 @@ def _walk_pcap(path: str, buf: memoryview, cols: _Columns, interfaces: list[Inte
         raise InputError(path, what, pos)
 
 
-def _record_starts(buf: memoryview, pos: int, endian: str) -> list[int]:
+def _record_starts(
+    buf: memoryview, pos: int, endian: str, release: Callable[[], None]
+) -> list[int]:
     """Offsets of pcap record headers: the one loop that must follow each length field."""
     size = len(buf)
     incl_at = struct.Struct(endian + "8xI").unpack_from
@@ -256,6 +286,8 @@ def _record_starts(buf: memoryview, pos: int, endian: str) -> list[int]:
         while pos < size:
             add(pos)
             pos += 16 + incl_at(buf, pos)[0]
+            if not len(starts) & 0xFFFF:
+                release()
     except struct.error:
         pass
     return starts

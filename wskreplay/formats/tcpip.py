@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -265,6 +265,31 @@ def decode_tcp(frames: pcap.Frames) -> tuple[TcpPackets, dict[str, int]]:
         "not_ip": int((version == 0).sum()),
     }
     return segments, counts
+
+
+DECODE_CHUNK = 1 << 17
+
+
+def decode_tcp_chunked(
+    frames: pcap.Frames, chunk: int = DECODE_CHUNK
+) -> tuple[TcpPackets, dict[str, int]]:
+    """:func:`decode_tcp` a chunk of frames at a time, letting a mapped capture's pages go
+    between chunks, so decoding a large file does not hold all of it in memory."""
+    parts: list[TcpPackets] = []
+    counts: dict[str, int] = {}
+    for lo in range(0, max(len(frames), 1), chunk):
+        seg, c = decode_tcp(frames.slice(lo, lo + chunk))
+        seg.frame = seg.frame + lo
+        parts.append(seg)
+        for k, v in c.items():
+            counts[k] = counts.get(k, 0) + v
+        frames.release_pages()
+    if len(parts) == 1:
+        return parts[0], counts
+    merged = {
+        f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(TcpPackets)
+    }
+    return TcpPackets(**merged), counts
 
 
 def address(hi: int, lo: int) -> str:

@@ -16,6 +16,7 @@ Matching rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,7 +84,7 @@ def _match_sockets(recorded: Recorded, reassembly: tcp.Reassembly) -> list[_Matc
 
 
 def _verify_payloads(
-    calls: list[RecordedCall], wire: tcp.Direction, buffer: memoryview
+    calls: list[RecordedCall], wire: tcp.Direction, buffer: memoryview, release: Callable[[], None]
 ) -> np.ndarray:
     """Per call: 1 its captured bytes equal the wire's, -1 they differ, 0 not comparable."""
     p = wire.pieces
@@ -95,8 +96,11 @@ def _verify_payloads(
     if not full.any():
         return result
     layout = StreamLayout.of(0, Direction.OUT, int(hi.max()), wire, buffer)
-    for i in np.flatnonzero(full).tolist():
+    for k, i in enumerate(np.flatnonzero(full).tolist()):
         result[i] = 1 if layout.window(int(lo[i]), int(hi[i])) == calls[i].payload else -1
+        if not (k + 1) & 0x3FF:
+            release()
+    release()
     return result
 
 
@@ -129,7 +133,10 @@ def trace_from_recording(
             accepted = [i for i in rows if calls[i].accepted]
             if accepted:
                 verified[accepted] = _verify_payloads(
-                    [calls[i] for i in accepted], m.out, reassembly.frames.buffer
+                    [calls[i] for i in accepted],
+                    m.out,
+                    reassembly.frames.buffer,
+                    reassembly.frames.release_pages,
                 )
         counts["connections_in_capture"] = len(reassembly.connections)
         counts["connections_without_socket"] = len(reassembly.connections) - len(matches)

@@ -102,6 +102,7 @@ class ImportOptions:
 
 
 Layouts = dict[tuple[int, Direction], StreamLayout]
+RELEASE_EVERY = 64 << 20
 
 
 @dataclass
@@ -112,6 +113,8 @@ class ImportResult:
     trace: Trace
     layouts: Layouts
     summary: dict[str, Any] = field(default_factory=dict)
+    release: Callable[[], None] = lambda: None
+    """Drops the input's pages from memory (a mapped capture); called while writing."""
 
     def materialised(self) -> Trace:
         """The whole trace in memory, streams included."""
@@ -127,11 +130,16 @@ class ImportResult:
             w.flush()
             w.add_segments(trace.segments)
             w.flush()
+            written = 0
             for layout in self.layouts.values():
                 for start, end in layout.gaps():
                     w.add_stream_gap(layout.socket, layout.direction, start, end - start)
                 for offset, data in layout.spans():
                     w.add_stream_data(layout.socket, layout.direction, offset, data)
+                    written += len(data)
+                    if written >= RELEASE_EVERY:
+                        self.release()
+                        written = 0
             w.add_events(trace.events)
 
 
@@ -161,7 +169,7 @@ def import_sources(
     if options.infer_calls:
         if len(inputs) != 1:
             raise InputError(None, f"--infer-calls takes one capture, got {len(inputs)} inputs")
-        trace, layouts, report = _import_inferred(inputs[0], options, progress)
+        trace, layouts, report, release = _import_inferred(inputs[0], options, progress)
     else:
         if len(etls) != 1 or len(captures) > 1:
             raise InputError(
@@ -170,7 +178,7 @@ def import_sources(
                 f"pcap/pcapng (got {len(etls)} .etl and {len(captures)} captures); "
                 "for a capture alone use --infer-calls",
             )
-        trace, layouts, report = _import_recording(
+        trace, layouts, report, release = _import_recording(
             etls[0], captures[0] if captures else None, progress
         )
     trace.metadata["sources"] = [
@@ -191,12 +199,13 @@ def import_sources(
         "payload_cap": options.payload_cap,
         "redacted": options.redact,
     }
-    return ImportResult(trace, layouts, summarise(trace, layouts, report))
+    release()
+    return ImportResult(trace, layouts, summarise(trace, layouts, report), release)
 
 
 def _import_inferred(
     path: str, options: InferOptions | ImportOptions, progress: Progress
-) -> tuple[Trace, Layouts, dict[str, Any]]:
+) -> tuple[Trace, Layouts, dict[str, Any], Callable[[], None]]:
     progress.phase(f"reading {os.path.basename(path)}")
     frames = _complete(read_capture(path))
     progress.phase("inferring calls")
@@ -218,7 +227,8 @@ def _import_inferred(
             },
         }
     )
-    return trace, layouts, {"packets": len(frames), "capture_notes": dict(frames.notes or {})}
+    report = {"packets": len(frames), "capture_notes": dict(frames.notes or {})}
+    return trace, layouts, report, frames.release_pages
 
 
 def _complete(frames: pcap.Frames) -> pcap.Frames:
@@ -246,7 +256,7 @@ def _qpc_converter(etl: EtlFile) -> Callable[[int, RecorderEvent], int]:
 
 def _import_recording(
     etl_path: str, capture_path: str | None, progress: Progress
-) -> tuple[Trace, Layouts, dict[str, Any]]:
+) -> tuple[Trace, Layouts, dict[str, Any], Callable[[], None]]:
     progress.phase(f"reading {os.path.basename(etl_path)}")
     etl = EtlFile(etl_path)
     events: list[RecorderEvent] = []
@@ -310,6 +320,7 @@ def _import_recording(
             "correlation": {**recorded.counts, **report.counts},
             "clock": report.clock or {"sources": 1, "note": "no packets: wire correlation skipped"},
         },
+        frames.release_pages if frames is not None else etl.release_pages,
     )
 
 

@@ -33,7 +33,7 @@ from wskreplay.formats.tcpip import (
     TCP_RST,
     TCP_SYN,
     TcpPackets,
-    decode_tcp,
+    decode_tcp_chunked,
     endpoint,
     tcp_options,
 )
@@ -311,8 +311,9 @@ def _finish_direction(seg: TcpPackets, d: Direction, other: Direction) -> None:
 
 
 def reassemble(frames: pcap.Frames) -> Reassembly:
-    seg, counts = decode_tcp(frames)
+    seg, counts = decode_tcp_chunked(frames)
     connections = [_connection(seg, rows, frames.buffer) for rows in _group_by_connection(seg)]
+    frames.release_pages()
     return Reassembly(frames, seg, connections, {**counts, "packets": len(frames)})
 
 
