@@ -372,3 +372,45 @@ def test_send_on_an_unannounced_socket_is_counted(tmp_path):
     assert trace.sockets[0].origin == "unknown" and len(trace.calls) == 1
     assert trace.call_payload(0) == b"abcd"
     assert summary["clock"]["note"] == "no packets: wire correlation skipped"
+
+
+def infer_from(tmp_path: Path, frames: list[tuple[int, bytes]], *args: str):
+    from . import capgen
+
+    path = tmp_path / "crafted.pcap"
+    capgen.write_pcap(path, frames, nano=True)
+    return summary_of(tmp_path, "--infer-calls", str(path), *args)[1]
+
+
+def test_infer_heuristic_cuts_at_psh_idle_gaps_and_turns(tmp_path):
+    from .capgen import ACK, PSH, SYN, Endpoint, tcp_frame
+
+    c, s = Endpoint("192.0.2.1", 40000), Endpoint("198.51.100.2", 445)
+    t = 1_700_000_000_000_000_000
+    frames = [
+        (t, tcp_frame(c, s, 0, 0, SYN)),
+        (t + 10_000, tcp_frame(s, c, 500, 1, SYN | ACK)),
+        (t + 20_000, tcp_frame(c, s, 1, 501, ACK)),
+    ]
+    sent = 0
+
+    def client(at_us: int, n: int, flags: int = ACK) -> None:
+        nonlocal sent
+        frames.append((t + at_us * 1000, tcp_frame(c, s, 1 + sent, 501, flags, b"x" * n)))
+        sent += n
+
+    client(100, 1000)  # one call: three segments, PSH on the last
+    client(102, 1000)
+    client(104, 500, ACK | PSH)
+    client(200, 300)  # no PSH, but 5 ms of silence follows: the next segment starts a call
+    client(5200, 400, ACK | PSH)
+    frames.append((t + 5300_000, tcp_frame(s, c, 501, 1 + sent, ACK | PSH, b"r" * 50)))
+    client(5400, 100)  # no PSH before, but the server spoke in between
+    frames.append((t + 5500_000, tcp_frame(s, c, 551, 1 + sent, ACK)))
+    trace = infer_from(tmp_path, frames)
+    assert trace.calls.column("length").tolist() == [2500, 300, 400, 100]
+    assert trace.calls.column("stream_offset").tolist() == [0, 2500, 2800, 3200]
+    done = trace.calls.column("completion_ns").tolist()
+    assert done[-1] == 5_500_000  # the server's final ACK, 5.5 ms after the first packet
+    longer_gap = infer_from(tmp_path, frames, "--idle-gap-us", "10000")
+    assert longer_gap.calls.column("length").tolist() == [2500, 700, 100]
