@@ -180,6 +180,24 @@ def test_separate_capture_clock_offset_recovered(tmp_path, offset_ns):
     assert np.abs(got - want).max() <= 10_000
 
 
+def test_capture_started_after_the_connection_is_realigned(tmp_path):
+    late = fieldsim.START_NS + 3_200_000  # after the first sends of both sockets
+    etl, rec = write_field(tmp_path, capture_from_ns=late)
+    summary, trace = summary_of(tmp_path, str(etl))
+    c = summary["correlation"]
+    assert c["payload_mismatches"] == 0
+    assert c["stream_bytes_before_capture"] == 1500 + 2000
+    missed = [x for x in rec.calls if x.on_wire and x.issue_ns + 20_000 < late]
+    assert c["calls_not_on_wire"] == len(missed) + 1
+    assert_calls_equal(trace, rec)
+    out = trace.segments.take(
+        (trace.segments.column("socket") == 0)
+        & (trace.segments.column("direction") == int(Direction.OUT))
+        & (trace.segments.column("length") > 0)
+    )
+    assert out.column("seq")[0] == 1500
+
+
 def test_unmatched_data_is_reported_with_counts(tmp_path):
     etl, _rec = write_field(tmp_path, unexplained_bytes=777)
     summary, trace = summary_of(tmp_path, str(etl))

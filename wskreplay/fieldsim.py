@@ -350,11 +350,13 @@ def write_field_etl(
     packets: bool = True,
     appearances: int = 2,
     packet_source: str = "pktmon",
+    capture_from_ns: int = 0,
 ) -> None:
     """The recording as one ``.etl``: contract events and (optionally) the packets, as
     PktMon events logged at ``appearances`` components 1 us apart (the wire-side one at
     the wire time) or, with ``packet_source="ndis"``, as NDIS-PacketCapture fragments
-    (two per frame) like ``netsh trace start capture=yes`` writes."""
+    (two per frame) like ``netsh trace start capture=yes`` writes. Packets before
+    ``capture_from_ns`` are left out, as when the capture started after the connection."""
     w = EtlWriter(f, start_ns=START_NS, compress=compress)
     records: list[tuple[int, int, Callable[[], None]]] = []
     order = 0
@@ -390,8 +392,9 @@ def write_field_etl(
             )
     for t, _o, name, values in rec.events:
         add(t, lambda t=t, n=name, v=values: etw_schema.write_event(w, t, n, **v))
+    captured = [p for p in rec.packets if p.time_ns >= capture_from_ns]
     if packets and packet_source == "ndis":
-        for p in rec.packets:
+        for p in captured:
             kw = etl_packets.KW_SEND if p.outbound else etl_packets.KW_RECEIVE
             half = len(p.frame) // 2
             add(
@@ -402,7 +405,7 @@ def write_field_etl(
                 ),
             )
     elif packets:
-        for group, p in enumerate(rec.packets):
+        for group, p in enumerate(captured):
             for k in range(appearances):
                 at = p.time_ns - (appearances - 1 - k) * US if p.outbound else p.time_ns + k * US
                 add(

@@ -83,6 +83,38 @@ def _match_sockets(recorded: Recorded, reassembly: tcp.Reassembly) -> list[_Matc
     return matches
 
 
+REALIGN_SEARCH_BYTES = 64 << 20
+REALIGN_PROBE = 32
+
+
+def realign_without_syn(calls: list[RecordedCall], m: _Match, buffer: memoryview) -> int | None:
+    """When the capture missed the outbound SYN, its stream is numbered from the first byte
+    it saw, not from the connection's first. Find the calls' bytes in the first
+    ``REALIGN_SEARCH_BYTES`` of the wire and renumber the wire to the calls' offsets.
+    Returns the shift, or None when no call's bytes were found (then nothing changes)."""
+    wire = m.out
+    n = min(wire.length, REALIGN_SEARCH_BYTES)
+    if not n:
+        return None
+    seen = bytes(StreamLayout.of(0, Direction.OUT, n, wire, buffer).window(0, n))
+    probes = [c for c in calls if len(c.payload) >= 8][:16]
+    for k, call in enumerate(probes):
+        found = seen.find(call.payload[:REALIGN_PROBE])
+        shift = call.stream_offset - found
+        if found < 0 or shift < 0:
+            continue
+        others = [c for c in probes[k + 1 :] if c.stream_offset - shift + len(c.payload) <= n]
+        if all(
+            seen[c.stream_offset - shift : c.stream_offset - shift + len(c.payload)] == c.payload
+            for c in others[:4]
+            if c.stream_offset >= shift
+        ):
+            if shift:
+                wire.shift(shift, m.inbound)
+            return shift
+    return None
+
+
 def _verify_payloads(
     calls: list[RecordedCall], wire: tcp.Direction, buffer: memoryview, release: Callable[[], None]
 ) -> np.ndarray:
@@ -127,10 +159,16 @@ def trace_from_recording(
     verified = np.zeros(len(calls), np.int8)
     if reassembly is not None:
         seg = reassembly.segments
+        realigned = 0
         for m in matches:
-            views[m.socket] = WireView.of(seg, m.out, m.inbound)
             rows = by_socket.get(m.socket, [])
             accepted = [i for i in rows if calls[i].accepted]
+            if not m.out.syn and accepted:
+                shift = realign_without_syn(
+                    [calls[i] for i in accepted], m, reassembly.frames.buffer
+                )
+                realigned += shift or 0
+            views[m.socket] = WireView.of(seg, m.out, m.inbound)
             if accepted:
                 verified[accepted] = _verify_payloads(
                     [calls[i] for i in accepted],
@@ -143,6 +181,7 @@ def trace_from_recording(
         counts["sockets_without_connection"] = len(recorded.sockets) - len(matches)
         counts["payload_verified_calls"] = int((verified == 1).sum())
         counts["payload_mismatches"] = int((verified == -1).sum())
+        counts["stream_bytes_before_capture"] = realigned
         if recorded.sockets and not matches:
             raise InputError(
                 capture_path,

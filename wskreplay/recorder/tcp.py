@@ -86,6 +86,18 @@ class Direction:
     base: int = 0
     mss: int | None = None
     wscale: int | None = None
+    syn: bool = False
+    """Whether the capture saw this direction's SYN (else offsets start at the first byte
+    seen, which need not be the connection's first)."""
+
+    def shift(self, delta: int, acks: Direction) -> None:
+        """Renumber this stream from ``delta`` bytes later (the bytes before are a gap);
+        ``acks`` is the other direction, whose acknowledgements count this stream."""
+        self.pieces = Pieces(self.pieces.start + delta, self.pieces.at, self.pieces.length)
+        self.rel_seq = self.rel_seq + delta
+        self.gaps = [(0, delta), *((a + delta, b + delta) for a, b in self.gaps)]
+        self.length += delta
+        acks.rel_ack = np.where(acks.rel_ack != 0, acks.rel_ack + delta, 0)
 
     @property
     def present(self) -> int:
@@ -269,6 +281,7 @@ def _direction(seg: TcpPackets, rows: np.ndarray, buffer: memoryview) -> Directi
     seq = seg.seq[rows]
     flags = seg.flags[rows]
     syn = np.flatnonzero(flags & TCP_SYN)
+    d.syn = bool(len(syn))
     if len(syn):
         d.base = (int(seq[syn[0]]) + 1) % WRAP
         header = bytes(
