@@ -10,6 +10,8 @@ Matching rules:
   disagreement is counted (``payload_mismatches``) and the call's own bytes are kept;
 - calls none of whose bytes were seen on the wire, and wire bytes past the last call, are
   counted, and their bytes kept where known;
+- a wire stream whose SYN the capture missed is renumbered from the calls' bytes found in
+  it (:func:`realign_without_syn`);
 - with two clocks (packets from a separate capture) the capture is moved onto the recorder's
   clock by :func:`~wskreplay.recorder.correlate.align_clocks` over payload-verified calls.
 """
