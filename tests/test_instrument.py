@@ -107,3 +107,11 @@ def test_wpr_profile_enables_the_provider_and_packets(profile):
     base = next(p for p in root.iter("Profile") if p.get("Id") == "WskReplay.Verbose.File")
     enabled = {e.get("Value") for e in base.iter("EventProviderId")}
     assert {providers[i] for i in enabled} == {etw_schema.PROVIDER_GUID, NDIS_PROVIDER}
+
+
+def test_pktmon_script_records_the_provider_with_whole_packets():
+    script = (REPO / "instrument" / "record-with-pktmon.cmd").read_text()
+    start = next(line for line in script.splitlines() if line.startswith("pktmon start"))
+    assert f"-p {etw_schema.PROVIDER_NAME}" in start
+    assert "--capture" in start and "--pkt-size 0" in start
+    assert start in (REPO / "docs" / "recording.md").read_text()
