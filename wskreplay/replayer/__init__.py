@@ -1,0 +1,1 @@
+"""Replaying traces: the WSK send path model, transport profiles, targets."""

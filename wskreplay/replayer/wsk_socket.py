@@ -1,0 +1,257 @@
+"""The WSK side of one emulated socket: WskSendEx's contract, IRP completion, socket state.
+
+A sans-IO state machine in the style of h11: no sockets, no clock. It is told what happens
+(a call, bytes transmitted or acknowledged by the TCP layer below it, a peer reset, a
+disconnect, a close, a cancel) with the time it happens, and answers with events: what a
+call returned, which IRPs completed with which status, which bytes to hand to TCP, and
+contract violations. Every rule cites the sentence it implements (PFN_WSK_SEND_EX.md = the
+WskSendEx reference page, wsk-facts = shared/reference/wsk-facts.md); where those leave the
+behaviour open, the transport profile decides (docs/emulator.md).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from wskreplay.errors import InputError
+from wskreplay.formats import ntstatus as nt
+from wskreplay.formats import wsk
+from wskreplay.replayer.profile import TransportProfile
+
+DISPATCH_LEVEL = 2
+
+
+class SocketState(Enum):
+    CONNECTED = "connected"
+    DISCONNECTING = "disconnecting"
+    """A graceful disconnect was requested: no more sends."""
+    RESET = "reset"
+    """The peer reset the connection, or the driver disconnected abortively."""
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    time_ns: int
+    irp: int | None
+    """None for a NULL IRP."""
+    flags: int = 0
+    length: int = 0
+    mdl_bytes: int | None = None
+    """Bytes the MDL chain holds from the WSK_BUF's Offset; None when unknown (= Length)."""
+    control_info: bytes | None = None
+    irql: int | None = None
+
+
+@dataclass(frozen=True)
+class Returned:
+    irp: int | None
+    status: int
+    time_ns: int
+
+
+@dataclass(frozen=True)
+class Completed:
+    irp: int
+    status: int
+    information: int
+    time_ns: int
+
+
+@dataclass(frozen=True)
+class Transmit:
+    """Bytes for the TCP layer: ``length`` more bytes of the stream, ``nodelay`` per
+    WSK_FLAG_NODELAY ("immediately send the data, and any previously queued data")."""
+
+    irp: int
+    length: int
+    nodelay: bool
+    time_ns: int
+
+
+@dataclass(frozen=True)
+class Violation:
+    irp: int | None
+    kind: str
+    """``would-bugcheck``, ``irql`` or ``use-after-close``."""
+    detail: str
+    time_ns: int
+
+
+WskEvent = Returned | Completed | Transmit | Violation
+
+
+@dataclass
+class _Pending:
+    irp: int
+    length: int
+    end: int
+    """Stream offset just past this send's bytes."""
+
+
+class WskSocket:
+    """One connection-oriented or stream socket, already connected (PFN_WSK_SEND_EX.md: "A
+    WSK application can call the WskSendEx function only on a connection-oriented or stream
+    socket that has been previously connected")."""
+
+    def __init__(self, profile: TransportProfile, category: str = "connection") -> None:
+        if category not in ("connection", "stream"):
+            raise ValueError(f"WskSendEx needs a connection or stream socket, not {category!r}")
+        self.profile = profile
+        self.category = category
+        self.state = SocketState.CONNECTED
+        self.queued_end = 0
+        """Stream offset past the last byte handed to TCP."""
+        self.pending: deque[_Pending] = deque()
+        self.completed_now: set[int] = set()
+        self._transmitted = 0
+        self._acknowledged = 0
+
+    def send(self, req: SendRequest) -> list[WskEvent]:
+        """A WskSendEx call. Events in order; a ``Returned`` ends the call unless the send
+        was accepted, when :meth:`returned` gives its status after the TCP layer has had
+        the bytes (the completion may already have happened: wsk-facts "The completion
+        routine may run before WskSendEx returns")."""
+        send = self.profile.send
+        out: list[WskEvent] = []
+        t = req.time_ns
+        if req.irql is not None and req.irql > DISPATCH_LEVEL:
+            out.append(Violation(req.irp, "irql", f"IRQL {req.irql} > DISPATCH_LEVEL", t))
+        if self.state is SocketState.CLOSED:
+            out.append(Violation(req.irp, "use-after-close", "WskSendEx after WskCloseSocket", t))
+        if self.state in (SocketState.CLOSED, SocketState.RESET):
+            # PFN_WSK_SEND_EX.md: STATUS_FILE_FORCED_CLOSED "The socket is no longer
+            # functional. The IRP will be completed with failure status."
+            return out + self._refuse(req, nt.STATUS_FILE_FORCED_CLOSED)
+        if self.state is SocketState.DISCONNECTING:
+            return out + self._refuse(req, nt.CODES[send.wrong_state_status])
+        if req.irp is None:
+            # wsk-facts: STATUS_INVALID_PARAMETER "e.g. NULL IRP (no completion happens)".
+            return out + [Returned(None, nt.CODES[send.null_irp_status], t)]
+        if req.flags & ~send.flag_mask:
+            # PFN_WSK_SEND_EX.md: STATUS_NOT_SUPPORTED "A specified flag is not supported".
+            return out + self._refuse(req, nt.STATUS_NOT_SUPPORTED)
+        if req.control_info is not None:
+            refused = self._control_info_status(req.control_info)
+            if refused is not None:
+                return out + self._refuse(req, refused)
+        if req.mdl_bytes is not None and req.length > req.mdl_bytes:
+            # wsk-facts: "A Length larger than the MDL chain bugchecks real Windows".
+            return out + [
+                Violation(
+                    req.irp,
+                    "would-bugcheck",
+                    f"Length {req.length} > {req.mdl_bytes} bytes in the MDL chain",
+                    t,
+                )
+            ]
+        if req.length == 0 and send.zero_length == "complete":
+            return out + [
+                Completed(req.irp, nt.STATUS_SUCCESS, 0, t),
+                Returned(req.irp, nt.STATUS_SUCCESS, t),
+            ]
+        self.queued_end += req.length
+        self.pending.append(_Pending(req.irp, req.length, self.queued_end))
+        nodelay = bool(req.flags & wsk.WSK_FLAG_NODELAY)
+        out.append(Transmit(req.irp, req.length, nodelay, t))
+        if req.length == 0:
+            out += self._complete_through(self._reached_end(), t)
+        return out
+
+    def returned(self, irp: int, time_ns: int) -> Returned:
+        """What an accepted send returns, once the TCP layer has seen its bytes:
+        STATUS_SUCCESS if it already completed and the profile lets the transport say so
+        at once, else STATUS_PENDING (PFN_WSK_SEND_EX.md: "The WSK subsystem could not send
+        the data over the socket immediately")."""
+        immediate = self.profile.completion.immediate_success == "when-complete-at-once"
+        if irp in self.completed_now and immediate:
+            self.completed_now.discard(irp)
+            return Returned(irp, nt.STATUS_SUCCESS, time_ns)
+        self.completed_now.discard(irp)
+        return Returned(irp, nt.STATUS_PENDING, time_ns)
+
+    def _refuse(self, req: SendRequest, status: int) -> list[WskEvent]:
+        t = req.time_ns
+        if req.irp is None:
+            return [Returned(None, status, t)]
+        return [Completed(req.irp, status, 0, t), Returned(req.irp, status, t)]
+
+    def _control_info_status(self, raw: bytes) -> int | None:
+        send = self.profile.send
+        layout = wsk.X64 if send.control_info_layout == "x64" else wsk.X86
+        try:
+            messages = wsk.decode_cmsgs(raw, layout)
+        except InputError:
+            return nt.STATUS_INVALID_PARAMETER
+        accepted = set(send.control_info_accepted)
+        if any((m.level, m.type) not in accepted for m in messages):
+            return nt.CODES[send.control_info_rejection]
+        return None
+
+    # What the TCP layer below reports.
+
+    def _reached_end(self) -> int:
+        if self.profile.completion.policy == "on-transmit":
+            return self._transmitted
+        return self._acknowledged
+
+    def transmitted(self, end: int, time_ns: int) -> list[WskEvent]:
+        """Every stream byte before ``end`` has left (been handed to the wire)."""
+        self._transmitted = max(self._transmitted, end)
+        return self._complete_through(self._reached_end(), time_ns)
+
+    def acknowledged(self, end: int, time_ns: int) -> list[WskEvent]:
+        """The peer acknowledged every stream byte before ``end``."""
+        self._acknowledged = max(self._acknowledged, end)
+        self._transmitted = max(self._transmitted, end)
+        return self._complete_through(self._reached_end(), time_ns)
+
+    def _complete_through(self, reached: int, time_ns: int) -> list[WskEvent]:
+        """Sends whose last byte is within ``reached`` complete, in issue order (profile
+        completion.order = fifo): PFN_WSK_SEND_EX.md "will not be completed ... until all of
+        the data has actually been sent"."""
+        out: list[WskEvent] = []
+        while self.pending and self.pending[0].end <= reached:
+            done = self.pending.popleft()
+            self.completed_now.add(done.irp)
+            out.append(Completed(done.irp, nt.STATUS_SUCCESS, done.length, time_ns))
+        return out
+
+    # Lifecycle.
+
+    def _fail_pending(self, status: int, time_ns: int) -> list[WskEvent]:
+        out: list[WskEvent] = [Completed(p.irp, status, 0, time_ns) for p in self.pending]
+        self.pending.clear()
+        return out
+
+    def peer_reset(self, time_ns: int) -> list[WskEvent]:
+        """A RST from the peer: pending sends complete with STATUS_CONNECTION_RESET
+        (wsk-facts: "peer reset"); later sends return STATUS_FILE_FORCED_CLOSED."""
+        self.state = SocketState.RESET
+        return self._fail_pending(nt.STATUS_CONNECTION_RESET, time_ns)
+
+    def disconnect(self, time_ns: int, *, abortive: bool) -> list[WskEvent]:
+        """WskDisconnect. Abortive: "An abortive WskDisconnect cancels in-progress and
+        pending sends" (wsk-facts; STATUS_CONNECTION_ABORTED "abortive disconnect").
+        Graceful: "waits for outstanding data"; no new sends are accepted."""
+        if abortive:
+            self.state = SocketState.RESET
+            return self._fail_pending(nt.STATUS_CONNECTION_ABORTED, time_ns)
+        if self.state is SocketState.CONNECTED:
+            self.state = SocketState.DISCONNECTING
+        return []
+
+    def close(self, time_ns: int) -> list[WskEvent]:
+        """WskCloseSocket "cancels and completes every pending IRP (STATUS_CANCELLED)"."""
+        self.state = SocketState.CLOSED
+        return self._fail_pending(nt.STATUS_CANCELLED, time_ns)
+
+    def cancel(self, irp: int, time_ns: int) -> list[WskEvent]:
+        """IoCancelIrp on a pending send: it completes with STATUS_CANCELLED (wsk-facts)."""
+        for p in list(self.pending):
+            if p.irp == irp:
+                self.pending.remove(p)
+                return [Completed(irp, nt.STATUS_CANCELLED, 0, time_ns)]
+        return []
