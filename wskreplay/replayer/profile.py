@@ -51,6 +51,7 @@ class CompletionSettings:
 class TcpSettings:
     mss: int = 1460
     nagle: bool = True
+    nagle_variant: str = "minshall"
     initial_cwnd_segments: int = 10
     rto_min_ns: int = 300_000_000
     rto_initial_ns: int = 1_000_000_000
@@ -97,6 +98,7 @@ CHOICES = {
     ("completion", "policy"): ("on-ack", "on-transmit"),
     ("completion", "order"): ("fifo",),
     ("completion", "immediate_success"): ("never", "when-complete-at-once"),
+    ("tcp", "nagle_variant"): ("rfc896", "minshall"),
 }
 STATUS_KEYS = {
     ("send", "control_info_rejection"),
