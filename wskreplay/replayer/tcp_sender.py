@@ -177,6 +177,11 @@ class TcpSender:
         self.fin_wanted = True
         return self._send(time_ns)
 
+    def aborted(self) -> None:
+        """The peer reset the connection: nothing more is sent or retransmitted."""
+        self.reset_sent = True
+        self.rto_deadline = self.persist_deadline = None
+
     def reset(self, time_ns: int) -> list[TcpEvent]:
         """An abortive close: a RST now, nothing after it."""
         self.reset_sent = True

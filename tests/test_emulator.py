@@ -1,0 +1,103 @@
+"""One emulated connection end to end in virtual time: WSK layer, TCP sender, peer."""
+
+from __future__ import annotations
+
+from wskreplay.formats import ntstatus as nt
+from wskreplay.formats import wsk
+from wskreplay.replayer.peer import PathParams
+from wskreplay.replayer.profile import load_profile
+from wskreplay.replayer.targets.emulator import EmulatedConnection, WireSegment
+from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest
+
+PROFILE = load_profile()
+MS = 1_000_000
+NODELAY = wsk.WSK_FLAG_NODELAY
+
+
+def conn(**path) -> EmulatedConnection:
+    return EmulatedConnection(PROFILE, PathParams(**{"rtt_ns": MS, **path}))
+
+
+def completions(out) -> dict[int, Completed]:
+    return {e.irp: e for e in out if isinstance(e, Completed)}
+
+
+def outbound(out) -> list[WireSegment]:
+    return [e for e in out if isinstance(e, WireSegment) and e.outbound and e.length]
+
+
+def test_a_small_send_completes_after_the_delayed_ack():
+    """on-ack: the peer acknowledges a lone sub-MSS segment only when its delayed-ACK timer
+    fires (RFC 1122 4.2.3.2), so the send completes one RTT plus that delay later."""
+    c = conn()
+    out = c.call(SendRequest(0, 1, NODELAY, 1000))
+    assert [e for e in out if isinstance(e, Returned)] == [Returned(1, nt.STATUS_PENDING, 0)]
+    out += c.settle(1000 * MS)
+    done = completions(out)[1]
+    assert (done.status, done.information) == (nt.STATUS_SUCCESS, 1000)
+    assert done.time_ns == MS + 40 * MS
+
+
+def test_two_full_segments_are_acknowledged_at_once():
+    c = conn()
+    out = c.call(SendRequest(0, 1, NODELAY, 2920)) + c.settle(1000 * MS)
+    assert [s.length for s in outbound(out)] == [1460, 1460]
+    assert completions(out)[1].time_ns == MS
+
+
+def test_on_transmit_completes_and_returns_success_at_once():
+    c = EmulatedConnection(
+        PROFILE.with_changes("completion", policy="on-transmit"), PathParams(rtt_ns=MS)
+    )
+    out = c.call(SendRequest(5, 1, NODELAY, 1000))
+    assert completions(out)[1].time_ns == 5
+    assert [e.status for e in out if isinstance(e, Returned)] == [nt.STATUS_SUCCESS]
+
+
+def test_nagle_delays_a_second_small_send_nodelay_does_not():
+    held = conn()
+    out = held.call(SendRequest(0, 1, 0, 100)) + held.call(SendRequest(10, 2, 0, 100))
+    out += held.settle(1000 * MS)
+    assert [(s.time_ns, s.seq) for s in outbound(out)] == [(0, 0), (41 * MS, 100)]
+    pushed = conn()
+    out = pushed.call(SendRequest(0, 1, 0, 100)) + pushed.call(SendRequest(10, 2, NODELAY, 100))
+    assert [(s.time_ns, s.seq) for s in outbound(out)] == [(0, 0), (10, 100)]
+
+
+def test_peer_reset_completes_pending_sends_then_forced_closed():
+    c = EmulatedConnection(PROFILE, PathParams(rtt_ns=MS), peer_reset_ns=MS // 4)
+    out = c.call(SendRequest(0, 1, NODELAY, 500))
+    out += c.call(SendRequest(MS, 2, NODELAY, 500))
+    assert completions(out)[1].status == nt.STATUS_CONNECTION_RESET
+    assert completions(out)[2].status == nt.STATUS_FILE_FORCED_CLOSED
+    assert [e.status for e in out if isinstance(e, Returned)] == [
+        nt.STATUS_PENDING,
+        nt.STATUS_FILE_FORCED_CLOSED,
+    ]
+
+
+def test_bottleneck_rate_paces_a_bulk_send():
+    c = conn(rate_bps=100_000_000, receive_window=1 << 22)
+    out = c.call(SendRequest(0, 1, NODELAY, 1_000_000)) + c.settle(10_000 * MS)
+    done = completions(out)[1]
+    assert done.status == nt.STATUS_SUCCESS
+    # 1 MB at 100 Mbit/s is 80 ms of serialization (plus headers), then half an RTT back
+    assert 80 * MS < done.time_ns < 140 * MS
+    assert sum(s.length for s in outbound(out) if not s.retransmission) == 1_000_000
+
+
+def test_losses_are_recovered_and_the_run_is_deterministic():
+    def run():
+        c = conn(loss=0.05, seed=3, rate_bps=50_000_000)
+        out = []
+        for k in range(20):
+            out += c.call(SendRequest(k * 5 * MS, k + 1, 0, 20_000))
+        return out + c.settle(60_000 * MS)
+
+    first, second = run(), run()
+    assert first == second
+    done = completions(first)
+    assert len(done) == 20 and all(d.status == nt.STATUS_SUCCESS for d in done.values())
+    assert any(s.retransmission for s in outbound(first))
+    times = [done[k].time_ns for k in range(1, 21)]
+    assert times == sorted(times)

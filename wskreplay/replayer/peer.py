@@ -1,0 +1,118 @@
+"""The far end of an emulated connection: the path to it and its receiver.
+
+:class:`ParametricPeer` is the simple kind: a path with a round-trip time, a bottleneck
+rate and a loss rate, and a receiver with a receive buffer that its application reads at
+some rate, acknowledging every second full segment at once and the rest after a delayed-ACK
+timeout (RFC 1122 4.2.3.2; RFC 5681 4.2), and out-of-order data at once (RFC 5681 4.2).
+Deterministic for a seed. Sans-IO: it is given the segments the sender emits and returns
+what comes back, with the time it reaches the sender.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from wskreplay.formats.tcpip import TCP_FIN
+from wskreplay.replayer.tcp_sender import SentSegment
+
+
+@dataclass(frozen=True)
+class PathParams:
+    rtt_ns: int = 1_000_000
+    rate_bps: int | None = None
+    """Bottleneck rate; None: no serialization delay."""
+    loss: float = 0.0
+    seed: int = 0
+    receive_window: int = 262_144
+    read_rate_bps: int | None = None
+    """How fast the peer's application reads; None: at once."""
+    delayed_ack_ns: int = 40_000_000
+    ack_every: int = 2
+    mss: int = 1460
+
+
+@dataclass(frozen=True)
+class PeerAck:
+    """A segment from the peer reaching the sender at ``time_ns``."""
+
+    time_ns: int
+    ack: int
+    window: int
+    flags: int = 0
+    sent_ns: int = 0
+    """When the peer sent it (the wire time at the peer's side)."""
+
+
+class ParametricPeer:
+    def __init__(self, params: PathParams) -> None:
+        self.p = params
+        self.rng = random.Random(params.seed)
+        self.link_free = 0
+        self.rcv_nxt = 0
+        self.out_of_order: dict[int, int] = {}
+        """Start -> end of segments that arrived beyond rcv_nxt."""
+        self.unacked_segments = 0
+        self.delayed_until: int | None = None
+        self.read_base_ns: int | None = None
+        self.fin_at: int | None = None
+        self.dropped = 0
+
+    def arrival(self, seg: SentSegment) -> int | None:
+        """When ``seg`` reaches the peer, or None if the path loses it."""
+        if self.p.loss and self.rng.random() < self.p.loss:
+            self.dropped += 1
+            return None
+        start = max(seg.time_ns, self.link_free)
+        serialization = (
+            (seg.length + 54) * 8 * 1_000_000_000 // self.p.rate_bps if self.p.rate_bps else 0
+        )
+        self.link_free = start + serialization
+        return self.link_free + self.p.rtt_ns // 2
+
+    def _window(self, time_ns: int) -> int:
+        if self.read_base_ns is None:
+            self.read_base_ns = time_ns
+        if self.p.read_rate_bps is None:
+            read = self.rcv_nxt
+        else:
+            elapsed = max(time_ns - self.read_base_ns, 0)
+            read = min(self.rcv_nxt, elapsed * self.p.read_rate_bps // 8_000_000_000)
+        return max(self.p.receive_window - (self.rcv_nxt - read), 0)
+
+    def _ack(self, time_ns: int) -> PeerAck:
+        self.unacked_segments = 0
+        self.delayed_until = None
+        ack = self.rcv_nxt + (1 if self.fin_at is not None and self.fin_at <= self.rcv_nxt else 0)
+        return PeerAck(time_ns + self.p.rtt_ns // 2, ack, self._window(time_ns), 0, time_ns)
+
+    def receive(self, seg: SentSegment, at_ns: int) -> list[PeerAck]:
+        """``seg`` arrives at the peer at ``at_ns``; the ACKs it causes at once."""
+        if seg.flags & TCP_FIN:
+            self.fin_at = seg.seq
+        end = seg.seq + seg.length
+        if seg.length and seg.seq <= self.rcv_nxt < end:
+            self.rcv_nxt = end
+            while self.rcv_nxt in self.out_of_order:
+                self.rcv_nxt = self.out_of_order.pop(self.rcv_nxt)
+            self.unacked_segments += 1
+            full = seg.length >= self.p.mss
+            if self.out_of_order or (full and self.unacked_segments >= self.p.ack_every):
+                return [self._ack(at_ns)]
+            if self.delayed_until is None:
+                self.delayed_until = at_ns + self.p.delayed_ack_ns
+            return []
+        if seg.length and seg.seq > self.rcv_nxt:
+            self.out_of_order[seg.seq] = max(end, self.out_of_order.get(seg.seq, 0))
+            return [self._ack(at_ns)]
+        if seg.flags & TCP_FIN and seg.seq == self.rcv_nxt:
+            return [self._ack(at_ns)]
+        return [self._ack(at_ns)] if seg.length else []
+
+    def next_timer(self) -> int | None:
+        return self.delayed_until
+
+    def on_timer(self, time_ns: int) -> list[PeerAck]:
+        if self.delayed_until is not None and time_ns >= self.delayed_until:
+            return [self._ack(self.delayed_until)]
+        return []

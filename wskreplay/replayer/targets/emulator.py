@@ -1,0 +1,182 @@
+"""One emulated connection in virtual time: the WSK layer, the TCP sender and the peer.
+
+Still sans-IO: no clock of its own. :meth:`EmulatedConnection.call` issues a WskSendEx at
+the call's time (first running everything due before it); :meth:`run_until` lets time
+pass. Both return what happened, in time order: what calls returned, IRP completions,
+contract violations, and the segments on the wire in both directions. The same inputs give
+the same outputs, always.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from wskreplay.formats.tcpip import TCP_ACK, TCP_RST
+from wskreplay.replayer.peer import ParametricPeer, PathParams, PeerAck
+from wskreplay.replayer.profile import TransportProfile
+from wskreplay.replayer.tcp_sender import Acknowledged, SentSegment, TcpSender, Transmitted
+from wskreplay.replayer.wsk_socket import (
+    Completed,
+    Returned,
+    SendRequest,
+    Transmit,
+    Violation,
+    WskEvent,
+    WskSocket,
+)
+
+
+@dataclass(frozen=True)
+class WireSegment:
+    """A segment as a capture at the sender would show it."""
+
+    time_ns: int
+    outbound: bool
+    seq: int
+    length: int
+    flags: int
+    ack: int = 0
+    window: int = 0
+    retransmission: bool = False
+
+
+Output = Returned | Completed | Violation | WireSegment
+
+
+@dataclass(order=True)
+class _Due:
+    time_ns: int
+    order: int
+    kind: str = field(compare=False)
+    item: object = field(compare=False, default=None)
+
+
+class EmulatedConnection:
+    def __init__(
+        self,
+        profile: TransportProfile,
+        path: PathParams,
+        *,
+        category: str = "connection",
+        mss: int | None = None,
+        peer_reset_ns: int | None = None,
+    ) -> None:
+        self.profile = profile
+        self.wsk = WskSocket(profile, category)
+        self.tcp = TcpSender(profile.tcp, mss=mss, peer_window=path.receive_window)
+        self.peer = ParametricPeer(path)
+        self.now = 0
+        self._due: list[_Due] = []
+        self._order = 0
+        if peer_reset_ns is not None:
+            self._schedule(peer_reset_ns, "peer-reset")
+
+    def _schedule(self, time_ns: int, kind: str, item: object = None) -> None:
+        self._order += 1
+        heapq.heappush(self._due, _Due(time_ns, self._order, kind, item))
+
+    def _next_time(self) -> int | None:
+        times = [d for d in (self.tcp.next_timer(), self.peer.next_timer()) if d is not None]
+        if self._due:
+            times.append(self._due[0].time_ns)
+        return min(times) if times else None
+
+    def call(self, req: SendRequest) -> list[Output]:
+        out = self.run_until(req.time_ns)
+        self.now = max(self.now, req.time_ns)
+        events = self.wsk.send(req)
+        transmitted = any(isinstance(e, Transmit) for e in events)
+        out += self._wsk_outputs(events)
+        if transmitted and req.irp is not None:
+            out.append(self.wsk.returned(req.irp, self.now))
+        return out
+
+    def run_until(self, time_ns: int) -> list[Output]:
+        """Everything due at or before ``time_ns``."""
+        out: list[Output] = []
+        while (t := self._next_time()) is not None and t <= time_ns:
+            self.now = max(self.now, t)
+            if self._due and self._due[0].time_ns == t:
+                due = heapq.heappop(self._due)
+                out += self._handle(due)
+                continue
+            if self.tcp.next_timer() == t:
+                out += self._tcp_outputs(self.tcp.on_timer(t))
+            if self.peer.next_timer() == t:
+                for ack in self.peer.on_timer(t):
+                    self._schedule(ack.time_ns, "ack", ack)
+        self.now = max(self.now, time_ns)
+        return out
+
+    def settle(self, horizon_ns: int) -> list[Output]:
+        """Run until nothing is left to happen, or ``horizon_ns`` past now."""
+        return self.run_until(self.now + horizon_ns)
+
+    def close(self, time_ns: int) -> list[Output]:
+        out = self.run_until(time_ns)
+        out += self._wsk_outputs(self.wsk.close(time_ns))
+        out += self._tcp_outputs(self.tcp.reset(time_ns))
+        return out
+
+    def disconnect(self, time_ns: int, *, abortive: bool) -> list[Output]:
+        out = self.run_until(time_ns)
+        out += self._wsk_outputs(self.wsk.disconnect(time_ns, abortive=abortive))
+        tcp = self.tcp.reset(time_ns) if abortive else self.tcp.close(time_ns)
+        return out + self._tcp_outputs(tcp)
+
+    def _handle(self, due: _Due) -> list[Output]:
+        if due.kind == "arrive":
+            seg = due.item
+            assert isinstance(seg, SentSegment)
+            for ack in self.peer.receive(seg, due.time_ns):
+                self._schedule(ack.time_ns, "ack", ack)
+            return []
+        if due.kind == "ack":
+            ack = due.item
+            assert isinstance(ack, PeerAck)
+            wire = WireSegment(
+                ack.time_ns, False, self.peer.rcv_nxt, 0, TCP_ACK, ack.ack, ack.window
+            )
+            return [wire, *self._tcp_outputs(self.tcp.on_ack(ack.ack, ack.window, due.time_ns))]
+        if due.kind == "peer-reset":
+            wire = WireSegment(due.time_ns, False, self.peer.rcv_nxt, 0, TCP_RST | TCP_ACK)
+            self.tcp.aborted()
+            return [wire, *self._wsk_outputs(self.wsk.peer_reset(due.time_ns))]
+        raise AssertionError(due.kind)
+
+    def _wsk_outputs(self, events: list[WskEvent]) -> list[Output]:
+        out: list[Output] = []
+        for e in events:
+            if isinstance(e, Transmit):
+                out += self._tcp_outputs(
+                    self.tcp.write(e.length, nodelay=e.nodelay, time_ns=e.time_ns)
+                )
+            else:
+                out.append(e)
+        return out
+
+    def _tcp_outputs(self, events: list) -> list[Output]:
+        out: list[Output] = []
+        for e in events:
+            if isinstance(e, SentSegment):
+                out.append(
+                    WireSegment(
+                        e.time_ns,
+                        True,
+                        e.seq,
+                        e.length,
+                        e.flags,
+                        self.peer.rcv_nxt,
+                        64240,
+                        e.retransmission,
+                    )
+                )
+                arrival = self.peer.arrival(e)
+                if arrival is not None:
+                    self._schedule(arrival, "arrive", e)
+            elif isinstance(e, Transmitted):
+                out += self.wsk.transmitted(e.end, e.time_ns)
+            elif isinstance(e, Acknowledged):
+                out += self.wsk.acknowledged(e.end, e.time_ns)
+        return out
