@@ -406,3 +406,58 @@ def record(out: str, provider: tuple[str, ...], capture: bool) -> None:
     from wskreplay.recorder.live import record_live
 
     record_live(out, extra_providers=list(provider), capture=capture)
+
+
+@main.command("replay")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
+@click.option("--target", type=click.Choice(["emulator"]), default="emulator", show_default=True)
+@click.option(
+    "--profile",
+    "profile_name",
+    default="windows-tcpip",
+    show_default=True,
+    help="Transport profile: a shipped name or a TOML path.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Divide the recorded timing by this.",
+)
+@click.option("--asap", is_flag=True, help="Issue each call as soon as it may.")
+@click.option(
+    "--completion",
+    type=click.Choice(["on-ack", "on-transmit"]),
+    help="Completion policy (default: the trace's inferred one).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Seed of the emulated path (losses).",
+)
+def replay_cmd(
+    trace: str,
+    out: str,
+    target: str,
+    profile_name: str,
+    speed: float,
+    asap: bool,
+    completion: str | None,
+    seed: int,
+) -> None:
+    """Re-issue a trace's calls against the emulator; write what happened as a trace."""
+    from wskreplay.console import print_replay_summary
+    from wskreplay.replayer.engine import ReplayOptions, file_sha256, replay
+    from wskreplay.replayer.profile import load_profile
+    from wskreplay.tracefile import read_trace
+
+    profile = load_profile(profile_name)
+    recorded = read_trace(trace)
+    options = ReplayOptions(profile, None if asap else speed, completion, seed)
+    replayed = replay(recorded, options, source_sha256=file_sha256(trace))
+    write_trace(out, replayed)
+    print_replay_summary(recorded, replayed, out)

@@ -200,3 +200,30 @@ def print_import_summary(summary: dict[str, Any], console: Console | None = None
     unmatched = _unmatched_lines(summary)
     grid.add_row("unmatched", "; ".join(unmatched) if unmatched else "none")
     console.print(grid)
+
+
+def print_replay_summary(
+    recorded: Any, replayed: Any, out: str, console: Console | None = None
+) -> None:
+    """Counts of the replayed calls and how many statuses equal the recording's."""
+    console = console or Console()
+    a, b = recorded.calls, replayed.calls
+    same_return = int((a.column("status") == b.column("status")).sum())
+    both_done = (a.column("completed") == 1) & (b.column("completed") == 1)
+    same_done = int(
+        ((a.column("completion_status") == b.column("completion_status")) & both_done).sum()
+    )
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("wrote", out)
+    grid.add_row("calls", str(len(b)))
+    grid.add_row("segments", str(len(replayed.segments)))
+    grid.add_row("returned status as recorded", f"{same_return} of {len(b)}")
+    grid.add_row(
+        "completion status as recorded", f"{same_done} of {int((a.column('completed') == 1).sum())}"
+    )
+    grid.add_row("completion policy", replayed.metadata["completion_policy"]["policy"])
+    violations = [e for e in replayed.events if e.kind == "violation"]
+    grid.add_row("violations", str(len(violations)) if violations else "none")
+    console.print(grid)

@@ -2,8 +2,10 @@
 
 :class:`ParametricPeer` is the simple kind: a path with a round-trip time, a bottleneck
 rate and a loss rate, and a receiver with a receive buffer that its application reads at
-some rate, acknowledging every second full segment at once and the rest after a delayed-ACK
-timeout (RFC 1122 4.2.3.2; RFC 5681 4.2), and out-of-order data at once (RFC 5681 4.2).
+some rate. It acknowledges at once when more than ``ack_every - 1`` full segments' worth of
+data is unacknowledged (RFC 1122 4.2.3.2 "at least every second full-sized segment",
+counted in bytes as Linux does), otherwise after the delayed-ACK timeout, and out-of-order
+data at once (RFC 5681 4.2).
 Deterministic for a seed. Sans-IO: it is given the segments the sender emits and returns
 what comes back, with the time it reaches the sender.
 """
@@ -53,6 +55,7 @@ class ParametricPeer:
         self.out_of_order: dict[int, int] = {}
         """Start -> end of segments that arrived beyond rcv_nxt."""
         self.unacked_segments = 0
+        self.unacked_bytes = 0
         self.delayed_until: int | None = None
         self.read_base_ns: int | None = None
         self.fin_at: int | None = None
@@ -82,6 +85,7 @@ class ParametricPeer:
 
     def _ack(self, time_ns: int) -> PeerAck:
         self.unacked_segments = 0
+        self.unacked_bytes = 0
         self.delayed_until = None
         ack = self.rcv_nxt + (1 if self.fin_at is not None and self.fin_at <= self.rcv_nxt else 0)
         return PeerAck(time_ns + self.p.rtt_ns // 2, ack, self._window(time_ns), 0, time_ns)
@@ -96,8 +100,8 @@ class ParametricPeer:
             while self.rcv_nxt in self.out_of_order:
                 self.rcv_nxt = self.out_of_order.pop(self.rcv_nxt)
             self.unacked_segments += 1
-            full = seg.length >= self.p.mss
-            if self.out_of_order or (full and self.unacked_segments >= self.p.ack_every):
+            self.unacked_bytes += seg.length
+            if self.out_of_order or self.unacked_bytes > (self.p.ack_every - 1) * self.p.mss:
                 return [self._ack(at_ns)]
             if self.delayed_until is None:
                 self.delayed_until = at_ns + self.p.delayed_ack_ns

@@ -76,7 +76,8 @@ class EmulatedConnection:
         self._order += 1
         heapq.heappush(self._due, _Due(time_ns, self._order, kind, item))
 
-    def _next_time(self) -> int | None:
+    def next_event_time(self) -> int | None:
+        """When the next thing is due (a packet, an ACK, a timer), or None."""
         times = [d for d in (self.tcp.next_timer(), self.peer.next_timer()) if d is not None]
         if self._due:
             times.append(self._due[0].time_ns)
@@ -95,7 +96,7 @@ class EmulatedConnection:
     def run_until(self, time_ns: int) -> list[Output]:
         """Everything due at or before ``time_ns``."""
         out: list[Output] = []
-        while (t := self._next_time()) is not None and t <= time_ns:
+        while (t := self.next_event_time()) is not None and t <= time_ns:
             self.now = max(self.now, t)
             if self._due and self._due[0].time_ns == t:
                 due = heapq.heappop(self._due)

@@ -1,0 +1,290 @@
+"""Replay engine: re-issue a trace's calls against the emulator and record what happens.
+
+Calls go out per socket in recorded order at their recorded times (scaled by ``speed``,
+or as soon as possible), except that a call the recording issued after an earlier call of
+its socket had completed waits, in the replay, for that completion plus the recorded gap
+(the driver was evidently waiting for it). The result is a trace in the same model: the
+replayed calls (times, statuses, completions), the bytes the accepted calls sent, the wire
+segments, violations as events, and ``replay_of`` with the target, profile and path in its
+metadata. Virtual time: the same trace and options give the same output, byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from wskreplay.formats import ntstatus as nt
+from wskreplay.formats import wsk
+from wskreplay.model import (
+    CallTable,
+    Clock,
+    Direction,
+    Event,
+    SegmentTable,
+    Stream,
+    Trace,
+)
+from wskreplay.replayer.peer import PathParams
+from wskreplay.replayer.profile import TransportProfile
+from wskreplay.replayer.targets.emulator import EmulatedConnection, WireSegment
+from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest, Violation
+
+WOULD_BUGCHECK = 0xE0570001
+"""Not a Windows status (customer bit set): the status column of a call whose Length ran
+past its MDL chain, which would have stopped the machine instead of returning."""
+SETTLE_NS = 120_000_000_000
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    profile: TransportProfile
+    speed: float | None = 1.0
+    """Recorded inter-call timing divided by this; None: as fast as possible."""
+    completion: str | None = None
+    """Completion policy override; default: the trace's inferred policy, else the profile's."""
+    seed: int = 0
+
+
+def inferred_profile(trace: Trace, options: ReplayOptions) -> TransportProfile:
+    """The profile, completed with what the recording shows: its completion policy, the
+    ControlInfo pairs and flags the transport accepted, its MSS."""
+    profile = options.profile
+    recorded = (trace.metadata.get("completion_policy") or {}).get("policy")
+    policy = options.completion or (
+        recorded if recorded in ("on-ack", "on-transmit") else profile.completion.policy
+    )
+    profile = profile.with_changes("completion", policy=policy)
+    layout = wsk.X64 if profile.send.control_info_layout == "x64" else wsk.X86
+    pairs = set(profile.send.control_info_accepted)
+    flags = set(profile.send.supported_flags)
+    for call in trace.calls:
+        if not nt.is_success(call.status):
+            continue
+        if call.control_info:
+            try:
+                pairs |= {(m.level, m.type) for m in wsk.decode_cmsgs(call.control_info, layout)}
+            except Exception:  # noqa: BLE001 - a malformed chain the transport took: ignore
+                pass
+        if call.flags & wsk.WSK_FLAG_OOB:
+            flags.add("WSK_FLAG_OOB")
+    profile = profile.with_changes(
+        "send", control_info_accepted=tuple(sorted(pairs)), supported_flags=tuple(sorted(flags))
+    )
+    mss = (trace.metadata.get("capture") or {}).get("mss")
+    if isinstance(mss, int) and 0 < mss <= 65535:
+        profile = profile.with_changes("tcp", mss=mss)
+    return profile
+
+
+def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
+    """A parametric path like the recorded one: RTT from the fastest ACK of an outbound
+    data segment, the peer's largest advertised window, its delayed-ACK time."""
+    seg = trace.segments
+    mine = seg.column("socket") == socket
+    out = mine & (seg.column("direction") == int(Direction.OUT)) & (seg.column("length") > 0)
+    inb = mine & (seg.column("direction") == int(Direction.IN))
+    ends = (seg.column("seq")[out] + seg.column("length")[out]).astype(np.int64)
+    sent = seg.column("time_ns")[out]
+    ack_t = seg.column("time_ns")[inb]
+    ack_v = np.maximum.accumulate(seg.column("ack")[inb].astype(np.int64)) if inb.any() else None
+    params: dict[str, Any] = {"seed": seed}
+    if ack_v is not None and len(ends):
+        k = np.searchsorted(ack_v, ends, side="left")
+        ok = k < len(ack_v)
+        delays = ack_t[k[ok]] - sent[ok]
+        delays = delays[delays > 0]
+        if len(delays):
+            rtt = int(delays.min())
+            params["rtt_ns"] = rtt
+            slow = delays[delays > 2 * rtt]
+            # A peer seen delaying ACKs: its typical delay. A peer never seen delaying
+            # them (every ACK within two RTTs): it acknowledges at once, give or take.
+            late = int(np.median(slow)) if len(slow) else int(np.percentile(delays, 90))
+            params["delayed_ack_ns"] = max(late - rtt, 0)
+    if inb.any():
+        window = int(seg.column("window")[inb].max())
+        if window > 0:
+            params["receive_window"] = window
+    return PathParams(**params)
+
+
+def _peer_reset_ns(trace: Trace, socket: int) -> int | None:
+    resets = [
+        e.time_ns
+        for e in trace.events
+        if e.socket == socket and e.kind == "reset" and e.attrs.get("by") == "peer"
+    ]
+    return min(resets) if resets else None
+
+
+def replay(trace: Trace, options: ReplayOptions, *, source_sha256: str = "") -> Trace:
+    profile = inferred_profile(trace, options)
+    calls = trace.calls
+    n = len(calls)
+    issue = calls.column("issue_ns").astype(np.int64)
+    socket_of = calls.column("socket").astype(np.int64)
+    completed = calls.column("completed").astype(bool)
+    completion = calls.column("completion_ns").astype(np.int64)
+    order = np.lexsort((np.arange(n), issue))
+    t0 = int(issue.min()) if n else 0
+
+    def scaled(duration: int) -> int:
+        """A recorded duration in the replay's time (0 when replaying as fast as possible)."""
+        return 0 if options.speed is None else int(duration / options.speed)
+
+    def peer_reset(sid: int) -> int | None:
+        at = _peer_reset_ns(trace, sid)
+        return None if at is None else t0 + scaled(at - t0)
+
+    paths = {sid: estimate_path(trace, sid, options.seed) for sid in trace.sockets}
+    conns = {
+        sid: EmulatedConnection(
+            profile,
+            paths[sid],
+            category=s.category if s.category in ("connection", "stream") else "connection",
+            peer_reset_ns=peer_reset(sid),
+        )
+        for sid, s in trace.sockets.items()
+    }
+    rows = {
+        "issue_ns": np.zeros(n, np.int64),
+        "return_ns": np.zeros(n, np.int64),
+        "status": np.zeros(n, np.int64),
+        "completed": np.zeros(n, np.int64),
+        "completion_ns": np.zeros(n, np.int64),
+        "completion_status": np.zeros(n, np.int64),
+        "information": np.zeros(n, np.int64),
+    }
+    events: list[Event] = []
+    wire: dict[int, list[WireSegment]] = {sid: [] for sid in trace.sockets}
+    done_at: dict[int, int] = {}
+    last_done: dict[int, int] = {}
+    """Socket -> index of its latest call completed in the recording so far."""
+    recorded_done_order = sorted((int(completion[i]), i) for i in range(n) if completed[i])
+    done_cursor = 0
+
+    def absorb(sid: int, outputs: list) -> None:
+        for e in outputs:
+            if isinstance(e, WireSegment):
+                wire[sid].append(e)
+            elif isinstance(e, Completed):
+                i = e.irp - 1
+                rows["completed"][i] = 1
+                rows["completion_ns"][i] = e.time_ns
+                rows["completion_status"][i] = e.status
+                rows["information"][i] = e.information
+                done_at[i] = e.time_ns
+            elif isinstance(e, Returned) and e.irp is not None:
+                rows["return_ns"][e.irp - 1] = e.time_ns
+                rows["status"][e.irp - 1] = e.status
+            elif isinstance(e, Violation):
+                events.append(
+                    Event(
+                        e.time_ns,
+                        "violation",
+                        sid,
+                        {"kind": e.kind, "detail": e.detail, "seq": (e.irp or 0) - 1},
+                    )
+                )
+
+    for i in order.tolist():
+        call = calls[i]
+        sid = call.socket
+        conn = conns[sid]
+        while (
+            done_cursor < n
+            and done_cursor < len(recorded_done_order)
+            and (recorded_done_order[done_cursor][0] <= call.issue_ns)
+        ):
+            j = recorded_done_order[done_cursor][1]
+            last_done[int(socket_of[j])] = j
+            done_cursor += 1
+        t = conn.now if options.speed is None else t0 + scaled(call.issue_ns - t0)
+        j = last_done.get(sid)
+        if j is not None and j != i:
+            while j not in done_at and (step := conn.next_event_time()) is not None:
+                absorb(sid, conn.run_until(step))
+            if j in done_at:
+                t = max(t, done_at[j] + scaled(call.issue_ns - int(completion[j])))
+        t = max(t, conn.now)
+        rows["issue_ns"][i] = t
+        req = SendRequest(t, i + 1, call.flags, call.length, None, call.control_info, call.irql)
+        outputs = conn.call(req)
+        absorb(sid, outputs)
+        if not any(isinstance(e, Returned) for e in outputs):
+            rows["return_ns"][i] = t
+            rows["status"][i] = WOULD_BUGCHECK
+    for sid, conn in conns.items():
+        absorb(sid, conn.settle(SETTLE_NS))
+
+    out = Trace(
+        metadata={
+            "source": "replay",
+            "replay_of": source_sha256,
+            "target": {"kind": "emulator"},
+            "profile": profile.as_dict(),
+            "paths": {str(sid): vars(p) for sid, p in paths.items()},
+            "replay": {"speed": options.speed, "seed": options.seed},
+            "completion_policy": {"policy": profile.completion.policy, "evidence": "replay"},
+        },
+        clock=Clock(trace.clock.zero_utc_ns, "virtual"),
+        sockets=dict(trace.sockets),
+    )
+    cols = calls.columns
+    cols.update(rows)
+    cols["stream_offset"] = np.zeros(n, np.int64)
+    streams: dict[tuple[int, Direction], Stream] = {}
+    for i in range(n):
+        sid = int(socket_of[i])
+        direction = Direction.OUT if nt.is_success(int(rows["status"][i])) else Direction.UNSENT
+        stream = streams.setdefault((sid, direction), Stream(sid, direction))
+        cols["stream_offset"][i] = stream.length
+        payload = trace.call_payload(i)
+        length = int(calls.column("length")[i])
+        assert stream.data is not None
+        if payload is None:
+            stream.gaps.append((stream.length, stream.length + length))
+            stream.data += bytes(length)
+        else:
+            stream.data += payload
+        stream.length += length
+    out.calls = CallTable(cols, calls.control_blob)
+    out.streams = streams
+    out.segments = _segments(wire)
+    out.events = sorted(events, key=lambda e: e.time_ns)
+    return out
+
+
+def _segments(wire: dict[int, list[WireSegment]]) -> SegmentTable:
+    rows = [
+        (
+            s.time_ns,
+            sid,
+            int(Direction.OUT if s.outbound else Direction.IN),
+            s.length,
+            s.seq if s.outbound else 0,
+            s.flags,
+            0 if s.outbound else s.ack,
+            s.window,
+        )
+        for sid, segs in wire.items()
+        for s in segs
+    ]
+    rows.sort(key=lambda r: (r[0], r[1]))
+    names = ("time_ns", "socket", "direction", "length", "seq", "flags", "ack", "window")
+    if not rows:
+        return SegmentTable.empty()
+    arr = np.array(rows, dtype=np.int64)
+    return SegmentTable({name: arr[:, k] for k, name in enumerate(names)})
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
