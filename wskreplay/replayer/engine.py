@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.model import (
@@ -61,16 +62,15 @@ def inferred_profile(trace: Trace, options: ReplayOptions) -> TransportProfile:
     layout = wsk.X64 if profile.send.control_info_layout == "x64" else wsk.X86
     pairs = set(profile.send.control_info_accepted)
     flags = set(profile.send.supported_flags)
-    for call in trace.calls:
-        if not nt.is_success(call.status):
-            continue
-        if call.control_info:
-            try:
-                pairs |= {(m.level, m.type) for m in wsk.decode_cmsgs(call.control_info, layout)}
-            except Exception:  # noqa: BLE001 - a malformed chain the transport took: ignore
-                pass
-        if call.flags & wsk.WSK_FLAG_OOB:
-            flags.add("WSK_FLAG_OOB")
+    calls = trace.calls
+    success = np.array([nt.is_success(int(x)) for x in calls.column("status")], dtype=bool)
+    for i in np.flatnonzero(success & (calls.column("control_len") >= 0)).tolist():
+        try:
+            pairs |= {(m.level, m.type) for m in wsk.decode_cmsgs(calls.control_info(i), layout)}
+        except InputError:
+            pass  # a malformed chain the recorded transport took: nothing to learn
+    if (success & (calls.column("flags") & wsk.WSK_FLAG_OOB != 0)).any():
+        flags.add("WSK_FLAG_OOB")
     profile = profile.with_changes(
         "send", control_info_accepted=tuple(sorted(pairs)), supported_flags=tuple(sorted(flags))
     )
@@ -191,28 +191,40 @@ def replay(trace: Trace, options: ReplayOptions, *, source_sha256: str = "") -> 
                     )
                 )
 
+    flags_of = calls.column("flags").tolist()
+    length_of = calls.column("length").tolist()
+    irql_of = calls.column("irql").tolist()
+    control_len = calls.column("control_len").tolist()
+    issue_of = issue.tolist()
+    socket_list = socket_of.tolist()
     for i in order.tolist():
-        call = calls[i]
-        sid = call.socket
+        sid = socket_list[i]
+        issued = issue_of[i]
         conn = conns[sid]
-        while (
-            done_cursor < n
-            and done_cursor < len(recorded_done_order)
-            and (recorded_done_order[done_cursor][0] <= call.issue_ns)
+        while done_cursor < len(recorded_done_order) and (
+            recorded_done_order[done_cursor][0] <= issued
         ):
             j = recorded_done_order[done_cursor][1]
-            last_done[int(socket_of[j])] = j
+            last_done[socket_list[j]] = j
             done_cursor += 1
-        t = conn.now if options.speed is None else t0 + scaled(call.issue_ns - t0)
+        t = conn.now if options.speed is None else t0 + scaled(issued - t0)
         j = last_done.get(sid)
         if j is not None and j != i:
             while j not in done_at and (step := conn.next_event_time()) is not None:
                 absorb(sid, conn.run_until(step))
             if j in done_at:
-                t = max(t, done_at[j] + scaled(call.issue_ns - int(completion[j])))
+                t = max(t, done_at[j] + scaled(issued - int(completion[j])))
         t = max(t, conn.now)
         rows["issue_ns"][i] = t
-        req = SendRequest(t, i + 1, call.flags, call.length, None, call.control_info, call.irql)
+        req = SendRequest(
+            t,
+            i + 1,
+            flags_of[i],
+            length_of[i],
+            None,
+            calls.control_info(i) if control_len[i] >= 0 else None,
+            None if irql_of[i] < 0 else irql_of[i],
+        )
         outputs = conn.call(req)
         absorb(sid, outputs)
         if not any(isinstance(e, Returned) for e in outputs):
@@ -237,26 +249,48 @@ def replay(trace: Trace, options: ReplayOptions, *, source_sha256: str = "") -> 
     cols = calls.columns
     cols.update(rows)
     cols["stream_offset"] = np.zeros(n, np.int64)
+    out.streams = _replayed_streams(trace, socket_list, length_of, rows["status"], cols)
+    out.calls = CallTable(cols, calls.control_blob)
+    out.segments = _segments(wire)
+    out.events = sorted(events, key=lambda e: e.time_ns)
+    return out
+
+
+def _replayed_streams(
+    trace: Trace,
+    socket_of: list[int],
+    length_of: list[int],
+    status: np.ndarray,
+    cols: dict[str, np.ndarray],
+) -> dict[tuple[int, Direction], Stream]:
+    """The bytes the replayed calls handed WSK, each call to OUT or UNSENT by its replayed
+    status (offsets recomputed); bytes the recording lacks stay gaps."""
+    recorded_offset = trace.calls.column("stream_offset").tolist()
+    recorded_dir = [
+        Direction.OUT if nt.is_success(int(x)) else Direction.UNSENT
+        for x in trace.calls.column("status")
+    ]
     streams: dict[tuple[int, Direction], Stream] = {}
-    for i in range(n):
-        sid = int(socket_of[i])
-        direction = Direction.OUT if nt.is_success(int(rows["status"][i])) else Direction.UNSENT
+    offsets = cols["stream_offset"]
+    for i, (sid, length) in enumerate(zip(socket_of, length_of, strict=True)):
+        direction = Direction.OUT if nt.is_success(int(status[i])) else Direction.UNSENT
         stream = streams.setdefault((sid, direction), Stream(sid, direction))
-        cols["stream_offset"][i] = stream.length
-        payload = trace.call_payload(i)
-        length = int(calls.column("length")[i])
         assert stream.data is not None
+        offsets[i] = stream.length
+        source = trace.streams.get((sid, recorded_dir[i]))
+        start = recorded_offset[i]
+        if source is not None and source.data is not None and not source.gaps:
+            piece = source.data[start : start + length]
+            payload = bytes(piece) if len(piece) == length else None
+        else:
+            payload = trace.call_payload(i)
         if payload is None:
             stream.gaps.append((stream.length, stream.length + length))
             stream.data += bytes(length)
         else:
             stream.data += payload
         stream.length += length
-    out.calls = CallTable(cols, calls.control_blob)
-    out.streams = streams
-    out.segments = _segments(wire)
-    out.events = sorted(events, key=lambda e: e.time_ns)
-    return out
+    return streams
 
 
 def _segments(wire: dict[int, list[WireSegment]]) -> SegmentTable:
