@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 
@@ -90,3 +91,17 @@ def test_bad_replay_input_is_one_line(tmp_path):
         "[tcp] mss must be a positive integer",
     )
     assert_one_line_error(run_cli("replay", str(TRACES / "field.etl"), "-o", out), "field.etl")
+
+
+def test_until_stops_after_a_call_and_shows_its_socket(tmp_path):
+    proc = run_cli("replay", str(TRACES / "field.wskt"), "--until", "9")
+    assert proc.returncode == 0, proc.stderr
+    state = json.loads(proc.stdout)
+    assert (state["seq"], state["socket"]) == (9, 0)
+    assert 9 in state["wsk"]["outstanding_calls"]
+    assert state["tcp"]["in_flight"] + state["tcp"]["queued_unsent"] >= 5000
+    assert {"cwnd", "peer_window", "rto_ns"} <= set(state["tcp"])
+    assert_one_line_error(
+        run_cli("replay", str(TRACES / "field.wskt"), "--until", "99"), "calls 0..11"
+    )
+    assert_one_line_error(run_cli("replay", str(TRACES / "field.wskt")), "-o OUT.wskt")

@@ -410,7 +410,7 @@ def record(out: str, provider: tuple[str, ...], capture: bool) -> None:
 
 @main.command("replay")
 @click.argument("trace", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False))
 @click.option("--target", type=click.Choice(["emulator"]), default="emulator", show_default=True)
 @click.option(
     "--profile",
@@ -439,6 +439,13 @@ def record(out: str, provider: tuple[str, ...], capture: bool) -> None:
     show_default=True,
     help="Seed of the emulated path (losses).",
 )
+@click.option(
+    "--until",
+    "until",
+    type=click.IntRange(0),
+    metavar="CALL_N",
+    help="Stop after call N and print its socket's emulator state.",
+)
 def replay_cmd(
     trace: str,
     out: str,
@@ -448,16 +455,22 @@ def replay_cmd(
     asap: bool,
     completion: str | None,
     seed: int,
+    until: int | None,
 ) -> None:
     """Re-issue a trace's calls against the emulator; write what happened as a trace."""
     from wskreplay.console import print_replay_summary
-    from wskreplay.replayer.engine import ReplayOptions, file_sha256, replay
+    from wskreplay.replayer.engine import ReplayOptions, file_sha256, replay, replay_until
     from wskreplay.replayer.profile import load_profile
     from wskreplay.tracefile import read_trace
 
+    if out is None and until is None:
+        raise click.UsageError("give -o OUT.wskt (or --until CALL_N to step)")
     profile = load_profile(profile_name)
     recorded = read_trace(trace)
     options = ReplayOptions(profile, None if asap else speed, completion, seed)
+    if until is not None:
+        click.echo(json.dumps(replay_until(recorded, options, until), indent=1))
+        return
     replayed = replay(recorded, options, source_sha256=file_sha256(trace))
     write_trace(out, replayed)
     print_replay_summary(recorded, replayed, out)

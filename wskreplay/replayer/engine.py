@@ -12,6 +12,7 @@ metadata. Virtual time: the same trace and options give the same output, byte fo
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,37 @@ def _peer_reset_ns(trace: Trace, socket: int) -> int | None:
 
 
 def replay(trace: Trace, options: ReplayOptions, *, source_sha256: str = "") -> Trace:
+    """Replay every call; the replayed trace."""
+    steps = _steps(trace, options, source_sha256)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
+
+
+def replay_until(trace: Trace, options: ReplayOptions, seq: int) -> dict[str, Any]:
+    """Replay up to and including call ``seq``; the state of its socket's emulator then."""
+    for i, sid, conn in _steps(trace, options, ""):
+        if i == seq:
+            call = trace.calls[i]
+            state = conn.state()
+            irps = state["wsk"].pop("outstanding_irps")
+            state["wsk"]["outstanding_calls"] = [irp - 1 for irp in irps]
+            return {
+                "seq": seq,
+                "socket": sid,
+                "time_ns": conn.now,
+                "call": {"flags": call.flags, "length": call.length},
+                **state,
+            }
+    raise InputError(None, f"--until {seq}: the trace has calls 0..{len(trace.calls) - 1}")
+
+
+def _steps(
+    trace: Trace, options: ReplayOptions, source_sha256: str
+) -> Generator[tuple[int, int, EmulatedConnection], None, Trace]:
+    """The replay, yielding after each call (index, socket, its emulator)."""
     profile = inferred_profile(trace, options)
     calls = trace.calls
     n = len(calls)
@@ -230,6 +262,7 @@ def replay(trace: Trace, options: ReplayOptions, *, source_sha256: str = "") -> 
         if not any(isinstance(e, Returned) for e in outputs):
             rows["return_ns"][i] = t
             rows["status"][i] = WOULD_BUGCHECK
+        yield i, sid, conn
     for sid, conn in conns.items():
         absorb(sid, conn.settle(SETTLE_NS))
 

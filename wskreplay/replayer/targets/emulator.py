@@ -110,6 +110,30 @@ class EmulatedConnection:
         self.now = max(self.now, time_ns)
         return out
 
+    def state(self) -> dict:
+        """What a developer stepping through a replay wants to see of this connection."""
+        tcp, wsk_ = self.tcp, self.wsk
+        return {
+            "wsk": {
+                "state": wsk_.state.value,
+                "outstanding_irps": [p.irp for p in wsk_.pending],
+                "queued_end": wsk_.queued_end,
+            },
+            "tcp": {
+                "queued_unsent": tcp.queued - tcp.nxt,
+                "in_flight": tcp.nxt - tcp.una,
+                "acknowledged": tcp.una,
+                "peer_window": tcp.rwnd,
+                "cwnd": tcp.cwnd,
+                "ssthresh": None if tcp.ssthresh >= 1 << 62 else tcp.ssthresh,
+                "rto_ns": tcp.rto,
+                "srtt_ns": tcp.srtt,
+                "in_recovery": tcp.recover is not None,
+                "fin_sent": tcp.fin_sent,
+            },
+            "peer": {"received": self.peer.rcv_nxt, "dropped": self.peer.dropped},
+        }
+
     def settle(self, horizon_ns: int) -> list[Output]:
         """Run until nothing is left to happen, or ``horizon_ns`` past now."""
         return self.run_until(self.now + horizon_ns)
