@@ -101,3 +101,51 @@ def test_losses_are_recovered_and_the_run_is_deterministic():
     assert any(s.retransmission for s in outbound(first))
     times = [done[k].time_ns for k in range(1, 21)]
     assert times == sorted(times)
+
+
+def recorded(script, **path) -> EmulatedConnection:
+    from wskreplay.replayer.peer import RecordedPeer
+
+    params = PathParams(**{"rtt_ns": MS, **path})
+    return EmulatedConnection(PROFILE, params, peer=RecordedPeer(params, script))
+
+
+def test_recorded_peer_answers_when_it_has_received_what_it_had():
+    """The reactive peer sends its recorded response once it has received the bytes it
+    had received when it answered in the recording, after the same delay: a sender that
+    sends sooner gets its answer sooner."""
+    from wskreplay.replayer.peer import PeerAction, PeerScript
+
+    script = PeerScript(actions=(PeerAction(1000, 2 * MS, 0, 50, 0x08),))
+    for start in (0, 5 * MS):
+        c = recorded(script)
+        out = c.call(SendRequest(start, 1, NODELAY, 1000)) + c.settle(100 * MS)
+        answer = [e for e in out if isinstance(e, WireSegment) and not e.outbound and e.length]
+        assert [(a.time_ns, a.seq, a.length) for a in answer] == [(start + MS + 2 * MS, 0, 50)]
+        assert c.received == 50
+    early = recorded(script)
+    out = early.call(SendRequest(0, 1, NODELAY, 999)) + early.settle(100 * MS)
+    assert not [e for e in out if isinstance(e, WireSegment) and not e.outbound and e.length]
+
+
+def test_recorded_peer_stops_acknowledging_where_it_did_then_resets():
+    from wskreplay.replayer.peer import PeerAction, PeerScript
+
+    script = PeerScript(ack_ceiling=1000, actions=(PeerAction(1500, MS, 0, 0, 0x04),))
+    c = recorded(script)
+    out = c.call(SendRequest(0, 1, NODELAY, 1000)) + c.call(SendRequest(10, 2, NODELAY, 1000))
+    out += c.settle(1000 * MS)
+    done = completions(out)
+    assert done[1].status == nt.STATUS_SUCCESS
+    assert done[2].status == nt.STATUS_CONNECTION_RESET
+
+
+def test_recorded_peer_closes_its_window_where_it_did():
+    from wskreplay.replayer.peer import PeerScript
+
+    script = PeerScript(windows=((0, 65535), (2920, 0)))
+    c = recorded(script)
+    out = c.call(SendRequest(0, 1, NODELAY, 5000)) + c.run_until(50 * MS)
+    sent = sorted({(s.seq, s.length) for s in outbound(out)})
+    assert sent[:3] == [(0, 1460), (1460, 1460), (2920, 1460)]
+    assert c.tcp.rwnd == 0

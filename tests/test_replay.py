@@ -41,11 +41,13 @@ def test_field_recording_contract_statuses_are_reproduced(tmp_path):
         for c, r in zip(recorded.calls, replay.calls, strict=True)
         if (c.status, c.completion_status) != (r.status, r.completion_status)
     ]
-    # Known gaps until the reactive peer and the immediate-success model land (see
-    # docs/emulator.md): call 3 returned STATUS_SUCCESS at once in the recording; calls 4
-    # and 5 were never acknowledged by the recorded peer before it reset, while the
-    # parametric peer may acknowledge them first.
-    assert 3 in differ and set(differ) <= {3, 4, 5}
+    # The one known gap (docs/emulator.md): call 3 returned STATUS_SUCCESS at once in the
+    # recording; under on-ack the model completes on the peer's ACK, so it pends.
+    assert differ == [3]
+    assert replay.metadata["peers"] == {"0": "recorded", "1": "recorded"}
+    assert [c.completion_status for c in recorded.calls] == [
+        c.completion_status for c in replay.calls
+    ]
     statuses = {r.status for r in replay.calls}
     assert {nt.STATUS_NOT_SUPPORTED, nt.STATUS_FILE_FORCED_CLOSED} <= statuses
     control = [r for r in replay.calls if r.control_info]

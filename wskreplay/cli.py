@@ -440,6 +440,13 @@ def record(out: str, provider: tuple[str, ...], capture: bool) -> None:
     help="Seed of the emulated path (losses).",
 )
 @click.option(
+    "--peer",
+    type=click.Choice(["recorded", "parametric"]),
+    default="recorded",
+    show_default=True,
+    help="recorded: each peer reacts as the recorded one did; parametric: RTT/window only.",
+)
+@click.option(
     "--until",
     "until",
     type=click.IntRange(0),
@@ -455,6 +462,7 @@ def replay_cmd(
     asap: bool,
     completion: str | None,
     seed: int,
+    peer: str,
     until: int | None,
 ) -> None:
     """Re-issue a trace's calls against the emulator; write what happened as a trace."""
@@ -467,7 +475,7 @@ def replay_cmd(
         raise click.UsageError("give -o OUT.wskt (or --until CALL_N to step)")
     profile = load_profile(profile_name)
     recorded = read_trace(trace)
-    options = ReplayOptions(profile, None if asap else speed, completion, seed)
+    options = ReplayOptions(profile, None if asap else speed, completion, seed, peer)
     if until is not None:
         click.echo(json.dumps(replay_until(recorded, options, until), indent=1))
         return

@@ -30,7 +30,8 @@ from wskreplay.model import (
     Stream,
     Trace,
 )
-from wskreplay.replayer.peer import PathParams
+from wskreplay.replayer.peer import PathParams, RecordedPeer
+from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.targets.emulator import EmulatedConnection, WireSegment
 from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest, Violation
@@ -49,6 +50,10 @@ class ReplayOptions:
     completion: str | None = None
     """Completion policy override; default: the trace's inferred policy, else the profile's."""
     seed: int = 0
+    peer: str = "recorded"
+    """``recorded``: each socket's peer reacts as the recorded one did (when the recording
+    has its segments and the replay runs at recorded speed); ``parametric``: a path and
+    receiver with the recorded RTT, window and delayed-ACK time only."""
 
 
 def inferred_profile(trace: Trace, options: ReplayOptions) -> TransportProfile:
@@ -173,15 +178,26 @@ def _steps(
         return None if at is None else t0 + scaled(at - t0)
 
     paths = {sid: estimate_path(trace, sid, options.seed) for sid in trace.sockets}
-    conns = {
-        sid: EmulatedConnection(
+    conns = {}
+    peers: dict[str, str] = {}
+    for sid, sock in trace.sockets.items():
+        script = (
+            None if options.peer == "parametric" else peer_script(trace, sid, paths[sid].rtt_ns)
+        )
+        peer = None
+        if script is not None and options.speed == 1.0:
+            first = int(
+                trace.segments.column("time_ns")[trace.segments.column("socket") == sid].min()
+            )
+            peer = RecordedPeer(paths[sid], script, first)
+        peers[str(sid)] = "recorded" if peer is not None else "parametric"
+        conns[sid] = EmulatedConnection(
             profile,
             paths[sid],
-            category=s.category if s.category in ("connection", "stream") else "connection",
-            peer_reset_ns=peer_reset(sid),
+            category=sock.category if sock.category in ("connection", "stream") else "connection",
+            peer_reset_ns=None if peer is not None else peer_reset(sid),
+            peer=peer,
         )
-        for sid, s in trace.sockets.items()
-    }
     rows = {
         "issue_ns": np.zeros(n, np.int64),
         "return_ns": np.zeros(n, np.int64),
@@ -273,6 +289,7 @@ def _steps(
             "target": {"kind": "emulator"},
             "profile": profile.as_dict(),
             "paths": {str(sid): vars(p) for sid, p in paths.items()},
+            "peers": peers,
             "replay": {"speed": options.speed, "seed": options.seed},
             "completion_policy": {"policy": profile.completion.policy, "evidence": "replay"},
         },
@@ -283,6 +300,17 @@ def _steps(
     cols.update(rows)
     cols["stream_offset"] = np.zeros(n, np.int64)
     out.streams = _replayed_streams(trace, socket_list, length_of, rows["status"], cols)
+    for sid, conn in conns.items():
+        recorded_in = trace.streams.get((sid, Direction.IN))
+        if conn.received and recorded_in is not None and recorded_in.data is not None:
+            n_in = min(conn.received, recorded_in.length)
+            out.streams[(sid, Direction.IN)] = Stream(
+                sid,
+                Direction.IN,
+                n_in,
+                bytearray(recorded_in.data[:n_in]),
+                [(a, min(b, n_in)) for a, b in recorded_in.gaps if a < n_in],
+            )
     out.calls = CallTable(cols, calls.control_blob)
     out.segments = _segments(wire)
     out.events = sorted(events, key=lambda e: e.time_ns)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from wskreplay.formats.tcpip import TCP_FIN
+from wskreplay.formats.tcpip import TCP_FIN, TCP_RST
 from wskreplay.replayer.tcp_sender import SentSegment
 
 
@@ -44,6 +44,9 @@ class PeerAck:
     flags: int = 0
     sent_ns: int = 0
     """When the peer sent it (the wire time at the peer's side)."""
+    seq: int = 0
+    """Offset in the peer's own stream of the data it carries (``length`` bytes)."""
+    length: int = 0
 
 
 class ParametricPeer:
@@ -83,11 +86,14 @@ class ParametricPeer:
             read = min(self.rcv_nxt, elapsed * self.p.read_rate_bps // 8_000_000_000)
         return max(self.p.receive_window - (self.rcv_nxt - read), 0)
 
+    def _ack_value(self) -> int:
+        return self.rcv_nxt + (1 if self.fin_at is not None and self.fin_at <= self.rcv_nxt else 0)
+
     def _ack(self, time_ns: int) -> PeerAck:
         self.unacked_segments = 0
         self.unacked_bytes = 0
         self.delayed_until = None
-        ack = self.rcv_nxt + (1 if self.fin_at is not None and self.fin_at <= self.rcv_nxt else 0)
+        ack = self._ack_value()
         return PeerAck(time_ns + self.p.rtt_ns // 2, ack, self._window(time_ns), 0, time_ns)
 
     def receive(self, seg: SentSegment, at_ns: int) -> list[PeerAck]:
@@ -120,3 +126,107 @@ class ParametricPeer:
         if self.delayed_until is not None and time_ns >= self.delayed_until:
             return [self._ack(self.delayed_until)]
         return []
+
+
+@dataclass(frozen=True)
+class PeerAction:
+    """Something the recorded peer did once it had received ``after`` bytes: ``delay_ns``
+    after that moment it sent ``length`` bytes of its own stream at ``seq`` (``flags``:
+    PSH, FIN or RST)."""
+
+    after: int
+    delay_ns: int
+    seq: int
+    length: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class PeerScript:
+    """The recorded peer's behaviour, as reactions to what it had received."""
+
+    windows: tuple[tuple[int, int], ...] = ()
+    """(acknowledged offset, window it advertised then), by offset."""
+    ack_ceiling: int | None = None
+    """The furthest the recorded peer ever acknowledged, when it never acknowledged
+    more before resetting: a replay does not get further acknowledgements from it."""
+    actions: tuple[PeerAction, ...] = ()
+
+
+class RecordedPeer(ParametricPeer):
+    """A peer that reacts to what it receives the way the recorded one did: it advertises
+    the window the recorded peer advertised at the same point of the stream, sends its
+    recorded data and resets or closes once it has received what it had received when it
+    did so in the recording (after the same delay), and acknowledges no further than the
+    recorded peer did before resetting. Path and ACK timing are the parametric ones."""
+
+    def __init__(self, params: PathParams, script: PeerScript, start_ns: int = 0) -> None:
+        super().__init__(params)
+        self.script = script
+        self.next_action = 0
+        self.due: list[tuple[int, PeerAction]] = []
+        self.reset_sent = False
+        self._arm(start_ns)
+
+    def _arm(self, time_ns: int) -> None:
+        actions = self.script.actions
+        while self.next_action < len(actions) and actions[self.next_action].after <= self.rcv_nxt:
+            action = actions[self.next_action]
+            self.due.append((time_ns + action.delay_ns, action))
+            self.next_action += 1
+
+    def _ack_value(self) -> int:
+        ack = super()._ack_value()
+        ceiling = self.script.ack_ceiling
+        return ack if ceiling is None else min(ack, ceiling)
+
+    def _window(self, time_ns: int) -> int:
+        windows = self.script.windows
+        if not windows:
+            return super()._window(time_ns)
+        ack = self._ack_value()
+        best = None
+        for offset, window in windows:
+            if offset > ack:
+                break
+            best = window
+        return super()._window(time_ns) if best is None else best
+
+    def receive(self, seg: SentSegment, at_ns: int) -> list[PeerAck]:
+        if self.reset_sent:
+            return []
+        out = super().receive(seg, at_ns)
+        self._arm(at_ns)
+        return out
+
+    def next_timer(self) -> int | None:
+        if self.reset_sent:
+            return None
+        times = [t for t, _ in self.due]
+        if self.delayed_until is not None:
+            times.append(self.delayed_until)
+        return min(times) if times else None
+
+    def on_timer(self, time_ns: int) -> list[PeerAck]:
+        if self.reset_sent:
+            return []
+        out = super().on_timer(time_ns)
+        ready = sorted((t, a) for t, a in self.due if t <= time_ns)
+        self.due = [(t, a) for t, a in self.due if t > time_ns]
+        for t, action in ready:
+            out.append(
+                PeerAck(
+                    t + self.p.rtt_ns // 2,
+                    self._ack_value(),
+                    self._window(t),
+                    action.flags,
+                    t,
+                    action.seq,
+                    action.length,
+                )
+            )
+            if action.flags & TCP_RST:
+                self.reset_sent = True
+                self.due = []
+                break
+        return out

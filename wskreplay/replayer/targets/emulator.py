@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from wskreplay.formats.tcpip import TCP_ACK, TCP_RST
+from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
 from wskreplay.replayer.peer import ParametricPeer, PathParams, PeerAck
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.tcp_sender import Acknowledged, SentSegment, TcpSender, Transmitted
@@ -61,11 +61,14 @@ class EmulatedConnection:
         category: str = "connection",
         mss: int | None = None,
         peer_reset_ns: int | None = None,
+        peer: ParametricPeer | None = None,
     ) -> None:
         self.profile = profile
         self.wsk = WskSocket(profile, category)
         self.tcp = TcpSender(profile.tcp, mss=mss, peer_window=path.receive_window)
-        self.peer = ParametricPeer(path)
+        self.peer = peer if peer is not None else ParametricPeer(path)
+        self.received = 0
+        """Bytes of the peer's own stream received here (this side acknowledges them)."""
         self.now = 0
         self._due: list[_Due] = []
         self._order = 0
@@ -160,15 +163,29 @@ class EmulatedConnection:
         if due.kind == "ack":
             ack = due.item
             assert isinstance(ack, PeerAck)
-            wire = WireSegment(
-                ack.time_ns, False, self.peer.rcv_nxt, 0, TCP_ACK, ack.ack, ack.window
-            )
-            return [wire, *self._tcp_outputs(self.tcp.on_ack(ack.ack, ack.window, due.time_ns))]
+            return self._from_peer(ack, due.time_ns)
         if due.kind == "peer-reset":
             wire = WireSegment(due.time_ns, False, self.peer.rcv_nxt, 0, TCP_RST | TCP_ACK)
             self.tcp.aborted()
             return [wire, *self._wsk_outputs(self.wsk.peer_reset(due.time_ns))]
         raise AssertionError(due.kind)
+
+    def _from_peer(self, ack: PeerAck, time_ns: int) -> list[Output]:
+        """A segment from the peer: its ACK and window for the sender, its data (this side
+        acknowledges it at once), its FIN, or its RST."""
+        flags = TCP_ACK | (ack.flags & (TCP_PSH | TCP_FIN | TCP_RST))
+        wire = WireSegment(time_ns, False, ack.seq, ack.length, flags, ack.ack, ack.window)
+        if ack.flags & TCP_RST:
+            self.tcp.aborted()
+            return [wire, *self._wsk_outputs(self.wsk.peer_reset(time_ns))]
+        out: list[Output] = [wire]
+        if ack.length or ack.flags & TCP_FIN:
+            self.received = max(self.received, ack.seq + ack.length)
+            fin = 1 if ack.flags & TCP_FIN else 0
+            out.append(
+                WireSegment(time_ns, True, self.tcp.nxt, 0, TCP_ACK, self.received + fin, 64240)
+            )
+        return out + self._tcp_outputs(self.tcp.on_ack(ack.ack, ack.window, time_ns))
 
     def _wsk_outputs(self, events: list[WskEvent]) -> list[Output]:
         out: list[Output] = []

@@ -1,0 +1,66 @@
+"""What the recorded peer of a socket did, as reactions to what it had received: the input
+of :class:`~wskreplay.replayer.peer.RecordedPeer`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
+from wskreplay.model import Direction, Trace
+from wskreplay.replayer.peer import PeerAction, PeerScript
+
+
+def peer_script(trace: Trace, socket: int, rtt_ns: int) -> PeerScript | None:
+    """The script of ``socket``'s peer, or None when the recording has no segment from it.
+
+    Each segment the peer sent becomes an action triggered by what the peer had received
+    by then (its ACK field), delayed by the time between the peer receiving that byte (its
+    first transmission plus half the RTT) and the peer sending the segment (its capture
+    time minus half the RTT). A RST's own ACK field does not count as an acknowledgement:
+    the sends it finds pending fail with it whatever it acknowledges."""
+    seg = trace.segments
+    mine = seg.column("socket") == socket
+    inbound = mine & (seg.column("direction") == int(Direction.IN))
+    if not inbound.any():
+        return None
+    out = mine & (seg.column("direction") == int(Direction.OUT)) & (seg.column("length") > 0)
+    out_time = seg.column("time_ns")[out].astype(np.int64)
+    out_reach = (
+        np.maximum.accumulate((seg.column("seq")[out] + seg.column("length")[out]).astype(np.int64))
+        if out.any()
+        else np.empty(0, np.int64)
+    )
+    half = rtt_ns // 2
+    start = int(seg.column("time_ns")[mine].min())
+
+    def had(received: int) -> int:
+        """When the peer had received ``received`` bytes."""
+        if received <= 0 or not len(out_reach):
+            return start
+        k = int(np.searchsorted(out_reach, received, side="left"))
+        return int(out_time[min(k, len(out_time) - 1)]) + half
+
+    times = seg.column("time_ns")[inbound].tolist()
+    flags = seg.column("flags")[inbound].tolist()
+    acks = seg.column("ack")[inbound].tolist()
+    windows = seg.column("window")[inbound].tolist()
+    seqs = seg.column("seq")[inbound].tolist()
+    lengths = seg.column("length")[inbound].tolist()
+    table: list[tuple[int, int]] = []
+    actions: list[PeerAction] = []
+    acked = 0
+    reset = False
+    for t, f, a, w, q, n in zip(times, flags, acks, windows, seqs, lengths, strict=True):
+        if f & TCP_ACK and not f & TCP_RST:
+            if not table or a > table[-1][0]:
+                table.append((a, w))
+            elif a == table[-1][0]:
+                table[-1] = (a, w)
+            acked = max(acked, a)
+        if n or f & (TCP_FIN | TCP_RST):
+            after = acked
+            delay = max(t - half - had(after), 0)
+            actions.append(PeerAction(after, delay, q, n, f & (TCP_PSH | TCP_FIN | TCP_RST)))
+            reset |= bool(f & TCP_RST)
+    actions.sort(key=lambda x: x.after)
+    return PeerScript(tuple(table), acked if reset else None, tuple(actions))
