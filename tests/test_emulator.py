@@ -149,3 +149,15 @@ def test_recorded_peer_closes_its_window_where_it_did():
     sent = sorted({(s.seq, s.length) for s in outbound(out)})
     assert sent[:3] == [(0, 1460), (1460, 1460), (2920, 1460)]
     assert c.tcp.rwnd == 0
+
+
+def test_recorded_peer_actions_due_at_the_same_moment_keep_their_order():
+    from wskreplay.replayer.peer import PeerAction, PeerScript
+
+    script = PeerScript(actions=(PeerAction(100, MS, 0, 10, 0), PeerAction(100, MS, 10, 20, 0)))
+    c = recorded(script)
+    out = c.call(SendRequest(0, 1, NODELAY, 100)) + c.settle(100 * MS)
+    data = [
+        (e.seq, e.length) for e in out if isinstance(e, WireSegment) and e.length and not e.outbound
+    ]
+    assert data == [(0, 10), (10, 20)]

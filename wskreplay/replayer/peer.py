@@ -12,6 +12,7 @@ what comes back, with the time it reaches the sender.
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
 
@@ -163,6 +164,7 @@ class RecordedPeer(ParametricPeer):
     def __init__(self, params: PathParams, script: PeerScript, start_ns: int = 0) -> None:
         super().__init__(params)
         self.script = script
+        self._window_offsets = [offset for offset, _ in script.windows]
         self.next_action = 0
         self.due: list[tuple[int, PeerAction]] = []
         self.reset_sent = False
@@ -184,13 +186,8 @@ class RecordedPeer(ParametricPeer):
         windows = self.script.windows
         if not windows:
             return super()._window(time_ns)
-        ack = self._ack_value()
-        best = None
-        for offset, window in windows:
-            if offset > ack:
-                break
-            best = window
-        return super()._window(time_ns) if best is None else best
+        k = bisect.bisect_right(self._window_offsets, self._ack_value())
+        return super()._window(time_ns) if k == 0 else windows[k - 1][1]
 
     def receive(self, seg: SentSegment, at_ns: int) -> list[PeerAck]:
         if self.reset_sent:
@@ -211,7 +208,7 @@ class RecordedPeer(ParametricPeer):
         if self.reset_sent:
             return []
         out = super().on_timer(time_ns)
-        ready = sorted((t, a) for t, a in self.due if t <= time_ns)
+        ready = sorted(((t, a) for t, a in self.due if t <= time_ns), key=lambda d: d[0])
         self.due = [(t, a) for t, a in self.due if t > time_ns]
         for t, action in ready:
             out.append(
