@@ -467,7 +467,8 @@ def replay_cmd(
 ) -> None:
     """Re-issue a trace's calls against the emulator; write what happened as a trace."""
     from wskreplay.console import print_replay_summary
-    from wskreplay.replayer.engine import ReplayOptions, file_sha256, replay, replay_until
+    from wskreplay.digest import file_sha256
+    from wskreplay.replayer.engine import ReplayOptions, replay, replay_until
     from wskreplay.replayer.profile import load_profile
     from wskreplay.tracefile import read_trace
 

@@ -8,7 +8,6 @@ and the summary.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from wskreplay.digest import file_sha256
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus, pcap
 from wskreplay.formats.etl import EtlEvent, EtlFile
@@ -149,14 +149,6 @@ def _is_etl(path: str) -> bool:
     return path.lower().endswith((".etl", ".zip")) and head[:2] != b"\x1f\x8b"
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def import_sources(
     inputs: list[str], options: ImportOptions, progress: Progress | None = None
 ) -> ImportResult:
@@ -182,7 +174,7 @@ def import_sources(
             etls[0], captures[0] if captures else None, progress
         )
     trace.metadata["sources"] = [
-        {"path": os.path.basename(p), "sha256": _sha256(p), "bytes": os.path.getsize(p)}
+        {"path": os.path.basename(p), "sha256": file_sha256(p), "bytes": os.path.getsize(p)}
         for p in inputs
     ]
     progress.phase("selecting")

@@ -11,7 +11,6 @@ metadata. Virtual time: the same trace and options give the same output, byte fo
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -375,11 +374,3 @@ def _segments(wire: dict[int, list[WireSegment]]) -> SegmentTable:
         return SegmentTable.empty()
     arr = np.array(rows, dtype=np.int64)
     return SegmentTable({name: arr[:, k] for k, name in enumerate(names)})
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
