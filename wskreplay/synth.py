@@ -343,6 +343,6 @@ def synth_trace(calls: int = 1000, sockets: int = 4, seed: int = 0) -> Trace:
         "driver": {"name": "synthetic.sys", "version": "0.0.0"},
         "host": "synthetic",
         "completion_policy": {"policy": "on-ack", "evidence": "synthetic: completions follow ACKs"},
-        "capture": {"mss": MSS, "link_rate_bps": 8 * 10**9 // (8 * NS_PER_BYTE)},
+        "capture": {"mss": MSS, "link_rate_bps": 8 * 10**9 // NS_PER_BYTE},
     }
     return trace

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 STATUS_SUCCESS = 0x00000000
 STATUS_PENDING = 0x00000103
 STATUS_BUFFER_OVERFLOW = 0x80000005
@@ -47,3 +49,8 @@ def describe(code: int) -> str:
 def is_success(code: int) -> bool:
     """NT_SUCCESS: severity success or informational (STATUS_PENDING included)."""
     return (code >> 30) in (0, 1)
+
+
+def success_mask(codes: np.ndarray) -> np.ndarray:
+    """NT_SUCCESS over an array of status codes."""
+    return (np.asarray(codes).astype(np.int64) >> 30) & 3 <= 1

@@ -379,7 +379,7 @@ def cap_payload(trace: Trace, layouts: Layouts, cap: int) -> None:
     sock = calls.column("socket")
     start = calls.column("stream_offset").astype(np.int64)
     length = calls.column("length").astype(np.int64)
-    accepted = np.array([ntstatus.is_success(int(s)) for s in calls.column("status")])
+    accepted = ntstatus.success_mask(calls.column("status"))
     for (sid, direction), layout in layouts.items():
         if direction == Direction.IN:
             continue

@@ -19,7 +19,6 @@ import numpy as np
 
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
-from wskreplay.formats import wsk
 from wskreplay.model import (
     CallTable,
     Clock,
@@ -29,7 +28,8 @@ from wskreplay.model import (
     Stream,
     Trace,
 )
-from wskreplay.replayer.peer import PathParams, RecordedPeer
+from wskreplay.replayer.calibrate import estimate_path, inferred_profile
+from wskreplay.replayer.peer import RecordedPeer
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.targets.emulator import EmulatedConnection, WireSegment
@@ -53,68 +53,6 @@ class ReplayOptions:
     """``recorded``: each socket's peer reacts as the recorded one did (when the recording
     has its segments and the replay runs at recorded speed); ``parametric``: a path and
     receiver with the recorded RTT, window and delayed-ACK time only."""
-
-
-def inferred_profile(trace: Trace, options: ReplayOptions) -> TransportProfile:
-    """The profile, completed with what the recording shows: its completion policy, the
-    ControlInfo pairs and flags the transport accepted, its MSS."""
-    profile = options.profile
-    recorded = (trace.metadata.get("completion_policy") or {}).get("policy")
-    policy = options.completion or (
-        recorded if recorded in ("on-ack", "on-transmit") else profile.completion.policy
-    )
-    profile = profile.with_changes("completion", policy=policy)
-    layout = wsk.X64 if profile.send.control_info_layout == "x64" else wsk.X86
-    pairs = set(profile.send.control_info_accepted)
-    flags = set(profile.send.supported_flags)
-    calls = trace.calls
-    success = np.array([nt.is_success(int(x)) for x in calls.column("status")], dtype=bool)
-    for i in np.flatnonzero(success & (calls.column("control_len") >= 0)).tolist():
-        try:
-            pairs |= {(m.level, m.type) for m in wsk.decode_cmsgs(calls.control_info(i), layout)}
-        except InputError:
-            pass  # a malformed chain the recorded transport took: nothing to learn
-    if (success & (calls.column("flags") & wsk.WSK_FLAG_OOB != 0)).any():
-        flags.add("WSK_FLAG_OOB")
-    profile = profile.with_changes(
-        "send", control_info_accepted=tuple(sorted(pairs)), supported_flags=tuple(sorted(flags))
-    )
-    mss = (trace.metadata.get("capture") or {}).get("mss")
-    if isinstance(mss, int) and 0 < mss <= 65535:
-        profile = profile.with_changes("tcp", mss=mss)
-    return profile
-
-
-def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
-    """A parametric path like the recorded one: RTT from the fastest ACK of an outbound
-    data segment, the peer's largest advertised window, its delayed-ACK time."""
-    seg = trace.segments
-    mine = seg.column("socket") == socket
-    out = mine & (seg.column("direction") == int(Direction.OUT)) & (seg.column("length") > 0)
-    inb = mine & (seg.column("direction") == int(Direction.IN))
-    ends = (seg.column("seq")[out] + seg.column("length")[out]).astype(np.int64)
-    sent = seg.column("time_ns")[out]
-    ack_t = seg.column("time_ns")[inb]
-    ack_v = np.maximum.accumulate(seg.column("ack")[inb].astype(np.int64)) if inb.any() else None
-    params: dict[str, Any] = {"seed": seed}
-    if ack_v is not None and len(ends):
-        k = np.searchsorted(ack_v, ends, side="left")
-        ok = k < len(ack_v)
-        delays = ack_t[k[ok]] - sent[ok]
-        delays = delays[delays > 0]
-        if len(delays):
-            rtt = int(delays.min())
-            params["rtt_ns"] = rtt
-            slow = delays[delays > 2 * rtt]
-            # A peer seen delaying ACKs: its typical delay. A peer never seen delaying
-            # them (every ACK within two RTTs): it acknowledges at once, give or take.
-            late = int(np.median(slow)) if len(slow) else int(np.percentile(delays, 90))
-            params["delayed_ack_ns"] = max(late - rtt, 0)
-    if inb.any():
-        window = int(seg.column("window")[inb].max())
-        if window > 0:
-            params["receive_window"] = window
-    return PathParams(**params)
 
 
 def _peer_reset_ns(trace: Trace, socket: int) -> int | None:
@@ -158,7 +96,7 @@ def _steps(
     trace: Trace, options: ReplayOptions, source_sha256: str
 ) -> Generator[tuple[int, int, EmulatedConnection], None, Trace]:
     """The replay, yielding after each call (index, socket, its emulator)."""
-    profile = inferred_profile(trace, options)
+    profile = inferred_profile(trace, options.profile, options.completion)
     calls = trace.calls
     n = len(calls)
     issue = calls.column("issue_ns").astype(np.int64)
@@ -238,6 +176,7 @@ def _steps(
                     )
                 )
 
+    at_once = (calls.column("status") == nt.STATUS_SUCCESS).tolist()
     flags_of = calls.column("flags").tolist()
     length_of = calls.column("length").tolist()
     irql_of = calls.column("irql").tolist()
@@ -271,6 +210,7 @@ def _steps(
             None,
             calls.control_info(i) if control_len[i] >= 0 else None,
             None if irql_of[i] < 0 else irql_of[i],
+            at_once[i],
         )
         outputs = conn.call(req)
         absorb(sid, outputs)

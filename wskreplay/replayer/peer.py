@@ -33,6 +33,9 @@ class PathParams:
     delayed_ack_ns: int = 40_000_000
     ack_every: int = 2
     mss: int = 1460
+    send_delay_ns: int = 0
+    """The sender's own stack: from WskSendEx to the TCP layer taking the bytes (seen at
+    the capture point as the delay before a call's first byte goes out)."""
 
 
 @dataclass(frozen=True)
@@ -64,18 +67,21 @@ class ParametricPeer:
         self.read_base_ns: int | None = None
         self.fin_at: int | None = None
         self.dropped = 0
+        self.acked_sent = 0
+        """The highest acknowledgement sent so far."""
 
-    def arrival(self, seg: SentSegment) -> int | None:
-        """When ``seg`` reaches the peer, or None if the path loses it."""
-        if self.p.loss and self.rng.random() < self.p.loss:
-            self.dropped += 1
-            return None
+    def transmit(self, seg: SentSegment) -> tuple[int, int | None]:
+        """When ``seg`` leaves the sender (once the segments before it are serialized onto
+        the bottleneck) and when it reaches the peer, None if the path loses it."""
         start = max(seg.time_ns, self.link_free)
         serialization = (
             (seg.length + 54) * 8 * 1_000_000_000 // self.p.rate_bps if self.p.rate_bps else 0
         )
         self.link_free = start + serialization
-        return self.link_free + self.p.rtt_ns // 2
+        if self.p.loss and self.rng.random() < self.p.loss:
+            self.dropped += 1
+            return start, None
+        return start, self.link_free + self.p.rtt_ns // 2
 
     def _window(self, time_ns: int) -> int:
         if self.read_base_ns is None:
@@ -95,10 +101,21 @@ class ParametricPeer:
         self.unacked_bytes = 0
         self.delayed_until = None
         ack = self._ack_value()
+        self.acked_sent = max(self.acked_sent, ack)
         return PeerAck(time_ns + self.p.rtt_ns // 2, ack, self._window(time_ns), 0, time_ns)
 
     def receive(self, seg: SentSegment, at_ns: int) -> list[PeerAck]:
         """``seg`` arrives at the peer at ``at_ns``; the ACKs it causes at once."""
+        kind = self._take(seg)
+        if kind == "in-order":
+            return self._in_order(at_ns)
+        if kind == "none":
+            return []
+        return [self._ack(at_ns)]
+
+    def _take(self, seg: SentSegment) -> str:
+        """Take ``seg`` into the receive state: ``in-order`` (it advanced what was received),
+        ``out-of-order``, ``fin``, ``duplicate`` or ``none`` (nothing to acknowledge)."""
         if seg.flags & TCP_FIN:
             self.fin_at = seg.seq
         end = seg.seq + seg.length
@@ -108,17 +125,22 @@ class ParametricPeer:
                 self.rcv_nxt = self.out_of_order.pop(self.rcv_nxt)
             self.unacked_segments += 1
             self.unacked_bytes += seg.length
-            if self.out_of_order or self.unacked_bytes > (self.p.ack_every - 1) * self.p.mss:
-                return [self._ack(at_ns)]
-            if self.delayed_until is None:
-                self.delayed_until = at_ns + self.p.delayed_ack_ns
-            return []
+            return "in-order"
         if seg.length and seg.seq > self.rcv_nxt:
             self.out_of_order[seg.seq] = max(end, self.out_of_order.get(seg.seq, 0))
-            return [self._ack(at_ns)]
+            return "out-of-order"
         if seg.flags & TCP_FIN and seg.seq == self.rcv_nxt:
+            return "fin"
+        return "duplicate" if seg.length else "none"
+
+    def _in_order(self, at_ns: int) -> list[PeerAck]:
+        """The ACK rule for new in-order data: at once past ``ack_every - 1`` full segments
+        or with a hole still open, else when the delayed-ACK timer fires."""
+        if self.out_of_order or self.unacked_bytes > (self.p.ack_every - 1) * self.p.mss:
             return [self._ack(at_ns)]
-        return [self._ack(at_ns)] if seg.length else []
+        if self.delayed_until is None:
+            self.delayed_until = at_ns + self.p.delayed_ack_ns
+        return []
 
     def next_timer(self) -> int | None:
         return self.delayed_until
@@ -152,19 +174,33 @@ class PeerScript:
     """The furthest the recorded peer ever acknowledged, when it never acknowledged
     more before resetting: a replay does not get further acknowledgements from it."""
     actions: tuple[PeerAction, ...] = ()
+    acks: tuple[tuple[int, int, bool], ...] = ()
+    """(offset it acknowledged, how long after receiving the byte before it, whether its own
+    data carried that acknowledgement), by offset."""
 
 
 class RecordedPeer(ParametricPeer):
-    """A peer that reacts to what it receives the way the recorded one did: it advertises
-    the window the recorded peer advertised at the same point of the stream, sends its
-    recorded data and resets or closes once it has received what it had received when it
-    did so in the recording (after the same delay), and acknowledges no further than the
-    recorded peer did before resetting. Path and ACK timing are the parametric ones."""
+    """A peer that reacts to what it receives the way the recorded one did.
+
+    - ACKs: once it has received up to an offset the recorded peer acknowledged, it
+      acknowledges (what it has then) after the delay the recorded peer took, with a pure
+      ACK or with the data segment that carried it in the recording; data the
+      recording never saw acknowledged on its own waits for the next such offset, or for
+      the parametric delayed-ACK timer; past the recorded stream, the parametric rules.
+    - Windows: the one the recorded peer advertised at the same point of the stream.
+    - Data, FIN and RST: sent once it has received what it had received when it sent them
+      in the recording, after the same delay; after a reset, nothing.
+    - It acknowledges no further than the recorded peer did before resetting.
+    Path timing is the parametric one."""
 
     def __init__(self, params: PathParams, script: PeerScript, start_ns: int = 0) -> None:
         super().__init__(params)
         self.script = script
         self._window_offsets = [offset for offset, _ in script.windows]
+        self._ack_offsets = [offset for offset, _, _ in script.acks]
+        self.next_ack = 0
+        self.acks_due: list[tuple[int, int]] = []
+        """(time the peer sends it, value) of scripted ACKs not yet sent."""
         self.next_action = 0
         self.due: list[tuple[int, PeerAction]] = []
         self.reset_sent = False
@@ -189,6 +225,21 @@ class RecordedPeer(ParametricPeer):
         k = bisect.bisect_right(self._window_offsets, self._ack_value())
         return super()._window(time_ns) if k == 0 else windows[k - 1][1]
 
+    def _in_order(self, at_ns: int) -> list[PeerAck]:
+        if self.next_ack >= len(self._ack_offsets):
+            return super()._in_order(at_ns)
+        reached = bisect.bisect_right(self._ack_offsets, self.rcv_nxt)
+        if reached > self.next_ack:
+            _, delay, carried = self.script.acks[reached - 1]
+            if carried:
+                self.delayed_until = None  # the data action it triggers acknowledges it
+            else:
+                self.acks_due.append((at_ns + delay, self._ack_value()))
+            self.next_ack = reached
+        elif self.delayed_until is None:
+            self.delayed_until = at_ns + self.p.delayed_ack_ns
+        return []
+
     def receive(self, seg: SentSegment, at_ns: int) -> list[PeerAck]:
         if self.reset_sent:
             return []
@@ -200,6 +251,7 @@ class RecordedPeer(ParametricPeer):
         if self.reset_sent:
             return None
         times = [t for t, _ in self.due]
+        times += [t for t, _ in self.acks_due]
         if self.delayed_until is not None:
             times.append(self.delayed_until)
         return min(times) if times else None
@@ -208,13 +260,26 @@ class RecordedPeer(ParametricPeer):
         if self.reset_sent:
             return []
         out = super().on_timer(time_ns)
+        half = self.p.rtt_ns // 2
+        for t, value in self.acks_due:
+            if t <= time_ns:
+                if value >= self.rcv_nxt:
+                    self.delayed_until = None
+                    self.unacked_segments = self.unacked_bytes = 0
+                self.acked_sent = max(self.acked_sent, value)
+                out.append(PeerAck(t + half, value, self._window(t), 0, t))
+        self.acks_due = [(t, v) for t, v in self.acks_due if t > time_ns]
         ready = sorted(((t, a) for t, a in self.due if t <= time_ns), key=lambda d: d[0])
         self.due = [(t, a) for t, a in self.due if t > time_ns]
         for t, action in ready:
+            # Its data acknowledges what the recorded peer's did, or what it has already
+            # acknowledged: the rest gets the recorded ACKs' timing.
+            value = min(self._ack_value(), max(action.after, self.acked_sent))
+            self.acked_sent = max(self.acked_sent, value)
             out.append(
                 PeerAck(
-                    t + self.p.rtt_ns // 2,
-                    self._ack_value(),
+                    t + half,
+                    value,
                     self._window(t),
                     action.flags,
                     t,
@@ -225,5 +290,7 @@ class RecordedPeer(ParametricPeer):
             if action.flags & TCP_RST:
                 self.reset_sent = True
                 self.due = []
+                self.acks_due = []
                 break
+        out.sort(key=lambda a: a.time_ns)
         return out

@@ -17,7 +17,9 @@ def peer_script(trace: Trace, socket: int, rtt_ns: int) -> PeerScript | None:
     by then (its ACK field), delayed by the time between the peer receiving that byte (its
     first transmission plus half the RTT) and the peer sending the segment (its capture
     time minus half the RTT). A RST's own ACK field does not count as an acknowledgement:
-    the sends it finds pending fail with it whatever it acknowledges."""
+    the sends it finds pending fail with it whatever it acknowledges. Each segment that
+    acknowledged new bytes gives the delay from the peer receiving the last of them to
+    its sending the ACK, and whether its data carried it (then the data action sends it)."""
     seg = trace.segments
     mine = seg.column("socket") == socket
     inbound = mine & (seg.column("direction") == int(Direction.IN))
@@ -47,11 +49,14 @@ def peer_script(trace: Trace, socket: int, rtt_ns: int) -> PeerScript | None:
     seqs = seg.column("seq")[inbound].tolist()
     lengths = seg.column("length")[inbound].tolist()
     table: list[tuple[int, int]] = []
+    ack_delays: list[tuple[int, int, bool]] = []
     actions: list[PeerAction] = []
     acked = 0
     reset = False
     for t, f, a, w, q, n in zip(times, flags, acks, windows, seqs, lengths, strict=True):
         if f & TCP_ACK and not f & TCP_RST:
+            if a > acked:
+                ack_delays.append((a, max(t - half - had(a), 0), bool(n or f & TCP_FIN)))
             if not table or a > table[-1][0]:
                 table.append((a, w))
             elif a == table[-1][0]:
@@ -63,4 +68,4 @@ def peer_script(trace: Trace, socket: int, rtt_ns: int) -> PeerScript | None:
             actions.append(PeerAction(after, delay, q, n, f & (TCP_PSH | TCP_FIN | TCP_RST)))
             reset |= bool(f & TCP_RST)
     actions.sort(key=lambda x: x.after)
-    return PeerScript(tuple(table), acked if reset else None, tuple(actions))
+    return PeerScript(tuple(table), acked if reset else None, tuple(actions), tuple(ack_delays))

@@ -44,7 +44,9 @@ class CompletionSettings:
     policy: str = "on-ack"
     partial: bool = False
     order: str = "fifo"
-    immediate_success: str = "when-complete-at-once"
+    immediate_success: str = "as-recorded"
+    latency_ns: int = 0
+    """From the transport's condition (ACK or transmission) to the completion routine."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ CHOICES = {
     ("send", "zero_length"): ("complete", "pend"),
     ("completion", "policy"): ("on-ack", "on-transmit"),
     ("completion", "order"): ("fifo",),
-    ("completion", "immediate_success"): ("never", "when-complete-at-once"),
+    ("completion", "immediate_success"): ("never", "when-complete-at-once", "as-recorded"),
     ("tcp", "nagle_variant"): ("rfc896", "minshall"),
 }
 STATUS_KEYS = {
@@ -105,6 +107,7 @@ STATUS_KEYS = {
     ("send", "wrong_state_status"),
     ("send", "null_irp_status"),
 }
+NON_NEGATIVE_KEYS = {("completion", "latency_ns")}
 SECTIONS = {"send": SendSettings, "completion": CompletionSettings, "tcp": TcpSettings}
 
 
@@ -115,6 +118,10 @@ def _check(path: str, section: str, key: str, value: Any, default: Any) -> Any:
             raise InputError(path, f"{where} must be true or false, not {value!r}")
         return value
     if isinstance(default, int):
+        if (section, key) in NON_NEGATIVE_KEYS:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InputError(path, f"{where} must be an integer >= 0, not {value!r}")
+            return value
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise InputError(path, f"{where} must be a positive integer, not {value!r}")
         return value

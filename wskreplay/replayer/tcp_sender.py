@@ -101,8 +101,12 @@ class TcpSender:
             self.push_to = self.queued
         return self._send(time_ns)
 
-    def on_ack(self, ack: int, window: int, time_ns: int) -> list[TcpEvent]:
-        """A segment from the peer acknowledging ``ack`` with receive window ``window``."""
+    def on_ack(
+        self, ack: int, window: int, time_ns: int, *, carries_data: bool = False
+    ) -> list[TcpEvent]:
+        """A segment from the peer acknowledging ``ack`` with receive window ``window``;
+        one that ``carries_data`` (or a FIN) is never a duplicate ACK (RFC 5681 2: a
+        duplicate "carries no data")."""
         out: list[TcpEvent] = []
         if self.reset_sent:
             return out
@@ -127,7 +131,12 @@ class TcpSender:
                 self.cwnd += max(self.mss * self.mss // self.cwnd, 1)
             self.rto_deadline = time_ns + self.rto if self.una < self._sent_end() else None
             out.append(Acknowledged(min(self.una, self.queued), time_ns))
-        elif ack == self.una and self.una < self._sent_end() and window == self.rwnd:
+        elif (
+            ack == self.una
+            and self.una < self._sent_end()
+            and window == self.rwnd
+            and not carries_data
+        ):
             self.dupacks += 1
             if self.dupacks == self.settings.dupack_threshold and self.recover is None:
                 flight = self.nxt - self.una

@@ -43,6 +43,9 @@ class SendRequest:
     """Bytes the MDL chain holds from the WSK_BUF's Offset; None when unknown (= Length)."""
     control_info: bytes | None = None
     irql: int | None = None
+    recorded_at_once: bool = False
+    """The recording shows this call returning STATUS_SUCCESS: its transport completed it
+    before returning (used by ``completion.immediate_success = as-recorded``)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class _Pending:
     length: int
     end: int
     """Stream offset just past this send's bytes."""
+    done: bool = False
+    """Completed ahead of the transport's condition (``as-recorded`` immediate success)."""
 
 
 class WskSocket:
@@ -105,7 +110,9 @@ class WskSocket:
         self.queued_end = 0
         """Stream offset past the last byte handed to TCP."""
         self.pending: deque[_Pending] = deque()
-        self.completed_now: set[int] = set()
+        self._in_call: tuple[int, int] | None = None
+        """(IRP, time) of the accepted call not yet returned."""
+        self._completed_in_call = False
         self._transmitted = 0
         self._acknowledged = 0
 
@@ -153,10 +160,18 @@ class WskSocket:
                 Returned(req.irp, nt.STATUS_SUCCESS, t),
             ]
         self.queued_end += req.length
-        self.pending.append(_Pending(req.irp, req.length, self.queued_end))
+        at_once = req.recorded_at_once and self.profile.completion.immediate_success == (
+            "as-recorded"
+        )
+        self.pending.append(_Pending(req.irp, req.length, self.queued_end, at_once))
+        self._in_call, self._completed_in_call = (req.irp, t), at_once
         nodelay = bool(req.flags & wsk.WSK_FLAG_NODELAY)
         out.append(Transmit(req.irp, req.length, nodelay, t))
-        if req.length == 0:
+        if at_once:
+            # The recorded transport completed this send before returning; wsk-facts: "The
+            # completion routine may run before WskSendEx returns".
+            out.append(Completed(req.irp, nt.STATUS_SUCCESS, req.length, t))
+        elif req.length == 0:
             out += self._complete_through(self._reached_end(), t)
         return out
 
@@ -165,11 +180,10 @@ class WskSocket:
         STATUS_SUCCESS if it already completed and the profile lets the transport say so
         at once, else STATUS_PENDING (PFN_WSK_SEND_EX.md: "The WSK subsystem could not send
         the data over the socket immediately")."""
-        immediate = self.profile.completion.immediate_success == "when-complete-at-once"
-        if irp in self.completed_now and immediate:
-            self.completed_now.discard(irp)
+        immediate = self.profile.completion.immediate_success != "never"
+        done, self._in_call, self._completed_in_call = self._completed_in_call, None, False
+        if done and immediate:
             return Returned(irp, nt.STATUS_SUCCESS, time_ns)
-        self.completed_now.discard(irp)
         return Returned(irp, nt.STATUS_PENDING, time_ns)
 
     def _refuse(self, req: SendRequest, status: int) -> list[WskEvent]:
@@ -213,16 +227,21 @@ class WskSocket:
         completion.order = fifo): PFN_WSK_SEND_EX.md "will not be completed ... until all of
         the data has actually been sent"."""
         out: list[WskEvent] = []
+        at = time_ns + self.profile.completion.latency_ns
         while self.pending and self.pending[0].end <= reached:
             done = self.pending.popleft()
-            self.completed_now.add(done.irp)
-            out.append(Completed(done.irp, nt.STATUS_SUCCESS, done.length, time_ns))
+            if not done.done:
+                if self._in_call == (done.irp, at):
+                    self._completed_in_call = True
+                out.append(Completed(done.irp, nt.STATUS_SUCCESS, done.length, at))
         return out
 
     # Lifecycle.
 
     def _fail_pending(self, status: int, time_ns: int) -> list[WskEvent]:
-        out: list[WskEvent] = [Completed(p.irp, status, 0, time_ns) for p in self.pending]
+        out: list[WskEvent] = [
+            Completed(p.irp, status, 0, time_ns) for p in self.pending if not p.done
+        ]
         self.pending.clear()
         return out
 
@@ -251,7 +270,7 @@ class WskSocket:
     def cancel(self, irp: int, time_ns: int) -> list[WskEvent]:
         """IoCancelIrp on a pending send: it completes with STATUS_CANCELLED (wsk-facts)."""
         for p in list(self.pending):
-            if p.irp == irp:
+            if p.irp == irp and not p.done:
                 self.pending.remove(p)
                 return [Completed(irp, nt.STATUS_CANCELLED, 0, time_ns)]
         return []

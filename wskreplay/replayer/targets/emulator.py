@@ -64,6 +64,7 @@ class EmulatedConnection:
         peer: ParametricPeer | None = None,
     ) -> None:
         self.profile = profile
+        self.send_delay_ns = path.send_delay_ns
         self.wsk = WskSocket(profile, category)
         self.tcp = TcpSender(profile.tcp, mss=mss, peer_window=path.receive_window)
         self.peer = peer if peer is not None else ParametricPeer(path)
@@ -119,8 +120,9 @@ class EmulatedConnection:
         return {
             "wsk": {
                 "state": wsk_.state.value,
-                "outstanding_irps": [p.irp for p in wsk_.pending],
+                "outstanding_irps": [p.irp for p in wsk_.pending if not p.done],
                 "queued_end": wsk_.queued_end,
+                "in_stack": wsk_.queued_end - tcp.queued,
             },
             "tcp": {
                 "queued_unsent": tcp.queued - tcp.nxt,
@@ -164,6 +166,12 @@ class EmulatedConnection:
             ack = due.item
             assert isinstance(ack, PeerAck)
             return self._from_peer(ack, due.time_ns)
+        if due.kind == "write":
+            e = due.item
+            assert isinstance(e, Transmit)
+            return self._tcp_outputs(
+                self.tcp.write(e.length, nodelay=e.nodelay, time_ns=due.time_ns)
+            )
         if due.kind == "peer-reset":
             wire = WireSegment(due.time_ns, False, self.peer.rcv_nxt, 0, TCP_RST | TCP_ACK)
             self.tcp.aborted()
@@ -185,12 +193,17 @@ class EmulatedConnection:
             out.append(
                 WireSegment(time_ns, True, self.tcp.nxt, 0, TCP_ACK, self.received + fin, 64240)
             )
-        return out + self._tcp_outputs(self.tcp.on_ack(ack.ack, ack.window, time_ns))
+        data = bool(ack.length or ack.flags & TCP_FIN)
+        return out + self._tcp_outputs(
+            self.tcp.on_ack(ack.ack, ack.window, time_ns, carries_data=data)
+        )
 
     def _wsk_outputs(self, events: list[WskEvent]) -> list[Output]:
         out: list[Output] = []
         for e in events:
-            if isinstance(e, Transmit):
+            if isinstance(e, Transmit) and self.send_delay_ns:
+                self._schedule(e.time_ns + self.send_delay_ns, "write", e)
+            elif isinstance(e, Transmit):
                 out += self._tcp_outputs(
                     self.tcp.write(e.length, nodelay=e.nodelay, time_ns=e.time_ns)
                 )
@@ -202,9 +215,10 @@ class EmulatedConnection:
         out: list[Output] = []
         for e in events:
             if isinstance(e, SentSegment):
+                departure, arrival = self.peer.transmit(e)
                 out.append(
                     WireSegment(
-                        e.time_ns,
+                        departure,
                         True,
                         e.seq,
                         e.length,
@@ -214,7 +228,6 @@ class EmulatedConnection:
                         e.retransmission,
                     )
                 )
-                arrival = self.peer.arrival(e)
                 if arrival is not None:
                     self._schedule(arrival, "arrive", e)
             elif isinstance(e, Transmitted):

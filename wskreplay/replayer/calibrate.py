@@ -1,0 +1,262 @@
+"""What a recording tells about its transport and path: the profile completed from it, and a
+parametric path like the recorded one.
+
+The profile's open points (docs/emulator.md) are calibrated from the recording where it
+carries the answer, as wsk-facts.md asks: the completion policy inferred at import, the
+ControlInfo (level, type) pairs and flags the transport accepted, the MSS from the SYN
+options, and the time from a send's ACK (or transmission) to its completion routine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from wskreplay.errors import InputError
+from wskreplay.formats import ntstatus as nt
+from wskreplay.formats import wsk
+from wskreplay.formats.tcpip import TCP_RST
+from wskreplay.model import Direction, Trace
+from wskreplay.replayer.peer import PathParams
+from wskreplay.replayer.profile import TransportProfile
+
+
+def inferred_profile(
+    trace: Trace, profile: TransportProfile, completion: str | None = None
+) -> TransportProfile:
+    """``profile`` completed with what ``trace`` shows (``completion`` overrides the
+    recorded completion policy)."""
+    recorded = (trace.metadata.get("completion_policy") or {}).get("policy")
+    policy = completion or (
+        recorded if recorded in ("on-ack", "on-transmit") else profile.completion.policy
+    )
+    latency = completion_latency_ns(trace, policy)
+    profile = profile.with_changes(
+        "completion",
+        policy=policy,
+        latency_ns=profile.completion.latency_ns if latency is None else latency,
+    )
+    layout = wsk.X64 if profile.send.control_info_layout == "x64" else wsk.X86
+    pairs = set(profile.send.control_info_accepted)
+    flags = set(profile.send.supported_flags)
+    calls = trace.calls
+    success = nt.success_mask(calls.column("status"))
+    for i in np.flatnonzero(success & (calls.column("control_len") >= 0)).tolist():
+        try:
+            pairs |= {(m.level, m.type) for m in wsk.decode_cmsgs(calls.control_info(i), layout)}
+        except InputError:
+            pass  # a malformed chain the recorded transport took: nothing to learn
+    if (success & (calls.column("flags") & wsk.WSK_FLAG_OOB != 0)).any():
+        flags.add("WSK_FLAG_OOB")
+    profile = profile.with_changes(
+        "send", control_info_accepted=tuple(sorted(pairs)), supported_flags=tuple(sorted(flags))
+    )
+    mss = (trace.metadata.get("capture") or {}).get("mss")
+    if isinstance(mss, int) and 0 < mss <= 65535:
+        profile = profile.with_changes("tcp", mss=mss)
+    if profile.tcp.nagle and nagle_broken(trace, profile.tcp.mss):
+        profile = profile.with_changes("tcp", nagle=False)
+    flight = -(-max_flight_bytes(trace) // profile.tcp.mss)
+    if flight > profile.tcp.initial_cwnd_segments:
+        profile = profile.with_changes("tcp", initial_cwnd_segments=flight)
+    return profile
+
+
+def max_flight_bytes(trace: Trace) -> int:
+    """The most bytes any recorded socket had sent and not yet seen acknowledged: its
+    sender's congestion window was at least that (the model starts from it, so a sender
+    that was never window-limited is not made so by the model's slow start)."""
+    seg = trace.segments
+    most = 0
+    for sid in trace.sockets:
+        rows = np.flatnonzero(seg.column("socket") == sid)
+        rows = rows[np.lexsort((rows, seg.column("time_ns")[rows]))]
+        out = seg.column("direction")[rows] == int(Direction.OUT)
+        ends = np.where(
+            out, (seg.column("seq")[rows] + seg.column("length")[rows]).astype(np.int64), 0
+        )
+        acks = np.where(
+            ~out & (seg.column("flags")[rows] & TCP_RST == 0),
+            seg.column("ack")[rows].astype(np.int64),
+            0,
+        )
+        if len(rows):
+            flight = np.maximum.accumulate(ends) - np.maximum.accumulate(acks)
+            most = max(most, int(flight.max()))
+    return most
+
+
+def nagle_broken(trace: Trace, mss: int) -> bool:
+    """Whether the recorded sender sent a segment smaller than the MSS while an earlier one
+    was still unacknowledged, for bytes of a call without WSK_FLAG_NODELAY: no variant of
+    Nagle's algorithm allows it, so the recorded transport did not apply it."""
+    seg, calls = trace.segments, trace.calls
+    times, kinds = seg.column("time_ns"), seg.column("direction").tolist()
+    seg_ack, seg_len, seg_seq = (seg.column(c).tolist() for c in ("ack", "length", "seq"))
+    nodelay = (calls.column("flags") & wsk.WSK_FLAG_NODELAY) != 0
+    for sid in trace.sockets:
+        rows = np.flatnonzero(seg.column("socket") == sid)
+        order = rows[np.lexsort((rows, times[rows]))]
+        mine = np.flatnonzero(
+            (calls.column("socket") == sid) & nt.success_mask(calls.column("status"))
+        )
+        call_start = calls.column("stream_offset")[mine].astype(np.int64)
+        call_order = np.argsort(call_start, kind="stable")
+        starts, flagged = call_start[call_order], nodelay[mine][call_order]
+        acked, small_end, high = 0, 0, 0
+        for r in order.tolist():
+            if kinds[r] == int(Direction.IN):
+                acked = max(acked, seg_ack[r])
+                continue
+            n, q = seg_len[r], seg_seq[r]
+            if not n or q < high:
+                continue
+            high = q + n
+            if n < mss:
+                if small_end > acked:
+                    k = int(np.searchsorted(starts, q + n - 1, side="right")) - 1
+                    if k < 0 or not flagged[k]:
+                        return True
+                small_end = q + n
+    return False
+
+
+def _first_reaching(times: np.ndarray, reach: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """For each end, the first time ``reach`` (a running maximum) got to it; -1 if never."""
+    if not len(reach):
+        return np.full(len(ends), -1, np.int64)
+    k = np.searchsorted(reach, ends, side="left")
+    return np.where(k < len(reach), times[np.minimum(k, len(times) - 1)], -1)
+
+
+def completion_latency_ns(trace: Trace, policy: str) -> int | None:
+    """Median time from the policy's condition (the peer's ACK of a pending send's last byte,
+    or that byte's first transmission) to the send's recorded completion; None when no call
+    shows both."""
+    calls, seg = trace.calls, trace.segments
+    pending_ok = (
+        (calls.column("status") == nt.STATUS_PENDING)
+        & (calls.column("completed") == 1)
+        & (calls.column("completion_status") == nt.STATUS_SUCCESS)
+        & (calls.column("length") > 0)
+    )
+    delays = []
+    for sid in trace.sockets:
+        mine = np.flatnonzero(pending_ok & (calls.column("socket") == sid))
+        if not len(mine):
+            continue
+        ends = (calls.column("stream_offset")[mine] + calls.column("length")[mine]).astype(np.int64)
+        on = seg.column("socket") == sid
+        if policy == "on-ack":
+            rows = on & (seg.column("direction") == int(Direction.IN))
+            reach = np.maximum.accumulate(seg.column("ack")[rows].astype(np.int64))
+        else:
+            rows = on & (seg.column("direction") == int(Direction.OUT)) & (seg.column("length") > 0)
+            reach = np.maximum.accumulate(
+                (seg.column("seq")[rows] + seg.column("length")[rows]).astype(np.int64)
+            )
+        ref = _first_reaching(seg.column("time_ns")[rows].astype(np.int64), reach, ends)
+        done = calls.column("completion_ns")[mine].astype(np.int64)
+        ok = (ref >= 0) & (done >= ref)
+        delays.append(done[ok] - ref[ok])
+    every = np.concatenate(delays) if delays else np.empty(0, np.int64)
+    return int(np.median(every)) if len(every) else None
+
+
+def send_delay_ns(trace: Trace, socket: int) -> int | None:
+    """Median time from a call's issue to its first byte at the capture point, over the
+    calls that found nothing of theirs queued (every earlier byte had gone out before they
+    were issued); None when no call shows it."""
+    calls, seg = trace.calls, trace.segments
+    mine = np.flatnonzero(
+        (calls.column("socket") == socket)
+        & nt.success_mask(calls.column("status"))
+        & (calls.column("length") > 0)
+    )
+    rows = (
+        (seg.column("socket") == socket)
+        & (seg.column("direction") == int(Direction.OUT))
+        & (seg.column("length") > 0)
+    )
+    if not len(mine) or not rows.any():
+        return None
+    times = seg.column("time_ns")[rows].astype(np.int64)
+    reach = np.maximum.accumulate(seg.column("seq")[rows] + seg.column("length")[rows])
+    start = calls.column("stream_offset")[mine].astype(np.int64)
+    issue = calls.column("issue_ns")[mine].astype(np.int64)
+    first = _first_reaching(times, reach, start + 1)
+    before = np.where(start > 0, _first_reaching(times, reach, start), -1)
+    ok = (first >= issue) & (before < issue)
+    return int(np.median(first[ok] - issue[ok])) if ok.any() else None
+
+
+def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
+    """A parametric path like the recorded one: RTT from the fastest ACK of an outbound
+    data segment (a RST's ACK field is no acknowledgement), the peer's largest advertised
+    window, its delayed-ACK time, and the sender's own delay from a call to the wire."""
+    seg = trace.segments
+    mine = seg.column("socket") == socket
+    out = mine & (seg.column("direction") == int(Direction.OUT)) & (seg.column("length") > 0)
+    inb = mine & (seg.column("direction") == int(Direction.IN))
+    acks = inb & (seg.column("flags") & TCP_RST == 0)
+    ends = (seg.column("seq")[out] + seg.column("length")[out]).astype(np.int64)
+    sent = seg.column("time_ns")[out]
+    ack_t = seg.column("time_ns")[acks]
+    ack_v = np.maximum.accumulate(seg.column("ack")[acks].astype(np.int64)) if acks.any() else None
+    params: dict[str, Any] = {"seed": seed}
+    if ack_v is not None and len(ends):
+        k = np.searchsorted(ack_v, ends, side="left")
+        ok = k < len(ack_v)
+        delays = ack_t[k[ok]] - sent[ok]
+        delays = delays[delays > 0]
+        if len(delays):
+            rtt = int(delays.min())
+            params["rtt_ns"] = rtt
+            slow = delays[delays > 2 * rtt]
+            # A peer seen delaying ACKs: its typical delay. A peer never seen delaying
+            # them (every ACK within two RTTs): it acknowledges at once, give or take.
+            late = int(np.median(slow)) if len(slow) else int(np.percentile(delays, 90))
+            params["delayed_ack_ns"] = max(late - rtt, 0)
+    if inb.any():
+        window = int(seg.column("window")[inb].max())
+        if window > 0:
+            params["receive_window"] = window
+    delay = send_delay_ns(trace, socket)
+    if delay is not None:
+        params["send_delay_ns"] = delay
+    rate = (trace.metadata.get("capture") or {}).get("link_rate_bps")
+    rate = rate if isinstance(rate, int) and rate > 0 else link_rate_bps(trace, socket)
+    if rate is not None:
+        params["rate_bps"] = rate
+    return PathParams(**params)
+
+
+def link_rate_bps(trace: Trace, socket: int) -> int | None:
+    """The sender's link rate, from the spacing of consecutive full-sized segments of one
+    call (back to back by construction: the call had queued both); None when the recording
+    shows no such pair or no spacing (segmentation offload)."""
+    seg, calls = trace.segments, trace.calls
+    rows = (
+        (seg.column("socket") == socket)
+        & (seg.column("direction") == int(Direction.OUT))
+        & (seg.column("length") > 0)
+    )
+    if rows.sum() < 2:
+        return None
+    times = seg.column("time_ns")[rows].astype(np.int64)
+    seq = seg.column("seq")[rows].astype(np.int64)
+    length = seg.column("length")[rows].astype(np.int64)
+    mine = (calls.column("socket") == socket) & nt.success_mask(calls.column("status"))
+    starts = np.sort(calls.column("stream_offset")[mine].astype(np.int64))
+    call_of = np.searchsorted(starts, seq, side="right")
+    pair = (
+        (call_of[1:] == call_of[:-1])
+        & (seq[1:] == seq[:-1] + length[:-1])
+        & (length[:-1] == length.max())
+        & (np.diff(times) > 0)
+    )
+    if not pair.any():
+        return None
+    gap = np.diff(times)[pair]
+    return int((int(length.max()) + 54) * 8 * 1_000_000_000 // int(np.median(gap)))
