@@ -96,6 +96,7 @@ def nagle_broken(trace: Trace, mss: int) -> bool:
     seg_ack, seg_len, seg_seq = (seg.column(c).tolist() for c in ("ack", "length", "seq"))
     nodelay = (calls.column("flags") & wsk.WSK_FLAG_NODELAY) != 0
     for sid in trace.sockets:
+        full = observed_mss(trace, sid) or mss
         rows = np.flatnonzero(seg.column("socket") == sid)
         order = rows[np.lexsort((rows, times[rows]))]
         mine = np.flatnonzero(
@@ -113,7 +114,7 @@ def nagle_broken(trace: Trace, mss: int) -> bool:
             if not n or q < high:
                 continue
             high = q + n
-            if n < mss:
+            if n < full:
                 if small_end > acked:
                     k = int(np.searchsorted(starts, q + n - 1, side="right")) - 1
                     if k < 0 or not flagged[k]:
@@ -164,37 +165,52 @@ def completion_latency_ns(trace: Trace, policy: str) -> int | None:
     return int(np.median(every)) if len(every) else None
 
 
-def send_delay_ns(trace: Trace, socket: int) -> int | None:
-    """Median time from a call's issue to its first byte at the capture point, over the
-    calls that found nothing of theirs queued (every earlier byte had gone out before they
-    were issued); None when no call shows it."""
+def stack_delays_ns(trace: Trace) -> np.ndarray:
+    """Per call, the time from its issue to its bytes reaching TCP, as the sender host took
+    it: for a call whose first byte went out with nothing of the socket's queued before it
+    and no ACK in between (nothing but the host held it), the recorded time from issue to
+    that byte at the capture point; for any other call, the least of those on its socket
+    (0 when none shows it): such a call was held by TCP (Nagle, windows), not by the host,
+    so its bytes were with TCP as early as the host allows."""
     calls, seg = trace.calls, trace.segments
-    mine = np.flatnonzero(
-        (calls.column("socket") == socket)
-        & nt.success_mask(calls.column("status"))
-        & (calls.column("length") > 0)
-    )
-    rows = (
-        (seg.column("socket") == socket)
-        & (seg.column("direction") == int(Direction.OUT))
-        & (seg.column("length") > 0)
-    )
-    if not len(mine) or not rows.any():
-        return None
-    times = seg.column("time_ns")[rows].astype(np.int64)
-    reach = np.maximum.accumulate(seg.column("seq")[rows] + seg.column("length")[rows])
-    start = calls.column("stream_offset")[mine].astype(np.int64)
-    issue = calls.column("issue_ns")[mine].astype(np.int64)
-    first = _first_reaching(times, reach, start + 1)
-    before = np.where(start > 0, _first_reaching(times, reach, start), -1)
-    ok = (first >= issue) & (before < issue)
-    return int(np.median(first[ok] - issue[ok])) if ok.any() else None
+    delays = np.zeros(len(calls), np.int64)
+    for socket in trace.sockets:
+        on = calls.column("socket") == socket
+        mine = np.flatnonzero(
+            on & nt.success_mask(calls.column("status")) & (calls.column("length") > 0)
+        )
+        rows = (
+            (seg.column("socket") == socket)
+            & (seg.column("direction") == int(Direction.OUT))
+            & (seg.column("length") > 0)
+        )
+        if not len(mine) or not rows.any():
+            continue
+        times = seg.column("time_ns")[rows].astype(np.int64)
+        reach = np.maximum.accumulate(seg.column("seq")[rows] + seg.column("length")[rows])
+        start = calls.column("stream_offset")[mine].astype(np.int64)
+        issue = calls.column("issue_ns")[mine].astype(np.int64)
+        first = _first_reaching(times, reach, start + 1)
+        before = np.where(start > 0, _first_reaching(times, reach, start), -1)
+        acks = seg.column("time_ns")[
+            (seg.column("socket") == socket) & (seg.column("direction") == int(Direction.IN))
+        ].astype(np.int64)
+        acks.sort()
+        ack_between = np.searchsorted(acks, first, side="right") > np.searchsorted(
+            acks, issue, side="left"
+        )
+        shown = (first >= issue) & (before < issue) & ~ack_between
+        if not shown.any():
+            continue
+        delays[on] = int((first[shown] - issue[shown]).min())
+        delays[mine[shown]] = first[shown] - issue[shown]
+    return delays
 
 
 def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
     """A parametric path like the recorded one: RTT from the fastest ACK of an outbound
     data segment (a RST's ACK field is no acknowledgement), the peer's largest advertised
-    window, its delayed-ACK time, and the sender's own delay from a call to the wire."""
+    window and its delayed-ACK time."""
     seg = trace.segments
     mine = seg.column("socket") == socket
     out = mine & (seg.column("direction") == int(Direction.OUT)) & (seg.column("length") > 0)
@@ -222,14 +238,32 @@ def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
         window = int(seg.column("window")[inb].max())
         if window > 0:
             params["receive_window"] = window
-    delay = send_delay_ns(trace, socket)
-    if delay is not None:
-        params["send_delay_ns"] = delay
     rate = (trace.metadata.get("capture") or {}).get("link_rate_bps")
     rate = rate if isinstance(rate, int) and rate > 0 else link_rate_bps(trace, socket)
     if rate is not None:
         params["rate_bps"] = rate
     return PathParams(**params)
+
+
+def observed_mss(trace: Trace, socket: int) -> int | None:
+    """The segment size the recorded sender cut longer sends at: its largest outbound data
+    segment, when at least two have that size and some call was longer (with TCP
+    timestamps this is the SYN's MSS less 12 bytes; with segmentation offload at the
+    capture point, a multiple of it). None when the recording does not show one."""
+    seg, calls = trace.segments, trace.calls
+    rows = (
+        (seg.column("socket") == socket)
+        & (seg.column("direction") == int(Direction.OUT))
+        & (seg.column("length") > 0)
+    )
+    lengths = seg.column("length")[rows]
+    if not len(lengths):
+        return None
+    largest = int(lengths.max())
+    longer = (calls.column("length")[calls.column("socket") == socket] > largest).any()
+    if (lengths == largest).sum() >= 2 and longer and largest <= 65535:
+        return largest
+    return None
 
 
 def link_rate_bps(trace: Trace, socket: int) -> int | None:

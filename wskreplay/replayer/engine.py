@@ -12,7 +12,7 @@ metadata. Virtual time: the same trace and options give the same output, byte fo
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,12 @@ from wskreplay.model import (
     Stream,
     Trace,
 )
-from wskreplay.replayer.calibrate import estimate_path, inferred_profile
+from wskreplay.replayer.calibrate import (
+    estimate_path,
+    inferred_profile,
+    observed_mss,
+    stack_delays_ns,
+)
 from wskreplay.replayer.peer import RecordedPeer
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
@@ -114,7 +119,10 @@ def _steps(
         at = _peer_reset_ns(trace, sid)
         return None if at is None else t0 + scaled(at - t0)
 
-    paths = {sid: estimate_path(trace, sid, options.seed) for sid in trace.sockets}
+    mss = {sid: observed_mss(trace, sid) or profile.tcp.mss for sid in trace.sockets}
+    paths = {
+        sid: replace(estimate_path(trace, sid, options.seed), mss=mss[sid]) for sid in trace.sockets
+    }
     conns = {}
     peers: dict[str, str] = {}
     for sid, sock in trace.sockets.items():
@@ -132,6 +140,7 @@ def _steps(
             profile,
             paths[sid],
             category=sock.category if sock.category in ("connection", "stream") else "connection",
+            mss=mss[sid],
             peer_reset_ns=None if peer is not None else peer_reset(sid),
             peer=peer,
         )
@@ -177,6 +186,7 @@ def _steps(
                 )
 
     at_once = (calls.column("status") == nt.STATUS_SUCCESS).tolist()
+    stack_delay = stack_delays_ns(trace).tolist()
     flags_of = calls.column("flags").tolist()
     length_of = calls.column("length").tolist()
     irql_of = calls.column("irql").tolist()
@@ -212,7 +222,7 @@ def _steps(
             None if irql_of[i] < 0 else irql_of[i],
             at_once[i],
         )
-        outputs = conn.call(req)
+        outputs = conn.call(req, scaled(stack_delay[i]))
         absorb(sid, outputs)
         if not any(isinstance(e, Returned) for e in outputs):
             rows["return_ns"][i] = t

@@ -33,9 +33,6 @@ class PathParams:
     delayed_ack_ns: int = 40_000_000
     ack_every: int = 2
     mss: int = 1460
-    send_delay_ns: int = 0
-    """The sender's own stack: from WskSendEx to the TCP layer taking the bytes (seen at
-    the capture point as the delay before a call's first byte goes out)."""
 
 
 @dataclass(frozen=True)

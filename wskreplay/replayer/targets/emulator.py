@@ -64,7 +64,8 @@ class EmulatedConnection:
         peer: ParametricPeer | None = None,
     ) -> None:
         self.profile = profile
-        self.send_delay_ns = path.send_delay_ns
+        self._stack_free = 0
+        """When the host's stack hands TCP the bytes of the latest call (in call order)."""
         self.wsk = WskSocket(profile, category)
         self.tcp = TcpSender(profile.tcp, mss=mss, peer_window=path.receive_window)
         self.peer = peer if peer is not None else ParametricPeer(path)
@@ -87,12 +88,14 @@ class EmulatedConnection:
             times.append(self._due[0].time_ns)
         return min(times) if times else None
 
-    def call(self, req: SendRequest) -> list[Output]:
+    def call(self, req: SendRequest, stack_delay_ns: int = 0) -> list[Output]:
+        """A WskSendEx at ``req.time_ns``; its bytes reach TCP ``stack_delay_ns`` later (the
+        host's own latency, taken from the recording), never before an earlier call's."""
         out = self.run_until(req.time_ns)
         self.now = max(self.now, req.time_ns)
         events = self.wsk.send(req)
         transmitted = any(isinstance(e, Transmit) for e in events)
-        out += self._wsk_outputs(events)
+        out += self._wsk_outputs(events, stack_delay_ns)
         if transmitted and req.irp is not None:
             out.append(self.wsk.returned(req.irp, self.now))
         return out
@@ -122,7 +125,7 @@ class EmulatedConnection:
                 "state": wsk_.state.value,
                 "outstanding_irps": [p.irp for p in wsk_.pending if not p.done],
                 "queued_end": wsk_.queued_end,
-                "in_stack": wsk_.queued_end - tcp.queued,
+                "in_host_stack": wsk_.queued_end - tcp.queued,
             },
             "tcp": {
                 "queued_unsent": tcp.queued - tcp.nxt,
@@ -198,11 +201,12 @@ class EmulatedConnection:
             self.tcp.on_ack(ack.ack, ack.window, time_ns, carries_data=data)
         )
 
-    def _wsk_outputs(self, events: list[WskEvent]) -> list[Output]:
+    def _wsk_outputs(self, events: list[WskEvent], stack_delay_ns: int = 0) -> list[Output]:
         out: list[Output] = []
         for e in events:
-            if isinstance(e, Transmit) and self.send_delay_ns:
-                self._schedule(e.time_ns + self.send_delay_ns, "write", e)
+            if isinstance(e, Transmit) and (stack_delay_ns or self._stack_free > e.time_ns):
+                self._stack_free = max(self._stack_free, e.time_ns + stack_delay_ns)
+                self._schedule(self._stack_free, "write", e)
             elif isinstance(e, Transmit):
                 out += self._tcp_outputs(
                     self.tcp.write(e.length, nodelay=e.nodelay, time_ns=e.time_ns)
