@@ -29,13 +29,14 @@ from .linux_tcp import capture_transfer
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 PLAN = [
-    [100] * 5, 30,
-    [4000], 30,
-    [3000, 200, 50], 30,
-    [10000], 30,
-    [1] * 20, 30,
-    [20, 30, 40, 50, 60, 70, 80, 90, 100], 30,
-    [1460, 1460, 700], 30,
+    [30000], 100,  # spends the receiver's quick ACKs: later small segments get delayed ACKs
+    [100] * 5, 100,
+    [4000], 100,
+    [3000, 200, 50], 100,
+    [10000], 100,
+    [1] * 20, 100,
+    [20, 30, 40, 50, 60, 70, 80, 90, 100], 100,
+    [1460, 1460, 700], 100,
 ]  # fmt: skip
 
 

@@ -231,7 +231,10 @@ class RecordedPeer(ParametricPeer):
             if carried:
                 self.delayed_until = None  # the data action it triggers acknowledges it
             else:
-                self.acks_due.append((at_ns + delay, self._ack_value()))
+                # A later ACK due sooner than earlier ones covers them: they are not sent.
+                at = at_ns + delay
+                self.acks_due = [(t, v) for t, v in self.acks_due if t < at]
+                self.acks_due.append((at, self._ack_value()))
             self.next_ack = reached
         elif self.delayed_until is None:
             self.delayed_until = at_ns + self.p.delayed_ack_ns
