@@ -1,12 +1,35 @@
-"""Only the optional C accelerator lives here; everything else is in pyproject.toml.
+"""Only the optional compiled accelerators live here; everything else is in pyproject.toml.
 
-``optional=True``: without a C compiler the build goes on and wskreplay uses the
-pure-Python XPRESS decompressor."""
+- ``wskreplay.formats._xpress`` (C): without a C compiler the build goes on and wskreplay
+  uses the pure-Python XPRESS decompressor.
+- The emulator's state machines (``wskreplay/replayer``: the WSK layer, the TCP sender, the
+  peers, the connection and the replay engine) compiled by mypyc from the same Python
+  source, about 1.5x faster (docs/performance.md). Set ``WSKREPLAY_PURE_PYTHON=1`` to
+  build without them; the Python modules are the reference and give the same results.
+"""
+
+import os
 
 from setuptools import Extension, setup
 
-setup(
-    ext_modules=[
-        Extension("wskreplay.formats._xpress", ["wskreplay/formats/_xpress.c"], optional=True)
-    ]
-)
+COMPILED = [
+    "wskreplay/replayer/wsk_socket.py",
+    "wskreplay/replayer/tcp_sender.py",
+    "wskreplay/replayer/peer.py",
+    "wskreplay/replayer/targets/emulator.py",
+    "wskreplay/replayer/engine.py",
+]
+
+ext_modules = [
+    Extension("wskreplay.formats._xpress", ["wskreplay/formats/_xpress.c"], optional=True)
+]
+if os.environ.get("WSKREPLAY_PURE_PYTHON") != "1":
+    try:
+        from mypyc.build import mypycify
+
+        flags = ["--ignore-missing-imports", "--follow-imports=silent"]
+        ext_modules += mypycify(flags + COMPILED, opt_level="3", group_name="wskreplay_native")
+    except (SystemExit, Exception) as exc:  # any failure to compile: the Python modules
+        print(f"wskreplay: emulator not compiled ({exc!r}); using the Python modules")
+
+setup(ext_modules=ext_modules)

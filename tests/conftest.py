@@ -108,3 +108,19 @@ def small_trace_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("small") / "small.wskt"
     write_trace(path, tiny_trace(), block_rows=3, stream_chunk=40)
     return path
+
+
+def pytest_sessionstart(session) -> None:
+    """The emulator's modules may be compiled (setup.py, mypyc); a compiled module older
+    than its source would test the old code. Refuse to run on a stale build."""
+    stale = [
+        str(so.relative_to(REPO))
+        for so in (REPO / "wskreplay" / "replayer").rglob("*.so")
+        if (source := so.parent / (so.name.split(".")[0] + ".py")).exists()
+        and source.stat().st_mtime > so.stat().st_mtime
+    ]
+    if stale:
+        raise pytest.UsageError(
+            f"compiled modules older than their source: {', '.join(stale)}; "
+            "rebuild with `pip install -e .` (or delete the .so files)"
+        )

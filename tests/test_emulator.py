@@ -161,3 +161,50 @@ def test_recorded_peer_actions_due_at_the_same_moment_keep_their_order():
         (e.seq, e.length) for e in out if isinstance(e, WireSegment) and e.length and not e.outbound
     ]
     assert data == [(0, 10), (10, 20)]
+
+
+def test_recorded_peer_acknowledges_after_its_recorded_delay():
+    """The reactive peer acknowledges an offset the recorded one acknowledged after the
+    delay it took then, from receiving the byte before it: here 3 ms, not the parametric
+    delayed-ACK time."""
+    from wskreplay.replayer.peer import PeerScript
+
+    c = recorded(PeerScript(acks=((1000, 3 * MS, False),)))
+    out = c.call(SendRequest(0, 1, NODELAY, 1000)) + c.settle(100 * MS)
+    assert completions(out)[1].time_ns == MS // 2 + 3 * MS + MS // 2
+    acks = [e for e in out if isinstance(e, WireSegment) and not e.outbound]
+    assert [(a.time_ns, a.ack) for a in acks] == [(4 * MS, 1000)]
+
+
+def test_recorded_peer_acknowledges_with_its_data_when_its_data_did():
+    from wskreplay.replayer.peer import PeerAction, PeerScript
+
+    script = PeerScript(
+        acks=((1000, 2 * MS, True),), actions=(PeerAction(1000, 2 * MS, 0, 50, 0x08),)
+    )
+    c = recorded(script)
+    out = c.call(SendRequest(0, 1, NODELAY, 1000)) + c.settle(100 * MS)
+    inbound = [e for e in out if isinstance(e, WireSegment) and not e.outbound]
+    assert [(a.length, a.ack) for a in inbound] == [(50, 1000)]  # no pure ACK before it
+
+
+def test_recorded_peer_acknowledgements_never_go_backwards():
+    """A later offset acknowledged sooner (its recorded delay is shorter) covers the earlier
+    one still pending: the earlier ACK is not sent after it."""
+    from wskreplay.replayer.peer import PeerScript
+
+    c = recorded(PeerScript(acks=((1000, 5 * MS, False), (2000, MS, False))))
+    out = c.call(SendRequest(0, 1, NODELAY, 1000)) + c.call(SendRequest(10, 2, NODELAY, 1000))
+    out += c.settle(100 * MS)
+    values = [e.ack for e in out if isinstance(e, WireSegment) and not e.outbound]
+    assert values == sorted(values) and values[-1] == 2000
+
+
+def test_host_stack_delay_holds_a_call_s_bytes_in_call_order():
+    """A call's bytes reach TCP after the host's delay (from the recording), never before
+    an earlier call's."""
+    c = conn()
+    out = c.call(SendRequest(0, 1, NODELAY, 100), stack_delay_ns=50_000)
+    out += c.call(SendRequest(10_000, 2, NODELAY, 100), stack_delay_ns=0)
+    out += c.settle(100 * MS)
+    assert [(s.time_ns, s.seq) for s in outbound(out)] == [(50_000, 0), (50_000, 100)]

@@ -167,3 +167,33 @@ def test_until_stops_after_a_call_and_shows_its_socket(tmp_path):
         run_cli("replay", str(TRACES / "field.wskt"), "--until", "99"), "calls 0..11"
     )
     assert_one_line_error(run_cli("replay", str(TRACES / "field.wskt")), "-o OUT.wskt")
+
+
+def test_compiled_emulator_is_in_use_and_equals_the_python_modules(tmp_path):
+    """setup.py compiles the emulator with mypyc; the Python modules are the reference.
+    Both replay the shipped traces to the same bytes (the pure-Python run uses a copy of
+    the package without compiled modules)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import wskreplay.replayer.engine as engine
+
+    assert engine.__file__.endswith(".so"), "the emulator was not compiled (see setup.py)"
+    pure = tmp_path / "pure"
+    shutil.copytree(
+        REPO / "wskreplay", pure / "wskreplay", ignore=shutil.ignore_patterns("*.so", "__pycache__")
+    )
+    for name in SHIPPED:
+        compiled_out, pure_out = tmp_path / f"c-{name}", tmp_path / f"p-{name}"
+        assert run_cli("replay", str(TRACES / name), "-o", str(compiled_out)).returncode == 0
+        proc = subprocess.run(
+            [sys.executable, "-m", "wskreplay", "replay", str(TRACES / name), "-o", str(pure_out)],
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(pure), "PATH": "/usr/bin:/bin"},
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert compiled_out.read_bytes() == pure_out.read_bytes(), name

@@ -147,3 +147,14 @@ def test_fin_after_the_data_and_rst():
     r.write(10, nodelay=True, time_ns=0)
     assert r.reset(5)[0].flags & TCP_RST
     assert r.write(10, nodelay=True, time_ns=6) == [] and r.next_timer() is None
+
+
+def test_a_segment_carrying_data_is_no_duplicate_ack():
+    """RFC 5681 2: a duplicate ACK "carries no data"; the peer's responses acknowledging the
+    same byte three times are not a loss signal."""
+    s = sender()
+    s.write(4 * MSS, nodelay=True, time_ns=0)
+    s.on_ack(MSS, 1 << 20, 10)
+    for t in (11, 12, 13):
+        assert segs(s.on_ack(MSS, 1 << 20, t, carries_data=True)) == []
+    assert s.recover is None and s.ssthresh >= 1 << 62

@@ -195,3 +195,42 @@ def test_zero_length_send():
     pend.send(SendRequest(0, 1, 0, 10))
     assert [type(e) for e in pend.send(SendRequest(1, 2, 0, 0))] == [Transmit]
     assert [e.irp for e in pend.acknowledged(10, 2)] == [1, 2]
+
+
+def test_as_recorded_immediate_success_completes_at_once_and_only_once():
+    """wsk-facts: "The completion routine may run before WskSendEx returns"; when it does
+    is UNVERIFIED (profile completion.immediate_success = as-recorded: a call the recording
+    shows returning STATUS_SUCCESS completes at once)."""
+    s = sock()
+    events = s.send(SendRequest(10, IRP, 0, 64, recorded_at_once=True))
+    assert events == [Transmit(IRP, 64, False, 10), Completed(IRP, nt.STATUS_SUCCESS, 64, 10)]
+    assert s.returned(IRP, 11).status == nt.STATUS_SUCCESS
+    s.send(SendRequest(20, IRP + 1, 0, 100))
+    assert s.returned(IRP + 1, 21).status == nt.STATUS_PENDING
+    # The ACK of both completes the second only: the first is not completed twice.
+    assert s.acknowledged(164, 30) == [Completed(IRP + 1, nt.STATUS_SUCCESS, 100, 30)]
+    strict = sock(immediate_success="when-complete-at-once")
+    strict.send(SendRequest(10, IRP, 0, 64, recorded_at_once=True))
+    assert strict.returned(IRP, 11).status == nt.STATUS_PENDING
+
+
+def test_a_reset_does_not_fail_a_send_that_already_completed():
+    s = sock()
+    s.send(SendRequest(0, IRP, 0, 64, recorded_at_once=True))
+    s.returned(IRP, 1)
+    s.send(SendRequest(2, IRP + 1, 0, 64))
+    s.returned(IRP + 1, 3)
+    assert s.peer_reset(5) == [Completed(IRP + 1, nt.STATUS_CONNECTION_RESET, 0, 5)]
+
+
+def test_completion_latency_delays_the_completion_routine():
+    """UNVERIFIED how long after the ACK the completion routine runs (profile
+    completion.latency_ns, calibrated from the recording). A completion that comes after
+    the call returned is no immediate success."""
+    s = sock(latency_ns=4000)
+    s.send(SendRequest(0, IRP, 0, 100))
+    assert s.acknowledged(100, 50) == [Completed(IRP, nt.STATUS_SUCCESS, 100, 4050)]
+    late = sock(policy="on-transmit", latency_ns=4000)
+    late.send(SendRequest(0, IRP, 0, 64))
+    late.transmitted(64, 0)
+    assert late.returned(IRP, 1).status == nt.STATUS_PENDING

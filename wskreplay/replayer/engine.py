@@ -12,7 +12,7 @@ metadata. Virtual time: the same trace and options give the same output, byte fo
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -144,15 +144,13 @@ def _steps(
             peer_reset_ns=None if peer is not None else peer_reset(sid),
             peer=peer,
         )
-    rows = {
-        "issue_ns": np.zeros(n, np.int64),
-        "return_ns": np.zeros(n, np.int64),
-        "status": np.zeros(n, np.int64),
-        "completed": np.zeros(n, np.int64),
-        "completion_ns": np.zeros(n, np.int64),
-        "completion_status": np.zeros(n, np.int64),
-        "information": np.zeros(n, np.int64),
-    }
+    issue_out = [0] * n
+    return_out = [0] * n
+    status_out = [0] * n
+    completed_out = [0] * n
+    completion_out = [0] * n
+    completion_status_out = [0] * n
+    information_out = [0] * n
     events: list[Event] = []
     wire: dict[int, list[WireSegment]] = {sid: [] for sid in trace.sockets}
     done_at: dict[int, int] = {}
@@ -167,14 +165,15 @@ def _steps(
                 wire[sid].append(e)
             elif isinstance(e, Completed):
                 i = e.irp - 1
-                rows["completed"][i] = 1
-                rows["completion_ns"][i] = e.time_ns
-                rows["completion_status"][i] = e.status
-                rows["information"][i] = e.information
+                completed_out[i] = 1
+                completion_out[i] = e.time_ns
+                completion_status_out[i] = e.status
+                information_out[i] = e.information
                 done_at[i] = e.time_ns
-            elif isinstance(e, Returned) and e.irp is not None:
-                rows["return_ns"][e.irp - 1] = e.time_ns
-                rows["status"][e.irp - 1] = e.status
+            elif isinstance(e, Returned):
+                if e.irp is not None:
+                    return_out[e.irp - 1] = e.time_ns
+                    status_out[e.irp - 1] = e.status
             elif isinstance(e, Violation):
                 events.append(
                     Event(
@@ -204,14 +203,15 @@ def _steps(
             last_done[socket_list[j]] = j
             done_cursor += 1
         t = conn.now if options.speed is None else t0 + scaled(issued - t0)
-        j = last_done.get(sid)
-        if j is not None and j != i:
-            while j not in done_at and (step := conn.next_event_time()) is not None:
+        waits_for = last_done.get(sid)
+        if waits_for is not None and waits_for != i:
+            while waits_for not in done_at and (step := conn.next_event_time()) is not None:
                 absorb(sid, conn.run_until(step))
-            if j in done_at:
-                t = max(t, done_at[j] + scaled(issued - int(completion[j])))
+            if waits_for in done_at:
+                gap = scaled(issued - int(completion[waits_for]))
+                t = max(t, done_at[waits_for] + gap)
         t = max(t, conn.now)
-        rows["issue_ns"][i] = t
+        issue_out[i] = t
         req = SendRequest(
             t,
             i + 1,
@@ -224,9 +224,9 @@ def _steps(
         )
         outputs = conn.call(req, scaled(stack_delay[i]))
         absorb(sid, outputs)
-        if not any(isinstance(e, Returned) for e in outputs):
-            rows["return_ns"][i] = t
-            rows["status"][i] = WOULD_BUGCHECK
+        if not _returned(outputs):
+            return_out[i] = t
+            status_out[i] = WOULD_BUGCHECK
         yield i, sid, conn
     for sid, conn in conns.items():
         absorb(sid, conn.settle(SETTLE_NS))
@@ -237,7 +237,7 @@ def _steps(
             "replay_of": source_sha256,
             "target": {"kind": "emulator"},
             "profile": profile.as_dict(),
-            "paths": {str(sid): vars(p) for sid, p in paths.items()},
+            "paths": {str(sid): asdict(p) for sid, p in paths.items()},
             "peers": peers,
             "replay": {"speed": options.speed, "seed": options.seed},
             "completion_policy": {"policy": profile.completion.policy, "evidence": "replay"},
@@ -246,7 +246,16 @@ def _steps(
         sockets=dict(trace.sockets),
     )
     cols = calls.columns
-    cols.update(rows)
+    rows = {
+        "issue_ns": issue_out,
+        "return_ns": return_out,
+        "status": status_out,
+        "completed": completed_out,
+        "completion_ns": completion_out,
+        "completion_status": completion_status_out,
+        "information": information_out,
+    }
+    cols.update({name: np.array(values, np.int64) for name, values in rows.items()})
     cols["stream_offset"] = np.zeros(n, np.int64)
     out.streams = _replayed_streams(trace, socket_list, length_of, rows["status"], cols)
     for sid, conn in conns.items():
@@ -266,11 +275,18 @@ def _steps(
     return out
 
 
+def _returned(outputs: list) -> bool:
+    for e in outputs:
+        if isinstance(e, Returned):
+            return True
+    return False
+
+
 def _replayed_streams(
     trace: Trace,
     socket_of: list[int],
     length_of: list[int],
-    status: np.ndarray,
+    status: list[int],
     cols: dict[str, np.ndarray],
 ) -> dict[tuple[int, Direction], Stream]:
     """The bytes the replayed calls handed WSK, each call to OUT or UNSENT by its replayed

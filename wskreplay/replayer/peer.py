@@ -35,7 +35,7 @@ class PathParams:
     mss: int = 1460
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PeerAck:
     """A segment from the peer reaching the sender at ``time_ns``."""
 
@@ -148,7 +148,7 @@ class ParametricPeer:
         return []
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PeerAction:
     """Something the recorded peer did once it had received ``after`` bytes: ``delay_ns``
     after that moment it sent ``length`` bytes of its own stream at ``seq`` (``flags``:
@@ -250,11 +250,14 @@ class RecordedPeer(ParametricPeer):
     def next_timer(self) -> int | None:
         if self.reset_sent:
             return None
-        times = [t for t, _ in self.due]
-        times += [t for t, _ in self.acks_due]
-        if self.delayed_until is not None:
-            times.append(self.delayed_until)
-        return min(times) if times else None
+        best = self.delayed_until
+        for t, _ in self.due:
+            if best is None or t < best:
+                best = t
+        for t, _v in self.acks_due:
+            if best is None or t < best:
+                best = t
+        return best
 
     def on_timer(self, time_ns: int) -> list[PeerAck]:
         if self.reset_sent:

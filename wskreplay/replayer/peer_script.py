@@ -35,16 +35,22 @@ def peer_script(trace: Trace, socket: int, rtt_ns: int) -> PeerScript | None:
     half = rtt_ns // 2
     start = int(seg.column("time_ns")[mine].min())
 
-    def had(received: int) -> int:
-        """When the peer had received ``received`` bytes."""
-        if received <= 0 or not len(out_reach):
-            return start
-        k = int(np.searchsorted(out_reach, received, side="left"))
-        return int(out_time[min(k, len(out_time) - 1)]) + half
+    def had(received: np.ndarray) -> np.ndarray:
+        """When the peer had received each count of bytes."""
+        if not len(out_reach):
+            return np.full(len(received), start, np.int64)
+        k = np.minimum(np.searchsorted(out_reach, received, side="left"), len(out_time) - 1)
+        return np.where(received <= 0, start, out_time[k] + half)
 
-    times = seg.column("time_ns")[inbound].tolist()
-    flags = seg.column("flags")[inbound].tolist()
-    acks = seg.column("ack")[inbound].tolist()
+    flag_col = seg.column("flags")[inbound].astype(np.int64)
+    ack_col = seg.column("ack")[inbound].astype(np.int64)
+    time_col = seg.column("time_ns")[inbound].astype(np.int64)
+    acknowledges = (flag_col & TCP_ACK != 0) & (flag_col & TCP_RST == 0)
+    acked_then = np.maximum.accumulate(np.where(acknowledges, ack_col, 0))
+    ack_delay = np.maximum(time_col - half - had(ack_col), 0).tolist()
+    action_delay = np.maximum(time_col - half - had(acked_then), 0).tolist()
+    flags = flag_col.tolist()
+    acks = ack_col.tolist()
     windows = seg.column("window")[inbound].tolist()
     seqs = seg.column("seq")[inbound].tolist()
     lengths = seg.column("length")[inbound].tolist()
@@ -53,19 +59,19 @@ def peer_script(trace: Trace, socket: int, rtt_ns: int) -> PeerScript | None:
     actions: list[PeerAction] = []
     acked = 0
     reset = False
-    for t, f, a, w, q, n in zip(times, flags, acks, windows, seqs, lengths, strict=True):
+    for i, (f, a, w, q, n) in enumerate(zip(flags, acks, windows, seqs, lengths, strict=True)):
         if f & TCP_ACK and not f & TCP_RST:
             if a > acked:
-                ack_delays.append((a, max(t - half - had(a), 0), bool(n or f & TCP_FIN)))
+                ack_delays.append((a, ack_delay[i], bool(n or f & TCP_FIN)))
             if not table or a > table[-1][0]:
                 table.append((a, w))
             elif a == table[-1][0]:
                 table[-1] = (a, w)
             acked = max(acked, a)
         if n or f & (TCP_FIN | TCP_RST):
-            after = acked
-            delay = max(t - half - had(after), 0)
-            actions.append(PeerAction(after, delay, q, n, f & (TCP_PSH | TCP_FIN | TCP_RST)))
+            actions.append(
+                PeerAction(acked, action_delay[i], q, n, f & (TCP_PSH | TCP_FIN | TCP_RST))
+            )
             reset |= bool(f & TCP_RST)
     actions.sort(key=lambda x: x.after)
     return PeerScript(tuple(table), acked if reset else None, tuple(actions), tuple(ack_delays))

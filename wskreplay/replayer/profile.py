@@ -196,4 +196,5 @@ def load_profile(name_or_path: str = DEFAULT_PROFILE) -> TransportProfile:
         raise InputError(str(path), f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise InputError(str(path), "not UTF-8 text") from None
-    return parse_profile(text, str(path))
+    shipped = path.resolve().parent == PROFILES
+    return parse_profile(text, f"wskreplay/replayer/profiles/{path.name}" if shipped else str(path))

@@ -29,7 +29,7 @@ from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
 from wskreplay.replayer.profile import TcpSettings
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SentSegment:
     time_ns: int
     seq: int
@@ -38,7 +38,7 @@ class SentSegment:
     retransmission: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Transmitted:
     """Every stream byte before ``end`` has gone out at least once."""
 
@@ -46,7 +46,7 @@ class Transmitted:
     time_ns: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Acknowledged:
     """The peer acknowledged every stream byte before ``end``."""
 
@@ -178,8 +178,10 @@ class TcpSender:
         return out
 
     def next_timer(self) -> int | None:
-        times = [t for t in (self.rto_deadline, self.persist_deadline) if t is not None]
-        return min(times) if times else None
+        rto, persist = self.rto_deadline, self.persist_deadline
+        if rto is None or (persist is not None and persist < rto):
+            return persist
+        return rto
 
     def close(self, time_ns: int) -> list[TcpEvent]:
         """A graceful close: a FIN once every queued byte has been sent."""

@@ -32,7 +32,7 @@ class SocketState(Enum):
     CLOSED = "closed"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SendRequest:
     time_ns: int
     irp: int | None
@@ -48,14 +48,14 @@ class SendRequest:
     before returning (used by ``completion.immediate_success = as-recorded``)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Returned:
     irp: int | None
     status: int
     time_ns: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Completed:
     irp: int
     status: int
@@ -63,7 +63,7 @@ class Completed:
     time_ns: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Transmit:
     """Bytes for the TCP layer: ``length`` more bytes of the stream, ``nodelay`` per
     WSK_FLAG_NODELAY ("immediately send the data, and any previously queued data")."""
@@ -74,7 +74,7 @@ class Transmit:
     time_ns: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Violation:
     irp: int | None
     kind: str
@@ -86,7 +86,7 @@ class Violation:
 WskEvent = Returned | Completed | Transmit | Violation
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     irp: int
     length: int

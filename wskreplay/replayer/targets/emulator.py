@@ -10,7 +10,7 @@ the same outputs, always.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
 from wskreplay.replayer.peer import ParametricPeer, PathParams, PeerAck
@@ -27,7 +27,7 @@ from wskreplay.replayer.wsk_socket import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WireSegment:
     """A segment as a capture at the sender would show it."""
 
@@ -44,12 +44,11 @@ class WireSegment:
 Output = Returned | Completed | Violation | WireSegment
 
 
-@dataclass(order=True)
-class _Due:
-    time_ns: int
-    order: int
-    kind: str = field(compare=False)
-    item: object = field(compare=False, default=None)
+ARRIVE, ACK, WRITE, PEER_RESET = 0, 1, 2, 3
+"""Kinds of scheduled happenings: a segment reaching the peer, a segment from the peer
+reaching this side, a call's bytes reaching TCP, a peer reset at a fixed time."""
+Due = tuple[int, int, int, object]
+"""(time, order of scheduling, kind, what): a heap entry; the order breaks ties."""
 
 
 class EmulatedConnection:
@@ -72,21 +71,22 @@ class EmulatedConnection:
         self.received = 0
         """Bytes of the peer's own stream received here (this side acknowledges them)."""
         self.now = 0
-        self._due: list[_Due] = []
+        self._due: list[Due] = []
         self._order = 0
         if peer_reset_ns is not None:
-            self._schedule(peer_reset_ns, "peer-reset")
+            self._schedule(peer_reset_ns, PEER_RESET, None)
 
-    def _schedule(self, time_ns: int, kind: str, item: object = None) -> None:
+    def _schedule(self, time_ns: int, kind: int, item: object) -> None:
         self._order += 1
-        heapq.heappush(self._due, _Due(time_ns, self._order, kind, item))
+        heapq.heappush(self._due, (time_ns, self._order, kind, item))
 
     def next_event_time(self) -> int | None:
         """When the next thing is due (a packet, an ACK, a timer), or None."""
-        times = [d for d in (self.tcp.next_timer(), self.peer.next_timer()) if d is not None]
-        if self._due:
-            times.append(self._due[0].time_ns)
-        return min(times) if times else None
+        best = self._due[0][0] if self._due else None
+        for t in (self.tcp.next_timer(), self.peer.next_timer()):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def call(self, req: SendRequest, stack_delay_ns: int = 0) -> list[Output]:
         """A WskSendEx at ``req.time_ns``; its bytes reach TCP ``stack_delay_ns`` later (the
@@ -103,17 +103,27 @@ class EmulatedConnection:
     def run_until(self, time_ns: int) -> list[Output]:
         """Everything due at or before ``time_ns``."""
         out: list[Output] = []
-        while (t := self.next_event_time()) is not None and t <= time_ns:
-            self.now = max(self.now, t)
-            if self._due and self._due[0].time_ns == t:
-                due = heapq.heappop(self._due)
-                out += self._handle(due)
+        due = self._due
+        tcp, peer = self.tcp, self.peer
+        while True:
+            t = due[0][0] if due else None
+            tcp_t, peer_t = tcp.next_timer(), peer.next_timer()
+            if tcp_t is not None and (t is None or tcp_t < t):
+                t = tcp_t
+            if peer_t is not None and (t is None or peer_t < t):
+                t = peer_t
+            if t is None or t > time_ns:
+                break
+            if t > self.now:
+                self.now = t
+            if due and due[0][0] == t:
+                out += self._handle(heapq.heappop(due))
                 continue
-            if self.tcp.next_timer() == t:
-                out += self._tcp_outputs(self.tcp.on_timer(t))
-            if self.peer.next_timer() == t:
-                for ack in self.peer.on_timer(t):
-                    self._schedule(ack.time_ns, "ack", ack)
+            if tcp_t == t:
+                out += self._tcp_outputs(tcp.on_timer(t))
+            if peer_t == t:
+                for ack in peer.on_timer(t):
+                    self._schedule(ack.time_ns, ACK, ack)
         self.now = max(self.now, time_ns)
         return out
 
@@ -158,28 +168,25 @@ class EmulatedConnection:
         tcp = self.tcp.reset(time_ns) if abortive else self.tcp.close(time_ns)
         return out + self._tcp_outputs(tcp)
 
-    def _handle(self, due: _Due) -> list[Output]:
-        if due.kind == "arrive":
-            seg = due.item
-            assert isinstance(seg, SentSegment)
-            for ack in self.peer.receive(seg, due.time_ns):
-                self._schedule(ack.time_ns, "ack", ack)
+    def _handle(self, due: Due) -> list[Output]:
+        time_ns, _, kind, item = due
+        if kind == ARRIVE:
+            assert isinstance(item, SentSegment)
+            for reply in self.peer.receive(item, time_ns):
+                self._schedule(reply.time_ns, ACK, reply)
             return []
-        if due.kind == "ack":
-            ack = due.item
-            assert isinstance(ack, PeerAck)
-            return self._from_peer(ack, due.time_ns)
-        if due.kind == "write":
-            e = due.item
-            assert isinstance(e, Transmit)
+        if kind == ACK:
+            assert isinstance(item, PeerAck)
+            return self._from_peer(item, time_ns)
+        if kind == WRITE:
+            assert isinstance(item, Transmit)
             return self._tcp_outputs(
-                self.tcp.write(e.length, nodelay=e.nodelay, time_ns=due.time_ns)
+                self.tcp.write(item.length, nodelay=item.nodelay, time_ns=time_ns)
             )
-        if due.kind == "peer-reset":
-            wire = WireSegment(due.time_ns, False, self.peer.rcv_nxt, 0, TCP_RST | TCP_ACK)
-            self.tcp.aborted()
-            return [wire, *self._wsk_outputs(self.wsk.peer_reset(due.time_ns))]
-        raise AssertionError(due.kind)
+        assert kind == PEER_RESET
+        wire = WireSegment(time_ns, False, self.peer.rcv_nxt, 0, TCP_RST | TCP_ACK)
+        self.tcp.aborted()
+        return [wire, *self._wsk_outputs(self.wsk.peer_reset(time_ns))]
 
     def _from_peer(self, ack: PeerAck, time_ns: int) -> list[Output]:
         """A segment from the peer: its ACK and window for the sender, its data (this side
@@ -206,7 +213,7 @@ class EmulatedConnection:
         for e in events:
             if isinstance(e, Transmit) and (stack_delay_ns or self._stack_free > e.time_ns):
                 self._stack_free = max(self._stack_free, e.time_ns + stack_delay_ns)
-                self._schedule(self._stack_free, "write", e)
+                self._schedule(self._stack_free, WRITE, e)
             elif isinstance(e, Transmit):
                 out += self._tcp_outputs(
                     self.tcp.write(e.length, nodelay=e.nodelay, time_ns=e.time_ns)
@@ -233,9 +240,9 @@ class EmulatedConnection:
                     )
                 )
                 if arrival is not None:
-                    self._schedule(arrival, "arrive", e)
+                    self._schedule(arrival, ARRIVE, e)
             elif isinstance(e, Transmitted):
-                out += self.wsk.transmitted(e.end, e.time_ns)
+                out += self._wsk_outputs(self.wsk.transmitted(e.end, e.time_ns))
             elif isinstance(e, Acknowledged):
-                out += self.wsk.acknowledged(e.end, e.time_ns)
+                out += self._wsk_outputs(self.wsk.acknowledged(e.end, e.time_ns))
         return out
