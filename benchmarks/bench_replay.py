@@ -1,27 +1,59 @@
 """Emulator replay throughput: calls/s and segments/s on synth traces of growing size.
 
-    python benchmarks/bench_replay.py [--sizes 10000,100000,1000000]
+    python benchmarks/bench_replay.py [--sizes 10000,100000,1000000] [--no-pure]
 
 Per-call time at each size shows whether the cost grows linearly. No peer tool replays
-WskSendEx calls; the reference in the same run is the cost of reading the same trace
-back from its .wskt file (columnar), to show how much of a replay is the model.
+WskSendEx calls; the references in the same run are the cost of reading the same trace
+back from its .wskt file (columnar), and the same replay through the emulator's Python
+modules (a copy of the package without the mypyc-compiled ones, in a subprocess), to show
+what the compilation buys.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
 
+import wskreplay.replayer.engine as engine  # noqa: E402
 from wskreplay.replayer.engine import ReplayOptions, replay  # noqa: E402
 from wskreplay.replayer.profile import load_profile  # noqa: E402
 from wskreplay.synth import synth_trace  # noqa: E402
 from wskreplay.tracefile import read_trace, write_trace  # noqa: E402
+
+TIMED_REPLAY = """
+import json, sys, time
+import wskreplay.replayer.engine
+assert not wskreplay.replayer.engine.__file__.endswith(".so")
+from wskreplay.replayer.engine import ReplayOptions, replay
+from wskreplay.replayer.profile import load_profile
+from wskreplay.tracefile import read_trace
+trace = read_trace(sys.argv[1])
+t = time.perf_counter()
+out = replay(trace, ReplayOptions(load_profile()))
+print(json.dumps({"seconds": time.perf_counter() - t, "segments": len(out.segments)}))
+"""
+
+
+def pure_python_replay(path: Path, pure: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", TIMED_REPLAY, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(pure), "PATH": "/usr/bin:/bin"},
+        cwd=pure,
+    )
+    return json.loads(proc.stdout)
 
 
 def main() -> None:
@@ -29,25 +61,41 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--no-pure", action="store_true", help="skip the pure-Python reference")
     args = ap.parse_args()
+    compiled = engine.__file__.endswith(".so")
+    print(f"emulator: {'compiled (mypyc)' if compiled else 'Python modules'}")
     options = ReplayOptions(load_profile())
-    for n in (int(x) for x in args.sizes.split(",")):
-        trace = synth_trace(n, 16, seed=1)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "t.wskt"
-            write_trace(path, trace)
+    with tempfile.TemporaryDirectory() as tmp:
+        pure = Path(tmp) / "pure"
+        shutil.copytree(
+            REPO / "wskreplay",
+            pure / "wskreplay",
+            ignore=shutil.ignore_patterns("*.so", "__pycache__"),
+        )
+        for n in (int(x) for x in args.sizes.split(",")):
+            path = Path(tmp) / f"t{n}.wskt"
+            write_trace(path, synth_trace(n, 16, seed=1))
             t = time.perf_counter()
             trace = read_trace(path)
             read_s = time.perf_counter() - t
-        t = time.perf_counter()
-        replayed = replay(trace, options)
-        seconds = time.perf_counter() - t
-        segs = len(replayed.segments)
-        print(
-            f"{n:>9} calls: replay {seconds:.2f} s = {n / seconds:,.0f} calls/s, "
-            f"{segs / seconds:,.0f} segments/s, {seconds / n * 1e6:.1f} us/call "
-            f"(reading the trace: {read_s:.2f} s, replay/read {seconds / read_s:.0f}x)"
-        )
+            t = time.perf_counter()
+            replayed = replay(trace, options)
+            seconds = time.perf_counter() - t
+            segs = len(replayed.segments)
+            line = (
+                f"{n:>9} calls: replay {seconds:.2f} s = {n / seconds:,.0f} calls/s, "
+                f"{segs / seconds:,.0f} segments/s, {seconds / n * 1e6:.1f} us/call "
+                f"(read: {read_s:.2f} s, replay/read {seconds / read_s:.0f}x"
+            )
+            if compiled and not args.no_pure:
+                ref = pure_python_replay(path, pure)
+                assert ref["segments"] == segs
+                line += (
+                    f"; Python modules {ref['seconds']:.2f} s = {n / ref['seconds']:,.0f} "
+                    f"calls/s, compiled is {ref['seconds'] / seconds:.2f}x faster"
+                )
+            print(line + ")", flush=True)
 
 
 if __name__ == "__main__":

@@ -98,8 +98,8 @@ def capture_transfer(directory: Path, plan: list, *, nodelay: bool, port: int) -
         _run("ip", "-n", sender_ns, "link", "set", "wskr-s", "mtu", "1500",
              "gso_max_size", "1500", "up")  # fmt: skip
         _run("ip", "-n", receiver_ns, "link", "set", "wskr-r", "mtu", "1500", "up")
-        _run(*_in(sender_ns, "sysctl", "-q", "-w", "net.ipv4.tcp_autocorking=0"))
-        _run(*_in(sender_ns, "sysctl", "-q", "-w", "net.ipv4.tcp_early_retrans=0"))
+        for setting in ("tcp_autocorking", "tcp_early_retrans"):
+            _run(*_in(sender_ns, "sh", "-c", f"echo 0 > /proc/sys/net/ipv4/{setting}"))
         _run(*_in(sender_ns, "ethtool", "-K", "wskr-s", "tso", "off", "gso", "off"))
         tshark = subprocess.Popen(
             _in(

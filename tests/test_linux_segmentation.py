@@ -123,8 +123,14 @@ def replay_sizes(work, source, *args: str, tag: str = "") -> list[int]:
 
 
 def test_kernel_segments_are_reproduced_from_inferred_calls(kernel_run):
-    _nodelay, work, inferred, _real, _transfer = kernel_run
-    assert replay_sizes(work, inferred) == outbound_sizes(read_trace(inferred))
+    nodelay, work, inferred, _real, _transfer = kernel_run
+    trace = read_trace(inferred)
+    # Both SYNs offered timestamps: 1460 announced, 1448 per segment (RFC 7323).
+    assert trace.metadata["capture"]["sender_mss"] == {"0": 1448}
+    assert replay_sizes(work, inferred) == outbound_sizes(trace)
+    replayed = read_trace(work / "inferred.replayed.wskt")
+    # Inferred calls carry no flags: the kernel's TCP_NODELAY shows as Nagle broken.
+    assert replayed.metadata["profile"]["tcp"]["nagle"] is (not nodelay)
 
 
 def test_kernel_segments_are_reproduced_from_the_real_writes(kernel_run):

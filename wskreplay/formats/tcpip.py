@@ -304,7 +304,8 @@ def endpoint(hi: int, lo: int, port: int) -> str:
 
 
 def tcp_options(header: bytes) -> dict[str, int]:
-    """MSS and window scale from a TCP header's options (SYN segments)."""
+    """MSS, window scale and whether timestamps are on (``ts``), from a TCP header's
+    options (SYN segments)."""
     opts: dict[str, int] = {}
     pos = 20
     end = min(len(header), (header[12] >> 4) * 4) if len(header) > 12 else 0
@@ -322,6 +323,8 @@ def tcp_options(header: bytes) -> dict[str, int]:
             opts["mss"] = int.from_bytes(header[pos + 2 : pos + 4], "big")
         elif kind == 3 and length == 3:
             opts["wscale"] = min(header[pos + 2], 14)
+        elif kind == 8 and length == 10:
+            opts["ts"] = 1
         pos += length
     return opts
 

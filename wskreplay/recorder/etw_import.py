@@ -316,6 +316,10 @@ def trace_from_recording(
         order = np.argsort(trace.segments.column("time_ns"), kind="stable")
         trace.segments = trace.segments.take(order)
     trace.events.sort(key=lambda e: e.time_ns)
+    announced = {str(m.socket): m.out.sender_mss(m.inbound) for m in matches}
+    trace.metadata["capture"] = {
+        "sender_mss": {sid: mss for sid, mss in announced.items() if mss is not None}
+    }
     return trace, layouts, report
 
 

@@ -91,6 +91,7 @@ def infer_trace(
     segment_tables: list[SegmentTable] = []
     layouts: dict[tuple[int, Direction], StreamLayout] = {}
     seq0 = 0
+    announced: dict[str, int] = {}
     for sid, conn in enumerate(reassembly.connections):
         local_is_client = options.side == "client"
         sent = conn.to_server if local_is_client else conn.to_client
@@ -100,6 +101,8 @@ def infer_trace(
         )
         local_text, remote_text = address(*local[:2]), address(*remote[:2])
         rst_from_peer = np.flatnonzero(seg.flags[other.rows] & TCP_RST)
+        if (mss := sent.sender_mss(other)) is not None:
+            announced[str(sid)] = mss
         trace.sockets[sid] = Socket(
             id=sid,
             category="connection",
@@ -179,4 +182,5 @@ def infer_trace(
         "policy": "on-ack",
         "evidence": "inferred calls: completion is placed at the peer's ACK by construction",
     }
+    trace.metadata["capture"] = {"sender_mss": announced}
     return trace, layouts

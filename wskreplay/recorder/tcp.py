@@ -86,9 +86,19 @@ class Direction:
     base: int = 0
     mss: int | None = None
     wscale: int | None = None
+    timestamps: bool = False
+    """Whether this direction's SYN offered TCP timestamps."""
     syn: bool = False
     """Whether the capture saw this direction's SYN (else offsets start at the first byte
     seen, which need not be the connection's first)."""
+
+    def sender_mss(self, other: Direction) -> int | None:
+        """The most payload a segment of this direction carries: the MSS the other side
+        announced in its SYN, less the 12 bytes of the timestamp option when both SYNs
+        offered it (RFC 7323); None when the capture missed the SYN."""
+        if other.mss is None:
+            return None
+        return other.mss - (12 if self.timestamps and other.timestamps else 0)
 
     def shift(self, delta: int, acks: Direction) -> None:
         """Renumber this stream from ``delta`` bytes later (the bytes before are a gap);
@@ -292,7 +302,7 @@ def _direction(seg: TcpPackets, rows: np.ndarray, buffer: memoryview) -> Directi
             ]
         )
         opts = tcp_options(header)
-        d.mss, d.wscale = opts.get("mss"), opts.get("wscale")
+        d.mss, d.wscale, d.timestamps = opts.get("mss"), opts.get("wscale"), "ts" in opts
     rel = _unwrap(seq, d.base)
     rel = rel + (flags & TCP_SYN != 0)
     if not len(syn):

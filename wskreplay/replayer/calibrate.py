@@ -96,7 +96,7 @@ def nagle_broken(trace: Trace, mss: int) -> bool:
     seg_ack, seg_len, seg_seq = (seg.column(c).tolist() for c in ("ack", "length", "seq"))
     nodelay = (calls.column("flags") & wsk.WSK_FLAG_NODELAY) != 0
     for sid in trace.sockets:
-        full = observed_mss(trace, sid) or mss
+        full = sender_mss(trace, sid) or mss
         rows = np.flatnonzero(seg.column("socket") == sid)
         order = rows[np.lexsort((rows, times[rows]))]
         mine = np.flatnonzero(
@@ -243,6 +243,17 @@ def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
     if rate is not None:
         params["rate_bps"] = rate
     return PathParams(**params)
+
+
+def sender_mss(trace: Trace, socket: int) -> int | None:
+    """The socket's MSS: the size the recorded sender cut longer sends at when the
+    recording shows it (:func:`observed_mss`), else the one its SYN exchange allowed
+    (``metadata.capture.sender_mss``, recorded at import), else None."""
+    seen = observed_mss(trace, socket)
+    if seen is not None:
+        return seen
+    announced = ((trace.metadata.get("capture") or {}).get("sender_mss") or {}).get(str(socket))
+    return announced if isinstance(announced, int) and 0 < announced <= 65535 else None
 
 
 def observed_mss(trace: Trace, socket: int) -> int | None:

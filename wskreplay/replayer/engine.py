@@ -11,6 +11,7 @@ metadata. Virtual time: the same trace and options give the same output, byte fo
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -31,7 +32,7 @@ from wskreplay.model import (
 from wskreplay.replayer.calibrate import (
     estimate_path,
     inferred_profile,
-    observed_mss,
+    sender_mss,
     stack_delays_ns,
 )
 from wskreplay.replayer.peer import RecordedPeer
@@ -70,13 +71,23 @@ def _peer_reset_ns(trace: Trace, socket: int) -> int | None:
 
 
 def replay(trace: Trace, options: ReplayOptions, *, source_sha256: str = "") -> Trace:
-    """Replay every call; the replayed trace."""
+    """Replay every call; the replayed trace.
+
+    The cyclic garbage collector is paused meanwhile: a replay makes millions of small
+    objects, none in a cycle, and the collector's full passes over them made the cost per
+    call grow with the trace (24 us at 100k calls, 35 us with it running)."""
     steps = _steps(trace, options, source_sha256)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as finished:
-            return finished.value
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        while True:
+            try:
+                next(steps)
+            except StopIteration as finished:
+                return finished.value
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def replay_until(trace: Trace, options: ReplayOptions, seq: int) -> dict[str, Any]:
@@ -119,7 +130,7 @@ def _steps(
         at = _peer_reset_ns(trace, sid)
         return None if at is None else t0 + scaled(at - t0)
 
-    mss = {sid: observed_mss(trace, sid) or profile.tcp.mss for sid in trace.sockets}
+    mss = {sid: sender_mss(trace, sid) or profile.tcp.mss for sid in trace.sockets}
     paths = {
         sid: replace(estimate_path(trace, sid, options.seed), mss=mss[sid]) for sid in trace.sockets
     }
