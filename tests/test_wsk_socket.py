@@ -234,3 +234,15 @@ def test_completion_latency_delays_the_completion_routine():
     late.send(SendRequest(0, IRP, 0, 64))
     late.transmitted(64, 0)
     assert late.returned(IRP, 1).status == nt.STATUS_PENDING
+
+
+def test_partial_completion_counts_the_bytes_acknowledged_before_a_reset():
+    """wsk-facts: whether a send "can complete with Information < Length" is UNVERIFIED
+    (profile completion.partial): off, a failed send reports 0 bytes; on, the bytes of it
+    the peer had acknowledged."""
+    for partial, information in ((False, 0), (True, 60)):
+        s = sock(partial=partial)
+        s.send(SendRequest(0, IRP, 0, 100))
+        s.send(SendRequest(1, IRP + 1, 0, 100))
+        assert s.acknowledged(160, 5) == [Completed(IRP, nt.STATUS_SUCCESS, 100, 5)]
+        assert s.peer_reset(9) == [Completed(IRP + 1, nt.STATUS_CONNECTION_RESET, information, 9)]

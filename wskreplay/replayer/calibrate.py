@@ -22,6 +22,16 @@ from wskreplay.replayer.peer import PathParams
 from wskreplay.replayer.profile import TransportProfile
 
 
+def outbound_data(trace: Trace, socket: int) -> np.ndarray:
+    """Mask of the segments that carried the socket's own bytes."""
+    seg = trace.segments
+    return (
+        (seg.column("socket") == socket)
+        & (seg.column("direction") == int(Direction.OUT))
+        & (seg.column("length") > 0)
+    )
+
+
 def inferred_profile(
     trace: Trace, profile: TransportProfile, completion: str | None = None
 ) -> TransportProfile:
@@ -150,10 +160,11 @@ def completion_latency_ns(trace: Trace, policy: str) -> int | None:
         ends = (calls.column("stream_offset")[mine] + calls.column("length")[mine]).astype(np.int64)
         on = seg.column("socket") == sid
         if policy == "on-ack":
-            rows = on & (seg.column("direction") == int(Direction.IN))
+            inbound = seg.column("direction") == int(Direction.IN)
+            rows = on & inbound & (seg.column("flags") & TCP_RST == 0)
             reach = np.maximum.accumulate(seg.column("ack")[rows].astype(np.int64))
         else:
-            rows = on & (seg.column("direction") == int(Direction.OUT)) & (seg.column("length") > 0)
+            rows = outbound_data(trace, sid)
             reach = np.maximum.accumulate(
                 (seg.column("seq")[rows] + seg.column("length")[rows]).astype(np.int64)
             )
@@ -179,11 +190,7 @@ def stack_delays_ns(trace: Trace) -> np.ndarray:
         mine = np.flatnonzero(
             on & nt.success_mask(calls.column("status")) & (calls.column("length") > 0)
         )
-        rows = (
-            (seg.column("socket") == socket)
-            & (seg.column("direction") == int(Direction.OUT))
-            & (seg.column("length") > 0)
-        )
+        rows = outbound_data(trace, socket)
         if not len(mine) or not rows.any():
             continue
         times = seg.column("time_ns")[rows].astype(np.int64)
@@ -213,7 +220,7 @@ def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
     window and its delayed-ACK time."""
     seg = trace.segments
     mine = seg.column("socket") == socket
-    out = mine & (seg.column("direction") == int(Direction.OUT)) & (seg.column("length") > 0)
+    out = outbound_data(trace, socket)
     inb = mine & (seg.column("direction") == int(Direction.IN))
     acks = inb & (seg.column("flags") & TCP_RST == 0)
     ends = (seg.column("seq")[out] + seg.column("length")[out]).astype(np.int64)
@@ -262,12 +269,7 @@ def observed_mss(trace: Trace, socket: int) -> int | None:
     timestamps this is the SYN's MSS less 12 bytes; with segmentation offload at the
     capture point, a multiple of it). None when the recording does not show one."""
     seg, calls = trace.segments, trace.calls
-    rows = (
-        (seg.column("socket") == socket)
-        & (seg.column("direction") == int(Direction.OUT))
-        & (seg.column("length") > 0)
-    )
-    lengths = seg.column("length")[rows]
+    lengths = seg.column("length")[outbound_data(trace, socket)]
     if not len(lengths):
         return None
     largest = int(lengths.max())
@@ -282,11 +284,7 @@ def link_rate_bps(trace: Trace, socket: int) -> int | None:
     call (back to back by construction: the call had queued both); None when the recording
     shows no such pair or no spacing (segmentation offload)."""
     seg, calls = trace.segments, trace.calls
-    rows = (
-        (seg.column("socket") == socket)
-        & (seg.column("direction") == int(Direction.OUT))
-        & (seg.column("length") > 0)
-    )
+    rows = outbound_data(trace, socket)
     if rows.sum() < 2:
         return None
     times = seg.column("time_ns")[rows].astype(np.int64)

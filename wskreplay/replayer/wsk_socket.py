@@ -239,8 +239,14 @@ class WskSocket:
     # Lifecycle.
 
     def _fail_pending(self, status: int, time_ns: int) -> list[WskEvent]:
+        """Every pending send completes with ``status``; its Information is 0, or with
+        ``completion.partial`` the bytes of it the policy's condition had reached (acknowledged
+        or transmitted) by then."""
+        reached = self._reached_end() if self.profile.completion.partial else 0
         out: list[WskEvent] = [
-            Completed(p.irp, status, 0, time_ns) for p in self.pending if not p.done
+            Completed(p.irp, status, min(max(reached - (p.end - p.length), 0), p.length), time_ns)
+            for p in self.pending
+            if not p.done
         ]
         self.pending.clear()
         return out
