@@ -171,8 +171,8 @@ def test_until_stops_after_a_call_and_shows_its_socket(tmp_path):
 
 def test_compiled_emulator_is_in_use_and_equals_the_python_modules(tmp_path):
     """setup.py compiles the emulator with mypyc; the Python modules are the reference.
-    Both replay the shipped traces to the same bytes (the pure-Python run uses a copy of
-    the package without compiled modules)."""
+    Both replay the shipped traces and a 5,000-call synth trace to the same bytes (the
+    pure-Python run uses a copy of the package without compiled modules)."""
     import shutil
     import subprocess
     import sys
@@ -184,11 +184,14 @@ def test_compiled_emulator_is_in_use_and_equals_the_python_modules(tmp_path):
     shutil.copytree(
         REPO / "wskreplay", pure / "wskreplay", ignore=shutil.ignore_patterns("*.so", "__pycache__")
     )
-    for name in SHIPPED:
+    larger = tmp_path / "synth-5000.wskt"
+    assert run_cli("synth", "-o", str(larger), "--calls", "5000", "--sockets", "6").returncode == 0
+    for source in [TRACES / name for name in SHIPPED] + [larger]:
+        name = source.name
         compiled_out, pure_out = tmp_path / f"c-{name}", tmp_path / f"p-{name}"
-        assert run_cli("replay", str(TRACES / name), "-o", str(compiled_out)).returncode == 0
+        assert run_cli("replay", str(source), "-o", str(compiled_out)).returncode == 0
         proc = subprocess.run(
-            [sys.executable, "-m", "wskreplay", "replay", str(TRACES / name), "-o", str(pure_out)],
+            [sys.executable, "-m", "wskreplay", "replay", str(source), "-o", str(pure_out)],
             capture_output=True,
             text=True,
             env={"PYTHONPATH": str(pure), "PATH": "/usr/bin:/bin"},

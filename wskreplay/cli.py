@@ -453,6 +453,7 @@ def record(out: str, provider: tuple[str, ...], capture: bool) -> None:
     metavar="CALL_N",
     help="Stop after call N and print its socket's emulator state.",
 )
+@click.option("--progress/--no-progress", default=None, help="Default: on a terminal.")
 def replay_cmd(
     trace: str,
     out: str,
@@ -464,9 +465,10 @@ def replay_cmd(
     seed: int,
     peer: str,
     until: int | None,
+    progress: bool | None,
 ) -> None:
     """Re-issue a trace's calls against the emulator; write what happened as a trace."""
-    from wskreplay.console import print_replay_summary
+    from wskreplay.console import import_progress, print_replay_summary
     from wskreplay.digest import file_sha256
     from wskreplay.replayer.engine import ReplayOptions, replay, replay_until
     from wskreplay.replayer.profile import load_profile
@@ -480,6 +482,12 @@ def replay_cmd(
     if until is not None:
         click.echo(json.dumps(replay_until(recorded, options, until), indent=1))
         return
-    replayed = replay(recorded, options, source_sha256=file_sha256(trace))
-    write_trace(out, replayed)
+    show = sys.stderr.isatty() if progress is None else progress
+    with import_progress(show, unit="items") as bar:
+        bar.phase(f"replaying {len(recorded.calls):,} calls")
+        replayed = replay(
+            recorded, options, source_sha256=file_sha256(trace), progress=bar.advance
+        )
+        bar.phase(f"writing {os.path.basename(out)}")
+        write_trace(out, replayed)
     print_replay_summary(recorded, replayed, out)

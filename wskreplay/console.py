@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -122,7 +123,7 @@ class _ImportBar:
         self._task = progress.add_task("starting", total=None)
 
     def phase(self, name: str) -> None:
-        self._progress.update(self._task, description=name, total=None, completed=0)
+        self._progress.reset(self._task, total=None, description=name)
 
     def advance(self, done: int, total: int) -> None:
         self._progress.update(self._task, total=total, completed=done)
@@ -137,8 +138,9 @@ class _Silent:
 
 
 @contextmanager
-def import_progress(show: bool) -> Iterator[_ImportBar | _Silent]:
-    """A bar on stderr naming the import's phase, with bytes read where it knows them."""
+def import_progress(show: bool, *, unit: str = "bytes") -> Iterator[_ImportBar | _Silent]:
+    """A bar on stderr naming the phase, with how far it is where it knows: bytes read
+    (``unit="bytes"``) or items done of all (``unit="items"``, e.g. calls replayed)."""
     if not show:
         yield _Silent()
         return
@@ -146,7 +148,7 @@ def import_progress(show: bool) -> Iterator[_ImportBar | _Silent]:
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        DownloadColumn() if unit == "bytes" else MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,

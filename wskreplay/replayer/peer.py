@@ -69,7 +69,9 @@ class ParametricPeer:
 
     def transmit(self, seg: SentSegment) -> tuple[int, int | None]:
         """When ``seg`` leaves the sender (once the segments before it are serialized onto
-        the bottleneck) and when it reaches the peer, None if the path loses it."""
+        the bottleneck) and when it reaches the peer, None if the path loses it. A capture
+        at the sender stamps a segment when it starts to leave, and the RTT measured from
+        such a capture runs from there: the arrival is half of it after the departure."""
         start = max(seg.time_ns, self.link_free)
         serialization = (
             (seg.length + 54) * 8 * 1_000_000_000 // self.p.rate_bps if self.p.rate_bps else 0
@@ -78,7 +80,7 @@ class ParametricPeer:
         if self.p.loss and self.rng.random() < self.p.loss:
             self.dropped += 1
             return start, None
-        return start, self.link_free + self.p.rtt_ns // 2
+        return start, start + self.p.rtt_ns // 2
 
     def _window(self, time_ns: int) -> int:
         if self.read_base_ns is None:

@@ -70,6 +70,8 @@ class EmulatedConnection:
         self.peer = peer if peer is not None else ParametricPeer(path)
         self.received = 0
         """Bytes of the peer's own stream received here (this side acknowledges them)."""
+        self.reset_ns: int | None = None
+        """When the peer's RST arrived, if it did."""
         self.now = 0
         self._due: list[Due] = []
         self._order = 0
@@ -79,6 +81,11 @@ class EmulatedConnection:
     def _schedule(self, time_ns: int, kind: int, item: object) -> None:
         self._order += 1
         heapq.heappush(self._due, (time_ns, self._order, kind, item))
+
+    def reset_time(self) -> int | None:
+        """When the peer's RST arrived, or None (a method, not the attribute: callers wait
+        for it to change while they let time pass)."""
+        return self.reset_ns
 
     def next_event_time(self) -> int | None:
         """When the next thing is due (a packet, an ACK, a timer), or None."""
@@ -186,6 +193,7 @@ class EmulatedConnection:
         assert kind == PEER_RESET
         wire = WireSegment(time_ns, False, self.peer.rcv_nxt, 0, TCP_RST | TCP_ACK)
         self.tcp.aborted()
+        self.reset_ns = time_ns
         return [wire, *self._wsk_outputs(self.wsk.peer_reset(time_ns))]
 
     def _from_peer(self, ack: PeerAck, time_ns: int) -> list[Output]:
@@ -195,6 +203,7 @@ class EmulatedConnection:
         wire = WireSegment(time_ns, False, ack.seq, ack.length, flags, ack.ack, ack.window)
         if ack.flags & TCP_RST:
             self.tcp.aborted()
+            self.reset_ns = time_ns
             return [wire, *self._wsk_outputs(self.wsk.peer_reset(time_ns))]
         out: list[Output] = [wire]
         if ack.length or ack.flags & TCP_FIN:
