@@ -408,44 +408,56 @@ def record(out: str, provider: tuple[str, ...], capture: bool) -> None:
     record_live(out, extra_providers=list(provider), capture=capture)
 
 
+def replay_options(command: Any) -> Any:
+    """The options of a replay, shared by ``replay`` and ``check``."""
+    for option in reversed(_REPLAY_OPTIONS):
+        command = option(command)
+    return command
+
+
+_REPLAY_OPTIONS = [
+    click.option(
+        "--profile",
+        "profile_name",
+        default="windows-tcpip",
+        show_default=True,
+        help="Transport profile: a shipped name or a TOML path.",
+    ),
+    click.option(
+        "--speed",
+        type=click.FloatRange(0, min_open=True),
+        default=1.0,
+        show_default=True,
+        help="Divide the recorded timing by this.",
+    ),
+    click.option("--asap", is_flag=True, help="Issue each call as soon as it may."),
+    click.option(
+        "--completion",
+        type=click.Choice(["on-ack", "on-transmit"]),
+        help="Completion policy (default: the trace's inferred one).",
+    ),
+    click.option(
+        "--seed",
+        type=click.IntRange(0),
+        default=0,
+        show_default=True,
+        help="Seed of the emulated path (losses).",
+    ),
+    click.option(
+        "--peer",
+        type=click.Choice(["recorded", "parametric"]),
+        default="recorded",
+        show_default=True,
+        help="recorded: each peer reacts as the recorded one did; parametric: RTT/window only.",
+    ),
+]
+
+
 @main.command("replay")
 @click.argument("trace", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False))
 @click.option("--target", type=click.Choice(["emulator"]), default="emulator", show_default=True)
-@click.option(
-    "--profile",
-    "profile_name",
-    default="windows-tcpip",
-    show_default=True,
-    help="Transport profile: a shipped name or a TOML path.",
-)
-@click.option(
-    "--speed",
-    type=click.FloatRange(0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Divide the recorded timing by this.",
-)
-@click.option("--asap", is_flag=True, help="Issue each call as soon as it may.")
-@click.option(
-    "--completion",
-    type=click.Choice(["on-ack", "on-transmit"]),
-    help="Completion policy (default: the trace's inferred one).",
-)
-@click.option(
-    "--seed",
-    type=click.IntRange(0),
-    default=0,
-    show_default=True,
-    help="Seed of the emulated path (losses).",
-)
-@click.option(
-    "--peer",
-    type=click.Choice(["recorded", "parametric"]),
-    default="recorded",
-    show_default=True,
-    help="recorded: each peer reacts as the recorded one did; parametric: RTT/window only.",
-)
+@replay_options
 @click.option(
     "--until",
     "until",
@@ -476,9 +488,10 @@ def replay_cmd(
 
     if out is None and until is None:
         raise click.UsageError("give -o OUT.wskt (or --until CALL_N to step)")
-    profile = load_profile(profile_name)
     recorded = read_trace(trace)
-    options = ReplayOptions(profile, None if asap else speed, completion, seed, peer)
+    options = ReplayOptions(
+        load_profile(profile_name), None if asap else speed, completion, seed, peer
+    )
     if until is not None:
         click.echo(json.dumps(replay_until(recorded, options, until), indent=1))
         return
@@ -491,3 +504,123 @@ def replay_cmd(
         bar.phase(f"writing {os.path.basename(out)}")
         write_trace(out, replayed)
     print_replay_summary(recorded, replayed, out)
+
+
+def diff_options(command: Any) -> Any:
+    """The options of a comparison, shared by ``diff`` and ``check``."""
+    for option in reversed(_DIFF_OPTIONS):
+        command = option(command)
+    return command
+
+
+_DIFF_OPTIONS = [
+    click.option(
+        "--tolerance",
+        "tolerances",
+        multiple=True,
+        metavar="METRIC=TIME[,PCT%]",
+        help="Timing tolerance, e.g. completion=50us,5% (metrics: issue, return, "
+        "completion, wire); repeatable.",
+    ),
+    click.option(
+        "--strict-segmentation",
+        is_flag=True,
+        help="Count segmentation differences (default: reported, tolerated).",
+    ),
+    click.option("--json", "json_out", metavar="FILE|-", help="Write the JSON report."),
+]
+
+
+def _diff_options(align: str, tolerances: tuple[str, ...], strict_segmentation: bool) -> Any:
+    from wskreplay.diff import DiffOptions, parse_tolerance
+    from wskreplay.diff.tolerance import DEFAULT_TOLERANCES
+
+    limits = dict(DEFAULT_TOLERANCES)
+    limits.update(parse_tolerance(text) for text in tolerances)
+    return DiffOptions(
+        align=align, tolerances=limits, segmentation="strict" if strict_segmentation else "tolerate"
+    )
+
+
+def _report(result: Any, json_out: str | None, *, a: str, b: str) -> int:
+    from wskreplay.diff.report import print_diff, write_json
+
+    if json_out is not None:
+        write_json(result, json_out, a=a, b=b)
+    if json_out != "-":
+        print_diff(result, a=a, b=b)
+    return EXIT_OK if result.equal else EXIT_PROBLEM
+
+
+@main.command("diff")
+@click.argument("a", type=click.Path(dir_okay=False))
+@click.argument("b", type=click.Path(dir_okay=False))
+@click.option(
+    "--align",
+    type=click.Choice(["auto", "order", "sequence"]),
+    default="auto",
+    show_default=True,
+    help="Calls in order (a replay) or by sequence alignment (two recordings); auto decides.",
+)
+@diff_options
+def diff_cmd(
+    a: str,
+    b: str,
+    align: str,
+    tolerances: tuple[str, ...],
+    strict_segmentation: bool,
+    json_out: str | None,
+) -> int:
+    """Compare trace B with trace A: exit 0 within tolerance, 1 differences, 2 error."""
+    from wskreplay.diff import diff_traces
+    from wskreplay.tracefile import read_trace
+
+    options = _diff_options(align, tolerances, strict_segmentation)
+    result = diff_traces(read_trace(a), read_trace(b), options)
+    return _report(result, json_out, a=a, b=b)
+
+
+@main.command("check")
+@click.argument("trace", type=click.Path(dir_okay=False), required=False)
+@click.option("--target", type=click.Choice(["emulator"]), default="emulator", show_default=True)
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="Keep the replay.")
+@replay_options
+@diff_options
+def check_cmd(
+    trace: str | None,
+    target: str,
+    out: str | None,
+    profile_name: str,
+    speed: float,
+    asap: bool,
+    completion: str | None,
+    seed: int,
+    peer: str,
+    tolerances: tuple[str, ...],
+    strict_segmentation: bool,
+    json_out: str | None,
+) -> int:
+    """Replay a trace and diff the replay against it (default: the shipped sample
+    recording, traces/field.wskt): exit 0 within tolerance, 1 differences, 2 error."""
+    from pathlib import Path
+
+    from wskreplay.diff import diff_traces
+    from wskreplay.digest import file_sha256
+    from wskreplay.replayer.engine import ReplayOptions, replay
+    from wskreplay.replayer.profile import load_profile
+    from wskreplay.tracefile import read_trace
+
+    if trace is None:
+        trace = str(Path(__file__).resolve().parent.parent / "traces" / "field.wskt")
+        if not Path(trace).is_file():
+            raise click.UsageError("give a TRACE (the shipped sample is not in this install)")
+    recorded = read_trace(trace)
+    options = ReplayOptions(
+        load_profile(profile_name), None if asap else speed, completion, seed, peer
+    )
+    replayed = replay(recorded, options, source_sha256=file_sha256(trace))
+    if out is not None:
+        write_trace(out, replayed)
+    options_diff = _diff_options("order", tolerances, strict_segmentation)
+    result = diff_traces(recorded, replayed, options_diff)
+    return _report(result, json_out, a=trace, b=out or "(replay)")

@@ -21,6 +21,8 @@ WSK_FLAG_STREAM_SOCKET = 0x8
 
 WSK_FLAG_OOB = 0x1
 WSK_FLAG_NODELAY = 0x2
+WSK_FLAG_ABORTIVE = 0x1
+"""WskDisconnect's flag (wsk-facts: "WSK_FLAG_ABORTIVE | 0x1 | disconnect")."""
 
 AF_INET = 2
 AF_INET6 = 23

@@ -20,6 +20,7 @@ import numpy as np
 
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
+from wskreplay.formats import wsk
 from wskreplay.model import (
     CallTable,
     Clock,
@@ -224,10 +225,30 @@ def _steps(
     control_len = calls.column("control_len").tolist()
     issue_of = issue.tolist()
     socket_list = socket_of.tolist()
+    lifecycle = _lifecycle(trace)
+    lag: dict[int, int] = {}
+    """Socket -> how much later than scheduled its latest call went out (dependencies)."""
+
+    def play_lifecycle(sid: int, conn: EmulatedConnection, before: int | None) -> None:
+        """The driver's recorded disconnects and closes of ``sid`` before ``before``."""
+        queue = lifecycle.get(sid, [])
+        while queue and (before is None or queue[0].time_ns < before):
+            e = queue.pop(0)
+            at = conn.now
+            if options.speed is not None:
+                at = max(t0 + scaled(e.time_ns - t0) + lag.get(sid, 0), conn.now)
+            if e.kind == "close":
+                absorb(sid, conn.close(at))
+            else:
+                abortive = bool(int(e.attrs.get("flags", 0)) & wsk.WSK_FLAG_ABORTIVE)
+                absorb(sid, conn.disconnect(at, abortive=abortive))
+            events.append(Event(at, e.kind, sid, dict(e.attrs)))
+
     for i in order.tolist():
         sid = socket_list[i]
         issued = issue_of[i]
         conn = conns[sid]
+        play_lifecycle(sid, conn, issued)
         while done_cursor < len(recorded_done_order) and (
             recorded_done_order[done_cursor][0] <= issued
         ):
@@ -256,6 +277,8 @@ def _steps(
             if reset_seen is not None:
                 t = max(t, reset_seen + scaled(issued - reset_at))
         t = max(t, conn.now)
+        if options.speed is not None:
+            lag[sid] = t - (t0 + scaled(issued - t0))
         issue_out[i] = t
         req = SendRequest(
             t,
@@ -274,7 +297,11 @@ def _steps(
             status_out[i] = WOULD_BUGCHECK
         yield i, sid, conn
     for sid, conn in conns.items():
+        play_lifecycle(sid, conn, None)
         absorb(sid, conn.settle(SETTLE_NS))
+        reset_seen = conn.reset_time()
+        if reset_seen is not None:
+            events.append(Event(reset_seen, "reset", sid, {"by": "peer"}))
 
     out = Trace(
         metadata={
@@ -317,6 +344,15 @@ def _steps(
     out.calls = CallTable(cols, calls.control_blob)
     out.segments = _segments(wire)
     out.events = sorted(events, key=lambda e: e.time_ns)
+    return out
+
+
+def _lifecycle(trace: Trace) -> dict[int, list[Event]]:
+    """Socket -> the driver's WskDisconnect and WskCloseSocket events, in time order."""
+    out: dict[int, list[Event]] = {}
+    for e in sorted(trace.events, key=lambda e: e.time_ns):
+        if e.kind in ("disconnect", "close") and e.socket is not None and e.socket in trace.sockets:
+            out.setdefault(e.socket, []).append(e)
     return out
 
 

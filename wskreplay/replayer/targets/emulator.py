@@ -20,6 +20,7 @@ from wskreplay.replayer.wsk_socket import (
     Completed,
     Returned,
     SendRequest,
+    SocketState,
     Transmit,
     Violation,
     WskEvent,
@@ -164,9 +165,14 @@ class EmulatedConnection:
         return self.run_until(self.now + horizon_ns)
 
     def close(self, time_ns: int) -> list[Output]:
+        """WskCloseSocket: pending sends are cancelled; an abortive disconnect (a RST)
+        "unless already fully disconnected" (wsk-facts), here: unless a graceful disconnect
+        was asked for or the connection is already reset."""
         out = self.run_until(time_ns)
+        was = self.wsk.state
         out += self._wsk_outputs(self.wsk.close(time_ns))
-        out += self._tcp_outputs(self.tcp.reset(time_ns))
+        if was is SocketState.CONNECTED:
+            out += self._tcp_outputs(self.tcp.reset(time_ns))
         return out
 
     def disconnect(self, time_ns: int, *, abortive: bool) -> list[Output]:

@@ -1,0 +1,202 @@
+"""`wskreplay diff` and `check`: controlled mutations of a real trace, each reported in its
+class, at its call, and nothing else."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from wskreplay.diff import DiffOptions, diff_traces, parse_tolerance
+from wskreplay.errors import InputError
+from wskreplay.formats import ntstatus as nt
+from wskreplay.model import CallTable, Direction, SegmentTable, Trace
+from wskreplay.tracefile import read_trace, write_trace
+
+from .conftest import REPO, assert_one_line_error, run_cli
+
+TRACES = REPO / "traces"
+
+
+@pytest.fixture(scope="module")
+def sample() -> Trace:
+    return read_trace(TRACES / "sample.wskt")
+
+
+def with_calls(trace: Trace, **changes) -> Trace:
+    """A copy of ``trace`` whose call columns have the given (index, value) changes."""
+    out = copy.deepcopy(trace)
+    cols = out.calls.columns
+    for name, (index, value) in changes.items():
+        cols[name] = cols[name].copy()
+        cols[name][index] = value
+    out.calls = CallTable(cols, out.calls.control_blob)
+    return out
+
+
+def socket_calls(trace: Trace, sid: int) -> np.ndarray:
+    return np.flatnonzero(trace.calls.column("socket") == sid)
+
+
+def kinds(result) -> list[tuple[str, int | None, int | None]]:
+    return [(d.kind, d.call_a, d.call_b) for d in result.differences]
+
+
+def test_a_trace_equals_itself(sample, tmp_path):
+    result = diff_traces(sample, sample)
+    assert result.equal and result.calls_compared == 500 and not result.tolerated
+    proc = run_cli("diff", str(TRACES / "sample.wskt"), str(TRACES / "sample.wskt"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("EQUAL: 500 calls compared")
+
+
+def test_a_changed_completion_status_is_one_status_difference(sample):
+    k = int(socket_calls(sample, 1)[10])
+    b = with_calls(sample, completion_status=(k, nt.STATUS_CONNECTION_RESET))
+    result = diff_traces(sample, b, DiffOptions(align="order"))
+    assert kinds(result) == [("completion_status", k, k)]
+    assert "STATUS_CONNECTION_RESET" in result.differences[0].detail
+
+
+def test_a_delayed_completion_counts_only_beyond_its_tolerance(sample):
+    k = int(socket_calls(sample, 2)[5])
+    late = int(sample.calls.column("completion_ns")[k]) + 1_000_000
+    result = diff_traces(sample, with_calls(sample, completion_ns=(k, late)), DiffOptions("order"))
+    assert kinds(result) == [("timing", k, k)]
+    assert result.differences[0].b["metric"] == "completion"
+    near = int(sample.calls.column("completion_ns")[k]) + 10_000
+    within = diff_traces(sample, with_calls(sample, completion_ns=(k, near)), DiffOptions("order"))
+    assert within.equal
+
+
+def _insert_first_call(trace: Trace, sid: int, payload: bytes) -> tuple[Trace, int]:
+    """``trace`` with a call prepended to socket ``sid``'s stream (same issue time as its
+    first call): later calls' offsets shift, the stream gains the bytes."""
+    out = copy.deepcopy(trace)
+    cols = out.calls.columns
+    mine = socket_calls(trace, sid)
+    first = int(mine[0])
+    row = {name: cols[name][first] for name in cols}
+    row.update(length=len(payload), control_len=-1, information=len(payload), stream_offset=0)
+    shifted = cols["stream_offset"].copy()
+    shifted[mine] += len(payload)
+    cols["stream_offset"] = shifted
+    at = first
+    control_at = int(np.maximum(cols["control_len"][:at], 0).sum())
+    for name in cols:
+        cols[name] = np.insert(cols[name], at, row[name])
+    cols["seq"] = np.arange(len(cols["seq"]))
+    blob = trace.calls.control_blob
+    out.calls = CallTable(cols, blob[:control_at] + blob[control_at:])
+    stream = out.streams[(sid, Direction.OUT)]
+    stream.data = bytearray(payload) + stream.data
+    stream.length += len(payload)
+    segs = out.segments.columns
+    mine = segs["socket"] == sid
+    outbound, inbound = mine & (segs["direction"] == int(Direction.OUT)), mine & (
+        segs["direction"] == int(Direction.IN)
+    )
+    segs["seq"] = np.where(outbound, segs["seq"] + len(payload), segs["seq"])
+    segs["ack"] = np.where(inbound & (segs["ack"] > 0), segs["ack"] + len(payload), segs["ack"])
+    first_data = int(np.flatnonzero(outbound & (segs["length"] > 0))[0])
+    new = {name: segs[name][first_data] for name in segs}
+    new.update(seq=0, length=len(payload), time_ns=int(cols["issue_ns"][at]) + 1)
+    for name in segs:
+        segs[name] = np.insert(segs[name], first_data, new[name])
+    out.segments = SegmentTable(segs)
+    return out, at
+
+
+def test_one_inserted_call_is_one_insertion_under_sequence_alignment(sample):
+    b, at = _insert_first_call(sample, 0, b"INSERTED")
+    result = diff_traces(sample, b, DiffOptions(align="sequence"))
+    assert [d.kind for d in result.differences] == ["inserted", "wire"]
+    assert (result.differences[0].call_a, result.differences[0].call_b) == (None, at)
+    wire = result.differences[1]
+    assert wire.a["offset"] == 0 and wire.call_b == at
+    # In order, the same insertion shifts every later call of the socket.
+    in_order = diff_traces(sample, b, DiffOptions(align="order"))
+    assert len(in_order.differences) > 10
+
+
+def test_one_removed_call_is_one_removal(sample):
+    b, at = _insert_first_call(sample, 0, b"INSERTED")
+    result = diff_traces(b, sample, DiffOptions(align="sequence"))
+    assert [(d.kind, d.call_a, d.call_b) for d in result.differences][0] == ("removed", at, None)
+    assert [d.kind for d in result.differences] == ["removed", "wire"]
+
+
+def test_one_changed_byte_names_its_offset_and_call(sample):
+    b = copy.deepcopy(sample)
+    k = int(socket_calls(sample, 3)[4])
+    offset = int(sample.calls.column("stream_offset")[k]) + 1
+    b.streams[(3, Direction.OUT)].data[offset] ^= 0xFF
+    result = diff_traces(sample, b, DiffOptions(align="order"))
+    assert kinds(result) == [("wire", k, k)]
+    assert result.differences[0].a["offset"] == offset
+    assert "first difference at byte" in result.differences[0].detail
+
+
+def test_other_segmentation_is_tolerated_unless_strict(sample):
+    b = copy.deepcopy(sample)
+    cols = b.segments.columns
+    seg = sample.segments
+    full = np.flatnonzero(
+        (seg.column("socket") == 0)
+        & (seg.column("direction") == int(Direction.OUT))
+        & (seg.column("length") == 1460)
+    )[0]
+    half = {name: cols[name][full] for name in cols}
+    cols["length"] = cols["length"].copy()
+    cols["length"][full] = 730
+    later = int(cols["time_ns"][full]) + 1
+    half.update(length=730, seq=int(cols["seq"][full]) + 730, time_ns=later)
+    for name in cols:
+        cols[name] = np.insert(cols[name], full + 1, half[name])
+    b.segments = SegmentTable(cols)
+    result = diff_traces(sample, b, DiffOptions(align="order"))
+    assert result.equal and [d.kind for d in result.tolerated] == ["segmentation"]
+    strict = diff_traces(sample, b, DiffOptions(align="order", segmentation="strict"))
+    assert [d.kind for d in strict.differences] == ["segmentation"]
+
+
+def test_check_replays_and_diffs_the_shipped_traces(tmp_path):
+    for name in ("field.wskt", "sample.wskt", "smb2-inferred.wskt"):
+        report = tmp_path / f"{name}.json"
+        proc = run_cli("check", str(TRACES / name), "--json", str(report))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        doc = json.loads(report.read_text())
+        assert doc["equal"] and doc["status_mismatches"] == doc["timing_violations"] == 0
+        assert doc["wire_mismatches"] == 0 and doc["calls_compared"] > 0
+    proc = run_cli("check")
+    assert proc.returncode == 0 and "EQUAL: 12 calls compared" in proc.stdout
+
+
+def test_differences_exit_1_and_the_json_schema(sample, tmp_path):
+    k = int(socket_calls(sample, 1)[3])
+    b = with_calls(sample, status=(k, nt.STATUS_INVALID_PARAMETER))
+    path = tmp_path / "b.wskt"
+    write_trace(path, b)
+    proc = run_cli("diff", str(TRACES / "sample.wskt"), str(path), "--json", "-")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    expected = {"equal", "calls_compared", "status_mismatches", "timing_violations"}
+    assert expected | {"wire_mismatches", "differences"} <= set(doc)
+    assert doc["equal"] is False and doc["status_mismatches"] == 1
+    assert doc["differences"][0]["call_a"] == k
+
+
+def test_bad_diff_input_is_one_line(tmp_path):
+    good = str(TRACES / "sample.wskt")
+    assert_one_line_error(run_cli("diff", good, str(TRACES / "field.etl")), "field.etl")
+    assert_one_line_error(
+        run_cli("diff", good, good, "--tolerance", "completion=fast"), "METRIC=NUMBER"
+    )
+    assert_one_line_error(
+        run_cli("diff", good, good, "--tolerance", "latency=5us"), "unknown metric 'latency'"
+    )
+    with pytest.raises(InputError):
+        parse_tolerance("wire=5")
+    assert parse_tolerance("completion=50us,5%")[1].absolute_ns == 50_000

@@ -1,0 +1,105 @@
+"""Which socket and which call of one trace corresponds to which of the other.
+
+Sockets: by their endpoints (local and remote address:port), else in order of id. Calls,
+per socket: in order (a replay issues exactly the recorded calls), or by a sequence
+alignment on (length, flags, payload digest), so that a call inserted or removed by
+another driver version shows as that, not as every later call differing."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from wskreplay.model import Trace
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Aligned call indices of one socket pair: ``a[k]`` in trace A goes with ``b[k]`` in
+    trace B; -1 where a call has no counterpart (only B has it: inserted; only A: removed)."""
+
+    a: np.ndarray
+    b: np.ndarray
+
+
+
+def match_sockets(a: Trace, b: Trace) -> list[tuple[int | None, int | None]]:
+    """(socket of A, socket of B) pairs; None where a socket has no counterpart."""
+
+    def endpoints(trace: Trace, sid: int) -> tuple:
+        s = trace.sockets[sid]
+        return (s.local_addr, s.local_port, s.remote_addr, s.remote_port)
+
+    by_endpoint = {endpoints(b, sid): sid for sid in sorted(b.sockets)}
+    pairs: list[tuple[int | None, int | None]] = []
+    taken: set[int] = set()
+    unmatched_a = []
+    for sid in sorted(a.sockets):
+        other = by_endpoint.get(endpoints(a, sid))
+        if other is not None and other not in taken and any(endpoints(a, sid)):
+            pairs.append((sid, other))
+            taken.add(other)
+        else:
+            unmatched_a.append(sid)
+    rest_b = [sid for sid in sorted(b.sockets) if sid not in taken]
+    for sa, sb in zip(unmatched_a, rest_b, strict=False):
+        pairs.append((sa, sb))
+    pairs += [(sa, None) for sa in unmatched_a[len(rest_b) :]]
+    pairs += [(None, sb) for sb in rest_b[len(unmatched_a) :]]
+    return sorted(pairs, key=lambda p: (p[0] is None, p[0] if p[0] is not None else p[1]))
+
+
+def calls_of(trace: Trace, sid: int | None) -> np.ndarray:
+    """Indices of the socket's calls, in issue order."""
+    if sid is None:
+        return np.empty(0, np.int64)
+    calls = trace.calls
+    mine = np.flatnonzero(calls.column("socket") == sid)
+    return mine[np.argsort(calls.column("issue_ns")[mine], kind="stable")]
+
+
+def align_in_order(ia: np.ndarray, ib: np.ndarray) -> Alignment:
+    n = max(len(ia), len(ib))
+    a = np.full(n, -1, np.int64)
+    b = np.full(n, -1, np.int64)
+    a[: len(ia)] = ia
+    b[: len(ib)] = ib
+    return Alignment(a, b)
+
+
+def call_keys(trace: Trace, index: np.ndarray) -> list[tuple]:
+    """What identifies a call across two recordings: its length, flags and payload digest."""
+    calls = trace.calls
+    lengths = calls.column("length")[index].tolist()
+    flags = calls.column("flags")[index].tolist()
+    keys = []
+    for i, n, f in zip(index.tolist(), lengths, flags, strict=True):
+        payload = trace.call_payload(i)
+        digest = hashlib.blake2b(payload, digest_size=8).digest() if payload is not None else None
+        keys.append((n, f, digest))
+    return keys
+
+
+def align_by_sequence(a: Trace, ia: np.ndarray, b: Trace, ib: np.ndarray) -> Alignment:
+    """Longest matching blocks of equal keys pair up; a replaced run pairs element-wise
+    (changed calls), its excess is inserted or removed."""
+    matcher = difflib.SequenceMatcher(None, call_keys(a, ia), call_keys(b, ib), autojunk=False)
+    parts_a: list[np.ndarray] = []
+    parts_b: list[np.ndarray] = []
+    for op, a0, a1, b0, b1 in matcher.get_opcodes():
+        if op == "delete":
+            parts_a.append(ia[a0:a1])
+            parts_b.append(np.full(a1 - a0, -1, np.int64))
+        elif op == "insert":
+            parts_a.append(np.full(b1 - b0, -1, np.int64))
+            parts_b.append(ib[b0:b1])
+        else:
+            run = align_in_order(ia[a0:a1], ib[b0:b1])
+            parts_a.append(run.a)
+            parts_b.append(run.b)
+    if not parts_a:
+        return Alignment(np.empty(0, np.int64), np.empty(0, np.int64))
+    return Alignment(np.concatenate(parts_a), np.concatenate(parts_b))

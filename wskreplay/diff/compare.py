@@ -1,0 +1,341 @@
+"""The comparisons: statuses, timing against tolerances, and the wire.
+
+Every difference is one :class:`Difference` with its class (``kind``), the socket, the
+calls it concerns in each trace (indices; None where a trace lacks it) and a one-line
+detail. Classes, in the order reports list them:
+
+- ``socket``: a socket only one trace has;
+- ``inserted`` / ``removed``: a call only B / only A has (sequence alignment);
+- ``status``, ``completion_status``, ``information``, ``completed``: the returned
+  NTSTATUS, the completion NTSTATUS, Information, or whether the IRP completed at all;
+- ``timing``: a call's time beyond its metric's tolerance (docs/diff.md);
+- ``wire``: a stream's bytes (the first differing offset, with context and the calls
+  that sent those bytes);
+- ``segmentation``: how a stream was cut into segments, and their PSH/FIN/RST flags;
+  tolerated unless ``DiffOptions.segmentation == "strict"`` (then it counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from wskreplay.diff.align import (
+    Alignment,
+    align_by_sequence,
+    align_in_order,
+    calls_of,
+    match_sockets,
+)
+from wskreplay.diff.tolerance import DEFAULT_TOLERANCES, METRICS, Tolerance, _duration
+from wskreplay.diff.wire import first_wire_ns, segmentation
+from wskreplay.formats import ntstatus as nt
+from wskreplay.model import Direction, Trace
+
+KINDS = (
+    "socket",
+    "inserted",
+    "removed",
+    "status",
+    "completion_status",
+    "information",
+    "completed",
+    "timing",
+    "wire",
+    "segmentation",
+)
+CONTEXT_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Difference:
+    kind: str
+    socket: int | None
+    """The socket in trace A (in B for a socket or call only B has)."""
+    call_a: int | None
+    call_b: int | None
+    detail: str
+    a: Any = None
+    b: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "socket": self.socket,
+            "call_a": self.call_a,
+            "call_b": self.call_b,
+            "detail": self.detail,
+            "a": self.a,
+            "b": self.b,
+        }
+
+
+@dataclass(frozen=True)
+class DiffOptions:
+    align: str = "auto"
+    """``order``, ``sequence``, or ``auto``: in order when B is a replay of A (its
+    metadata says so), by sequence alignment when they are independent recordings."""
+    tolerances: Mapping[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    segmentation: str = "tolerate"
+    """``tolerate``: segmentation differences are reported, not counted; ``strict``."""
+
+
+@dataclass
+class DiffResult:
+    align: str
+    calls_compared: int
+    differences: list[Difference]
+    """What counts: any of these makes the traces differ."""
+    tolerated: list[Difference]
+    """Reported, not counted (segmentation by default)."""
+
+    @property
+    def equal(self) -> bool:
+        return not self.differences
+
+    def count(self, *kinds: str) -> int:
+        return sum(1 for d in self.differences if d.kind in kinds)
+
+    def as_json(self) -> dict[str, Any]:
+        """The documented JSON report (docs/diff.md)."""
+        return {
+            "equal": self.equal,
+            "align": self.align,
+            "calls_compared": self.calls_compared,
+            "status_mismatches": self.count(
+                "status", "completion_status", "information", "completed"
+            ),
+            "timing_violations": self.count("timing"),
+            "wire_mismatches": self.count("wire"),
+            "inserted": self.count("inserted"),
+            "removed": self.count("removed"),
+            "unmatched_sockets": self.count("socket"),
+            "segmentation_differences": sum(
+                1 for d in self.differences + self.tolerated if d.kind == "segmentation"
+            ),
+            "differences": [d.as_dict() for d in self.differences],
+            "tolerated": [d.as_dict() for d in self.tolerated],
+        }
+
+
+def is_replay_of(a: Trace, b: Trace) -> bool:
+    return b.metadata.get("source") == "replay" or a.metadata.get("source") == "replay"
+
+
+def diff_traces(a: Trace, b: Trace, options: DiffOptions | None = None) -> DiffResult:
+    """Every difference between trace A (the baseline) and trace B."""
+    options = options or DiffOptions()
+    align = options.align
+    if align == "auto":
+        align = "order" if is_replay_of(a, b) else "sequence"
+    differences: list[Difference] = []
+    tolerated: list[Difference] = []
+    compared = 0
+    wire_a, wire_b = first_wire_ns(a), first_wire_ns(b)
+    for sa, sb in match_sockets(a, b):
+        if sa is None or sb is None:
+            only = "B" if sa is None else "A"
+            sid = sb if sa is None else sa
+            detail = f"socket {sid} only in {only}"
+            differences.append(Difference("socket", sid, None, None, detail))
+            continue
+        ia, ib = calls_of(a, sa), calls_of(b, sb)
+        pairs = align_in_order(ia, ib) if align == "order" else align_by_sequence(a, ia, b, ib)
+        compared += int(((pairs.a >= 0) & (pairs.b >= 0)).sum())
+        differences += _unpaired(a, b, sa, pairs)
+        differences += _statuses(a, b, sa, pairs)
+        differences += _timing(a, b, sa, pairs, options.tolerances, wire_a, wire_b)
+        for direction in (Direction.OUT, Direction.IN):
+            differences += _stream_bytes(a, b, sa, sb, direction)
+        cut = _segmentation(a, b, sa, sb)
+        (differences if options.segmentation == "strict" else tolerated).extend(cut)
+    order = {kind: k for k, kind in enumerate(KINDS)}
+    differences.sort(key=lambda d: (order[d.kind], d.socket or 0, d.call_a or d.call_b or 0))
+    return DiffResult(align, compared, differences, tolerated)
+
+
+def _unpaired(a: Trace, b: Trace, sid: int, pairs: Alignment) -> list[Difference]:
+    out = []
+    for k in np.flatnonzero(pairs.a < 0).tolist():
+        j = int(pairs.b[k])
+        call = b.calls[j]
+        out.append(
+            Difference("inserted", sid, None, j, f"call {j} of B ({call.length} bytes) not in A")
+        )
+    for k in np.flatnonzero(pairs.b < 0).tolist():
+        i = int(pairs.a[k])
+        call = a.calls[i]
+        out.append(
+            Difference("removed", sid, i, None, f"call {i} of A ({call.length} bytes) not in B")
+        )
+    return out
+
+
+def _statuses(a: Trace, b: Trace, sid: int, pairs: Alignment) -> list[Difference]:
+    both = (pairs.a >= 0) & (pairs.b >= 0)
+    ia, ib = pairs.a[both], pairs.b[both]
+    ca, cb = a.calls, b.calls
+    out: list[Difference] = []
+    done_a = ca.column("completed")[ia] == 1
+    done_b = cb.column("completed")[ib] == 1
+    checks = [
+        ("status", "returned", np.ones(len(ia), bool), True),
+        ("completed", "completed", np.ones(len(ia), bool), False),
+        ("completion_status", "completion status", done_a & done_b, True),
+        ("information", "Information", done_a & done_b, False),
+    ]
+    for kind, label, where, symbolic in checks:
+        column = {"status": "status", "completed": "completed"}.get(kind, kind)
+        va = ca.column(column)[ia].astype(np.int64)
+        vb = cb.column(column)[ib].astype(np.int64)
+        for k in np.flatnonzero(where & (va != vb)).tolist():
+            x, y = int(va[k]), int(vb[k])
+            shown = (nt.describe(x), nt.describe(y)) if symbolic else (x, y)
+            out.append(
+                Difference(
+                    kind,
+                    sid,
+                    int(ia[k]),
+                    int(ib[k]),
+                    f"call {int(ia[k])}: {label} {shown[0]} in A, {shown[1]} in B",
+                    x,
+                    y,
+                )
+            )
+    return out
+
+
+def _metric_values(trace: Trace, index: np.ndarray, wire: np.ndarray) -> dict[str, np.ndarray]:
+    """Per aligned call, each timing metric (ns); -1 where it has no value."""
+    calls = trace.calls
+    issue = calls.column("issue_ns")[index].astype(np.int64)
+    first = int(issue.min()) if len(issue) else 0
+    completed = calls.column("completed")[index] == 1
+    completion = calls.column("completion_ns")[index].astype(np.int64) - issue
+    on_wire = wire[index]
+    return {
+        "issue": issue - first,
+        "return": calls.column("return_ns")[index].astype(np.int64) - issue,
+        "completion": np.where(completed, completion, -1),
+        "wire": np.where(on_wire >= 0, on_wire - issue, -1),
+    }
+
+
+def _timing(
+    a: Trace,
+    b: Trace,
+    sid: int,
+    pairs: Alignment,
+    tolerances: Mapping[str, Tolerance],
+    wire_a: np.ndarray,
+    wire_b: np.ndarray,
+) -> list[Difference]:
+    both = (pairs.a >= 0) & (pairs.b >= 0)
+    ia, ib = pairs.a[both], pairs.b[both]
+    va, vb = _metric_values(a, ia, wire_a), _metric_values(b, ib, wire_b)
+    out: list[Difference] = []
+    for metric in METRICS:
+        tol = tolerances.get(metric, DEFAULT_TOLERANCES[metric])
+        x, y = va[metric], vb[metric]
+        known = (x >= 0) & (y >= 0) if metric != "issue" else np.ones(len(x), bool)
+        beyond = known & (np.abs(y - x) > tol.absolute_ns + tol.relative * np.abs(x))
+        for k in np.flatnonzero(beyond).tolist():
+            delta = int(y[k] - x[k])
+            out.append(
+                Difference(
+                    "timing",
+                    sid,
+                    int(ia[k]),
+                    int(ib[k]),
+                    f"call {int(ia[k])}: {METRICS[metric]} {_duration(int(x[k]))} in A, "
+                    f"{_duration(int(y[k]))} in B ({'+' if delta >= 0 else ''}{_duration(delta)}, "
+                    f"tolerance {tol})",
+                    {"metric": metric, "ns": int(x[k])},
+                    {"metric": metric, "ns": int(y[k])},
+                )
+            )
+    return out
+
+
+def _call_at(trace: Trace, sid: int, direction: Direction, offset: int) -> int | None:
+    """The call whose bytes hold ``offset`` of the socket's stream (OUT or UNSENT)."""
+    if direction == Direction.IN:
+        return None
+    calls = trace.calls
+    mine = np.flatnonzero(
+        (calls.column("socket") == sid)
+        & (nt.success_mask(calls.column("status")) == (direction == Direction.OUT))
+    )
+    start = calls.column("stream_offset")[mine].astype(np.int64)
+    end = start + calls.column("length")[mine].astype(np.int64)
+    hit = np.flatnonzero((start <= offset) & (offset < end))
+    return int(mine[hit[0]]) if len(hit) else None
+
+
+def _stream_bytes(
+    a: Trace, b: Trace, sa: int, sb: int, direction: Direction
+) -> list[Difference]:
+    xa, xb = a.streams.get((sa, direction)), b.streams.get((sb, direction))
+    if xa is None and xb is None:
+        return []
+    la = xa.length if xa is not None else 0
+    lb = xb.length if xb is not None else 0
+    name = "outbound" if direction == Direction.OUT else "inbound"
+    da = bytes(xa.data) if xa is not None and xa.data is not None else b""
+    db = bytes(xb.data) if xb is not None and xb.data is not None else b""
+    if (xa is not None and xa.data is None) or (xb is not None and xb.data is None):
+        return []  # redacted: lengths only (compared by the calls' Information)
+    n = min(len(da), len(db))
+    va = np.frombuffer(da, np.uint8, n)
+    vb = np.frombuffer(db, np.uint8, n)
+    differ = np.flatnonzero(va != vb)
+    if len(differ):
+        at = int(differ[0])
+    elif la != lb:
+        at = n
+    else:
+        return []
+    lo, hi = max(at - CONTEXT_BYTES, 0), at + CONTEXT_BYTES
+    call_a, call_b = _call_at(a, sa, direction, at), _call_at(b, sb, direction, at)
+    sent_by = f" (call {call_a} of A, call {call_b} of B)" if direction == Direction.OUT else ""
+    detail = (
+        f"{name} stream: first difference at byte {at}{sent_by}; {la} bytes in A, {lb} in B"
+    )
+    return [
+        Difference(
+            "wire",
+            sa,
+            call_a,
+            call_b,
+            detail,
+            {"offset": at, "length": la, "context": da[lo:hi].hex(), "context_offset": lo},
+            {"offset": at, "length": lb, "context": db[lo:hi].hex(), "context_offset": lo},
+        )
+    ]
+
+
+def _segmentation(a: Trace, b: Trace, sa: int, sb: int) -> list[Difference]:
+    cut_a, cut_b = segmentation(a, sa), segmentation(b, sb)
+    if cut_a == cut_b:
+        return []
+    k = next(
+        (i for i, (x, y) in enumerate(zip(cut_a, cut_b, strict=False)) if x != y),
+        min(len(cut_a), len(cut_b)),
+    )
+    shown_a = cut_a[k] if k < len(cut_a) else None
+    shown_b = cut_b[k] if k < len(cut_b) else None
+    return [
+        Difference(
+            "segmentation",
+            sa,
+            None,
+            None,
+            f"outbound segments: {len(cut_a)} in A, {len(cut_b)} in B; first difference at "
+            f"segment {k}: {shown_a} in A, {shown_b} in B (length, flags)",
+            {"segments": len(cut_a), "at": k, "segment": shown_a},
+            {"segments": len(cut_b), "at": k, "segment": shown_b},
+        )
+    ]
