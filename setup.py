@@ -4,7 +4,7 @@
   uses the pure-Python XPRESS decompressor.
 - The emulator's state machines (``wskreplay/replayer``: the WSK layer, the TCP sender, the
   peers, the connection and the replay engine) compiled by mypyc from the same Python
-  source, about 1.5x faster (docs/performance.md). Set ``WSKREPLAY_PURE_PYTHON=1`` to
+  source, 1.3-2x faster (docs/performance.md). Set ``WSKREPLAY_PURE_PYTHON=1`` to
   build without them; the Python modules are the reference and give the same results.
 """
 
