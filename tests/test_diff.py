@@ -95,8 +95,9 @@ def _insert_first_call(trace: Trace, sid: int, payload: bytes) -> tuple[Trace, i
     stream.length += len(payload)
     segs = out.segments.columns
     mine = segs["socket"] == sid
-    outbound, inbound = mine & (segs["direction"] == int(Direction.OUT)), mine & (
-        segs["direction"] == int(Direction.IN)
+    outbound, inbound = (
+        mine & (segs["direction"] == int(Direction.OUT)),
+        mine & (segs["direction"] == int(Direction.IN)),
     )
     segs["seq"] = np.where(outbound, segs["seq"] + len(payload), segs["seq"])
     segs["ack"] = np.where(inbound & (segs["ack"] > 0), segs["ack"] + len(payload), segs["ack"])
@@ -200,3 +201,65 @@ def test_bad_diff_input_is_one_line(tmp_path):
     with pytest.raises(InputError):
         parse_tolerance("wire=5")
     assert parse_tolerance("completion=50us,5%")[1].absolute_ns == 50_000
+
+
+def _scaled_latencies(trace: Trace, factor: np.ndarray) -> Trace:
+    out = copy.deepcopy(trace)
+    cols = out.calls.columns
+    issue = cols["issue_ns"].astype(np.int64)
+    latency = (cols["completion_ns"].astype(np.int64) - issue) * factor
+    cols["completion_ns"] = np.where(cols["completed"] == 1, issue + latency.astype(np.int64), 0)
+    out.calls = CallTable(cols, out.calls.control_blob)
+    return out
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    """A recording, two more runs of it with random latency jitter (5%), and one whose
+    completion latencies are 50% longer."""
+    path = tmp_path_factory.mktemp("scenario") / "a.wskt"
+    assert run_cli("synth", "-o", str(path), "--calls", "4000", "--sockets", "4").returncode == 0
+    a = read_trace(path)
+    rng = np.random.default_rng(11)
+    n = len(a.calls)
+    jitter_b = _scaled_latencies(a, rng.lognormal(0, 0.05, n))
+    jitter_c = _scaled_latencies(a, rng.lognormal(0, 0.05, n))
+    slower = _scaled_latencies(a, np.full(n, 1.5))
+    return a, jitter_b, jitter_c, slower
+
+
+def test_run_to_run_jitter_is_no_regression(scenario):
+    a, jitter_b, jitter_c, _slower = scenario
+    result = diff_traces(a, jitter_b, DiffOptions(align="sequence"), noise=jitter_c)
+    assert result.equal, [d.detail for d in result.differences]
+    completion = [s for s in result.shifts if s.metric == "completion"]
+    assert completion and all(s.verdict in ("unchanged", "noise") for s in completion)
+
+
+def test_a_real_latency_shift_is_reported_with_a_ci_excluding_zero(scenario, tmp_path):
+    a, _jitter_b, jitter_c, slower = scenario
+    result = diff_traces(a, slower, DiffOptions(align="sequence"), noise=jitter_c)
+    pooled = {s.quantile: s for s in result.shifts if s.metric == "completion" and s.socket is None}
+    for quantile in ("median", "p90", "p99"):
+        shift = pooled[quantile]
+        assert shift.verdict == "regression"
+        assert abs(shift.change - 0.5) < 0.01  # every latency is 1.5x: so is each quantile
+        assert 0.25 < shift.ci[0] <= shift.change <= shift.ci[1] < 0.75
+    assert result.count("distribution") >= 3 and result.count("timing") == 0
+    assert "completion latency (all sockets) +50% (95% CI" in " ".join(
+        d.detail for d in result.differences
+    )
+    for name, trace in (("a", a), ("slower", slower), ("noise", jitter_c)):
+        write_trace(tmp_path / f"{name}.wskt", trace)
+    proc = run_cli(
+        "diff",
+        str(tmp_path / "a.wskt"),
+        str(tmp_path / "slower.wskt"),
+        "--noise",
+        str(tmp_path / "noise.wskt"),
+        "--json",
+        "-",
+    )
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert doc["distribution_shifts"] >= 3 and doc["align"] == "sequence"

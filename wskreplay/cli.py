@@ -562,11 +562,19 @@ def _report(result: Any, json_out: str | None, *, a: str, b: str) -> int:
     show_default=True,
     help="Calls in order (a replay) or by sequence alignment (two recordings); auto decides.",
 )
+@click.option(
+    "--noise",
+    "noise",
+    type=click.Path(dir_okay=False),
+    metavar="BASELINE2",
+    help="A second recording of A's scenario: latency shifts no larger than A vs it are noise.",
+)
 @diff_options
 def diff_cmd(
     a: str,
     b: str,
     align: str,
+    noise: str | None,
     tolerances: tuple[str, ...],
     strict_segmentation: bool,
     json_out: str | None,
@@ -576,7 +584,8 @@ def diff_cmd(
     from wskreplay.tracefile import read_trace
 
     options = _diff_options(align, tolerances, strict_segmentation)
-    result = diff_traces(read_trace(a), read_trace(b), options)
+    baseline = read_trace(noise) if noise is not None else None
+    result = diff_traces(read_trace(a), read_trace(b), options, noise=baseline)
     return _report(result, json_out, a=a, b=b)
 
 

@@ -25,7 +25,6 @@ class Alignment:
     b: np.ndarray
 
 
-
 def match_sockets(a: Trace, b: Trace) -> list[tuple[int | None, int | None]]:
     """(socket of A, socket of B) pairs; None where a socket has no counterpart."""
 

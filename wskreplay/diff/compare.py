@@ -8,7 +8,11 @@ detail. Classes, in the order reports list them:
 - ``inserted`` / ``removed``: a call only B / only A has (sequence alignment);
 - ``status``, ``completion_status``, ``information``, ``completed``: the returned
   NTSTATUS, the completion NTSTATUS, Information, or whether the IRP completed at all;
-- ``timing``: a call's time beyond its metric's tolerance (docs/diff.md);
+- ``timing``: a call's time beyond its metric's tolerance (docs/diff.md); per call when
+  the calls are aligned in order (a replay), not between two recordings, whose single
+  calls' times are not comparable (``DiffOptions.per_call_timing``);
+- ``distribution``: a latency quantile that moved beyond its bootstrap CI, the minimum
+  shift and the noise of a second baseline (``distributions``);
 - ``wire``: a stream's bytes (the first differing offset, with context and the calls
   that sent those bytes);
 - ``segmentation``: how a stream was cut into segments, and their PSH/FIN/RST flags;
@@ -30,6 +34,7 @@ from wskreplay.diff.align import (
     calls_of,
     match_sockets,
 )
+from wskreplay.diff.distributions import Shift, shifts
 from wskreplay.diff.tolerance import DEFAULT_TOLERANCES, METRICS, Tolerance, _duration
 from wskreplay.diff.wire import first_wire_ns, segmentation
 from wskreplay.formats import ntstatus as nt
@@ -44,6 +49,7 @@ KINDS = (
     "information",
     "completed",
     "timing",
+    "distribution",
     "wire",
     "segmentation",
 )
@@ -81,6 +87,10 @@ class DiffOptions:
     tolerances: Mapping[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     segmentation: str = "tolerate"
     """``tolerate``: segmentation differences are reported, not counted; ``strict``."""
+    per_call_timing: bool | None = None
+    """Compare each call's times against the tolerances; None: when aligned in order."""
+    min_shift: float = 0.05
+    """The smallest relative move of a latency quantile that counts."""
 
 
 @dataclass
@@ -91,6 +101,8 @@ class DiffResult:
     """What counts: any of these makes the traces differ."""
     tolerated: list[Difference]
     """Reported, not counted (segmentation by default)."""
+    shifts: list[Shift] = field(default_factory=list)
+    """Every latency quantile compared, whatever its verdict."""
 
     @property
     def equal(self) -> bool:
@@ -116,8 +128,10 @@ class DiffResult:
             "segmentation_differences": sum(
                 1 for d in self.differences + self.tolerated if d.kind == "segmentation"
             ),
+            "distribution_shifts": self.count("distribution"),
             "differences": [d.as_dict() for d in self.differences],
             "tolerated": [d.as_dict() for d in self.tolerated],
+            "distributions": [s.as_dict() for s in self.shifts],
         }
 
 
@@ -125,17 +139,24 @@ def is_replay_of(a: Trace, b: Trace) -> bool:
     return b.metadata.get("source") == "replay" or a.metadata.get("source") == "replay"
 
 
-def diff_traces(a: Trace, b: Trace, options: DiffOptions | None = None) -> DiffResult:
-    """Every difference between trace A (the baseline) and trace B."""
+def diff_traces(
+    a: Trace, b: Trace, options: DiffOptions | None = None, *, noise: Trace | None = None
+) -> DiffResult:
+    """Every difference between trace A (the baseline) and trace B; ``noise``, a second
+    recording of the baseline, tells timing noise from a shift."""
     options = options or DiffOptions()
     align = options.align
     if align == "auto":
         align = "order" if is_replay_of(a, b) else "sequence"
+    per_call_timing = options.per_call_timing
+    if per_call_timing is None:
+        per_call_timing = align == "order"
     differences: list[Difference] = []
     tolerated: list[Difference] = []
     compared = 0
     wire_a, wire_b = first_wire_ns(a), first_wire_ns(b)
-    for sa, sb in match_sockets(a, b):
+    sockets = match_sockets(a, b)
+    for sa, sb in sockets:
         if sa is None or sb is None:
             only = "B" if sa is None else "A"
             sid = sb if sa is None else sa
@@ -147,14 +168,31 @@ def diff_traces(a: Trace, b: Trace, options: DiffOptions | None = None) -> DiffR
         compared += int(((pairs.a >= 0) & (pairs.b >= 0)).sum())
         differences += _unpaired(a, b, sa, pairs)
         differences += _statuses(a, b, sa, pairs)
-        differences += _timing(a, b, sa, pairs, options.tolerances, wire_a, wire_b)
+        if per_call_timing:
+            differences += _timing(a, b, sa, pairs, options.tolerances, wire_a, wire_b)
         for direction in (Direction.OUT, Direction.IN):
             differences += _stream_bytes(a, b, sa, sb, direction)
         cut = _segmentation(a, b, sa, sb)
         (differences if options.segmentation == "strict" else tolerated).extend(cut)
+    baseline = None
+    if noise is not None:
+        mapping = {
+            sa: sc for sa, sc in match_sockets(a, noise) if sa is not None and sc is not None
+        }
+        baseline = (noise, first_wire_ns(noise), mapping)
+    floor = {metric: tol.absolute_ns for metric, tol in options.tolerances.items()}
+    moved = shifts(
+        a, b, sockets, (wire_a, wire_b), noise=baseline, min_shift=options.min_shift, floor_ns=floor
+    )
+    for shift in moved:
+        if shift.verdict in ("regression", "improvement", "noise"):
+            d = Difference(
+                "distribution", shift.socket, None, None, shift.describe(), shift.as_dict()
+            )
+            (tolerated if shift.verdict == "noise" else differences).append(d)
     order = {kind: k for k, kind in enumerate(KINDS)}
     differences.sort(key=lambda d: (order[d.kind], d.socket or 0, d.call_a or d.call_b or 0))
-    return DiffResult(align, compared, differences, tolerated)
+    return DiffResult(align, compared, differences, tolerated, moved)
 
 
 def _unpaired(a: Trace, b: Trace, sid: int, pairs: Alignment) -> list[Difference]:
@@ -275,9 +313,7 @@ def _call_at(trace: Trace, sid: int, direction: Direction, offset: int) -> int |
     return int(mine[hit[0]]) if len(hit) else None
 
 
-def _stream_bytes(
-    a: Trace, b: Trace, sa: int, sb: int, direction: Direction
-) -> list[Difference]:
+def _stream_bytes(a: Trace, b: Trace, sa: int, sb: int, direction: Direction) -> list[Difference]:
     xa, xb = a.streams.get((sa, direction)), b.streams.get((sb, direction))
     if xa is None and xb is None:
         return []
@@ -301,9 +337,7 @@ def _stream_bytes(
     lo, hi = max(at - CONTEXT_BYTES, 0), at + CONTEXT_BYTES
     call_a, call_b = _call_at(a, sa, direction, at), _call_at(b, sb, direction, at)
     sent_by = f" (call {call_a} of A, call {call_b} of B)" if direction == Direction.OUT else ""
-    detail = (
-        f"{name} stream: first difference at byte {at}{sent_by}; {la} bytes in A, {lb} in B"
-    )
+    detail = f"{name} stream: first difference at byte {at}{sent_by}; {la} bytes in A, {lb} in B"
     return [
         Difference(
             "wire",

@@ -49,6 +49,4 @@ def segmentation(trace: Trace, sid: int) -> list[tuple[int, int]]:
     )
     index = np.flatnonzero(rows)
     index = index[np.argsort(seg.column("time_ns")[index], kind="stable")]
-    return list(
-        zip(seg.column("length")[index].tolist(), flags[index].tolist(), strict=True)
-    )
+    return list(zip(seg.column("length")[index].tolist(), flags[index].tolist(), strict=True))
