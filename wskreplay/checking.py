@@ -1,0 +1,119 @@
+"""``check``: replay a trace and diff the replay against what is expected of it (the
+recording itself, or an accepted earlier replay: a snapshot). Shared by the CLI and the
+pytest plugin."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wskreplay.diff import DiffOptions, DiffResult, Tolerance, diff_traces, parse_tolerance
+from wskreplay.diff.tolerance import DEFAULT_TOLERANCES
+from wskreplay.digest import file_sha256
+from wskreplay.errors import InputError
+from wskreplay.model import Trace
+from wskreplay.replayer.engine import ReplayOptions, replay
+from wskreplay.replayer.profile import load_profile
+from wskreplay.tracefile import read_trace
+
+SIDECAR_SUFFIX = ".wskreplay.toml"
+SNAPSHOT_SUFFIX = ".expected.wskt"
+SIDECAR_KEYS = {"profile", "tolerance", "strict_segmentation", "skip"}
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    profile: str = "windows-tcpip"
+    tolerances: Mapping[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    strict_segmentation: bool = False
+    skip: str | None = None
+    """A reason to skip this trace (from its sidecar)."""
+
+    def with_sidecar(self, trace_path: Path) -> CheckSettings:
+        """These settings overridden by ``NAME.wskreplay.toml`` next to the trace, if any:
+        ``profile = "..."``, ``strict_segmentation = true``, ``skip = "why"`` and a
+        ``[tolerance]`` table of ``metric = "50us,5%"``."""
+        sidecar = sidecar_path(trace_path)
+        if not sidecar.is_file():
+            return self
+        try:
+            doc = tomllib.loads(sidecar.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(str(sidecar), f"not valid TOML: {exc}") from None
+        unknown = set(doc) - SIDECAR_KEYS
+        if unknown:
+            raise InputError(
+                str(sidecar), f"unknown key(s) {sorted(unknown)} (known: {sorted(SIDECAR_KEYS)})"
+            )
+        limits = dict(self.tolerances)
+        table = doc.get("tolerance", {})
+        if not isinstance(table, dict):
+            raise InputError(str(sidecar), '[tolerance] must be a table of metric = "TIME[,PCT%]"')
+        for metric, value in table.items():
+            name, tol = parse_tolerance(f"{metric}={value}")
+            limits[name] = tol
+        profile = doc.get("profile", self.profile)
+        strict = doc.get("strict_segmentation", self.strict_segmentation)
+        skip = doc.get("skip", self.skip)
+        if not isinstance(profile, str) or not isinstance(strict, bool):
+            raise InputError(
+                str(sidecar), "profile must be a string, strict_segmentation a boolean"
+            )
+        return CheckSettings(profile, limits, strict, None if skip is None else str(skip))
+
+    def diff_options(self) -> DiffOptions:
+        return DiffOptions(
+            align="order",
+            tolerances=dict(self.tolerances),
+            segmentation="strict" if self.strict_segmentation else "tolerate",
+        )
+
+
+def sidecar_path(trace_path: Path) -> Path:
+    return trace_path.with_name(trace_path.name.removesuffix(".wskt") + SIDECAR_SUFFIX)
+
+
+def snapshot_path(trace_path: Path) -> Path:
+    return trace_path.with_name(trace_path.name.removesuffix(".wskt") + SNAPSHOT_SUFFIX)
+
+
+@dataclass
+class CheckOutcome:
+    result: DiffResult
+    replayed: Trace
+    expected: str
+    """What the replay was compared with: the recording, or its accepted snapshot."""
+
+
+def replay_trace(
+    trace: Trace | str | Path, *, profile: str = "windows-tcpip", **options: Any
+) -> Trace:
+    """A trace (or a path to one) replayed through the emulator (``options``: those of
+    :class:`~wskreplay.replayer.engine.ReplayOptions`)."""
+    source = ""
+    if not isinstance(trace, Trace):
+        source = file_sha256(str(trace))
+        trace = read_trace(trace)
+    return replay(trace, ReplayOptions(load_profile(profile), **options), source_sha256=source)
+
+
+def check_trace(path: str | Path, settings: CheckSettings | None = None) -> CheckOutcome:
+    """Replay the trace at ``path`` and diff the replay with its snapshot
+    (``NAME.expected.wskt``) when one was accepted, else with the recording."""
+    path = Path(path)
+    settings = (settings or CheckSettings()).with_sidecar(path)
+    recorded = read_trace(path)
+    replayed = replay(
+        recorded,
+        ReplayOptions(load_profile(settings.profile)),
+        source_sha256=file_sha256(str(path)),
+    )
+    snapshot = snapshot_path(path)
+    if snapshot.is_file():
+        expected, name = read_trace(snapshot), str(snapshot)
+    else:
+        expected, name = recorded, str(path)
+    return CheckOutcome(diff_traces(expected, replayed, settings.diff_options()), replayed, name)
