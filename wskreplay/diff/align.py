@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wskreplay.model import Trace
+from wskreplay.formats import ntstatus as nt
+from wskreplay.model import Direction, Trace
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,31 @@ def align_in_order(ia: np.ndarray, ib: np.ndarray) -> Alignment:
 
 
 def call_keys(trace: Trace, index: np.ndarray) -> list[tuple]:
-    """What identifies a call across two recordings: its length, flags and payload digest."""
+    """What identifies a call across two recordings: its length, flags and payload digest
+    (None where the trace does not hold the bytes)."""
     calls = trace.calls
     lengths = calls.column("length")[index].tolist()
     flags = calls.column("flags")[index].tolist()
+    starts = calls.column("stream_offset")[index].tolist()
+    accepted = nt.success_mask(calls.column("status")[index]).tolist()
+    sockets = calls.column("socket")[index].tolist()
+    views: dict[tuple[int, Direction], tuple[memoryview, list[tuple[int, int]]] | None] = {}
     keys = []
-    for i, n, f in zip(index.tolist(), lengths, flags, strict=True):
-        payload = trace.call_payload(i)
-        digest = hashlib.blake2b(payload, digest_size=8).digest() if payload is not None else None
+    for n, f, start, ok, sid in zip(lengths, flags, starts, accepted, sockets, strict=True):
+        where = (sid, Direction.OUT if ok else Direction.UNSENT)
+        if where not in views:
+            stream = trace.streams.get(where)
+            views[where] = (
+                (memoryview(stream.data), stream.gaps)
+                if stream is not None and stream.data is not None
+                else None
+            )
+        view = views[where]
+        digest = None
+        if view is not None and start + n <= len(view[0]):
+            data, gaps = view
+            if not any(a < start + n and start < b for a, b in gaps):
+                digest = hashlib.blake2b(data[start : start + n], digest_size=8).digest()
         keys.append((n, f, digest))
     return keys
 
