@@ -263,3 +263,23 @@ def test_a_real_latency_shift_is_reported_with_a_ci_excluding_zero(scenario, tmp
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert doc["distribution_shifts"] >= 3 and doc["align"] == "sequence"
+
+
+def test_junit_report_is_read_by_junitparser(sample, tmp_path):
+    """junitparser (an independent JUnit XML reader) sees one case per socket and class,
+    and exactly the failed one."""
+    from junitparser import Failure, JUnitXml
+
+    k = int(socket_calls(sample, 1)[3])
+    b = with_calls(sample, status=(k, nt.STATUS_INVALID_PARAMETER))
+    path = tmp_path / "b.wskt"
+    write_trace(path, b)
+    report = tmp_path / "report.xml"
+    proc = run_cli("diff", str(TRACES / "sample.wskt"), str(path), "--junit", str(report))
+    assert proc.returncode == 1
+    xml = JUnitXml.fromfile(str(report))
+    cases = [case for suite in xml for case in suite]
+    assert len(cases) == 1 + 4 * 10  # the sockets case, then 4 sockets x 10 classes
+    failed = [c for c in cases if any(isinstance(r, Failure) for r in c.result)]
+    assert [(c.classname, c.name) for c in failed] == [("socket 1", "status")]
+    assert f"call {k}" in failed[0].result[0].message

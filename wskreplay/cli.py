@@ -528,6 +528,7 @@ _DIFF_OPTIONS = [
         help="Count segmentation differences (default: reported, tolerated).",
     ),
     click.option("--json", "json_out", metavar="FILE|-", help="Write the JSON report."),
+    click.option("--junit", "junit_out", metavar="FILE", help="Write a JUnit XML report."),
 ]
 
 
@@ -542,11 +543,15 @@ def _diff_options(align: str, tolerances: tuple[str, ...], strict_segmentation: 
     )
 
 
-def _report(result: Any, json_out: str | None, *, a: str, b: str) -> int:
-    from wskreplay.diff.report import print_diff, write_json
+def _report(
+    result: Any, json_out: str | None, junit_out: str | None, *, a: str, b: str, sockets: Any
+) -> int:
+    from wskreplay.diff.report import print_diff, write_json, write_junit
 
     if json_out is not None:
         write_json(result, json_out, a=a, b=b)
+    if junit_out is not None:
+        write_junit(result, junit_out, a=a, b=b, sockets=sorted(sockets))
     if json_out != "-":
         print_diff(result, a=a, b=b)
     return EXIT_OK if result.equal else EXIT_PROBLEM
@@ -578,6 +583,7 @@ def diff_cmd(
     tolerances: tuple[str, ...],
     strict_segmentation: bool,
     json_out: str | None,
+    junit_out: str | None,
 ) -> int:
     """Compare trace B with trace A: exit 0 within tolerance, 1 differences, 2 error."""
     from wskreplay.diff import diff_traces
@@ -585,8 +591,9 @@ def diff_cmd(
 
     options = _diff_options(align, tolerances, strict_segmentation)
     baseline = read_trace(noise) if noise is not None else None
-    result = diff_traces(read_trace(a), read_trace(b), options, noise=baseline)
-    return _report(result, json_out, a=a, b=b)
+    trace_a = read_trace(a)
+    result = diff_traces(trace_a, read_trace(b), options, noise=baseline)
+    return _report(result, json_out, junit_out, a=a, b=b, sockets=trace_a.sockets)
 
 
 @main.command("check")
@@ -608,6 +615,7 @@ def check_cmd(
     tolerances: tuple[str, ...],
     strict_segmentation: bool,
     json_out: str | None,
+    junit_out: str | None,
 ) -> int:
     """Replay a trace and diff the replay against it (default: the shipped sample
     recording, traces/field.wskt): exit 0 within tolerance, 1 differences, 2 error."""
@@ -632,4 +640,6 @@ def check_cmd(
         write_trace(out, replayed)
     options_diff = _diff_options("order", tolerances, strict_segmentation)
     result = diff_traces(recorded, replayed, options_diff)
-    return _report(result, json_out, a=trace, b=out or "(replay)")
+    return _report(
+        result, json_out, junit_out, a=trace, b=out or "(replay)", sockets=recorded.sockets
+    )
