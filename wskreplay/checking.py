@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,11 @@ class CheckSettings:
     tolerances: Mapping[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     strict_segmentation: bool = False
     skip: str | None = None
-    """A reason to skip this trace (from its sidecar)."""
+    """A reason to skip this trace (from its sidecar; the pytest plugin honours it)."""
+    speed: float | None = 1.0
+    completion: str | None = None
+    seed: int = 0
+    peer: str = "recorded"
 
     def with_sidecar(self, trace_path: Path) -> CheckSettings:
         """These settings overridden by ``NAME.wskreplay.toml`` next to the trace, if any:
@@ -62,7 +66,13 @@ class CheckSettings:
             raise InputError(
                 str(sidecar), "profile must be a string, strict_segmentation a boolean"
             )
-        return CheckSettings(profile, limits, strict, None if skip is None else str(skip))
+        return replace(
+            self,
+            profile=profile,
+            tolerances=limits,
+            strict_segmentation=strict,
+            skip=None if skip is None else str(skip),
+        )
 
     def diff_options(self) -> DiffOptions:
         return DiffOptions(

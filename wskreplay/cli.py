@@ -617,29 +617,36 @@ def check_cmd(
     json_out: str | None,
     junit_out: str | None,
 ) -> int:
-    """Replay a trace and diff the replay against it (default: the shipped sample
-    recording, traces/field.wskt): exit 0 within tolerance, 1 differences, 2 error."""
+    """Replay a trace and diff the replay against it, or against its accepted snapshot
+    NAME.expected.wskt (default: the shipped sample recording, traces/field.wskt), with the
+    overrides of its sidecar NAME.wskreplay.toml: exit 0 within tolerance, 1 differences,
+    2 error."""
     from pathlib import Path
 
-    from wskreplay.diff import diff_traces
-    from wskreplay.digest import file_sha256
-    from wskreplay.replayer.engine import ReplayOptions, replay
-    from wskreplay.replayer.profile import load_profile
-    from wskreplay.tracefile import read_trace
+    from wskreplay.checking import CheckSettings, check_trace
 
     if trace is None:
         trace = str(Path(__file__).resolve().parent.parent / "traces" / "field.wskt")
         if not Path(trace).is_file():
             raise click.UsageError("give a TRACE (the shipped sample is not in this install)")
-    recorded = read_trace(trace)
-    options = ReplayOptions(
-        load_profile(profile_name), None if asap else speed, completion, seed, peer
+    limits = _diff_options("order", tolerances, strict_segmentation)
+    settings = CheckSettings(
+        profile=profile_name,
+        tolerances=dict(limits.tolerances),
+        strict_segmentation=strict_segmentation,
+        speed=None if asap else speed,
+        completion=completion,
+        seed=seed,
+        peer=peer,
     )
-    replayed = replay(recorded, options, source_sha256=file_sha256(trace))
+    outcome = check_trace(trace, settings)
     if out is not None:
-        write_trace(out, replayed)
-    options_diff = _diff_options("order", tolerances, strict_segmentation)
-    result = diff_traces(recorded, replayed, options_diff)
+        write_trace(out, outcome.replayed)
     return _report(
-        result, json_out, junit_out, a=trace, b=out or "(replay)", sockets=recorded.sockets
+        outcome.result,
+        json_out,
+        junit_out,
+        a=outcome.expected,
+        b=out or "(replay)",
+        sockets=outcome.replayed.sockets,
     )
