@@ -283,3 +283,49 @@ def test_junit_report_is_read_by_junitparser(sample, tmp_path):
     failed = [c for c in cases if any(isinstance(r, Failure) for r in c.result)]
     assert [(c.classname, c.name) for c in failed] == [("socket 1", "status")]
     assert f"call {k}" in failed[0].result[0].message
+
+
+CHROMIUM = ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-quic"]  # fmt: skip
+
+
+def test_html_report_loads_in_headless_chromium_without_errors(sample, tmp_path):
+    """The report opens offline in Chromium (Debian's, installed by .ci/run): its script
+    ran (it marks the page rendered), no error reached window.onerror or console.error,
+    and a screenshot is saved in this test's folder."""
+    import shutil
+    import subprocess
+
+    assert shutil.which("chromium"), "Debian's chromium is needed (.ci/run installs it)"
+    k = int(socket_calls(sample, 1)[3])
+    b = with_calls(sample, status=(k, nt.STATUS_INVALID_PARAMETER))
+    path = tmp_path / "b.wskt"
+    write_trace(path, b)
+    report = tmp_path / "report.html"
+    proc = run_cli("diff", str(TRACES / "sample.wskt"), str(path), "--html", str(report))
+    assert proc.returncode == 1, proc.stderr
+    page = report.read_text()
+    assert "http://" not in page and "https://" not in page  # self-contained
+    assert f"id='call-a-{k}'" in page and "<svg" in page
+    url = report.as_uri()
+    dom = subprocess.run(
+        [*CHROMIUM, f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-rendered="yes"' in dom.stdout
+    assert "data-error" not in dom.stdout
+    shot = tmp_path / "report.png"
+    run = subprocess.run(
+        [*CHROMIUM, f"--user-data-dir={tmp_path / 'profile-shot'}", "--enable-logging=stderr",
+         "--window-size=1200,2400", f"--screenshot={shot}", url],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert shot.stat().st_size > 20_000
+    assert "Uncaught" not in run.stderr

@@ -96,6 +96,7 @@ class CheckOutcome:
     replayed: Trace
     expected: str
     """What the replay was compared with: the recording, or its accepted snapshot."""
+    expected_trace: Trace
 
 
 def replay_trace(
@@ -126,4 +127,5 @@ def check_trace(path: str | Path, settings: CheckSettings | None = None) -> Chec
         expected, name = read_trace(snapshot), str(snapshot)
     else:
         expected, name = recorded, str(path)
-    return CheckOutcome(diff_traces(expected, replayed, settings.diff_options()), replayed, name)
+    result = diff_traces(expected, replayed, settings.diff_options())
+    return CheckOutcome(result, replayed, name, expected)

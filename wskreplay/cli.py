@@ -529,6 +529,7 @@ _DIFF_OPTIONS = [
     ),
     click.option("--json", "json_out", metavar="FILE|-", help="Write the JSON report."),
     click.option("--junit", "junit_out", metavar="FILE", help="Write a JUnit XML report."),
+    click.option("--html", "html_out", metavar="FILE", help="Write a self-contained HTML report."),
 ]
 
 
@@ -544,14 +545,25 @@ def _diff_options(align: str, tolerances: tuple[str, ...], strict_segmentation: 
 
 
 def _report(
-    result: Any, json_out: str | None, junit_out: str | None, *, a: str, b: str, sockets: Any
+    result: Any,
+    outputs: tuple[str | None, str | None, str | None],
+    traces: tuple[Any, Any],
+    *,
+    a: str,
+    b: str,
 ) -> int:
+    """Write the reports asked for (JSON, JUnit, HTML), print the terminal one unless the
+    JSON goes to stdout; the exit status."""
     from wskreplay.diff.report import print_diff, write_json, write_junit
+    from wskreplay.diff.report.html import write_html
 
+    json_out, junit_out, html_out = outputs
     if json_out is not None:
         write_json(result, json_out, a=a, b=b)
     if junit_out is not None:
-        write_junit(result, junit_out, a=a, b=b, sockets=sorted(sockets))
+        write_junit(result, junit_out, a=a, b=b, sockets=sorted(traces[0].sockets))
+    if html_out is not None:
+        write_html(result, html_out, traces[0], traces[1], a_name=a, b_name=b)
     if json_out != "-":
         print_diff(result, a=a, b=b)
     return EXIT_OK if result.equal else EXIT_PROBLEM
@@ -584,6 +596,7 @@ def diff_cmd(
     strict_segmentation: bool,
     json_out: str | None,
     junit_out: str | None,
+    html_out: str | None,
 ) -> int:
     """Compare trace B with trace A: exit 0 within tolerance, 1 differences, 2 error."""
     from wskreplay.diff import diff_traces
@@ -591,9 +604,9 @@ def diff_cmd(
 
     options = _diff_options(align, tolerances, strict_segmentation)
     baseline = read_trace(noise) if noise is not None else None
-    trace_a = read_trace(a)
-    result = diff_traces(trace_a, read_trace(b), options, noise=baseline)
-    return _report(result, json_out, junit_out, a=a, b=b, sockets=trace_a.sockets)
+    trace_a, trace_b = read_trace(a), read_trace(b)
+    result = diff_traces(trace_a, trace_b, options, noise=baseline)
+    return _report(result, (json_out, junit_out, html_out), (trace_a, trace_b), a=a, b=b)
 
 
 @main.command("check")
@@ -616,6 +629,7 @@ def check_cmd(
     strict_segmentation: bool,
     json_out: str | None,
     junit_out: str | None,
+    html_out: str | None,
 ) -> int:
     """Replay a trace and diff the replay against it, or against its accepted snapshot
     NAME.expected.wskt (default: the shipped sample recording, traces/field.wskt), with the
@@ -644,9 +658,8 @@ def check_cmd(
         write_trace(out, outcome.replayed)
     return _report(
         outcome.result,
-        json_out,
-        junit_out,
+        (json_out, junit_out, html_out),
+        (outcome.expected_trace, outcome.replayed),
         a=outcome.expected,
         b=out or "(replay)",
-        sockets=outcome.replayed.sockets,
     )
