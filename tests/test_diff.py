@@ -329,3 +329,31 @@ def test_html_report_loads_in_headless_chromium_without_errors(sample, tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert shot.stat().st_size > 20_000
     assert "Uncaught" not in run.stderr
+
+
+def test_dissect_names_the_changed_smb2_field(tmp_path):
+    """One byte of an SMB2 request's MessageId changed: --dissect runs both packets through
+    Wireshark's dissectors (pyshark, tshark) and lists smb2.msg_id and nothing else."""
+    recorded = read_trace(TRACES / "smb2-inferred.wskt")
+    mutated = copy.deepcopy(recorded)
+    call = recorded.calls[5]
+    message_id = call.stream_offset + 4 + 24  # NetBIOS header, then SMB2 header offset 24
+    mutated.streams[(0, Direction.OUT)].data[message_id] ^= 0x03
+    path = tmp_path / "mutated.wskt"
+    write_trace(path, mutated)
+    proc = run_cli(
+        "diff",
+        str(TRACES / "smb2-inferred.wskt"),
+        str(path),
+        "--align",
+        "order",
+        "--dissect",
+        "--json",
+        "-",
+    )
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [d["kind"] for d in doc["differences"]] == ["wire"]
+    (item,) = doc["dissections"]
+    assert item["offset"] == message_id
+    assert item["fields"] == [{"field": "smb2.msg_id", "a": "5", "b": "6"}]

@@ -498,9 +498,7 @@ def replay_cmd(
     show = sys.stderr.isatty() if progress is None else progress
     with import_progress(show, unit="items") as bar:
         bar.phase(f"replaying {len(recorded.calls):,} calls")
-        replayed = replay(
-            recorded, options, source_sha256=file_sha256(trace), progress=bar.advance
-        )
+        replayed = replay(recorded, options, source_sha256=file_sha256(trace), progress=bar.advance)
         bar.phase(f"writing {os.path.basename(out)}")
         write_trace(out, replayed)
     print_replay_summary(recorded, replayed, out)
@@ -530,6 +528,11 @@ _DIFF_OPTIONS = [
     click.option("--json", "json_out", metavar="FILE|-", help="Write the JSON report."),
     click.option("--junit", "junit_out", metavar="FILE", help="Write a JUnit XML report."),
     click.option("--html", "html_out", metavar="FILE", help="Write a self-contained HTML report."),
+    click.option(
+        "--dissect",
+        is_flag=True,
+        help="Dissect the first differing packet of each stream (pyshark + tshark).",
+    ),
 ]
 
 
@@ -551,6 +554,7 @@ def _report(
     *,
     a: str,
     b: str,
+    dissect: bool = False,
 ) -> int:
     """Write the reports asked for (JSON, JUnit, HTML), print the terminal one unless the
     JSON goes to stdout; the exit status."""
@@ -558,6 +562,10 @@ def _report(
     from wskreplay.diff.report.html import write_html
 
     json_out, junit_out, html_out = outputs
+    if dissect:
+        from wskreplay.diff.dissect import dissect_result
+
+        dissect_result(traces[0], traces[1], result)
     if json_out is not None:
         write_json(result, json_out, a=a, b=b)
     if junit_out is not None:
@@ -597,6 +605,7 @@ def diff_cmd(
     json_out: str | None,
     junit_out: str | None,
     html_out: str | None,
+    dissect: bool,
 ) -> int:
     """Compare trace B with trace A: exit 0 within tolerance, 1 differences, 2 error."""
     from wskreplay.diff import diff_traces
@@ -606,7 +615,8 @@ def diff_cmd(
     baseline = read_trace(noise) if noise is not None else None
     trace_a, trace_b = read_trace(a), read_trace(b)
     result = diff_traces(trace_a, trace_b, options, noise=baseline)
-    return _report(result, (json_out, junit_out, html_out), (trace_a, trace_b), a=a, b=b)
+    outputs = (json_out, junit_out, html_out)
+    return _report(result, outputs, (trace_a, trace_b), a=a, b=b, dissect=dissect)
 
 
 @main.command("check")
@@ -630,6 +640,7 @@ def check_cmd(
     json_out: str | None,
     junit_out: str | None,
     html_out: str | None,
+    dissect: bool,
 ) -> int:
     """Replay a trace and diff the replay against it, or against its accepted snapshot
     NAME.expected.wskt (default: the shipped sample recording, traces/field.wskt), with the
@@ -662,4 +673,5 @@ def check_cmd(
         (outcome.expected_trace, outcome.replayed),
         a=outcome.expected,
         b=out or "(replay)",
+        dissect=dissect,
     )

@@ -103,6 +103,8 @@ class DiffResult:
     """Reported, not counted (segmentation by default)."""
     shifts: list[Shift] = field(default_factory=list)
     """Every latency quantile compared, whatever its verdict."""
+    dissections: list[dict[str, Any]] = field(default_factory=list)
+    """With ``--dissect``: per wire difference, the protocol fields that differ."""
 
     @property
     def equal(self) -> bool:
@@ -132,6 +134,7 @@ class DiffResult:
             "differences": [d.as_dict() for d in self.differences],
             "tolerated": [d.as_dict() for d in self.tolerated],
             "distributions": [s.as_dict() for s in self.shifts],
+            "dissections": self.dissections,
         }
 
 
@@ -345,8 +348,21 @@ def _stream_bytes(a: Trace, b: Trace, sa: int, sb: int, direction: Direction) ->
             call_a,
             call_b,
             detail,
-            {"offset": at, "length": la, "context": da[lo:hi].hex(), "context_offset": lo},
-            {"offset": at, "length": lb, "context": db[lo:hi].hex(), "context_offset": lo},
+            {
+                "offset": at,
+                "length": la,
+                "context": da[lo:hi].hex(),
+                "context_offset": lo,
+                "direction": name,
+            },
+            {
+                "offset": at,
+                "length": lb,
+                "context": db[lo:hi].hex(),
+                "context_offset": lo,
+                "direction": name,
+                "socket": sb,
+            },
         )
     ]
 

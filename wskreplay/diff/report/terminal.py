@@ -37,5 +37,14 @@ def print_diff(result: DiffResult, *, a: str, b: str, console: Console | None = 
         console.print(table)
         if len(result.differences) > SHOWN:
             console.print(f"... and {len(result.differences) - SHOWN} more (--json for all)")
+    for item in result.dissections:
+        where = f"socket {item['socket']} {item['direction']} packet at byte {item['offset']}"
+        fields = item["fields"]
+        if fields is None:
+            console.print(f"dissected {where}: no packet on one side's wire", highlight=False)
+            continue
+        console.print(f"dissected {where}: {len(fields)} field(s) differ", highlight=False)
+        for f in fields[:SHOWN]:
+            console.print(f"  {f['field']}: {f['a']!r} in A, {f['b']!r} in B", highlight=False)
     for d in result.tolerated[:SHOWN]:
         console.print(f"[dim]tolerated {d.kind}: socket {d.socket}: {d.detail}[/]", highlight=False)
