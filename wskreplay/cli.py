@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import click
@@ -547,6 +548,16 @@ def _diff_options(align: str, tolerances: tuple[str, ...], strict_segmentation: 
     )
 
 
+def _socket_map(pairs: tuple[str, ...]) -> dict[int, int]:
+    mapping: dict[int, int] = {}
+    for text in pairs:
+        left, sep, right = text.partition("=")
+        if not sep or not left.strip().isdigit() or not right.strip().isdigit():
+            raise click.UsageError(f"--map-socket {text!r}: expected A=B (socket ids)")
+        mapping[int(left)] = int(right)
+    return mapping
+
+
 def _report(
     result: Any,
     outputs: tuple[str | None, str | None, str | None],
@@ -588,6 +599,13 @@ def _report(
     help="Calls in order (a replay) or by sequence alignment (two recordings); auto decides.",
 )
 @click.option(
+    "--map-socket",
+    "socket_map",
+    multiple=True,
+    metavar="A=B",
+    help="Pair socket A of the first trace with socket B of the second (repeatable).",
+)
+@click.option(
     "--noise",
     "noise",
     type=click.Path(dir_okay=False),
@@ -599,6 +617,7 @@ def diff_cmd(
     a: str,
     b: str,
     align: str,
+    socket_map: tuple[str, ...],
     noise: str | None,
     tolerances: tuple[str, ...],
     strict_segmentation: bool,
@@ -611,7 +630,9 @@ def diff_cmd(
     from wskreplay.diff import diff_traces
     from wskreplay.tracefile import read_trace
 
-    options = _diff_options(align, tolerances, strict_segmentation)
+    options = replace(
+        _diff_options(align, tolerances, strict_segmentation), socket_map=_socket_map(socket_map)
+    )
     baseline = read_trace(noise) if noise is not None else None
     trace_a, trace_b = read_trace(a), read_trace(b)
     result = diff_traces(trace_a, trace_b, options, noise=baseline)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
 from wskreplay.model import Direction, Trace
 
@@ -26,8 +27,11 @@ class Alignment:
     b: np.ndarray
 
 
-def match_sockets(a: Trace, b: Trace) -> list[tuple[int | None, int | None]]:
-    """(socket of A, socket of B) pairs; None where a socket has no counterpart."""
+def match_sockets(
+    a: Trace, b: Trace, mapping: dict[int, int] | None = None
+) -> list[tuple[int | None, int | None]]:
+    """(socket of A, socket of B) pairs; None where a socket has no counterpart. ``mapping``
+    pairs sockets explicitly (A's id -> B's id) before the endpoints are looked at."""
 
     def endpoints(trace: Trace, sid: int) -> tuple:
         s = trace.sockets[sid]
@@ -37,7 +41,14 @@ def match_sockets(a: Trace, b: Trace) -> list[tuple[int | None, int | None]]:
     pairs: list[tuple[int | None, int | None]] = []
     taken: set[int] = set()
     unmatched_a = []
+    for sa, sb in (mapping or {}).items():
+        if sa not in a.sockets or sb not in b.sockets:
+            raise InputError(None, f"--map-socket {sa}={sb}: no socket {sa} in A or {sb} in B")
+        pairs.append((sa, sb))
+        taken.add(sb)
     for sid in sorted(a.sockets):
+        if mapping and sid in mapping:
+            continue
         other = by_endpoint.get(endpoints(a, sid))
         if other is not None and other not in taken and any(endpoints(a, sid)):
             pairs.append((sid, other))

@@ -91,6 +91,8 @@ class DiffOptions:
     """Compare each call's times against the tolerances; None: when aligned in order."""
     min_shift: float = 0.05
     """The smallest relative move of a latency quantile that counts."""
+    socket_map: Mapping[int, int] = field(default_factory=dict)
+    """Sockets paired explicitly (A's id -> B's id); the others by endpoints, then order."""
 
 
 @dataclass
@@ -158,7 +160,7 @@ def diff_traces(
     tolerated: list[Difference] = []
     compared = 0
     wire_a, wire_b = first_wire_ns(a), first_wire_ns(b)
-    sockets = match_sockets(a, b)
+    sockets = match_sockets(a, b, dict(options.socket_map))
     for sa, sb in sockets:
         if sa is None or sb is None:
             only = "B" if sa is None else "A"
@@ -173,8 +175,11 @@ def diff_traces(
         differences += _statuses(a, b, sa, pairs)
         if per_call_timing:
             differences += _timing(a, b, sa, pairs, options.tolerances, wire_a, wire_b)
-        for direction in (Direction.OUT, Direction.IN):
-            differences += _stream_bytes(a, b, sa, sb, direction)
+        if align == "order":
+            differences += _stream_bytes(a, b, sa, sb, Direction.OUT)
+        else:
+            differences += _call_bytes(a, b, sa, sb, pairs)
+        differences += _stream_bytes(a, b, sa, sb, Direction.IN)
         cut = _segmentation(a, b, sa, sb)
         (differences if options.segmentation == "strict" else tolerated).extend(cut)
     baseline = None
@@ -365,6 +370,49 @@ def _stream_bytes(a: Trace, b: Trace, sa: int, sb: int, direction: Direction) ->
             },
         )
     ]
+
+
+def _call_bytes(a: Trace, b: Trace, sid: int, sb: int, pairs: Alignment) -> list[Difference]:
+    """Between two recordings: the bytes of each aligned pair of calls (an inserted or
+    removed call's bytes are its own difference, not a shift of every later byte)."""
+    both = np.flatnonzero((pairs.a >= 0) & (pairs.b >= 0))
+    out: list[Difference] = []
+    for k in both.tolist():
+        i, j = int(pairs.a[k]), int(pairs.b[k])
+        xa, xb = a.call_payload(i), b.call_payload(j)
+        if xa is None or xb is None or xa == xb:
+            continue
+        n = min(len(xa), len(xb))
+        differ = np.flatnonzero(np.frombuffer(xa, np.uint8, n) != np.frombuffer(xb, np.uint8, n))
+        at = int(differ[0]) if len(differ) else n
+        lo, hi = max(at - CONTEXT_BYTES, 0), at + CONTEXT_BYTES
+        start_a, start_b = a.calls[i].stream_offset, b.calls[j].stream_offset
+        out.append(
+            Difference(
+                "wire",
+                sid,
+                i,
+                j,
+                f"call {i}: its bytes differ from call {j} of B at byte {at} of the call "
+                f"({len(xa)} bytes in A, {len(xb)} in B)",
+                {
+                    "offset": start_a + at,
+                    "length": len(xa),
+                    "context": xa[lo:hi].hex(),
+                    "context_offset": start_a + lo,
+                    "direction": "outbound",
+                },
+                {
+                    "offset": start_b + at,
+                    "length": len(xb),
+                    "context": xb[lo:hi].hex(),
+                    "context_offset": start_b + lo,
+                    "direction": "outbound",
+                    "socket": sb,
+                },
+            )
+        )
+    return out
 
 
 def _segmentation(a: Trace, b: Trace, sa: int, sb: int) -> list[Difference]:

@@ -92,9 +92,8 @@ def dissect(a: Trace, b: Trace, difference: Difference) -> list[FieldDifference]
     """The protocol fields in which the two packets around a ``wire`` difference differ;
     None when a side has no packet there (nothing on its wire)."""
     direction = Direction.OUT if difference.a.get("direction") == "outbound" else Direction.IN
-    offset = difference.a["offset"]
-    frame_a = _packet(a, difference.socket, direction, offset)
-    frame_b = _packet(b, difference.b["socket"], direction, offset)
+    frame_a = _packet(a, difference.socket, direction, difference.a["offset"])
+    frame_b = _packet(b, difference.b["socket"], direction, difference.b["offset"])
     if frame_a is None or frame_b is None:
         return None
     with tempfile.TemporaryDirectory(prefix="wskreplay-dissect-") as tmp:
