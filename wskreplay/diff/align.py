@@ -25,6 +25,9 @@ class Alignment:
 
     a: np.ndarray
     b: np.ndarray
+    same_key: np.ndarray | None = None
+    """Sequence alignment: where the pair's keys (length, flags, payload digest) are equal,
+    so their bytes need no comparison; None when not known (in-order alignment)."""
 
 
 def match_sockets(
@@ -117,6 +120,7 @@ def align_by_sequence(a: Trace, ia: np.ndarray, b: Trace, ib: np.ndarray) -> Ali
     matcher = difflib.SequenceMatcher(None, call_keys(a, ia), call_keys(b, ib), autojunk=False)
     parts_a: list[np.ndarray] = []
     parts_b: list[np.ndarray] = []
+    parts_same: list[np.ndarray] = []
     for op, a0, a1, b0, b1 in matcher.get_opcodes():
         if op == "delete":
             parts_a.append(ia[a0:a1])
@@ -128,6 +132,8 @@ def align_by_sequence(a: Trace, ia: np.ndarray, b: Trace, ib: np.ndarray) -> Ali
             run = align_in_order(ia[a0:a1], ib[b0:b1])
             parts_a.append(run.a)
             parts_b.append(run.b)
+        parts_same.append(np.full(len(parts_a[-1]), op == "equal"))
     if not parts_a:
-        return Alignment(np.empty(0, np.int64), np.empty(0, np.int64))
-    return Alignment(np.concatenate(parts_a), np.concatenate(parts_b))
+        empty = np.empty(0, np.int64)
+        return Alignment(empty, empty, np.empty(0, bool))
+    return Alignment(np.concatenate(parts_a), np.concatenate(parts_b), np.concatenate(parts_same))

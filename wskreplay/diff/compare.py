@@ -375,9 +375,11 @@ def _stream_bytes(a: Trace, b: Trace, sa: int, sb: int, direction: Direction) ->
 def _call_bytes(a: Trace, b: Trace, sid: int, sb: int, pairs: Alignment) -> list[Difference]:
     """Between two recordings: the bytes of each aligned pair of calls (an inserted or
     removed call's bytes are its own difference, not a shift of every later byte)."""
-    both = np.flatnonzero((pairs.a >= 0) & (pairs.b >= 0))
+    check = (pairs.a >= 0) & (pairs.b >= 0)
+    if pairs.same_key is not None:
+        check &= ~pairs.same_key
     out: list[Difference] = []
-    for k in both.tolist():
+    for k in np.flatnonzero(check).tolist():
         i, j = int(pairs.a[k]), int(pairs.b[k])
         xa, xb = a.call_payload(i), b.call_payload(j)
         if xa is None or xb is None or xa == xb:
