@@ -86,32 +86,28 @@ def align_in_order(ia: np.ndarray, ib: np.ndarray) -> Alignment:
 
 def call_keys(trace: Trace, index: np.ndarray) -> list[tuple]:
     """What identifies a call across two recordings: its length, flags and payload digest
-    (None where the trace does not hold the bytes)."""
+    (None where the trace does not hold the bytes). ``index``: calls of one socket."""
     calls = trace.calls
     lengths = calls.column("length")[index].tolist()
     flags = calls.column("flags")[index].tolist()
     starts = calls.column("stream_offset")[index].tolist()
     accepted = nt.success_mask(calls.column("status")[index]).tolist()
     sockets = calls.column("socket")[index].tolist()
-    views: dict[tuple[int, Direction], tuple[memoryview, list[tuple[int, int]]] | None] = {}
-    keys = []
-    for n, f, start, ok, sid in zip(lengths, flags, starts, accepted, sockets, strict=True):
-        where = (sid, Direction.OUT if ok else Direction.UNSENT)
-        if where not in views:
-            stream = trace.streams.get(where)
-            views[where] = (
-                (memoryview(stream.data), stream.gaps)
-                if stream is not None and stream.data is not None
-                else None
-            )
-        view = views[where]
-        digest = None
-        if view is not None and start + n <= len(view[0]):
-            data, gaps = view
-            if not any(a < start + n and start < b for a, b in gaps):
-                digest = hashlib.blake2b(data[start : start + n], digest_size=8).digest()
-        keys.append((n, f, digest))
-    return keys
+    digests: list[bytes | None] = [None] * len(lengths)
+    for direction, wanted in ((Direction.OUT, True), (Direction.UNSENT, False)):
+        rows = [k for k, ok in enumerate(accepted) if ok == wanted]
+        if not rows:
+            continue
+        stream = trace.streams.get((sockets[rows[0]], direction))
+        if stream is None or stream.data is None:
+            continue
+        data, size, gaps = memoryview(stream.data), len(stream.data), stream.gaps
+        blake = hashlib.blake2b
+        for k in rows:
+            start, end = starts[k], starts[k] + lengths[k]
+            if end <= size and not (gaps and any(x < end and start < y for x, y in gaps)):
+                digests[k] = blake(data[start:end], digest_size=8).digest()
+    return list(zip(lengths, flags, digests, strict=True))
 
 
 def align_by_sequence(a: Trace, ia: np.ndarray, b: Trace, ib: np.ndarray) -> Alignment:
