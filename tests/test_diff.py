@@ -40,6 +40,15 @@ def socket_calls(trace: Trace, sid: int) -> np.ndarray:
     return np.flatnonzero(trace.calls.column("socket") == sid)
 
 
+def write_status_mutant(sample: Trace, tmp_path) -> tuple:
+    """``sample`` with call 3 of socket 1 returning STATUS_INVALID_PARAMETER, written to
+    ``tmp_path``: its path and the call."""
+    k = int(socket_calls(sample, 1)[3])
+    path = tmp_path / "b.wskt"
+    write_trace(path, with_calls(sample, status=(k, nt.STATUS_INVALID_PARAMETER)))
+    return path, k
+
+
 def kinds(result) -> list[tuple[str, int | None, int | None]]:
     return [(d.kind, d.call_a, d.call_b) for d in result.differences]
 
@@ -125,26 +134,21 @@ def test_one_removed_call_is_one_removal(sample):
     assert kinds(result) == [("removed", at, None)]
 
 
-def test_a_changed_call_between_two_recordings_is_one_wire_difference_at_it(sample):
-    b = copy.deepcopy(sample)
-    k = int(socket_calls(sample, 2)[6])
-    offset = int(sample.calls.column("stream_offset")[k]) + 3
-    b.streams[(2, Direction.OUT)].data[offset] ^= 0x01
-    result = diff_traces(sample, b, DiffOptions(align="sequence"))
-    assert kinds(result) == [("wire", k, k)]
-    assert result.differences[0].a["offset"] == offset
-    assert "at byte 3 of the call" in result.differences[0].detail
-
-
-def test_one_changed_byte_names_its_offset_and_call(sample):
+@pytest.mark.parametrize(
+    "align, detail",
+    [("order", "first difference at byte"), ("sequence", "at byte 3 of the call")],
+)
+def test_one_changed_byte_names_its_offset_and_call(sample, align, detail):
+    """In order (a replay) the stream is compared; between two recordings each aligned
+    call's bytes: either way one wire difference, at the call that sent the byte."""
     b = copy.deepcopy(sample)
     k = int(socket_calls(sample, 3)[4])
-    offset = int(sample.calls.column("stream_offset")[k]) + 1
+    offset = int(sample.calls.column("stream_offset")[k]) + 3
     b.streams[(3, Direction.OUT)].data[offset] ^= 0xFF
-    result = diff_traces(sample, b, DiffOptions(align="order"))
+    result = diff_traces(sample, b, DiffOptions(align=align))
     assert kinds(result) == [("wire", k, k)]
     assert result.differences[0].a["offset"] == offset
-    assert "first difference at byte" in result.differences[0].detail
+    assert detail in result.differences[0].detail
 
 
 def test_other_segmentation_is_tolerated_unless_strict(sample):
@@ -183,10 +187,7 @@ def test_check_replays_and_diffs_the_shipped_traces(tmp_path):
 
 
 def test_differences_exit_1_and_the_json_schema(sample, tmp_path):
-    k = int(socket_calls(sample, 1)[3])
-    b = with_calls(sample, status=(k, nt.STATUS_INVALID_PARAMETER))
-    path = tmp_path / "b.wskt"
-    write_trace(path, b)
+    path, k = write_status_mutant(sample, tmp_path)
     proc = run_cli("diff", str(TRACES / "sample.wskt"), str(path), "--json", "-")
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
@@ -277,10 +278,7 @@ def test_junit_report_is_read_by_junitparser(sample, tmp_path):
     and exactly the failed one."""
     from junitparser import Failure, JUnitXml
 
-    k = int(socket_calls(sample, 1)[3])
-    b = with_calls(sample, status=(k, nt.STATUS_INVALID_PARAMETER))
-    path = tmp_path / "b.wskt"
-    write_trace(path, b)
+    path, k = write_status_mutant(sample, tmp_path)
     report = tmp_path / "report.xml"
     proc = run_cli("diff", str(TRACES / "sample.wskt"), str(path), "--junit", str(report))
     assert proc.returncode == 1
@@ -305,10 +303,7 @@ def test_html_report_loads_in_headless_chromium_without_errors(sample, tmp_path)
     import subprocess
 
     assert shutil.which("chromium"), "Debian's chromium is needed (.ci/run installs it)"
-    k = int(socket_calls(sample, 1)[3])
-    b = with_calls(sample, status=(k, nt.STATUS_INVALID_PARAMETER))
-    path = tmp_path / "b.wskt"
-    write_trace(path, b)
+    path, k = write_status_mutant(sample, tmp_path)
     report = tmp_path / "report.html"
     proc = run_cli("diff", str(TRACES / "sample.wskt"), str(path), "--html", str(report))
     assert proc.returncode == 1, proc.stderr

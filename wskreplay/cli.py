@@ -409,11 +409,15 @@ def record(out: str, provider: tuple[str, ...], capture: bool) -> None:
     record_live(out, extra_providers=list(provider), capture=capture)
 
 
-def replay_options(command: Any) -> Any:
-    """The options of a replay, shared by ``replay`` and ``check``."""
-    for option in reversed(_REPLAY_OPTIONS):
-        command = option(command)
-    return command
+def option_group(options: list[Any]) -> Any:
+    """A decorator applying ``options`` in order (options shared by several commands)."""
+
+    def apply(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
 
 
 _REPLAY_OPTIONS = [
@@ -452,6 +456,10 @@ _REPLAY_OPTIONS = [
         help="recorded: each peer reacts as the recorded one did; parametric: RTT/window only.",
     ),
 ]
+
+
+replay_options = option_group(_REPLAY_OPTIONS)
+"""The options of a replay, shared by ``replay`` and ``check``."""
 
 
 @main.command("replay")
@@ -505,13 +513,6 @@ def replay_cmd(
     print_replay_summary(recorded, replayed, out)
 
 
-def diff_options(command: Any) -> Any:
-    """The options of a comparison, shared by ``diff`` and ``check``."""
-    for option in reversed(_DIFF_OPTIONS):
-        command = option(command)
-    return command
-
-
 _DIFF_OPTIONS = [
     click.option(
         "--tolerance",
@@ -535,6 +536,8 @@ _DIFF_OPTIONS = [
         help="Dissect the first differing packet of each stream (pyshark + tshark).",
     ),
 ]
+diff_options = option_group(_DIFF_OPTIONS)
+"""The options of a comparison, shared by ``diff`` and ``check``."""
 
 
 def _diff_options(align: str, tolerances: tuple[str, ...], strict_segmentation: bool) -> Any:
