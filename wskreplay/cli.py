@@ -675,9 +675,17 @@ def check_cmd(
     from wskreplay.checking import CheckSettings, check_trace
 
     if trace is None:
-        trace = str(Path(__file__).resolve().parent.parent / "traces" / "field.wskt")
-        if not Path(trace).is_file():
-            raise click.UsageError("give a TRACE (the shipped sample is not in this install)")
+        candidates = [Path(__file__).resolve().parent.parent, Path.cwd()]
+        found = [
+            p / "traces" / "field.wskt"
+            for p in candidates
+            if (p / "traces" / "field.wskt").is_file()
+        ]
+        if not found:
+            raise click.UsageError(
+                "give a TRACE (the sample traces/field.wskt is in a clone of the repository)"
+            )
+        trace = str(found[0])
     limits = _diff_options("order", tolerances, strict_segmentation)
     settings = CheckSettings(
         profile=profile_name,
