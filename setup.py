@@ -8,6 +8,7 @@
   build without them; the Python modules are the reference and give the same results.
 """
 
+import glob
 import os
 
 from setuptools import Extension, setup
@@ -31,5 +32,11 @@ if os.environ.get("WSKREPLAY_PURE_PYTHON") != "1":
         ext_modules += mypycify(flags + COMPILED, opt_level="3", group_name="wskreplay_native")
     except (SystemExit, Exception) as exc:  # any failure to compile: the Python modules
         print(f"wskreplay: emulator not compiled ({exc!r}); using the Python modules")
+        # An earlier in-place build's modules would shadow the sources: remove them.
+        for source in COMPILED:
+            for stale in glob.glob(source.removesuffix(".py") + ".*.so"):
+                os.remove(stale)
+        for stale in glob.glob("wskreplay_native__mypyc.*.so"):
+            os.remove(stale)
 
 setup(ext_modules=ext_modules)

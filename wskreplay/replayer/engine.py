@@ -143,8 +143,14 @@ def _steps(
         """A recorded duration in the replay's time (0 when replaying as fast as possible)."""
         return 0 if options.speed is None else int(duration / options.speed)
 
+    recorded_reset = {
+        sid: at for sid in trace.sockets if (at := _peer_reset_ns(trace, sid)) is not None
+    }
+    """Socket -> when its peer reset it in the recording: a call issued after that waits,
+    in the replay, for the replayed reset (if it comes), the way it waits for completions."""
+
     def peer_reset(sid: int) -> int | None:
-        at = _peer_reset_ns(trace, sid)
+        at = recorded_reset.get(sid)
         return None if at is None else t0 + scaled(at - t0)
 
     mss = {sid: sender_mss(trace, sid) or profile.tcp.mss for sid in trace.sockets}
@@ -184,11 +190,6 @@ def _steps(
     done_at: dict[int, int] = {}
     last_done: dict[int, int] = {}
     """Socket -> index of its latest call completed in the recording so far."""
-    recorded_reset = {
-        sid: at for sid in trace.sockets if (at := _peer_reset_ns(trace, sid)) is not None
-    }
-    """Socket -> when its peer reset it in the recording: a call issued after that waits,
-    in the replay, for the replayed reset (if it comes), the way it waits for completions."""
     recorded_done_order = sorted((int(completion[i]), i) for i in range(n) if completed[i])
     done_cursor = 0
 
@@ -244,6 +245,13 @@ def _steps(
                 absorb(sid, conn.disconnect(at, abortive=abortive))
             events.append(Event(at, e.kind, sid, dict(e.attrs)))
 
+    def let_time_pass(sid: int, conn: EmulatedConnection, until: Callable[[], bool]) -> None:
+        """Run the connection event by event until ``until()`` holds, nothing is left to
+        happen, or ``SETTLE_NS`` of virtual time has passed (a wait never hangs)."""
+        limit = conn.now + SETTLE_NS
+        while not until() and (step := conn.next_event_time()) is not None and step <= limit:
+            absorb(sid, conn.run_until(step))
+
     for i in order.tolist():
         sid = socket_list[i]
         issued = issue_of[i]
@@ -258,21 +266,22 @@ def _steps(
         t = conn.now if options.speed is None else t0 + scaled(issued - t0)
         waits_for = last_done.get(sid)
         if waits_for is not None and waits_for != i:
-            limit = conn.now + SETTLE_NS
-            while waits_for not in done_at and (step := conn.next_event_time()) is not None:
-                if step > limit:
-                    break
-                absorb(sid, conn.run_until(step))
+            awaited: int = waits_for
+
+            def has_completed(j: int = awaited) -> bool:
+                return j in done_at
+
+            let_time_pass(sid, conn, has_completed)
             if waits_for in done_at:
                 gap = scaled(issued - int(completion[waits_for]))
                 t = max(t, done_at[waits_for] + gap)
         reset_at = recorded_reset.get(sid)
         if reset_at is not None and issued >= reset_at and conn.reset_time() is None:
-            limit = conn.now + SETTLE_NS
-            while conn.reset_time() is None and (step := conn.next_event_time()) is not None:
-                if step > limit:
-                    break
-                absorb(sid, conn.run_until(step))
+
+            def was_reset(c: EmulatedConnection = conn) -> bool:
+                return c.reset_time() is not None
+
+            let_time_pass(sid, conn, was_reset)
             reset_seen = conn.reset_time()
             if reset_seen is not None:
                 t = max(t, reset_seen + scaled(issued - reset_at))
