@@ -15,6 +15,7 @@ from wskreplay.diff.tolerance import DEFAULT_TOLERANCES
 from wskreplay.digest import file_sha256
 from wskreplay.errors import InputError
 from wskreplay.model import Trace
+from wskreplay.replayer.dispatch import Target, replay_on
 from wskreplay.replayer.engine import ReplayOptions, replay
 from wskreplay.replayer.profile import load_profile
 from wskreplay.tracefile import read_trace
@@ -35,6 +36,12 @@ class CheckSettings:
     completion: str | None = None
     seed: int = 0
     peer: str = "recorded"
+    target: Target = field(default_factory=Target)
+
+    def replay_options(self) -> ReplayOptions:
+        return ReplayOptions(
+            load_profile(self.profile), self.speed, self.completion, self.seed, self.peer
+        )
 
     def with_sidecar(self, trace_path: Path) -> CheckSettings:
         """These settings overridden by ``NAME.wskreplay.toml`` next to the trace, if any:
@@ -117,9 +124,10 @@ def check_trace(path: str | Path, settings: CheckSettings | None = None) -> Chec
     path = Path(path)
     settings = (settings or CheckSettings()).with_sidecar(path)
     recorded = read_trace(path)
-    replayed = replay(
+    replayed = replay_on(
         recorded,
-        ReplayOptions(load_profile(settings.profile)),
+        settings.replay_options(),
+        settings.target,
         source_sha256=file_sha256(str(path)),
     )
     snapshot = snapshot_path(path)

@@ -458,14 +458,78 @@ _REPLAY_OPTIONS = [
 ]
 
 
-replay_options = option_group(_REPLAY_OPTIONS)
+_TARGET_OPTIONS = [
+    click.option(
+        "--target",
+        default="emulator",
+        show_default=True,
+        metavar="emulator|socket|agent://HOST:PORT",
+        help="Where the calls run: the emulator, real kernel sockets, or an agent.",
+    ),
+    click.option(
+        "--topology",
+        type=click.Choice(["netns", "loopback"]),
+        default="netns",
+        show_default=True,
+        help="Socket target: two network namespaces and a conditioned link (root), or loopback.",
+    ),
+    click.option(
+        "--link",
+        metavar='"delay=20ms loss=0.1% rate=100mbit"',
+        help="Socket target, netns: link conditions instead of the recorded ones.",
+    ),
+    click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False),
+        help="Agent target: file holding the shared token (default: $WSKREPLAY_AGENT_TOKEN).",
+    ),
+    click.option(
+        "--pcap-out",
+        type=click.Path(dir_okay=False),
+        help="Socket and agent targets: keep the real wire's capture here (pcapng).",
+    ),
+    click.option(
+        "--peer-host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Agent target: the address the peer listens on (one the agent can reach).",
+    ),
+]
+
+
+def _replay_options(**given: Any) -> Any:
+    """ReplayOptions and Target from the shared replay and target options."""
+    from wskreplay.replayer.dispatch import Target
+    from wskreplay.replayer.engine import ReplayOptions
+    from wskreplay.replayer.profile import load_profile
+
+    target = Target(
+        given["target"],
+        given["topology"],
+        given["link"],
+        given["token_file"],
+        given["peer_host"],
+        given["pcap_out"],
+    )
+    target.kind  # noqa: B018 - validates the name before any work
+    speed = None if given["asap"] else given["speed"]
+    options = ReplayOptions(
+        load_profile(given["profile_name"]),
+        speed,
+        given["completion"],
+        given["seed"],
+        given["peer"],
+    )
+    return options, target
+
+
+replay_options = option_group(_REPLAY_OPTIONS + _TARGET_OPTIONS)
 """The options of a replay, shared by ``replay`` and ``check``."""
 
 
 @main.command("replay")
 @click.argument("trace", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False))
-@click.option("--target", type=click.Choice(["emulator"]), default="emulator", show_default=True)
 @replay_options
 @click.option(
     "--until",
@@ -476,38 +540,31 @@ replay_options = option_group(_REPLAY_OPTIONS)
 )
 @click.option("--progress/--no-progress", default=None, help="Default: on a terminal.")
 def replay_cmd(
-    trace: str,
-    out: str,
-    target: str,
-    profile_name: str,
-    speed: float,
-    asap: bool,
-    completion: str | None,
-    seed: int,
-    peer: str,
-    until: int | None,
-    progress: bool | None,
+    trace: str, out: str | None, until: int | None, progress: bool | None, **given: Any
 ) -> None:
-    """Re-issue a trace's calls against the emulator; write what happened as a trace."""
+    """Re-issue a trace's calls on a target (default: the emulator); write what happened
+    as a trace."""
     from wskreplay.console import import_progress, print_replay_summary
     from wskreplay.digest import file_sha256
-    from wskreplay.replayer.engine import ReplayOptions, replay, replay_until
-    from wskreplay.replayer.profile import load_profile
+    from wskreplay.replayer.dispatch import replay_on
+    from wskreplay.replayer.engine import replay_until
     from wskreplay.tracefile import read_trace
 
     if out is None and until is None:
         raise click.UsageError("give -o OUT.wskt (or --until CALL_N to step)")
+    options, target = _replay_options(**given)
     recorded = read_trace(trace)
-    options = ReplayOptions(
-        load_profile(profile_name), None if asap else speed, completion, seed, peer
-    )
     if until is not None:
+        if not target.virtual:
+            raise click.UsageError("--until steps through the emulator only")
         click.echo(json.dumps(replay_until(recorded, options, until), indent=1))
         return
     show = sys.stderr.isatty() if progress is None else progress
     with import_progress(show, unit="items") as bar:
-        bar.phase(f"replaying {len(recorded.calls):,} calls")
-        replayed = replay(recorded, options, source_sha256=file_sha256(trace), progress=bar.advance)
+        bar.phase(f"replaying {len(recorded.calls):,} calls on {target.name}")
+        replayed = replay_on(
+            recorded, options, target, source_sha256=file_sha256(trace), progress=bar.advance
+        )
         bar.phase(f"writing {os.path.basename(out)}")
         write_trace(out, replayed)
     print_replay_summary(recorded, replayed, out)
@@ -645,26 +702,19 @@ def diff_cmd(
 
 @main.command("check")
 @click.argument("trace", type=click.Path(dir_okay=False), required=False)
-@click.option("--target", type=click.Choice(["emulator"]), default="emulator", show_default=True)
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="Keep the replay.")
 @replay_options
 @diff_options
 def check_cmd(
     trace: str | None,
-    target: str,
     out: str | None,
-    profile_name: str,
-    speed: float,
-    asap: bool,
-    completion: str | None,
-    seed: int,
-    peer: str,
     tolerances: tuple[str, ...],
     strict_segmentation: bool,
     json_out: str | None,
     junit_out: str | None,
     html_out: str | None,
     dissect: bool,
+    **given: Any,
 ) -> int:
     """Replay a trace and diff the replay against it, or against its accepted snapshot
     NAME.expected.wskt (default: the shipped sample recording, traces/field.wskt), with the
@@ -687,14 +737,16 @@ def check_cmd(
             )
         trace = str(found[0])
     limits = _diff_options("order", tolerances, strict_segmentation)
+    options, target = _replay_options(**given)
     settings = CheckSettings(
-        profile=profile_name,
+        profile=given["profile_name"],
         tolerances=dict(limits.tolerances),
         strict_segmentation=strict_segmentation,
-        speed=None if asap else speed,
-        completion=completion,
-        seed=seed,
-        peer=peer,
+        speed=options.speed,
+        completion=options.completion,
+        seed=options.seed,
+        peer=options.peer,
+        target=target,
     )
     outcome = check_trace(trace, settings)
     if out is not None:
@@ -707,3 +759,45 @@ def check_cmd(
         b=out or "(replay)",
         dissect=dissect,
     )
+
+
+@main.group("agent", cls=click.Group)
+def agent_group() -> None:
+    """The reference agent of the agent protocol (docs/agent-protocol.md)."""
+
+
+@agent_group.command("serve")
+@click.option(
+    "--listen",
+    default="127.0.0.1:7393",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to listen (a loopback address serves loopback clients only).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    help="File holding the shared token (default: $WSKREPLAY_AGENT_TOKEN).",
+)
+@click.option("--max-in-flight-calls", type=click.IntRange(1), default=4096, show_default=True)
+@click.option("--max-in-flight-bytes", type=click.IntRange(1), default=64 << 20, show_default=True)
+def agent_serve(
+    listen: str, token_file: str | None, max_in_flight_calls: int, max_in_flight_bytes: int
+) -> None:
+    """Serve replayers: each call they send is made on a real kernel socket here."""
+    from wskreplay.agent.protocol import read_token
+    from wskreplay.agent.server import AgentLimits, parse_listen, serve
+
+    host, port = parse_listen(listen)
+    token = read_token(token_file)
+    limits = AgentLimits(
+        max_in_flight_calls=max_in_flight_calls, max_in_flight_bytes=max_in_flight_bytes
+    )
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        click.echo(f"wskreplay agent: listening on {bound_host}:{bound_port}", err=True)
+
+    try:
+        serve(host, port, token, limits, ready)
+    except KeyboardInterrupt:
+        click.echo("wskreplay agent: stopped", err=True)

@@ -204,6 +204,10 @@ def print_import_summary(summary: dict[str, Any], console: Console | None = None
     console.print(grid)
 
 
+def _us(ns: int) -> str:
+    return f"{ns / 1000:.1f} us"
+
+
 def print_replay_summary(
     recorded: Any, replayed: Any, out: str, console: Console | None = None
 ) -> None:
@@ -228,4 +232,23 @@ def print_replay_summary(
     grid.add_row("completion policy", replayed.metadata["completion_policy"]["policy"])
     violations = [e for e in replayed.events if e.kind == "violation"]
     grid.add_row("violations", str(len(violations)) if violations else "none")
+    target = replayed.metadata.get("target", {})
+    if target.get("kind") != "emulator":
+        grid.add_row(
+            "target",
+            ", ".join(f"{k}={target[k]}" for k in ("kind", "topology", "address") if k in target),
+        )
+    pacing = replayed.metadata.get("pacing")
+    if pacing and pacing.get("calls"):
+        grid.add_row(
+            "lateness (issue vs schedule)",
+            "median {} / p90 {} / p99 {} / max {}".format(
+                *(_us(pacing[k]) for k in ("median_ns", "p90_ns", "p99_ns", "max_ns"))
+            ),
+        )
+    if "wire" in target:
+        grid.add_row("wire", target["wire"])
+    unfinished = replayed.metadata.get("unfinished_calls")
+    if unfinished:
+        grid.add_row("never completed", f"{len(unfinished)} calls (first: call {unfinished[0]})")
     console.print(grid)

@@ -25,3 +25,8 @@ class InputError(WskReplayError):
         if self.offset is not None:
             where.append(f"offset {self.offset}")
         return ": ".join([*where, self.what])
+
+
+class TargetError(WskReplayError):
+    """A replay target could not be set up or refused the replay (no root for network
+    namespaces, a tool missing, an agent that rejected us); the message says which."""

@@ -62,7 +62,7 @@ class ReplayOptions:
     receiver with the recorded RTT, window and delayed-ACK time only."""
 
 
-def _peer_reset_ns(trace: Trace, socket: int) -> int | None:
+def peer_reset_ns(trace: Trace, socket: int) -> int | None:
     resets = [
         e.time_ns
         for e in trace.events
@@ -144,7 +144,7 @@ def _steps(
         return 0 if options.speed is None else int(duration / options.speed)
 
     recorded_reset = {
-        sid: at for sid in trace.sockets if (at := _peer_reset_ns(trace, sid)) is not None
+        sid: at for sid in trace.sockets if (at := peer_reset_ns(trace, sid)) is not None
     }
     """Socket -> when its peer reset it in the recording: a call issued after that waits,
     in the replay, for the replayed reset (if it comes), the way it waits for completions."""
@@ -226,7 +226,7 @@ def _steps(
     control_len = calls.column("control_len").tolist()
     issue_of = issue.tolist()
     socket_list = socket_of.tolist()
-    lifecycle = _lifecycle(trace)
+    lifecycle = lifecycle_events(trace)
     lag: dict[int, int] = {}
     """Socket -> how much later than scheduled its latest call went out (dependencies)."""
 
@@ -338,7 +338,7 @@ def _steps(
     }
     cols.update({name: np.array(values, np.int64) for name, values in rows.items()})
     cols["stream_offset"] = np.zeros(n, np.int64)
-    out.streams = _replayed_streams(trace, socket_list, length_of, rows["status"], cols)
+    out.streams = replayed_streams(trace, socket_list, length_of, rows["status"], cols)
     for sid, conn in conns.items():
         recorded_in = trace.streams.get((sid, Direction.IN))
         if conn.received and recorded_in is not None and recorded_in.data is not None:
@@ -356,7 +356,7 @@ def _steps(
     return out
 
 
-def _lifecycle(trace: Trace) -> dict[int, list[Event]]:
+def lifecycle_events(trace: Trace) -> dict[int, list[Event]]:
     """Socket -> the driver's WskDisconnect and WskCloseSocket events, in time order."""
     out: dict[int, list[Event]] = {}
     for e in sorted(trace.events, key=lambda e: e.time_ns):
@@ -372,7 +372,7 @@ def _returned(outputs: list) -> bool:
     return False
 
 
-def _replayed_streams(
+def replayed_streams(
     trace: Trace,
     socket_of: list[int],
     length_of: list[int],

@@ -154,6 +154,14 @@ def parse_profile(text: str, path: str) -> TransportProfile:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(path, f"not valid TOML: {exc}") from None
+    return profile_from_dict(doc, path)
+
+
+def profile_from_dict(doc: dict[str, Any], path: str) -> TransportProfile:
+    """A profile from its tables (a parsed TOML file, or :meth:`TransportProfile.as_dict`
+    without ``source`` sent by a replayer to an agent), every key checked."""
+    if not isinstance(doc, dict):
+        raise InputError(path, "a profile must be a table")
     unknown = set(doc) - {"name", "description", *SECTIONS}
     if unknown:
         raise InputError(path, f"unknown key(s) {sorted(unknown)}")

@@ -257,6 +257,13 @@ class WskSocket:
         self.state = SocketState.RESET
         return self._fail_pending(nt.STATUS_CONNECTION_RESET, time_ns)
 
+    def transport_failed(self, status: int, time_ns: int) -> list[WskEvent]:
+        """The transport below lost the connection with ``status`` (a real stack's error,
+        mapped to NTSTATUS by the socket target): pending sends complete with it; later
+        sends return STATUS_FILE_FORCED_CLOSED, as after a reset."""
+        self.state = SocketState.RESET
+        return self._fail_pending(status, time_ns)
+
     def disconnect(self, time_ns: int, *, abortive: bool) -> list[WskEvent]:
         """WskDisconnect. Abortive: "An abortive WskDisconnect cancels in-progress and
         pending sends" (wsk-facts; STATUS_CONNECTION_ABORTED "abortive disconnect").

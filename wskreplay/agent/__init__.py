@@ -1,0 +1,1 @@
+"""The agent protocol (docs/agent-protocol.md) and the reference agent."""

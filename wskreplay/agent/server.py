@@ -1,0 +1,249 @@
+"""The reference agent: the agent protocol served on top of the socket target's
+:class:`~wskreplay.replayer.targets.socket_session.SocketSession` (``wskreplay agent serve``).
+
+One thread per client, each with its own session. A client must say ``hello`` first, with
+the protocol version and the shared token; anything else, a wrong token, an unknown version,
+an oversized or malformed frame, or more sends in flight than the limits allow ends that
+client's connection with an ``error`` message naming the reason, and the agent goes on
+serving the others. Bound to a loopback address, it also refuses any client whose address
+is not loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import select
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from wskreplay import __version__
+from wskreplay.agent.protocol import (
+    MAX_FRAME,
+    VERSION,
+    ProtocolError,
+    encode,
+    event_to_wire,
+    field,
+    read_message,
+    same_token,
+)
+from wskreplay.errors import WskReplayError
+from wskreplay.replayer.profile import profile_from_dict
+from wskreplay.replayer.targets.socket_session import OpenOptions, SessionEvent, SocketSession
+from wskreplay.replayer.wsk_socket import Completed, Returned
+
+HELLO_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class AgentLimits:
+    max_frame: int = MAX_FRAME
+    max_in_flight_calls: int = 4096
+    """Accepted sends not yet completed, per client."""
+    max_in_flight_bytes: int = 64 << 20
+    max_sockets: int = 1024
+
+
+class Client:
+    """One replayer's connection and its session."""
+
+    def __init__(self, conn: socket.socket, token: str, limits: AgentLimits) -> None:
+        self.conn = conn
+        self.token = token
+        self.limits = limits
+        self.session: SocketSession | None = None
+        self.in_flight: dict[int, int] = {}
+        """IRP -> bytes of each accepted send not completed yet."""
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.conn.sendall(encode(message))
+
+    def run(self) -> None:
+        try:
+            self.conn.settimeout(HELLO_TIMEOUT_S)
+            self._hello(read_message(self.conn, self.limits.max_frame))
+            self.conn.settimeout(None)
+            while self._step():
+                pass
+        except ProtocolError as exc:
+            self._refuse(exc.code, str(exc).removeprefix(f"agent: {exc.code}: "))
+        except WskReplayError as exc:
+            self._refuse("failed", str(exc))
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            if self.session is not None:
+                self.session.shutdown()
+            self.conn.close()
+
+    def _refuse(self, code: str, message: str) -> None:
+        try:
+            self.send({"op": "error", "code": code, "message": message})
+        except OSError:
+            pass
+
+    def _hello(self, msg: dict[str, Any]) -> None:
+        if msg.get("op") != "hello":
+            raise ProtocolError("no-hello", "the first message must be hello")
+        version = msg.get("version")
+        if version != VERSION:
+            raise ProtocolError(
+                "version", f"protocol version {version!r} unknown (this agent: {VERSION})"
+            )
+        if not isinstance(msg.get("token"), str) or not same_token(msg["token"], self.token):
+            raise ProtocolError("bad-token", "wrong token")
+        profile = profile_from_dict(dict(field(msg, "profile", dict)), "hello.profile")
+        self.session = SocketSession(profile)
+        self.send(
+            {
+                "op": "hello",
+                "version": VERSION,
+                "agent": f"wskreplay-agent {__version__}",
+                "clock": "monotonic",
+                "now_ns": self.session.now(),
+                "limits": asdict(self.limits),
+            }
+        )
+
+    def _step(self) -> bool:
+        session = self.session
+        assert session is not None
+        wait = 0.0005 if session.outstanding() else 0.05
+        readable, _, _ = select.select([self.conn], [], [], wait)
+        if readable:
+            msg = read_message(self.conn, self.limits.max_frame)
+            if msg["op"] == "bye":
+                received = session.received()
+                self.send({"op": "bye", "received": {str(k): v for k, v in received.items()}})
+                return False
+            self._dispatch(msg)
+        self._notify(session.poll(0))
+        return True
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        session = self.session
+        assert session is not None
+        op, rid = msg["op"], msg.get("id")
+        if op == "clock":
+            self.send({"op": "clock", "id": rid, "now_ns": session.now()})
+        elif op == "open":
+            if len(session.received()) >= self.limits.max_sockets:
+                raise ProtocolError("limit", f"more than {self.limits.max_sockets} sockets")
+            options = OpenOptions(
+                category=str(msg.get("category", "connection")),
+                nagle=bool(msg.get("nagle", True)),
+                mss=msg.get("mss") if isinstance(msg.get("mss"), int) else None,
+            )
+            port = session.open(
+                field(msg, "socket", int), field(msg, "host", str), field(msg, "port", int), options
+            )
+            self.send({"op": "opened", "id": rid, "local_port": port})
+        elif op == "send":
+            payload = field(msg, "payload", bytes)
+            calls, held = len(self.in_flight), sum(self.in_flight.values())
+            if calls + 1 > self.limits.max_in_flight_calls:
+                raise ProtocolError(
+                    "in-flight", f"{calls} sends in flight, limit {self.limits.max_in_flight_calls}"
+                )
+            if held + len(payload) > self.limits.max_in_flight_bytes:
+                raise ProtocolError(
+                    "in-flight", f"{held} bytes in flight, limit {self.limits.max_in_flight_bytes}"
+                )
+            irp = msg.get("irp")
+            control = msg.get("control_info")
+            irql = msg.get("irql")
+            issued, events = session.send(
+                field(msg, "socket", int),
+                irp if isinstance(irp, int) else None,
+                field(msg, "flags", int),
+                payload,
+                control if isinstance(control, bytes) else None,
+                irql if isinstance(irql, int) else None,
+                bool(msg.get("at_once", False)),
+            )
+            if isinstance(irp, int):
+                self.in_flight[irp] = len(payload)
+            self._track(events)
+            self.send(
+                {
+                    "op": "sent",
+                    "id": rid,
+                    "issue_ns": issued,
+                    "events": [event_to_wire(e) for e in events],
+                }
+            )
+        elif op in ("disconnect", "close"):
+            sid = field(msg, "socket", int)
+            if op == "close":
+                events = session.close(sid)
+            else:
+                events = session.disconnect(sid, abortive=bool(msg.get("abortive", False)))
+            self._track(events)
+            self.send({"op": "done", "id": rid, "events": [event_to_wire(e) for e in events]})
+        else:
+            raise ProtocolError("unknown-op", f"no operation {op!r}")
+
+    def _track(self, events: list[SessionEvent]) -> None:
+        for e in events:
+            if isinstance(e, Completed) or (isinstance(e, Returned) and e.status != 0x103):
+                if e.irp is not None:
+                    self.in_flight.pop(e.irp, None)
+
+    def _notify(self, events: list[SessionEvent]) -> None:
+        if events:
+            self._track(events)
+            self.send({"op": "event", "events": [event_to_wire(e) for e in events]})
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise WskReplayError(f"--listen {text}: expected HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve(
+    host: str,
+    port: int,
+    token: str,
+    limits: AgentLimits = AgentLimits(),
+    ready: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve clients until interrupted."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        raise WskReplayError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
+    listener.listen(16)
+    loopback_only = is_loopback(host)
+    bound = listener.getsockname()
+    if ready is not None:
+        ready(bound[0], bound[1])
+    try:
+        while True:
+            conn, addr = listener.accept()
+            if loopback_only and not is_loopback(addr[0]):
+                conn.sendall(
+                    encode({"op": "error", "code": "not-loopback",
+                            "message": f"this agent serves loopback clients only, not {addr[0]}"})
+                )  # fmt: skip
+                conn.close()
+                print(f"wskreplay agent: refused {addr[0]} (not loopback)", file=sys.stderr)
+                continue
+            threading.Thread(target=Client(conn, token, limits).run, daemon=True).start()
+    finally:
+        listener.close()

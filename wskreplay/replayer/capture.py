@@ -1,0 +1,150 @@
+"""The wire output of a real-target replay: a dumpcap capture on the sender's interface,
+read back with the project's own capture reader and TCP reassembly.
+
+The capture's timestamps are CLOCK_REALTIME; a replay runs on CLOCK_MONOTONIC. The offset
+between the two is read once, just before the replay starts, and applied to every frame.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from wskreplay.errors import TargetError, WskReplayError
+from wskreplay.formats.etl_packets import read_capture
+from wskreplay.model import Direction, Event, SegmentTable, Stream
+from wskreplay.recorder import tcp
+from wskreplay.recorder.build import assemble_stream, connection_segments, wire_events
+from wskreplay.replayer.netns import in_namespace
+
+READY_TIMEOUT_S = 15.0
+SETTLE_S = 0.3
+"""dumpcap says it is capturing a moment before it is: the wait after it says so."""
+
+
+class WireCapture:
+    """dumpcap on ``interface`` (inside ``namespace``) with a BPF ``capture_filter``, while
+    the ``with`` block runs."""
+
+    def __init__(
+        self, path: Path, interface: str, capture_filter: str, namespace: str | None = None
+    ) -> None:
+        self.path = path
+        cmd = ["dumpcap", "-q", "-i", interface, "-f", capture_filter, "-w", str(path)]
+        self.cmd = in_namespace(namespace, *cmd)
+        self.proc: subprocess.Popen[str] | None = None
+        self.stderr = ""
+
+    def __enter__(self) -> WireCapture:
+        try:
+            self.proc = subprocess.Popen(
+                self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        except FileNotFoundError:
+            raise TargetError("dumpcap: not installed (Debian package wireshark-common)") from None
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        lines = []
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line.strip())
+            if line.startswith(("Capturing on", "File:")):
+                time.sleep(SETTLE_S)
+                return self
+        self._stop()
+        raise TargetError(
+            f"dumpcap did not start: {' / '.join(x for x in lines if x) or 'no output'}"
+        )
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        time.sleep(SETTLE_S if kind is None else 0)
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class Wire:
+    segments: SegmentTable
+    streams: dict[tuple[int, Direction], Stream] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    frames: int = 0
+
+
+def clock_offset_ns() -> int:
+    """CLOCK_REALTIME minus CLOCK_MONOTONIC, now (the narrowest of a few readings)."""
+    best: tuple[int, int] | None = None
+    for _ in range(5):
+        a = time.monotonic_ns()
+        r = time.time_ns()
+        b = time.monotonic_ns()
+        if best is None or b - a < best[0]:
+            best = (b - a, r - (a + b) // 2)
+    assert best is not None
+    return best[1]
+
+
+def read_wire(path: Path, local_ports: dict[int, int], shift_ns: int) -> Wire:
+    """Segments and streams of each socket (by its local port) in the capture at ``path``,
+    times moved by ``shift_ns``; the socket's side is OUT."""
+    if not path.is_file() or os.path.getsize(path) == 0:
+        raise TargetError(f"{path}: the wire capture is missing")
+    try:
+        frames = read_capture(str(path))
+        if frames.error is not None:
+            raise frames.error
+        result = tcp.reassemble(frames)
+    except WskReplayError as exc:
+        raise TargetError(f"reading the replay's own capture: {exc}") from None
+    by_port = {port: sid for sid, port in local_ports.items()}
+    tables = []
+    wire = Wire(SegmentTable.empty(), frames=len(frames))
+    buffer = memoryview(frames.buffer)
+    for conn in result.connections:
+        for local_is_client, port in ((True, conn.client[2]), (False, conn.server[2])):
+            sid = by_port.get(port)
+            if sid is None:
+                continue
+            tables.append(
+                connection_segments(
+                    conn, result.segments, sid, local_is_client=local_is_client, shift_ns=shift_ns
+                )
+            )
+            wire.events += wire_events(
+                conn, result.segments, sid, local_is_client=local_is_client, shift_ns=shift_ns
+            )
+            sent = conn.to_server if local_is_client else conn.to_client
+            got = conn.to_client if local_is_client else conn.to_server
+            for d, direction in ((sent, Direction.OUT), (got, Direction.IN)):
+                wire.streams[(sid, direction)] = assemble_stream(
+                    sid, direction, d.length, d, buffer
+                )
+            break
+    if tables:
+        merged = SegmentTable.concat(tables)
+        order = np.lexsort((merged.column("socket"), merged.column("time_ns")))
+        wire.segments = merged.take(order)
+    return wire

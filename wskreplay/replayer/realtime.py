@@ -1,0 +1,296 @@
+"""The real-time replay engine: the trace's calls issued on a real target (the socket
+target's kernel sockets, or a remote agent) at their recorded times.
+
+Scheduling follows the emulator's engine (:mod:`~wskreplay.replayer.engine`) with one
+difference that real clocks force. A call the recording issued after an earlier call of
+its socket had completed waits for that completion in the replay, then the recorded gap;
+but the awaited call's own lateness (pacing noise) is not passed on, only the extra time
+the target took to complete it. Otherwise every late call would make the next one late
+and noise would add up to drift. Likewise a call issued after the recorded peer's reset
+waits (bounded) for the replayed reset.
+
+The target is anything with the methods of :class:`Session`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from wskreplay.formats import ntstatus as nt
+from wskreplay.formats import wsk
+from wskreplay.model import Direction, Event, Trace
+from wskreplay.replayer.engine import lifecycle_events, peer_reset_ns
+from wskreplay.replayer.pacing import lateness_summary, precise_sleeps, wait_until
+from wskreplay.replayer.targets.socket_session import PeerReset, SessionEvent
+from wskreplay.replayer.wsk_socket import Completed, Returned, Violation
+
+WAIT_LIMIT_NS = 10_000_000_000
+"""The longest a call waits for a completion or a reset it depends on."""
+SETTLE_NS = 5_000_000_000
+"""After the last call: how long outstanding sends may take to complete."""
+
+
+class Session(Protocol):
+    def now(self) -> int: ...
+
+    def send(
+        self,
+        sid: int,
+        irp: int | None,
+        flags: int,
+        payload: bytes,
+        control_info: bytes | None = None,
+        irql: int | None = None,
+        recorded_at_once: bool = False,
+    ) -> tuple[int, list[SessionEvent]]: ...
+
+    def disconnect(self, sid: int, *, abortive: bool) -> list[SessionEvent]: ...
+
+    def close(self, sid: int) -> list[SessionEvent]: ...
+
+    def poll(self, timeout_ns: int) -> list[SessionEvent]: ...
+
+    def outstanding(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class RealtimeOptions:
+    speed: float | None = 1.0
+    """Recorded inter-call timing divided by this; None: as fast as possible."""
+    settle_ns: int = SETTLE_NS
+    wait_limit_ns: int = WAIT_LIMIT_NS
+
+
+@dataclass
+class RealtimeRun:
+    """What the calls did, in trace time (the trace's first call = the replay's start)."""
+
+    columns: dict[str, np.ndarray]
+    scheduled_ns: np.ndarray
+    lateness_ns: np.ndarray
+    """Actual minus scheduled issue time of every call (ns), in call order."""
+    events: list[Event]
+    start_ns: int
+    """The session clock's reading at trace time ``t0``."""
+    t0: int
+    duration_ns: int
+    """From the first call's schedule to the last call's issue."""
+    unfinished: list[int] = field(default_factory=list)
+    """Calls whose completion never came within the settle time."""
+
+    def pacing(self) -> dict[str, int]:
+        return lateness_summary(self.lateness_ns)
+
+
+def call_payloads(trace: Trace) -> list[bytes]:
+    """The bytes of every call, prepared before a replay starts (zeros where the trace
+    does not hold them: a redacted trace replays its lengths)."""
+    calls = trace.calls
+    out: list[bytes] = []
+    streams = {key: s for key, s in trace.streams.items() if s.data is not None and not s.gaps}
+    for sid, offset, length, status in zip(
+        calls.column("socket").tolist(),
+        calls.column("stream_offset").tolist(),
+        calls.column("length").tolist(),
+        calls.column("status").tolist(),
+        strict=True,
+    ):
+        direction = Direction.OUT if nt.is_success(status) else Direction.UNSENT
+        stream = streams.get((sid, direction))
+        piece = b""
+        if stream is not None and stream.data is not None:
+            piece = bytes(stream.data[offset : offset + length])
+        if len(piece) != length:
+            i = len(out)
+            piece = trace.call_payload(i) or bytes(length)
+        out.append(piece)
+    return out
+
+
+def run_calls(
+    trace: Trace,
+    session: Session,
+    options: RealtimeOptions,
+    progress: Callable[[int, int], None] | None = None,
+) -> RealtimeRun:
+    calls = trace.calls
+    n = len(calls)
+    issue = calls.column("issue_ns").astype(np.int64).tolist()
+    socket_of = calls.column("socket").astype(np.int64).tolist()
+    completed = calls.column("completed").astype(bool).tolist()
+    completion = calls.column("completion_ns").astype(np.int64).tolist()
+    flags_of = calls.column("flags").tolist()
+    irql_of = calls.column("irql").tolist()
+    control_len = calls.column("control_len").tolist()
+    at_once = (calls.column("status") == nt.STATUS_SUCCESS).tolist()
+    order = sorted(range(n), key=lambda i: (issue[i], i))
+    t0 = issue[order[0]] if n else 0
+    speed = options.speed
+
+    def scaled(duration: int) -> int:
+        return 0 if speed is None else int(duration / speed)
+
+    recorded_done = sorted((completion[i], i) for i in range(n) if completed[i])
+    recorded_reset = {
+        sid: at for sid in trace.sockets if (at := peer_reset_ns(trace, sid)) is not None
+    }
+    lifecycle = lifecycle_events(trace)
+    cols = {
+        name: np.zeros(n, np.int64)
+        for name in (
+            "issue_ns", "return_ns", "status", "completed", "completion_ns",
+            "completion_status", "information",
+        )
+    }  # fmt: skip
+    scheduled = np.zeros(n, np.int64)
+    lateness = np.zeros(n, np.int64)
+    events: list[Event] = []
+    done_at: dict[int, int] = {}
+    reset_at: dict[int, int] = {}
+    returned: set[int] = set()
+    lag: dict[int, int] = {}
+    last_done: dict[int, int] = {}
+    cursor = 0
+    payloads = call_payloads(trace)
+    precise_sleeps()
+    start = session.now() + 20_000_000
+
+    def trace_time(mono: int) -> int:
+        return t0 + (mono - start)
+
+    def absorb(outputs: list[SessionEvent]) -> None:
+        for e in outputs:
+            if isinstance(e, Completed):
+                i = e.irp - 1
+                cols["completed"][i] = 1
+                cols["completion_ns"][i] = trace_time(e.time_ns)
+                cols["completion_status"][i] = e.status
+                cols["information"][i] = e.information
+                done_at[i] = e.time_ns
+            elif isinstance(e, Returned):
+                if e.irp is not None:
+                    cols["return_ns"][e.irp - 1] = trace_time(e.time_ns)
+                    cols["status"][e.irp - 1] = e.status
+                    returned.add(e.irp - 1)
+            elif isinstance(e, Violation):
+                events.append(
+                    Event(
+                        trace_time(e.time_ns),
+                        "violation",
+                        None,
+                        {"kind": e.kind, "detail": e.detail, "seq": (e.irp or 0) - 1},
+                    )
+                )
+            elif isinstance(e, PeerReset):
+                reset_at.setdefault(e.socket, e.time_ns)
+                events.append(
+                    Event(
+                        trace_time(e.time_ns),
+                        "reset",
+                        e.socket,
+                        {"by": "peer", "status": nt.describe(e.status)},
+                    )
+                )
+
+    def pump(ns: int) -> None:
+        absorb(session.poll(ns))
+
+    def wait_for(condition: Callable[[], bool]) -> None:
+        limit = session.now() + options.wait_limit_ns
+        while not condition() and session.now() < limit:
+            pump(min(limit - session.now(), 1_000_000))
+
+    done_before: dict[int, list[tuple[int, int]]] = {}
+    for at, j in recorded_done:
+        done_before.setdefault(socket_of[j], []).append((at, j))
+
+    def play_lifecycle(sid: int, before: int | None) -> None:
+        """The socket's recorded disconnects and closes before ``before``; each waits, like
+        a call, for the sends the recording had seen complete by then."""
+        queue = lifecycle.get(sid, [])
+        while queue and (before is None or queue[0].time_ns < before):
+            e = queue.pop(0)
+            finished = done_before.get(sid, [])
+            k = bisect.bisect_right(finished, (e.time_ns, n)) - 1
+            if k >= 0:
+                j = finished[k][1]
+                wait_for(lambda j=j: j in done_at)  # type: ignore[misc]
+            if speed is not None:
+                wait_until(start + scaled(e.time_ns - t0) + lag.get(sid, 0), pump)
+            at = session.now()
+            if e.kind == "close":
+                absorb(session.close(sid))
+            else:
+                abortive = bool(int(e.attrs.get("flags", 0)) & wsk.WSK_FLAG_ABORTIVE)
+                absorb(session.disconnect(sid, abortive=abortive))
+            events.append(Event(trace_time(at), e.kind, sid, dict(e.attrs)))
+
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for done, i in enumerate(order, 1):
+            sid = socket_of[i]
+            issued = issue[i]
+            play_lifecycle(sid, issued)
+            while cursor < len(recorded_done) and recorded_done[cursor][0] <= issued:
+                j = recorded_done[cursor][1]
+                last_done[socket_of[j]] = j
+                cursor += 1
+            plan = start + scaled(issued - t0)
+            t = plan if speed is not None else session.now()
+            awaited = last_done.get(sid)
+            if awaited is not None and awaited != i:
+                wait_for(lambda j=awaited: j in done_at)  # type: ignore[misc]
+                if awaited in done_at:
+                    noise = int(lateness[awaited])
+                    t = max(t, done_at[awaited] - noise + scaled(issued - completion[awaited]))
+            recorded = recorded_reset.get(sid)
+            if recorded is not None and issued >= recorded and sid not in reset_at:
+                wait_for(lambda s=sid: s in reset_at)  # type: ignore[misc]
+                if sid in reset_at:
+                    t = max(t, reset_at[sid] + scaled(issued - recorded))
+            if speed is not None:
+                lag[sid] = t - plan
+                wait_until(t, pump)
+            actual, outputs = session.send(
+                sid,
+                i + 1,
+                flags_of[i],
+                payloads[i],
+                calls.control_info(i) if control_len[i] >= 0 else None,
+                None if irql_of[i] < 0 else irql_of[i],
+                at_once[i],
+            )
+            scheduled[i] = trace_time(t)
+            lateness[i] = actual - t if speed is not None else 0
+            cols["issue_ns"][i] = trace_time(actual)
+            absorb(outputs)
+            if progress is not None and done % 256 == 0:
+                progress(done, n)
+        last_issue = session.now()
+        for sid in trace.sockets:
+            play_lifecycle(sid, None)
+        wait_for_settle = session.now() + options.settle_ns
+        while session.outstanding() and session.now() < wait_for_settle:
+            pump(min(wait_for_settle - session.now(), 10_000_000))
+        absorb(session.poll(0))
+    finally:
+        if collecting:
+            gc.enable()
+    unfinished = [i for i in range(n) if i in returned and not cols["completed"][i]]
+    return RealtimeRun(
+        cols,
+        scheduled,
+        lateness,
+        sorted(events, key=lambda e: e.time_ns),
+        start,
+        t0,
+        last_issue - start,
+        unfinished,
+    )
