@@ -118,8 +118,16 @@ def capture_transfer(directory: Path, plan: list, *, nodelay: bool, port: int) -
             text=True,
         )
         receiver = subprocess.Popen(
-            _in(receiver_ns, sys.executable, "-c", PEER, "receive", RECEIVER_ADDR, str(port),
-                str(_duration_s(plan) + 0.5)),  # fmt: skip
+            _in(
+                receiver_ns,
+                sys.executable,
+                "-c",
+                PEER,
+                "receive",
+                RECEIVER_ADDR,
+                str(port),
+                str(_duration_s(plan) + 0.5),
+            ),  # fmt: skip
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -322,8 +322,14 @@ def test_html_report_loads_in_headless_chromium_without_errors(sample, tmp_path)
     assert "data-error" not in dom.stdout
     shot = tmp_path / "report.png"
     run = subprocess.run(
-        [*CHROMIUM, f"--user-data-dir={tmp_path / 'profile-shot'}", "--enable-logging=stderr",
-         "--window-size=1200,2400", f"--screenshot={shot}", url],  # fmt: skip
+        [
+            *CHROMIUM,
+            f"--user-data-dir={tmp_path / 'profile-shot'}",
+            "--enable-logging=stderr",
+            "--window-size=1200,2400",
+            f"--screenshot={shot}",
+            url,
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=120,

@@ -16,13 +16,13 @@ from wskreplay.tracefile import read_trace, write_trace
 
 from .conftest import REPO
 
-CUSTOM_TEST = '''
+CUSTOM_TEST = """
 def test_custom(wskreplay):
     replayed = wskreplay.replay("traces/good.wskt")
     assert len(replayed.calls) == 12
     assert wskreplay.diff("traces/good.wskt", replayed).equal
     assert wskreplay.check("traces/good.wskt").equal
-'''
+"""
 
 
 def pytest_run(project, *args: str) -> subprocess.CompletedProcess:

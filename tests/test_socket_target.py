@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.reset_race import raced_reset
 from tests.tshark_oracle import follow
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats.tcpip import TCP_RST
@@ -46,27 +47,6 @@ def socket_replay(request, tmp_path_factory):
     pcap = folder / "wire.pcapng"
     replayed = replay_socket(recorded, options, SocketTargetOptions(keep_capture=pcap))
     return recorded, replayed, pcap
-
-
-RACE_NS = 2_000_000
-"""A call the recording made this close before its peer's reset races that reset in a
-real replay: the real peer's reset, timed from the bytes it received, may come first."""
-
-
-def raced_reset(recorded, replayed, i: int) -> bool:
-    """Call ``i`` differs because it lost the race with the peer's reset: the recording
-    issued it within RACE_NS before the reset, the replay after the replayed reset."""
-    call = recorded.calls[i]
-    rec = [e.time_ns for e in recorded.events if e.kind == "reset" and e.socket == call.socket]
-    rep = [e.time_ns for e in replayed.events if e.kind == "reset" and e.socket == call.socket]
-    return bool(
-        rec
-        and rep
-        and nt.is_success(call.status)
-        and 0 <= min(rec) - call.issue_ns <= RACE_NS
-        and replayed.calls[i].issue_ns >= min(rep)
-        and replayed.calls[i].status == nt.STATUS_FILE_FORCED_CLOSED
-    )
 
 
 def test_every_accepted_byte_is_on_the_real_wire(socket_replay):

@@ -68,7 +68,6 @@ def decode(body: bytes, limit: int = MAX_FRAME) -> dict[str, Any]:
             body,
             raw=False,
             strict_map_key=True,
-            max_buffer_size=limit,
             max_bin_len=limit,
             max_str_len=limit,
             max_array_len=1 << 16,

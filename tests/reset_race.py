@@ -1,0 +1,25 @@
+"""Calls that race the recorded peer's reset in a real replay."""
+
+from __future__ import annotations
+
+from wskreplay.formats import ntstatus as nt
+
+RACE_NS = 2_000_000
+"""A call the recording made this close before its peer's reset races that reset in a
+real replay: the real peer's reset, timed from the bytes it received, may come first."""
+
+
+def raced_reset(recorded, replayed, i: int) -> bool:
+    """Call ``i`` differs because it lost the race with the peer's reset: the recording
+    issued it within RACE_NS before the reset, the replay after the replayed reset."""
+    call = recorded.calls[i]
+    rec = [e.time_ns for e in recorded.events if e.kind == "reset" and e.socket == call.socket]
+    rep = [e.time_ns for e in replayed.events if e.kind == "reset" and e.socket == call.socket]
+    return bool(
+        rec
+        and rep
+        and nt.is_success(call.status)
+        and 0 <= min(rec) - call.issue_ns <= RACE_NS
+        and replayed.calls[i].issue_ns >= min(rep)
+        and replayed.calls[i].status == nt.STATUS_FILE_FORCED_CLOSED
+    )
