@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from wskreplay import __version__
-from wskreplay.errors import InputError, WskReplayError
+from wskreplay.errors import InputError, Terminated, WskReplayError
 from wskreplay.tracefile import TraceReader, VerifyReport, recover, verify, write_trace
 
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR = 0, 1, 2
@@ -40,6 +40,9 @@ class Cli(click.Group):
         except click.Abort:
             click.echo("wskreplay: interrupted", err=True)
             sys.exit(130)
+        except Terminated:
+            click.echo("wskreplay: terminated", err=True)
+            sys.exit(143)
         sys.exit(code if isinstance(code, int) else EXIT_OK)
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -30,3 +30,8 @@ class InputError(WskReplayError):
 class TargetError(WskReplayError):
     """A replay target could not be set up or refused the replay (no root for network
     namespaces, a tool missing, an agent that rejected us); the message says which."""
+
+
+class Terminated(BaseException):
+    """SIGTERM turned into an exception while a replay holds resources, so its cleanup runs
+    as it does for Ctrl-C (not an Exception: nothing may swallow it)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from wskreplay.formats import ntstatus as nt
+from wskreplay.formats import wsk
 from wskreplay.model import CallTable, Clock, Direction, Socket, Stream, Trace
 
 
@@ -16,8 +17,10 @@ def pacing_trace(
     min_gap_ns: int = 10_000,
     max_gap_ns: int = 10_000_000,
     size: int = 64,
+    nodelay: bool = False,
     seed: int = 0,
 ) -> Trace:
+    """``nodelay``: every call with WSK_FLAG_NODELAY, so each is one segment on the wire."""
     rng = np.random.default_rng(seed)
     gaps = np.exp(rng.uniform(np.log(min_gap_ns), np.log(max_gap_ns), calls)).astype(np.int64)
     gaps[0] = 0
@@ -28,7 +31,7 @@ def pacing_trace(
         "socket": np.zeros(calls, np.int64),
         "issue_ns": issue,
         "return_ns": issue + 2_000,
-        "flags": np.zeros(calls, np.int64),
+        "flags": np.full(calls, wsk.WSK_FLAG_NODELAY if nodelay else 0, np.int64),
         "offset": np.zeros(calls, np.int64),
         "length": length,
         "status": np.full(calls, nt.STATUS_PENDING),

@@ -16,6 +16,7 @@ import select
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from wskreplay.replayer.targets.socket_session import OpenOptions, SessionEvent,
 from wskreplay.replayer.wsk_socket import Completed, Returned
 
 HELLO_TIMEOUT_S = 10.0
+DRAIN_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,16 @@ class Client:
             self.conn.close()
 
     def _refuse(self, code: str, message: str) -> None:
+        """Send the error, then read and drop what the client still sends until it closes
+        (at most DRAIN_S): closing with unread input would make the kernel reset the
+        connection and the client could lose the error before reading it."""
         try:
             self.send({"op": "error", "code": code, "message": message})
+            self.conn.shutdown(socket.SHUT_WR)
+            self.conn.settimeout(DRAIN_S)
+            deadline = time.monotonic() + DRAIN_S
+            while time.monotonic() < deadline and self.conn.recv(1 << 16):
+                pass
         except OSError:
             pass
 

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wskreplay.errors import TargetError
+from wskreplay.errors import TargetError, Terminated
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -143,10 +143,6 @@ def entered(ns: str | None) -> Iterator[None]:
     finally:
         os.close(target)
         os.close(home)
-
-
-class Terminated(BaseException):
-    """SIGTERM turned into an exception, so cleanup runs as it does for Ctrl-C."""
 
 
 @contextmanager

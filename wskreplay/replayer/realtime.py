@@ -217,10 +217,9 @@ def run_calls(
         while queue and (before is None or queue[0].time_ns < before):
             e = queue.pop(0)
             finished = done_before.get(sid, [])
-            k = bisect.bisect_right(finished, (e.time_ns, n)) - 1
-            if k >= 0:
-                j = finished[k][1]
-                wait_for(lambda j=j: j in done_at)  # type: ignore[misc]
+            awaited = [j for _, j in finished[: bisect.bisect_right(finished, (e.time_ns, n))]]
+            if awaited:
+                wait_for(lambda js=awaited: all(j in done_at for j in js))  # type: ignore[misc]
             if speed is not None:
                 wait_until(start + scaled(e.time_ns - t0) + lag.get(sid, 0), pump)
             at = session.now()
