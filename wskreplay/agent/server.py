@@ -33,6 +33,7 @@ from wskreplay.agent.protocol import (
     same_token,
 )
 from wskreplay.errors import WskReplayError
+from wskreplay.formats import ntstatus as nt
 from wskreplay.replayer.profile import profile_from_dict
 from wskreplay.replayer.targets.socket_session import OpenOptions, SessionEvent, SocketSession
 from wskreplay.replayer.wsk_socket import Completed, Returned
@@ -199,7 +200,9 @@ class Client:
 
     def _track(self, events: list[SessionEvent]) -> None:
         for e in events:
-            if isinstance(e, Completed) or (isinstance(e, Returned) and e.status != 0x103):
+            if isinstance(e, Completed) or (
+                isinstance(e, Returned) and e.status != nt.STATUS_PENDING
+            ):
                 if e.irp is not None:
                     self.in_flight.pop(e.irp, None)
 

@@ -30,6 +30,7 @@ from wskreplay.agent.protocol import (
     read_token,
 )
 from wskreplay.errors import TargetError
+from wskreplay.formats import ntstatus as nt
 from wskreplay.model import Trace
 from wskreplay.replayer.engine import ReplayOptions
 from wskreplay.replayer.profile import TransportProfile
@@ -124,7 +125,7 @@ class AgentSession:
     def _take(self, reply: dict[str, Any]) -> list[SessionEvent]:
         events = [event_from_wire(item, self.shift_ns) for item in reply.get("events", [])]
         for e in events:
-            if isinstance(e, Returned) and e.irp is not None and e.status == 0x103:
+            if isinstance(e, Returned) and e.irp is not None and e.status == nt.STATUS_PENDING:
                 self._pending.add(e.irp)
             elif isinstance(e, Completed):
                 self._pending.discard(e.irp)

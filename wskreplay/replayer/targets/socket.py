@@ -35,6 +35,7 @@ import numpy as np
 from wskreplay.agent.server import is_loopback
 from wskreplay.errors import TargetError
 from wskreplay.formats import ntstatus as nt
+from wskreplay.formats.tcpip import TCP_RST
 from wskreplay.model import CallTable, Clock, Direction, SegmentTable, Stream, Trace
 from wskreplay.replayer import netns
 from wskreplay.replayer.calibrate import estimate_path, inferred_profile, sender_mss
@@ -49,6 +50,8 @@ from wskreplay.replayer.targets.socket_session import OpenOptions, SocketSession
 
 SENDER_ADDR, PEER_ADDR = "192.0.2.1", "192.0.2.2"
 LOOPBACK = "127.0.0.1"
+PEER_DEV = "wskr-peer"
+"""The peer namespace's end of the link."""
 PEER_READY_TIMEOUT_S = 15.0
 
 
@@ -129,21 +132,17 @@ def netns_topology(link: LinkSpec) -> Iterator[Topology]:
             _veth_with_netem(topo)
         else:
             stack.enter_context(_tap_forwarder(topo))
-        for ns, dev, addr in ((s, topo.interface, SENDER_ADDR), (r, _peer_dev(topo), PEER_ADDR)):
+        for ns, dev, addr in ((s, topo.interface, SENDER_ADDR), (r, PEER_DEV, PEER_ADDR)):
             netns.run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
             netns.run("ip", "-n", ns, "link", "set", dev, "mtu", "1500", "up")
         yield topo
-
-
-def _peer_dev(topo: Topology) -> str:
-    return "wskr-peer"
 
 
 def _veth_with_netem(topo: Topology) -> None:
     assert topo.sender_ns is not None and topo.peer_ns is not None
     topo.interface, topo.link_kind = "wskr-drv", "netem"
     netns.run("ip", "link", "add", "wskr-drv", "netns", topo.sender_ns, "type", "veth",
-              "peer", "name", _peer_dev(topo), "netns", topo.peer_ns)  # fmt: skip
+              "peer", "name", PEER_DEV, "netns", topo.peer_ns)  # fmt: skip
     netns.run("ip", "netns", "exec", topo.sender_ns, "ethtool", "-K", "wskr-drv", "tso", "off",
               "gso", "off")  # fmt: skip
     spec = topo.link
@@ -160,7 +159,7 @@ def _veth_with_netem(topo: Topology) -> None:
         args += ["reorder", f"{spec.reorder * 100:g}%"]
     if spec.rate_bps:
         args += ["rate", f"{spec.rate_bps}bit"]
-    for ns, dev in ((topo.sender_ns, "wskr-drv"), (topo.peer_ns, _peer_dev(topo))):
+    for ns, dev in ((topo.sender_ns, "wskr-drv"), (topo.peer_ns, PEER_DEV)):
         netns.run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "netem",
                   *args)  # fmt: skip
 
@@ -182,7 +181,7 @@ def _tap_forwarder(topo: Topology) -> Iterator[None]:
             err = proc.stderr.read().strip() if proc.stderr else ""
             raise TargetError(f"the link forwarder did not start: {err or line or 'no output'}")
         netns.run("ip", "link", "set", tap_s, "netns", topo.sender_ns, "name", "wskr-drv")
-        netns.run("ip", "link", "set", tap_r, "netns", topo.peer_ns, "name", _peer_dev(topo))
+        netns.run("ip", "link", "set", tap_r, "netns", topo.peer_ns, "name", PEER_DEV)
         topo.interface, topo.link_kind, topo.forwarder = "wskr-drv", "tap-forwarder", proc
         yield
     finally:
@@ -242,7 +241,7 @@ def peer_plan(trace: Trace, rtt: dict[int, int], speed: float | None) -> list[Pe
                 mine = (calls.column("socket") == sid) & (calls.column("issue_ns") < reset)
                 ok = np.array([nt.is_success(int(s)) for s in calls.column("status")[mine]], bool)
                 sent = int(calls.column("length")[mine][ok].sum()) if len(ok) else 0
-                actions.append((sent, 0, b"", 0x04))
+                actions.append((sent, 0, b"", TCP_RST))
         plans.append(PeerConnection(sid, 0, window, actions, ceiling))
     return plans
 
