@@ -136,3 +136,26 @@ def conversation(
         tcp_frame(s, c, server_isn + 1 + sent["s"], client_isn + 2 + sent["c"], FIN | ACK)
     )
     return [(t0 + 1000 * i + 7, f) for i, f in enumerate(frames)]
+
+
+def tiny_connections_pcap(path, connections: int) -> None:
+    """A pcap of ``connections`` one-packet TCP connections (one data byte each, every one
+    from another client address and port), built with numpy: millions in seconds."""
+    import numpy as np
+
+    frame = bytearray(build_tcp_frame("10.0.0.1", 1024, "192.0.2.1", 445, 1, 0, 0x18, b"x"))
+    size = len(frame)
+    record = struct.pack("<IIII", 0, 0, size, size) + bytes(frame)
+    rows = np.frombuffer(record * connections, dtype=np.uint8).reshape(connections, -1).copy()
+    i = np.arange(connections, dtype=np.uint32)
+    rows[:, 4:8] = (i % 1_000_000).astype("<u4").view(np.uint8).reshape(-1, 4)
+    rows[:, 0:4] = (i // 1_000_000).astype("<u4").view(np.uint8).reshape(-1, 4)
+    ip = 16 + 14
+    rows[:, ip + 13] = (i >> 16).astype(np.uint8)
+    rows[:, ip + 14] = (i >> 8).astype(np.uint8)
+    rows[:, ip + 15] = i.astype(np.uint8)
+    rows[:, ip + 20 : ip + 22] = (1024 + i % 60000).astype(">u2").view(np.uint8).reshape(-1, 2)
+    rows[:, ip + 10 : ip + 12] = 0
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        f.write(rows.tobytes())

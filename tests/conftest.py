@@ -43,6 +43,27 @@ def run_cli(
     )
 
 
+def run_measured(
+    cmd: list[str], *, cwd: Path | None = None, timeout: float = 900
+) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``cmd`` under a fresh parent, so the peak RSS read (KiB, of the largest process
+    it waited for, workers included) is this run's alone."""
+    parent = (
+        "import resource, subprocess, sys\n"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "sys.stdout.write(p.stdout); sys.stderr.write(p.stderr)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+        "sys.exit(p.returncode)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", parent, *cmd], capture_output=True, text=True, cwd=cwd,
+        timeout=timeout,
+    )  # fmt: skip
+    *lines, peak = proc.stderr.rstrip("\n").split("\n")
+    proc.stderr = "\n".join(lines) + ("\n" if lines else "")
+    return proc, int(peak)
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr

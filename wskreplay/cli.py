@@ -16,6 +16,7 @@ import click
 
 from wskreplay import __version__
 from wskreplay.errors import InputError, Terminated, WskReplayError
+from wskreplay.recorder.tcp import MAX_CONNECTIONS
 from wskreplay.tracefile import TraceReader, VerifyReport, recover, verify, write_trace
 
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR = 0, 1, 2
@@ -218,6 +219,15 @@ def recover_cmd(trace: str, out: str) -> None:
     click.echo(f"wrote {out}")
 
 
+_MAX_CONNECTIONS = click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=MAX_CONNECTIONS,
+    show_default=True,
+    help="Refuse a capture with more TCP connections (each costs about 11 KB of memory).",
+)
+
+
 @main.command()
 @click.argument("capture", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the connections as JSON.")
@@ -232,14 +242,17 @@ def recover_cmd(trace: str, out: str) -> None:
     is_flag=True,
     help="On a damaged capture, print what was read and exit 1 instead of 2.",
 )
-def streams(capture: str, as_json: bool, dump_dir: str | None, partial_ok: bool) -> None:
+@_MAX_CONNECTIONS
+def streams(
+    capture: str, as_json: bool, dump_dir: str | None, partial_ok: bool, max_connections: int
+) -> None:
     """Reassemble the TCP connections of a pcap, pcapng or .etl (PktMon) capture."""
     from wskreplay.console import print_streams
     from wskreplay.formats.etl_packets import read_capture
     from wskreplay.recorder.tcp import dump_streams, reassemble, streams_summary
 
     frames = read_capture(capture)
-    result = reassemble(frames)
+    result = reassemble(frames, max_connections)
     summary = streams_summary(result)
     summary["complete"] = frames.error is None
     if as_json:
@@ -350,6 +363,7 @@ def _seconds_to_ns(value: float | None) -> int | None:
 @click.option("--redact", is_flag=True, help="Keep lengths and sha256 digests, no payload bytes.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the summary here.")
 @click.option("--progress/--no-progress", default=None, help="Default: on a terminal.")
+@_MAX_CONNECTIONS
 def import_cmd(
     inputs: tuple[str, ...],
     out: str,
@@ -363,6 +377,7 @@ def import_cmd(
     redact: bool,
     summary_json: str | None,
     progress: bool | None,
+    max_connections: int,
 ) -> None:
     """Turn a recording into a trace: an .etl with the recorder's events (and PktMon
     packets), an .etl plus a pcap/pcapng, or a capture alone with --infer-calls."""
@@ -388,6 +403,7 @@ def import_cmd(
         window_ns=(_seconds_to_ns(t_from), _seconds_to_ns(t_until)),
         payload_cap=payload_cap,
         redact=redact,
+        max_connections=max_connections,
     )
     show = sys.stderr.isatty() if progress is None else progress
     with import_progress(show) as progress:

@@ -27,6 +27,15 @@ class InputError(WskReplayError):
         return ": ".join([*where, self.what])
 
 
+class OutputError(WskReplayError):
+    """A file could not be written (disk full, no permission): names the file and what is
+    left of it."""
+
+    def __init__(self, path: str, what: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {what}")
+
+
 class TargetError(WskReplayError):
     """A replay target could not be set up or refused the replay (no root for network
     namespaces, a tool missing, an agent that rejected us); the message says which."""

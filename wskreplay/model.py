@@ -8,6 +8,7 @@ field); :class:`SendCall` and :class:`Segment` are the friendly per-row views.
 from __future__ import annotations
 
 import hashlib
+import mmap
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
@@ -371,7 +372,9 @@ class Stream:
     socket: int
     direction: Direction
     length: int = 0
-    data: bytearray | None = field(default_factory=bytearray)
+    data: bytearray | mmap.mmap | None = field(default_factory=bytearray)
+    """In memory, or for a long stream read from a file, a mapped temporary file
+    (wskreplay/spill.py): both slice and ``memoryview`` alike."""
     gaps: list[tuple[int, int]] = field(default_factory=list)
     digests: list[DigestPiece] | None = None
 

@@ -12,12 +12,12 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from wskreplay import __version__
-from wskreplay.errors import InputError
+from wskreplay.errors import InputError, OutputError
 from wskreplay.formats import columns as colcodec
 from wskreplay.formats.wskt import (
     CALL_COLUMNS,
@@ -46,11 +46,15 @@ from wskreplay.model import (
     Trace,
     digest_pieces,
 )
+from wskreplay.spill import StreamSink
 
 FILE_HEADER_SIZE = FILE_HEADER.size
 DEFAULT_BLOCK_ROWS = 65536
 DEFAULT_STREAM_CHUNK = 4 << 20
 DEFAULT_REDACT_PIECE = 64 << 10
+FAULT_AROUND_BYTES = 64 << 10
+"""What touching one block header maps (the kernel maps pages around a fault): counted so
+walking the index of a file of many blocks releases its pages as reading bodies does."""
 
 
 def _socket_to_wire(s: Socket) -> dict[str, Any]:
@@ -195,8 +199,6 @@ class TraceWriter:
         if not 1 <= block_rows <= MAX_BLOCK_ROWS:
             raise ValueError(f"block_rows must be in [1, {MAX_BLOCK_ROWS}]")
         self.path = os.fspath(path)
-        self._f = open(self.path, "wb")
-        self._blocks = BlockWriter(self._f, zstd_level=zstd_level)
         self.redact = redact
         self.block_rows = block_rows
         self.stream_chunk = stream_chunk
@@ -216,7 +218,17 @@ class TraceWriter:
             "redacted": redact,
             "tool": f"wskreplay {__version__}",
         }
-        self._blocks.write(BlockType.META, pack_body(meta), {})
+        self._f, staged = _create_staged(self.path)
+        try:
+            self._blocks = BlockWriter(self._f, zstd_level=zstd_level, path=self.path)
+            self._blocks.write(BlockType.META, pack_body(meta), {})
+            if staged is not None:
+                os.replace(staged, self.path)
+        except BaseException:
+            _close_quietly(self._f)
+            if staged is not None and os.path.exists(staged):
+                os.remove(staged)
+            raise
 
     def __enter__(self) -> TraceWriter:
         return self
@@ -225,7 +237,7 @@ class TraceWriter:
         if exc_type is None:
             self.close()
         else:
-            self._f.close()
+            _close_quietly(self._f)
 
     def add_sockets(self, sockets: Iterable[Socket]) -> None:
         """Record sockets (again with the same id to update, e.g. with their close time)."""
@@ -355,6 +367,30 @@ class TraceWriter:
         self._closed = True
 
 
+def _create_staged(path: str) -> tuple[BinaryIO, str | None]:
+    """The output file, opened for writing. Where a file can be renamed while open
+    (POSIX), it is written under a temporary name until its header and META block are
+    flushed, then renamed into place: a writer killed at any point leaves either no file or
+    one that ``verify`` reads (never an empty or headless one). Returns the file and the
+    temporary name still to be renamed (None when written in place)."""
+    if os.name != "posix":
+        return open(path, "wb"), None
+    staged = f"{path}.{os.getpid()}.new"
+    try:
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    except OSError as exc:
+        raise OutputError(path, f"cannot create: {exc.strerror or exc}") from None
+    return os.fdopen(fd, "wb"), staged
+
+
+def _close_quietly(f: BinaryIO) -> None:
+    """Close a file whose writing already failed (its buffer may fail to flush again)."""
+    try:
+        f.close()
+    except OSError:
+        pass
+
+
 def _compressible(data: memoryview) -> bool:
     """Whether zstd is worth running on ``data``, judged from its first 64 KiB."""
     import zstandard
@@ -462,6 +498,7 @@ class TraceReader:
                     self.path, f"malformed index entry for offset {entry['o']}", offset
                 )
             bref = self.file.block_at(entry["o"])
+            self.file.note_read(FAULT_AROUND_BYTES)
             if bref.type != entry.get("t"):
                 raise InputError(
                     self.path,
@@ -477,6 +514,7 @@ class TraceReader:
         for ref in refs:
             if ref.type == BlockType.INDEX:
                 continue
+            self.file.note_read(ref.end - ref.offset)
             try:
                 entry = self._entry_from_body(ref)
             except InputError as exc:
@@ -691,14 +729,17 @@ class TraceReader:
         )
 
     def stream(self, socket: int, direction: Direction) -> Stream:
-        chunks = [
-            self._stream_body(b.ref)
+        """One stream, assembled a chunk at a time: in memory up to SPILL_BYTES, else in an
+        unnamed temporary file that is mapped (its pages and the trace's are released as it
+        is written, so reading a long stream does not hold it in memory)."""
+        blocks = [
+            b
             for b in self.blocks
             if b.ref.type == BlockType.STREAM
             and b.entry["s"][0] == socket
             and b.entry["sd"] == int(direction)
         ]
-        return _assemble_stream(socket, Direction(direction), chunks, self.redacted, self.path)
+        return _assemble_stream(self, socket, Direction(direction), blocks)
 
     def read(self) -> Trace:
         """The whole trace in memory."""
@@ -714,13 +755,14 @@ class TraceReader:
 
 
 def _assemble_stream(
-    socket: int, direction: Direction, chunks: list[dict[str, Any]], redacted: bool, path: str
+    reader: TraceReader, socket: int, direction: Direction, blocks: list[BlockInfo]
 ) -> Stream:
-    """One stream from its chunks; gaps are what no data or digest chunk covers."""
-    chunks.sort(key=lambda c: c["o"])
-    spans = [(c["o"], c["o"] + (len(c["b"]) if "b" in c else c["n"])) for c in chunks]
+    """One stream from its chunks; gaps are what no data or digest chunk covers. Spans
+    come from the index entries, and each chunk's body must agree with its entry."""
+    blocks = sorted(blocks, key=lambda b: b.entry["so"])
+    spans = [(b.entry["so"], b.entry["so"] + b.entry["sn"]) for b in blocks]
     length = max((end for _, end in spans), default=0)
-    covered = sorted(span for c, span in zip(chunks, spans, strict=True) if "gap" not in c)
+    covered = sorted(span for b, span in zip(blocks, spans, strict=True) if b.entry["k"] != "gap")
     gaps: list[tuple[int, int]] = []
     pos = 0
     for start, end in covered:
@@ -729,24 +771,35 @@ def _assemble_stream(
         pos = max(pos, end)
     if pos < length:
         gaps.append((pos, length))
-    has_digests = redacted or any("h" in c for c in chunks)
+    has_digests = reader.redacted or any(b.entry["k"] == "digest" for b in blocks)
     missing = sum(end - start for start, end in gaps)
     if not has_digests and missing > MAX_GAP_BYTES:
         raise InputError(
-            path,
+            reader.path,
             f"stream {socket}/{direction.name}: {missing} bytes of gaps, more than the "
             f"{MAX_GAP_BYTES} that can be held in memory",
         )
-    data = None if has_digests else bytearray(length)
+    sink = None if has_digests else StreamSink(length)
     digests: list[DigestPiece] | None = [] if has_digests else None
-    for c in chunks:
-        if "b" in c and data is not None:
-            data[c["o"] : c["o"] + len(c["b"])] = c["b"]
+    for b in blocks:
+        if b.entry["k"] == "gap":
+            continue
+        c = reader._stream_body(b.ref)
+        size = len(c["b"]) if "b" in c else c["n"]
+        if c["o"] != b.entry["so"] or size != b.entry["sn"]:
+            raise InputError(
+                reader.path, "stream chunk disagrees with its index entry", b.ref.offset
+            )
+        if "b" in c and sink is not None:
+            if sink.write(c["o"], c["b"]):
+                reader.file.release_pages()
         elif "h" in c and digests is not None:
             at = c["o"]
             for n, digest in c["h"]:
                 digests.append(DigestPiece(at, n, digest))
                 at += n
+    data = sink.finish() if sink is not None else None
+    reader.file.release_pages()
     return Stream(socket, direction, length, data, gaps, digests)
 
 
@@ -851,8 +904,12 @@ def recover(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> Verify
             "damages": [[d.offset, d.length, d.what] for d in reader.damages],
             "meta_block_lost": not any(b.ref.type == BlockType.META for b in reader.blocks),
         }
-        with open(out, "wb") as f:
-            writer = BlockWriter(f, zstd_level=3)
+        try:
+            f = open(out, "wb")
+        except OSError as exc:
+            raise OutputError(os.fspath(out), f"cannot create: {exc.strerror or exc}") from None
+        with f:
+            writer = BlockWriter(f, zstd_level=3, path=os.fspath(out))
             meta = {
                 "metadata": metadata,
                 "clock": {

@@ -134,6 +134,8 @@ def event_to_wire(e: SessionEvent) -> list[Any]:
 
 def event_from_wire(item: Any, shift_ns: int) -> SessionEvent:
     """An event as the agent sent it, its time moved onto our clock by ``shift_ns``."""
+    if not isinstance(item, list) or not item:
+        raise ProtocolError("malformed", f"not an event: {str(item)[:80]}")
     try:
         kind = item[0]
         if kind == "returned":

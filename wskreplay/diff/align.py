@@ -16,6 +16,7 @@ import numpy as np
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
 from wskreplay.model import Direction, Trace
+from wskreplay.spill import RELEASE_EVERY, release
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,15 @@ def call_keys(trace: Trace, index: np.ndarray) -> list[tuple]:
             continue
         data, size, gaps = memoryview(stream.data), len(stream.data), stream.gaps
         blake = hashlib.blake2b
+        hashed = 0
         for k in rows:
             start, end = starts[k], starts[k] + lengths[k]
             if end <= size and not (gaps and any(x < end and start < y for x, y in gaps)):
                 digests[k] = blake(data[start:end], digest_size=8).digest()
+                hashed += lengths[k]
+                if hashed >= RELEASE_EVERY:
+                    release(stream.data)
+                    hashed = 0
     return list(zip(lengths, flags, digests, strict=True))
 
 

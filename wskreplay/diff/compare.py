@@ -39,6 +39,7 @@ from wskreplay.diff.tolerance import DEFAULT_TOLERANCES, METRICS, Tolerance, _du
 from wskreplay.diff.wire import first_wire_ns, segmentation
 from wskreplay.formats import ntstatus as nt
 from wskreplay.model import Direction, Trace
+from wskreplay.spill import RELEASE_EVERY, StreamBytes, release
 
 KINDS = (
     "socket",
@@ -321,6 +322,21 @@ def _call_at(trace: Trace, sid: int, direction: Direction, offset: int) -> int |
     return int(mine[hit[0]]) if len(hit) else None
 
 
+def _first_difference(da: StreamBytes | bytes, db: StreamBytes | bytes, n: int) -> int | None:
+    """The first offset below ``n`` where the two differ, compared a window at a time (a
+    mapped stream's pages are released after each window: memory stays bounded)."""
+    for lo in range(0, n, RELEASE_EVERY):
+        count = min(RELEASE_EVERY, n - lo)
+        differ = np.flatnonzero(
+            np.frombuffer(da, np.uint8, count, lo) != np.frombuffer(db, np.uint8, count, lo)
+        )
+        if len(differ):
+            return lo + int(differ[0])
+        release(da)
+        release(db)
+    return None
+
+
 def _stream_bytes(a: Trace, b: Trace, sa: int, sb: int, direction: Direction) -> list[Difference]:
     xa, xb = a.streams.get((sa, direction)), b.streams.get((sb, direction))
     if xa is None and xb is None:
@@ -328,19 +344,15 @@ def _stream_bytes(a: Trace, b: Trace, sa: int, sb: int, direction: Direction) ->
     la = xa.length if xa is not None else 0
     lb = xb.length if xb is not None else 0
     name = "outbound" if direction == Direction.OUT else "inbound"
-    da = bytes(xa.data) if xa is not None and xa.data is not None else b""
-    db = bytes(xb.data) if xb is not None and xb.data is not None else b""
     if (xa is not None and xa.data is None) or (xb is not None and xb.data is None):
         return []  # redacted: lengths only (compared by the calls' Information)
+    da = xa.data if xa is not None and xa.data is not None else b""
+    db = xb.data if xb is not None and xb.data is not None else b""
     n = min(len(da), len(db))
-    va = np.frombuffer(da, np.uint8, n)
-    vb = np.frombuffer(db, np.uint8, n)
-    differ = np.flatnonzero(va != vb)
-    if len(differ):
-        at = int(differ[0])
-    elif la != lb:
+    at = _first_difference(da, db, n)
+    if at is None and la != lb:
         at = n
-    else:
+    if at is None:
         return []
     lo, hi = max(at - CONTEXT_BYTES, 0), at + CONTEXT_BYTES
     call_a, call_b = _call_at(a, sa, direction, at), _call_at(b, sb, direction, at)
@@ -356,14 +368,14 @@ def _stream_bytes(a: Trace, b: Trace, sa: int, sb: int, direction: Direction) ->
             {
                 "offset": at,
                 "length": la,
-                "context": da[lo:hi].hex(),
+                "context": bytes(da[lo:hi]).hex(),
                 "context_offset": lo,
                 "direction": name,
             },
             {
                 "offset": at,
                 "length": lb,
-                "context": db[lo:hi].hex(),
+                "context": bytes(db[lo:hi]).hex(),
                 "context_offset": lo,
                 "direction": name,
                 "socket": sb,

@@ -15,8 +15,10 @@ import heapq
 import mmap
 import os
 import struct
+import tempfile
 import uuid
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +30,8 @@ BUFFER_HEADER_SIZE = 0x48
 BUFFER_COMPRESSED = 0x40
 FILETIME_UNIX_EPOCH = 116_444_736_000_000_000
 MAX_BUFFER_BYTES = 64 << 20
+MAX_UNZIPPED_BYTES = 8 << 30
+"""The most an .etl inside a .zip may inflate to (into a temporary file, not memory)."""
 """Largest buffer (stored or inflated) the reader accepts; bigger claims are damage."""
 
 _BUFFER = struct.Struct("<III4xq16xB")
@@ -276,16 +280,28 @@ class EtlFile:
             buffer_size=buffer_size,
         )
 
-    def to_ns(self, timestamp: int) -> int:
-        """A record's raw timestamp as UTC nanoseconds, by the logfile's clock type."""
+    def to_ns(self, timestamp: int, offset: int | None = None, where: str = "") -> int:
+        """A record's raw timestamp as UTC nanoseconds, by the logfile's clock type; one
+        that does not fit in 64 bits of nanoseconds (years 1678-2262) is an error."""
         h = self.header
         if h.clock == "system-time":
-            return filetime_to_ns(timestamp)
-        freq = h.perf_freq if h.clock == "qpc" else h.cpu_mhz * 1_000_000
-        if freq <= 0:
-            raise InputError(self.path, f"logfile header clock frequency {freq} is not positive", 0)
-        ticks = (timestamp - h.header_timestamp) * 10_000_000 // freq
-        return filetime_to_ns(h.start_filetime + ticks)
+            ns = filetime_to_ns(timestamp)
+        else:
+            freq = h.perf_freq if h.clock == "qpc" else h.cpu_mhz * 1_000_000
+            if freq <= 0:
+                raise InputError(
+                    self.path, f"logfile header clock frequency {freq} is not positive", 0
+                )
+            ticks = (timestamp - h.header_timestamp) * 10_000_000 // freq
+            ns = filetime_to_ns(h.start_filetime + ticks)
+        if not -(1 << 63) <= ns < 1 << 63:
+            raise InputError(
+                self.path,
+                f"{where}timestamp {timestamp} is outside the years 1678-2262 "
+                "that 64-bit nanoseconds hold",
+                offset,
+            )
+        return ns
 
     def _records(self, info: BufferInfo) -> Iterator[tuple[bytes | memoryview, int, int, int]]:
         """(buffer bytes, record offset, record size, header type) for each record."""
@@ -374,7 +390,14 @@ class EtlFile:
             )
         ts = struct.unpack_from("<q", buf, pos + TIME_AT[kind])[0]
         event = EtlEvent(
-            kind, pointer, ts, self.to_ns(ts), None, 0, buffer_offset=info.offset, record_offset=pos
+            kind,
+            pointer,
+            ts,
+            self.to_ns(ts, pos, f"buffer at {info.offset}: "),
+            None,
+            0,
+            buffer_offset=info.offset,
+            record_offset=pos,
         )
         if kind in (EVENT_32, EVENT_64):
             (
@@ -459,18 +482,7 @@ class EtlFile:
 
 def _load(path: str) -> tuple[bytes | memoryview, object]:
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if n.lower().endswith(".etl")]
-            if len(names) != 1:
-                raise InputError(
-                    path, f"zip archive must hold exactly one .etl file, has {len(names)}"
-                )
-            info = z.getinfo(names[0])
-            if info.file_size > 8 << 30:
-                raise InputError(
-                    path, f"{names[0]} inflates to {info.file_size} bytes (limit 8 GiB)"
-                )
-            return z.read(names[0]), None
+        return _unzip(path)
     try:
         f = open(path, "rb")
     except OSError as exc:
@@ -479,4 +491,43 @@ def _load(path: str) -> tuple[bytes | memoryview, object]:
         if os.fstat(f.fileno()).st_size == 0:
             raise InputError(path, "empty file: no ETL buffer", 0)
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return memoryview(mm), mm
+
+
+def _unzip(path: str) -> tuple[bytes | memoryview, object]:
+    """The one .etl of a zip archive, inflated into an unnamed temporary file (in TMPDIR)
+    and mapped: at most MAX_UNZIPPED_BYTES, whatever the archive's headers claim."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.lower().endswith(".etl")]
+            if len(names) != 1:
+                raise InputError(
+                    path, f"zip archive must hold exactly one .etl file, has {len(names)}"
+                )
+            info = z.getinfo(names[0])
+            if info.file_size > MAX_UNZIPPED_BYTES:
+                raise InputError(
+                    path,
+                    f"{names[0]} inflates to {info.file_size} bytes "
+                    f"(limit {MAX_UNZIPPED_BYTES >> 30} GiB)",
+                )
+            out = tempfile.TemporaryFile(prefix="wskreplay-unzip-")
+            with z.open(info) as src:
+                copied = 0
+                while chunk := src.read(min(1 << 20, MAX_UNZIPPED_BYTES + 1 - copied)):
+                    out.write(chunk)
+                    copied += len(chunk)
+                    if copied > MAX_UNZIPPED_BYTES:
+                        raise InputError(
+                            path, f"{names[0]} inflates to more than {MAX_UNZIPPED_BYTES} bytes"
+                        )
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise InputError(path, f"zip archive is damaged: {exc}") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot inflate: {exc.strerror or exc}") from None
+    out.flush()
+    if not copied:
+        raise InputError(path, f"{names[0]} is empty: no ETL buffer", 0)
+    mm = mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ)
+    out.close()
     return memoryview(mm), mm

@@ -14,6 +14,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -43,7 +44,9 @@ LINKTYPE_LINUX_SLL2 = 276
 
 DIRECTION_UNKNOWN, DIRECTION_IN, DIRECTION_OUT = 0, 1, 2
 MAX_GUNZIP_BYTES = 8 << 30
-"""Largest capture a .gz file may inflate to (a gzip bomb stops here with an error)."""
+"""Largest capture a .gz file may inflate to (into a temporary file, not memory; a gzip
+bomb stops here with an error)."""
+INFLATE_STEP = 1 << 20
 MAX_RECORD_BYTES = 1 << 28
 """Largest frame a record may claim (256 MiB); a bigger claim is a corrupt record."""
 
@@ -133,29 +136,56 @@ def _load(path: str) -> tuple[memoryview, object, str | None]:
     with f:
         if f.read(2) == b"\x1f\x8b":
             f.seek(0)
-            data, cut = _gunzip(f.read(), path)
-            return memoryview(data), None, cut
+            return _gunzip(f, path)
         if os.fstat(f.fileno()).st_size == 0:
             return memoryview(b""), None, None
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return memoryview(mm), mm, None
 
 
-def _gunzip(data: bytes, path: str) -> tuple[bytes, str | None]:
-    """Inflate every gzip member, at most MAX_GUNZIP_BYTES in all."""
-    out = bytearray()
-    while data:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+def _gunzip(f: BinaryIO, path: str) -> tuple[memoryview, object, str | None]:
+    """Inflate every gzip member into an unnamed temporary file (in TMPDIR), at most
+    MAX_GUNZIP_BYTES in all, a MiB at a time, and map it: memory stays bounded whatever
+    the capture inflates to."""
+    out = tempfile.TemporaryFile(prefix="wskreplay-gunzip-")
+    total = 0
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    fed = False
+    pending = b""
+    while True:
+        if not pending:
+            pending = f.read(INFLATE_STEP)
+            if not pending:
+                break
         try:
-            out += inflater.decompress(data, MAX_GUNZIP_BYTES + 1 - len(out))
+            piece = inflater.decompress(pending, INFLATE_STEP)
         except zlib.error as exc:
-            raise InputError(path, f"gzip data is corrupt after {len(out)} bytes: {exc}") from None
-        if len(out) > MAX_GUNZIP_BYTES or inflater.unconsumed_tail:
+            raise InputError(path, f"gzip data is corrupt after {total} bytes: {exc}") from None
+        fed = True
+        total += len(piece)
+        if total > MAX_GUNZIP_BYTES:
             raise InputError(path, f"gzip inflates to more than {MAX_GUNZIP_BYTES} bytes")
-        if not inflater.eof:
-            return bytes(out), f"gzip stream cut short after {len(out)} inflated bytes"
-        data = inflater.unused_data
-    return bytes(out), None
+        out.write(piece)
+        pending = inflater.unconsumed_tail
+        if inflater.eof:
+            pending = inflater.unused_data + pending
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            fed = False
+    if fed:
+        rest = inflater.flush()
+        total += len(rest)
+        if total > MAX_GUNZIP_BYTES:
+            raise InputError(path, f"gzip inflates to more than {MAX_GUNZIP_BYTES} bytes")
+        out.write(rest)
+    cut = (
+        f"gzip stream cut short after {total} inflated bytes" if fed and not inflater.eof else None
+    )
+    out.flush()
+    if not total:
+        return memoryview(b""), None, cut
+    mm = mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ)
+    out.close()
+    return memoryview(mm), mm, cut
 
 
 def read_frames(path: str | os.PathLike[str]) -> Frames:
@@ -308,6 +338,8 @@ def _options(buf: memoryview, start: int, end: int, endian: str) -> dict[int, li
 
 
 def _tsresol(raw: bytes) -> int:
+    if len(raw) != 1:
+        raise ValueError(f"if_tsresol of {len(raw)} bytes, expected 1")
     value = raw[0]
     exponent = value & 0x7F
     if exponent > 18:
@@ -396,6 +428,8 @@ def _walk_pcapng(
             section_ifaces.append(len(interfaces))
             interfaces.append(info)
         elif btype == PCAPNG_SPB:
+            if blen < 16:
+                raise InputError(path, f"simple packet block too short: {blen} bytes", pos)
             if not section_ifaces:
                 raise InputError(path, "simple packet block before any interface", pos)
             (orig,) = struct.unpack_from(endian + "I", buf, pos + 8)
@@ -408,6 +442,8 @@ def _walk_pcapng(
             origlen.append(orig)
             direction.append(DIRECTION_UNKNOWN)
         elif btype == PCAPNG_OPB:
+            if blen < 32:
+                raise InputError(path, f"obsolete packet block too short: {blen} bytes", pos)
             ifid, _drops, ts_hi, ts_lo, incl, orig = struct.unpack_from(
                 endian + "HHIIII", buf, pos + 8
             )

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import msgpack
 import zstandard
 
-from wskreplay.errors import InputError
+from wskreplay.errors import InputError, OutputError
 from wskreplay.formats.columns import ColumnSpec, check_dependencies
 
 MAGIC = b"\x89WSKT\r\n\x1a"
@@ -42,6 +42,8 @@ MAX_BLOCK_ROWS = 1 << 20
 """Most rows a CALLS or SEGMENTS block may hold (bounds what constant columns expand to)."""
 MAX_GAP_BYTES = 1 << 28
 """Most bytes of gaps a stream may have for it to be assembled in memory."""
+RELEASE_BYTES = 64 << 20
+"""Bytes read through a file's mapping between two releases of its pages."""
 
 
 class BlockType(IntEnum):
@@ -154,42 +156,59 @@ class BlockWriter:
     """Appends blocks to a binary file and finishes it with an INDEX block and trailer.
 
     Each block is flushed to the OS as soon as it is written, so a writer killed at any
-    point leaves every block it had finished readable.
+    point leaves every block it had finished readable. A failed write (a full disk) is an
+    :class:`OutputError` naming ``path``; the blocks before it stay readable.
     """
 
-    def __init__(self, fileobj: BinaryIO, *, zstd_level: int | None = 3, minor: int = FORMAT_MINOR):
+    def __init__(
+        self,
+        fileobj: BinaryIO,
+        *,
+        zstd_level: int | None = 3,
+        minor: int = FORMAT_MINOR,
+        path: str = "<trace>",
+    ):
         self._f = fileobj
+        self.path = path
         self._compressor = (
             zstandard.ZstdCompressor(level=zstd_level, write_content_size=True)
             if zstd_level is not None
             else None
         )
-        self._f.write(file_header(minor))
-        self._pos = FILE_HEADER.size
+        self._pos = 0
+        self._append(file_header(minor))
         self.entries: list[dict[str, Any]] = []
 
     @property
     def compressing(self) -> bool:
         return self._compressor is not None
 
+    def _append(self, *parts: bytes) -> None:
+        try:
+            for part in parts:
+                self._f.write(part)
+            self._f.flush()
+        except OSError as exc:
+            raise OutputError(
+                self.path,
+                f"cannot write at offset {self._pos}: {exc.strerror or exc} (what was "
+                "written before is readable: 'wskreplay verify' / 'wskreplay recover')",
+            ) from None
+        self._pos += sum(len(p) for p in parts)
+
     def write(
         self, btype: int, body: bytes, entry: dict[str, Any], *, compress: bool = True
     ) -> int:
         head, stored = encode_block(btype, body, compressor=self._compressor if compress else None)
         offset = self._pos
-        self._f.write(head)
-        self._f.write(stored)
-        self._f.flush()
-        self._pos += len(head) + len(stored)
+        self._append(head, stored)
         self.entries.append({"o": offset, "t": int(btype), **entry})
         return offset
 
     def write_raw(self, head: bytes, stored: bytes, btype: int, entry: dict[str, Any]) -> int:
         """Copy an already encoded block (used by ``recover``)."""
         offset = self._pos
-        self._f.write(head)
-        self._f.write(stored)
-        self._pos += len(head) + len(stored)
+        self._append(head, stored)
         self.entries.append({"o": offset, "t": int(btype), **entry})
         return offset
 
@@ -198,10 +217,7 @@ class BlockWriter:
         head, stored = encode_block(
             BlockType.INDEX, pack_body({"blocks": self.entries}), compressor=self._compressor
         )
-        self._f.write(head)
-        self._f.write(stored)
-        self._f.write(TRAILER.pack(index_offset, TRAILER_MAGIC))
-        self._f.flush()
+        self._append(head, stored, TRAILER.pack(index_offset, TRAILER_MAGIC))
 
 
 def unpack_body(data: bytes | memoryview) -> Any:
@@ -226,6 +242,20 @@ class WsktFile:
             self._buf = memoryview(self._map)
         self.header = self._read_header()
         self._dctx = zstandard.ZstdDecompressor()
+        self._read_since_release = 0
+
+    def release_pages(self) -> None:
+        """Drop the file's pages from this process's memory (they stay in the page cache):
+        keeps a long read from growing RSS with the file."""
+        self._read_since_release = 0
+        if self._map is not None:
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+    def note_read(self, n: int) -> None:
+        """Count ``n`` bytes read through the mapping; release the pages every 64 MiB."""
+        self._read_since_release += n
+        if self._read_since_release >= RELEASE_BYTES:
+            self.release_pages()
 
     def close(self) -> None:
         """Release the mapping; one still referenced (say by a traceback) is left to the GC."""
@@ -385,7 +415,9 @@ class WsktFile:
                 damages.append(Damage(pos, ref.end - pos, exc.what))
             else:
                 refs.append(ref)
+            self.note_read(ref.end - pos)
             pos = ref.end
+        self.release_pages()
         return refs, damages
 
     def iter_blocks(self, refs: list[BlockRef]) -> Iterator[tuple[BlockRef, Any]]:

@@ -146,6 +146,7 @@ def trace_from_recording(
     clock: Clock,
     same_clock: bool,
     capture_path: str | None = None,
+    max_connections: int = tcp.MAX_CONNECTIONS,
 ) -> tuple[Trace, dict[tuple[int, Direction], StreamLayout], CorrelationReport]:
     """The trace (streams as layouts, written without being assembled) and the report."""
     report = CorrelationReport()
@@ -154,7 +155,7 @@ def trace_from_recording(
     by_socket: dict[int, list[int]] = {}
     for i, c in enumerate(calls):
         by_socket.setdefault(c.socket, []).append(i)
-    reassembly = tcp.reassemble(frames) if frames is not None else None
+    reassembly = tcp.reassemble(frames, max_connections) if frames is not None else None
     matches = _match_sockets(recorded, reassembly) if reassembly is not None else []
     matched = {m.socket: m for m in matches}
     views: dict[int, WireView] = {}

@@ -33,6 +33,8 @@ from wskreplay.recorder.etw_schema import (
     from_etl_event,
 )
 from wskreplay.recorder.infer import InferOptions, infer_trace
+from wskreplay.recorder.journal import is_journal, read_journal
+from wskreplay.recorder.tcp import MAX_CONNECTIONS
 from wskreplay.tracefile import TraceWriter
 
 
@@ -99,6 +101,7 @@ class ImportOptions:
     """Calls issued, segments and events in [from, until) ns after the trace's zero."""
     payload_cap: int | None = None
     redact: bool = False
+    max_connections: int = MAX_CONNECTIONS
 
 
 Layouts = dict[tuple[int, Direction], StreamLayout]
@@ -157,11 +160,23 @@ def import_sources(
         if not os.path.isfile(path):
             raise InputError(path, "no such file")
     etls = [p for p in inputs if _is_etl(p)]
-    captures = [p for p in inputs if p not in etls]
+    journals = [p for p in inputs if p not in etls and is_journal(p)]
+    captures = [p for p in inputs if p not in etls and p not in journals]
     if options.infer_calls:
         if len(inputs) != 1:
             raise InputError(None, f"--infer-calls takes one capture, got {len(inputs)} inputs")
         trace, layouts, report, release = _import_inferred(inputs[0], options, progress)
+    elif journals:
+        others = [p for p in inputs if p not in journals]
+        if len(journals) != 1 or len(others) > 1:
+            raise InputError(
+                None,
+                "import takes one journal from 'wskreplay record' and at most one capture "
+                f"(got {len(journals)} journals and {len(others)} other inputs)",
+            )
+        trace, layouts, report, release = _import_journal(
+            journals[0], others[0] if others else None, progress, options.max_connections
+        )
     else:
         if len(etls) != 1 or len(captures) > 1:
             raise InputError(
@@ -171,7 +186,7 @@ def import_sources(
                 "for a capture alone use --infer-calls",
             )
         trace, layouts, report, release = _import_recording(
-            etls[0], captures[0] if captures else None, progress
+            etls[0], captures[0] if captures else None, progress, options.max_connections
         )
     trace.metadata["sources"] = [
         {"path": os.path.basename(p), "sha256": file_sha256(p), "bytes": os.path.getsize(p)}
@@ -202,7 +217,12 @@ def _import_inferred(
     frames = _complete(read_capture(path))
     progress.phase("inferring calls")
     trace, layouts = infer_trace(
-        frames, InferOptions(side=options.side, idle_gap_ns=options.idle_gap_ns)
+        frames,
+        InferOptions(
+            side=options.side,
+            idle_gap_ns=options.idle_gap_ns,
+            max_connections=options.max_connections,
+        ),
     )
     if not trace.sockets:
         raise InputError(
@@ -239,6 +259,12 @@ def _qpc_converter(etl: EtlFile) -> Callable[[int, RecorderEvent], int]:
     freq = header.perf_freq
     if freq <= 0:
         raise InputError(etl.path, f"logfile header QPC frequency {freq} is not positive", 0)
+    return _qpc_from_event_time(freq)
+
+
+def _qpc_from_event_time(freq: int) -> Callable[[int, RecorderEvent], int]:
+    """QPC values to UTC ns relative to each event's own time stamp, which was taken just
+    after its ``QpcReturn``."""
 
     def convert(qpc: int, ev: RecorderEvent) -> int:
         return ev.ts_ns - (ev.fields["QpcReturn"] - qpc) * 1_000_000_000 // freq
@@ -247,7 +273,7 @@ def _qpc_converter(etl: EtlFile) -> Callable[[int, RecorderEvent], int]:
 
 
 def _import_recording(
-    etl_path: str, capture_path: str | None, progress: Progress
+    etl_path: str, capture_path: str | None, progress: Progress, max_connections: int
 ) -> tuple[Trace, Layouts, dict[str, Any], Callable[[], None]]:
     progress.phase(f"reading {os.path.basename(etl_path)}")
     etl = EtlFile(etl_path)
@@ -282,22 +308,76 @@ def _import_recording(
     elif not len(frames):
         frames = None
     events.sort(key=lambda e: e.ts_ns)
-    recorded = recorded_from_events(events, _qpc_converter(etl))
-    progress.phase("correlating calls with the wire")
     header = etl.header
-    clock = Clock(header.start_ns, header.clock, qpc_frequency=header.perf_freq)
+    return _recording_trace(
+        events,
+        _qpc_converter(etl),
+        frames,
+        Clock(header.start_ns, header.clock, qpc_frequency=header.perf_freq),
+        same_clock,
+        capture_path or etl_path,
+        {"source": "import", "os_build": header.os_build},
+        progress,
+        max_connections,
+        frames.release_pages if frames is not None else etl.release_pages,
+    )
+
+
+def _import_journal(
+    journal_path: str, capture_path: str | None, progress: Progress, max_connections: int
+) -> tuple[Trace, Layouts, dict[str, Any], Callable[[], None]]:
+    """A journal written by ``wskreplay record`` (recorder/journal.py), with the packets of
+    a separate capture (pktmon's .etl or a pcap) on their own clock."""
+    progress.phase(f"reading {os.path.basename(journal_path)}")
+    journal = read_journal(journal_path)
+    if not journal.events:
+        raise InputError(journal_path, f"the journal holds no {PROVIDER_NAME} events")
+    frames = None
+    if capture_path is not None:
+        progress.phase(f"reading {os.path.basename(capture_path)}")
+        frames = _complete(read_capture(capture_path))
+    zero = journal.events[0].ts_ns
+    return _recording_trace(
+        journal.events,
+        _qpc_from_event_time(journal.qpc_frequency),
+        frames,
+        Clock(zero, "system-time", qpc_frequency=journal.qpc_frequency),
+        False,
+        capture_path,
+        {"source": "record", "recovered": journal.metadata.get("recovered")},
+        progress,
+        max_connections,
+        frames.release_pages if frames is not None else lambda: None,
+    )
+
+
+def _recording_trace(
+    events: list[RecorderEvent],
+    qpc_to_ns: Callable[[int, RecorderEvent], int],
+    frames: pcap.Frames | None,
+    clock: Clock,
+    same_clock: bool,
+    capture_path: str | None,
+    metadata: dict[str, Any],
+    progress: Progress,
+    max_connections: int,
+    release: Callable[[], None],
+) -> tuple[Trace, Layouts, dict[str, Any], Callable[[], None]]:
+    """Calls from the recorder's events, correlated with the wire when there are packets."""
+    recorded = recorded_from_events(events, qpc_to_ns)
+    progress.phase("correlating calls with the wire")
     trace, layouts, report = trace_from_recording(
         recorded,
         frames,
-        zero_utc_ns=header.start_ns,
+        zero_utc_ns=clock.zero_utc_ns,
         clock=clock,
         same_clock=same_clock,
-        capture_path=capture_path or etl_path,
+        capture_path=capture_path,
+        max_connections=max_connections,
     )
     trace.metadata.update(
         {
-            "source": "import",
-            "os_build": header.os_build,
+            **metadata,
             "completion_policy": report.completion_policy,
             "clock_alignment": report.clock or None,
             "correlation": {**recorded.counts, **report.counts},
@@ -312,7 +392,7 @@ def _import_recording(
             "correlation": {**recorded.counts, **report.counts},
             "clock": report.clock or {"sources": 1, "note": "no packets: wire correlation skipped"},
         },
-        frames.release_pages if frames is not None else etl.release_pages,
+        release,
     )
 
 

@@ -42,6 +42,7 @@ IRP_STEP = 0x100
 class InferOptions:
     side: str = "client"
     idle_gap_ns: int = DEFAULT_IDLE_GAP_NS
+    max_connections: int = tcp.MAX_CONNECTIONS
 
 
 def call_boundaries(
@@ -83,7 +84,7 @@ def infer_trace(
 ) -> tuple[Trace, dict[tuple[int, Direction], StreamLayout]]:
     """A trace whose calls are inferred from ``frames`` (see the module docstring), with
     its streams as layouts."""
-    reassembly = tcp.reassemble(frames)
+    reassembly = tcp.reassemble(frames, options.max_connections)
     seg = reassembly.segments
     zero = int(frames.time_ns.min()) if len(frames) else 0
     trace = Trace(clock=Clock(zero, "pcap"))

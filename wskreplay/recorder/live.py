@@ -3,8 +3,9 @@
 A thin layer: a real-time ETW session (the optional ``pyetwkit`` package, extra
 ``wskreplay[windows]``) delivers the recorder provider's events, converted here to the same
 :class:`~wskreplay.recorder.etw_schema.RecorderEvent` objects the ``.etl`` reader yields;
-``pktmon`` captures the packets into an ``.etl`` meanwhile. On Ctrl-C both stop and the
-same code as ``wskreplay import`` builds the trace (the packets' clock is aligned from the
+``pktmon`` captures the packets into an ``.etl`` meanwhile. Events go to a crash-safe
+journal as they arrive (recorder/journal.py); on Ctrl-C both stop and ``wskreplay import``
+of the journal and the packets builds the trace (the packets' clock is aligned from the
 data, as for an ``.etl`` plus a separate capture). On other systems it explains, in one
 line, how to record an ``.etl`` instead. This layer is not exercised by the test suite,
 which has no Windows; everything after the event conversion is.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +52,8 @@ def events_from_session(session: Any) -> Iterator[RecorderEvent]:
 
 
 def record_live(out: str, *, extra_providers: list[str], capture: bool) -> None:
+    """Record until Ctrl-C into a journal next to ``out`` (``OUT.journal``, crash-safe, see
+    recorder/journal.py) and pktmon's ``OUT.packets.etl``, then import both into ``out``."""
     require_windows()
     try:
         from pyetwkit._core import EtwProvider, EtwSession  # type: ignore[import-not-found]
@@ -59,41 +61,32 @@ def record_live(out: str, *, extra_providers: list[str], capture: bool) -> None:
         raise WskReplayError(
             "live recording needs the pyetwkit package: pip install 'wskreplay[windows]'"
         ) from None
-    from wskreplay.formats.etl_packets import etl_frames
-    from wskreplay.model import Clock
-    from wskreplay.recorder.calls import recorded_from_events
-    from wskreplay.recorder.etw_import import trace_from_recording
-    from wskreplay.recorder.importer import ImportResult
+    from wskreplay.recorder.importer import ImportOptions, import_sources
+    from wskreplay.recorder.journal import JournalWriter
 
     session = EtwSession("wskreplay-live")
     for name in [PROVIDER_NAME, *extra_providers]:
         session.add_provider(EtwProvider(name, name).with_level(5))
-    packets = os.path.join(tempfile.mkdtemp(prefix="wskreplay-"), "packets.etl")
+    journal_path, packets = f"{out}.journal", f"{out}.packets.etl"
     if capture:
         subprocess.run(["pktmon", "start", "--capture", "--file-name", packets], check=True)
-    events: list[RecorderEvent] = []
-    session.start()
-    try:
-        for ev in events_from_session(session):
-            events.append(ev)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        session.stop()
-        if capture:
-            subprocess.run(["pktmon", "stop"], check=True)
-    if not events:
+    with JournalWriter(journal_path, qpc_frequency=_qpc_frequency()) as journal:
+        session.start()
+        try:
+            for ev in events_from_session(session):
+                journal.append(ev)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            session.stop()
+            if capture:
+                subprocess.run(["pktmon", "stop"], check=True)
+    if not journal.written:
         raise WskReplayError(f"no {PROVIDER_NAME} events arrived: is the driver instrumented?")
-    freq = _qpc_frequency()
-    recorded = recorded_from_events(
-        events, lambda qpc, ev: ev.ts_ns - (ev.fields["QpcReturn"] - qpc) * 10**9 // freq
-    )
-    frames = etl_frames(packets) if capture else None
-    zero = min(e.ts_ns for e in events)
-    trace, layouts, _report = trace_from_recording(
-        recorded, frames, zero_utc_ns=zero, clock=Clock(zero, "system-time"), same_clock=False
-    )
-    ImportResult(trace, layouts).write(out)
+    inputs = [journal_path, packets] if capture else [journal_path]
+    import_sources(inputs, ImportOptions()).write(out)
+    for path in inputs:
+        os.remove(path)
 
 
 def _qpc_frequency() -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wskreplay.errors import InputError
 from wskreplay.formats import pcap
 from wskreplay.formats.tcpip import (
     TCP_ACK,
@@ -41,6 +42,9 @@ from wskreplay.model import Direction as Direction_
 from wskreplay.model import SegmentTable
 
 WRAP = 1 << 32
+MAX_CONNECTIONS = 100_000
+"""Connections one capture may hold (``--max-connections``): reassembly keeps about 11 KB
+per connection, so a capture of millions of tiny connections would need tens of GB."""
 
 
 @dataclass
@@ -333,9 +337,16 @@ def _finish_direction(seg: TcpPackets, d: Direction, other: Direction) -> None:
         d.window = np.where(flags & TCP_SYN != 0, d.window, d.window << d.wscale)
 
 
-def reassemble(frames: pcap.Frames) -> Reassembly:
+def reassemble(frames: pcap.Frames, max_connections: int = MAX_CONNECTIONS) -> Reassembly:
     seg, counts = decode_tcp_chunked(frames)
-    connections = [_connection(seg, rows, frames.buffer) for rows in _group_by_connection(seg)]
+    groups = _group_by_connection(seg)
+    if len(groups) > max_connections:
+        raise InputError(
+            frames.path,
+            f"{len(groups):,} TCP connections, more than the limit of {max_connections:,} "
+            "(raise it with --max-connections; each costs about 11 KB of memory)",
+        )
+    connections = [_connection(seg, rows, frames.buffer) for rows in groups]
     frames.release_pages()
     return Reassembly(frames, seg, connections, {**counts, "packets": len(frames)})
 

@@ -391,7 +391,7 @@ def replayed_streams(
     for i, (sid, length) in enumerate(zip(socket_of, length_of, strict=True)):
         direction = Direction.OUT if nt.is_success(int(status[i])) else Direction.UNSENT
         stream = streams.setdefault((sid, direction), Stream(sid, direction))
-        assert stream.data is not None
+        assert isinstance(stream.data, bytearray)
         offsets[i] = stream.length
         source = trace.streams.get((sid, recorded_dir[i]))
         start = recorded_offset[i]

@@ -147,18 +147,25 @@ def entered(ns: str | None) -> Iterator[None]:
 
 @contextmanager
 def terminating_raises() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` meanwhile (SIGINT already raises
-    KeyboardInterrupt), so every ``finally`` of a replay runs when it is stopped."""
+    """SIGTERM raises :class:`Terminated` meanwhile and SIGINT KeyboardInterrupt, so every
+    ``finally`` of a replay runs when it is stopped. A signal whose exception was swallowed
+    (raised while Python ran a finaliser, which only prints it) is raised again when the
+    body ends: a stopped replay never completes as if it had not been stopped."""
+    received: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
-        raise Terminated()
+        received.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Terminated() if received[0] == signal.SIGTERM else KeyboardInterrupt()

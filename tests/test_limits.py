@@ -1,0 +1,223 @@
+"""Resource limits: inputs built to exhaust memory or time are refused by a documented
+limit (docs/security.md) with a one-line error, before the memory is spent."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import sys
+import zipfile
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from wskreplay.agent import protocol
+from wskreplay.errors import InputError
+from wskreplay.formats import etl, pcap, xpress
+from wskreplay.formats.wskt import BlockType, BlockWriter, pack_body
+from wskreplay.recorder.tcp import MAX_CONNECTIONS
+from wskreplay.tracefile import verify
+
+from .capgen import tiny_connections_pcap
+from .conftest import REPO, SHARED_DATA, assert_one_line_error, run_cli, run_measured
+
+FIELD_ETL = REPO / "traces" / "field.etl"
+META = pack_body({"metadata": {}, "clock": {"zero_utc_ns": 0, "type": "qpc"}, "redacted": False})
+
+
+def _first_compressed_buffer() -> int:
+    return next(b.offset for b in etl.EtlFile(FIELD_ETL).buffers if b.compressed)
+
+
+def _patched(tmp_path: Path, name: str, data: bytes, at: int, value: bytes) -> Path:
+    out = bytearray(data)
+    out[at : at + len(value)] = value
+    path = tmp_path / name
+    path.write_bytes(bytes(out))
+    return path
+
+
+def test_a_compressed_etl_buffer_claiming_4_gib_is_refused_before_inflating(tmp_path):
+    data = FIELD_ETL.read_bytes()
+    offset = _first_compressed_buffer()
+    path = _patched(tmp_path, "bomb.etl", data, offset + 0x30, struct.pack("<I", 0xFFFFFFF0))
+    with pytest.raises(InputError, match=r"fill level 4294967280 outside") as err:
+        etl.EtlFile(path)
+    assert err.value.offset == offset
+    assert_one_line_error(
+        run_cli("import", str(path), "-o", str(tmp_path / "x.wskt")), "bomb.etl", "fill level"
+    )
+
+
+def test_an_xpress_stream_that_inflates_past_its_fill_level_is_refused():
+    """A real compressed stream of 1 MiB of zeros (1,311 bytes) told to inflate to 4 KiB:
+    the decoders stop at the promised size instead of writing on."""
+    stream = xpress.compress(b"\0" * (1 << 20))
+    assert len(stream) < 1 << 12
+    for decode in (xpress.decompress, xpress.decompress_python):
+        with pytest.raises(xpress.XpressError):
+            decode(stream, 1 << 12)
+    assert xpress.decompress(stream, 1 << 20) == b"\0" * (1 << 20)
+
+
+def _zipped_etl(tmp_path: Path, claimed_size: int | None = None) -> Path:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("log.etl", FIELD_ETL.read_bytes())
+    data = bytearray(buf.getvalue())
+    if claimed_size is not None:
+        central = data.rindex(b"PK\x01\x02")
+        data[central + 24 : central + 28] = struct.pack("<I", claimed_size)
+    path = tmp_path / "log.zip"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_etl_zip_over_the_limit_is_refused_by_its_claim_or_while_inflating(
+    tmp_path, monkeypatch
+):
+    """The limit is 8 GiB (inflated into a temporary file, not memory); lowered here to
+    64 KiB so the 160 KB field recording is over it, by its claim and by its bytes."""
+    assert etl.EtlFile(_zipped_etl(tmp_path)).buffers
+    monkeypatch.setattr(etl, "MAX_UNZIPPED_BYTES", 64 << 10)
+    with pytest.raises(InputError, match=r"log.etl inflates to 160855 bytes \(limit"):
+        etl.EtlFile(_zipped_etl(tmp_path))
+    with pytest.raises(InputError, match="zip archive is damaged|inflates to more than"):
+        etl.EtlFile(_zipped_etl(tmp_path, claimed_size=1000))
+
+
+def test_an_etl_zip_whose_header_lies_about_its_size_is_a_one_line_error(tmp_path):
+    path = _zipped_etl(tmp_path, claimed_size=1000)
+    proc = run_cli("import", str(path), "-o", str(tmp_path / "x.wskt"))
+    assert_one_line_error(proc, "log.zip", "zip archive is damaged")
+
+
+def test_a_gzip_capture_inflating_past_the_limit_is_refused(tmp_path, monkeypatch):
+    """The limit is 8 GiB; the test lowers it to 1 MiB to stay fast: the check is the same."""
+    monkeypatch.setattr(pcap, "MAX_GUNZIP_BYTES", 1 << 20)
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    path = tmp_path / "bomb.pcap.gz"
+    path.write_bytes(gzip.compress(header + b"\0" * (4 << 20)))
+    assert path.stat().st_size < 8 << 10
+    with pytest.raises(InputError, match="gzip inflates to more than 1048576 bytes"):
+        pcap.read_frames(path)
+
+
+def test_a_pcap_record_longer_than_the_file_or_the_record_limit(tmp_path):
+    data = (SHARED_DATA / "pcap" / "pcapplusplus__one_http_stream_rst.pcap").read_bytes()
+    for caplen, what in ((len(data), "cut short"), (pcap.MAX_RECORD_BYTES + 1, "")):
+        path = _patched(tmp_path, "long.pcap", data, 24 + 8, struct.pack("<I", caplen))
+        frames = pcap.read_frames(path)
+        assert frames.error is not None and frames.error.offset == 24, frames.error
+        assert len(frames) == 0
+        assert what in frames.error.what
+        assert_one_line_error(run_cli("streams", str(path)), "long.pcap", "offset 24")
+
+
+def test_a_pcapng_block_longer_than_the_file(tmp_path):
+    data = (SHARED_DATA / "pcap" / "zeek__pcapng-multi-interface.pcapng").read_bytes()
+    shb_len = struct.unpack_from("<I", data, 4)[0]
+    path = _patched(tmp_path, "long.pcapng", data, shb_len + 4, struct.pack("<I", 1 << 31))
+    frames = pcap.read_frames(path)
+    assert frames.error is not None and frames.error.offset == shb_len
+    assert_one_line_error(run_cli("streams", str(path)), "long.pcapng", f"offset {shb_len}")
+
+
+def test_an_etl_buffer_longer_than_the_file(tmp_path):
+    data = FIELD_ETL.read_bytes()
+    second = etl.EtlFile(FIELD_ETL).buffers[1].offset
+    path = _patched(tmp_path, "long.etl", data, second, struct.pack("<I", 48 << 20))
+    with pytest.raises(InputError, match="runs past the end of the file") as err:
+        etl.EtlFile(path)
+    assert err.value.offset == second
+
+
+def test_a_wskt_block_longer_than_the_file_is_damage_not_a_read(tmp_path):
+    buf = io.BytesIO()
+    w = BlockWriter(buf)
+    w.write(BlockType.META, META, {})
+    w.write(BlockType.EVENTS, pack_body({"events": []}), {"n": 0, "t0": 0, "t1": 0})
+    data = bytearray(buf.getvalue())
+    second = data.index(b"WSKB", 20)
+    data[second + 12 : second + 16] = struct.pack("<I", 200 << 20)
+    path = tmp_path / "long.wskt"
+    path.write_bytes(bytes(data))
+    report = verify(path)
+    assert report.blocks["META"] == 1 and report.blocks["EVENTS"] == 0 and report.damages
+    assert run_cli("verify", str(path)).returncode == 1
+
+
+def _deep(depth: int) -> bytes:
+    return b"\x91" * depth + b"\xc0"
+
+
+def test_deep_msgpack_in_a_trace_block_is_a_damaged_block(tmp_path):
+    """msgpack cannot express a cycle; nesting is what is left: the decoder's own stack
+    limit (1,024 levels) refuses deeper bodies, and a body of the wrong shape is refused by
+    the reader's checks."""
+    blocks = [_deep(100_000), msgpack.packb({"events": [[[[[]]]]] * 10})]
+    for i, body in enumerate(blocks):
+        out = io.BytesIO()
+        w = BlockWriter(out)
+        w.write(BlockType.META, META, {})
+        w.write(BlockType.EVENTS, body, {"n": 10, "t0": 0, "t1": 0})
+        w.finish()
+        path = tmp_path / f"deep{i}.wskt"
+        path.write_bytes(out.getvalue())
+        assert_one_line_error(run_cli("check", str(path)), f"deep{i}.wskt")
+    assert run_cli("verify", str(tmp_path / "deep0.wskt")).returncode == 1
+
+
+def test_deep_msgpack_in_metadata_stays_a_one_line_error_or_is_read(tmp_path):
+    nested: object = "leaf"
+    for _ in range(900):
+        nested = {"x": nested}
+    meta = pack_body({"metadata": {"deep": nested}, "clock": {"zero_utc_ns": 0, "type": "qpc"},
+                      "redacted": False})  # fmt: skip
+    path = tmp_path / "deepmeta.wskt"
+    out = io.BytesIO()
+    w = BlockWriter(out)
+    w.write(BlockType.META, meta, {})
+    w.finish()
+    path.write_bytes(out.getvalue())
+    for command in (("info", str(path)), ("verify", str(path)), ("check", str(path))):
+        proc = run_cli(*command)
+        assert "Traceback" not in proc.stderr, (command, proc.stderr)
+
+
+def test_deep_and_wide_msgpack_in_an_agent_frame_is_refused():
+    for body in (
+        _deep(5000),
+        b"\xdd" + struct.pack(">I", 1 << 30),
+        b"\xdf" + struct.pack(">I", 1 << 30),
+        b"\xc6" + struct.pack(">I", protocol.MAX_FRAME + 1) + b"x",
+    ):
+        with pytest.raises(protocol.ProtocolError) as err:
+            protocol.decode(body)
+        assert err.value.code == "malformed"
+
+
+def test_a_million_one_packet_connections_are_refused_by_the_connection_limit(tmp_path):
+    """1,000,000 connections (71 MB of capture) would take about 11 GB to reassemble: the
+    reader refuses them after decoding the headers, in a child whose peak memory we read."""
+    path = tmp_path / "tiny.pcap"
+    tiny_connections_pcap(path, 1_000_000)
+    proc, peak_kib = run_measured(
+        [sys.executable, "-m", "wskreplay", "import", str(path), "--infer-calls",
+         "-o", str(tmp_path / "x.wskt")]
+    )  # fmt: skip
+    assert_one_line_error(proc, "tiny.pcap", "1,000,000 TCP connections", f"{MAX_CONNECTIONS:,}")
+    assert not (tmp_path / "x.wskt").exists()
+    assert peak_kib < 1 << 20, f"peak RSS {peak_kib} KiB"
+
+
+def test_the_connection_limit_can_be_raised(tmp_path):
+    path = tmp_path / "tiny.pcap"
+    tiny_connections_pcap(path, 2_000)
+    refused = run_cli("streams", str(path), "--max-connections", "1999")
+    assert_one_line_error(refused, "2,000 TCP connections", "limit of 1,999")
+    proc = run_cli("streams", str(path), "--max-connections", "2000", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert '"connections"' in proc.stdout
