@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from wskreplay.diff import DiffOptions, DiffResult, Tolerance, diff_traces, parse_tolerance
+from wskreplay.diff.compare import Difference
 from wskreplay.diff.tolerance import DEFAULT_TOLERANCES
 from wskreplay.digest import file_sha256
 from wskreplay.errors import InputError
@@ -37,10 +38,16 @@ class CheckSettings:
     seed: int = 0
     peer: str = "recorded"
     target: Target = field(default_factory=Target)
+    chaos: int | None = None
 
     def replay_options(self) -> ReplayOptions:
         return ReplayOptions(
-            load_profile(self.profile), self.speed, self.completion, self.seed, self.peer
+            load_profile(self.profile),
+            self.speed,
+            self.completion,
+            self.seed,
+            self.peer,
+            self.chaos,
         )
 
     def with_sidecar(self, trace_path: Path) -> CheckSettings:
@@ -137,3 +144,36 @@ def check_trace(path: str | Path, settings: CheckSettings | None = None) -> Chec
         expected, name = recorded, str(path)
     result = diff_traces(expected, replayed, settings.diff_options())
     return CheckOutcome(result, replayed, name, expected)
+
+
+TIMING_KINDS = frozenset({"timing", "distribution"})
+"""Differences chaos runs expect (they perturb timing on purpose) and do not count."""
+
+
+@dataclass
+class ChaosRun:
+    seed: int
+    differences: list[Difference]
+    """What differs other than timing."""
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.differences)
+
+
+def chaos_runs(
+    path: str | Path, settings: CheckSettings, runs: int, first_seed: int = 1
+) -> list[ChaosRun]:
+    """Replay the trace with ``runs`` chaos seeds from ``first_seed`` and diff each replay
+    with the recording; a seed diverges when anything but timing differs."""
+    path = Path(path)
+    settings = settings.with_sidecar(path)
+    recorded = read_trace(path)
+    source = file_sha256(str(path))
+    out = []
+    for seed in range(first_seed, first_seed + runs):
+        options = replace(settings.replay_options(), chaos=seed)
+        replayed = replay_on(recorded, options, settings.target, source_sha256=source)
+        result = diff_traces(recorded, replayed, settings.diff_options())
+        out.append(ChaosRun(seed, [d for d in result.differences if d.kind not in TIMING_KINDS]))
+    return out

@@ -474,6 +474,13 @@ _REPLAY_OPTIONS = [
         show_default=True,
         help="recorded: each peer reacts as the recorded one did; parametric: RTT/window only.",
     ),
+    click.option(
+        "--chaos",
+        type=click.IntRange(0),
+        metavar="SEED",
+        help="Emulator: perturb peer timing, completion delays and segment boundaries "
+        "within what WSK and TCP allow, deterministically for SEED.",
+    ),
 ]
 
 
@@ -538,6 +545,7 @@ def _replay_options(**given: Any) -> Any:
         given["completion"],
         given["seed"],
         given["peer"],
+        given["chaos"],
     )
     return options, target
 
@@ -557,10 +565,28 @@ replay_options = option_group(_REPLAY_OPTIONS + _TARGET_OPTIONS)
     metavar="CALL_N",
     help="Stop after call N and print its socket's emulator state.",
 )
+@click.option(
+    "--step",
+    is_flag=True,
+    help="Replay one call at a time, showing its results and socket state; wait for Enter.",
+)
+@click.option(
+    "--break-on",
+    "break_on",
+    metavar="STATUS",
+    help="Run to the first call returning or completing with STATUS and show it "
+    "(with --step: then step from there).",
+)
 @click.option("--progress/--no-progress", default=None, help="Default: on a terminal.")
 def replay_cmd(
-    trace: str, out: str | None, until: int | None, progress: bool | None, **given: Any
-) -> None:
+    trace: str,
+    out: str | None,
+    until: int | None,
+    step: bool,
+    break_on: str | None,
+    progress: bool | None,
+    **given: Any,
+) -> int | None:
     """Re-issue a trace's calls on a target (default: the emulator); write what happened
     as a trace."""
     from wskreplay.console import import_progress, print_replay_summary
@@ -569,10 +595,24 @@ def replay_cmd(
     from wskreplay.replayer.engine import replay_until
     from wskreplay.tracefile import read_trace
 
-    if out is None and until is None:
-        raise click.UsageError("give -o OUT.wskt (or --until CALL_N to step)")
+    if out is None and until is None and not step and break_on is None:
+        raise click.UsageError("give -o OUT.wskt (or --step, --break-on STATUS, --until CALL_N)")
     options, target = _replay_options(**given)
+    stop_status = _status_option("--break-on", break_on) if break_on is not None else None
+    if (step or break_on is not None) and not target.virtual:
+        raise click.UsageError("--step and --break-on step through the emulator only")
     recorded = read_trace(trace)
+    if step or stop_status is not None:
+        from wskreplay.replayer.stepping import step_through
+
+        return step_through(
+            recorded,
+            options,
+            interactive=step,
+            break_on=stop_status,
+            read=sys.stdin.readline,
+            write=click.echo,
+        )
     if until is not None:
         if not target.virtual:
             raise click.UsageError("--until steps through the emulator only")
@@ -589,7 +629,7 @@ def replay_cmd(
     print_replay_summary(recorded, replayed, out)
 
 
-_DIFF_OPTIONS = [
+_TOLERANCE_OPTIONS = [
     click.option(
         "--tolerance",
         "tolerances",
@@ -603,6 +643,9 @@ _DIFF_OPTIONS = [
         is_flag=True,
         help="Count segmentation differences (default: reported, tolerated).",
     ),
+]
+_DIFF_OPTIONS = [
+    *_TOLERANCE_OPTIONS,
     click.option("--json", "json_out", metavar="FILE|-", help="Write the JSON report."),
     click.option("--junit", "junit_out", metavar="FILE", help="Write a JUnit XML report."),
     click.option("--html", "html_out", metavar="FILE", help="Write a self-contained HTML report."),
@@ -625,6 +668,17 @@ def _diff_options(align: str, tolerances: tuple[str, ...], strict_segmentation: 
     return DiffOptions(
         align=align, tolerances=limits, segmentation="strict" if strict_segmentation else "tolerate"
     )
+
+
+def _status_option(option: str, text: str) -> int:
+    from wskreplay.formats import ntstatus as nt
+
+    try:
+        return nt.parse(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an NTSTATUS name or number", param_hint=option
+        ) from None
 
 
 def _socket_map(pairs: tuple[str, ...]) -> dict[int, int]:
@@ -724,9 +778,17 @@ def diff_cmd(
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="Keep the replay.")
 @replay_options
 @diff_options
+@click.option(
+    "--chaos-runs",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Replay with N chaos seeds (from --chaos, default 1) and report the seeds whose "
+    "replay diverges other than in timing.",
+)
 def check_cmd(
     trace: str | None,
     out: str | None,
+    chaos_runs: int | None,
     tolerances: tuple[str, ...],
     strict_segmentation: bool,
     json_out: str | None,
@@ -766,7 +828,15 @@ def check_cmd(
         seed=options.seed,
         peer=options.peer,
         target=target,
+        chaos=options.chaos,
     )
+    if chaos_runs is not None:
+        from wskreplay.checking import chaos_runs as run_seeds
+        from wskreplay.console import print_chaos_runs
+
+        runs = run_seeds(trace, settings, chaos_runs, first_seed=options.chaos or 1)
+        print_chaos_runs(trace, runs)
+        return EXIT_PROBLEM if any(r.diverged for r in runs) else EXIT_OK
     outcome = check_trace(trace, settings)
     if out is not None:
         write_trace(out, outcome.replayed)
@@ -778,6 +848,81 @@ def check_cmd(
         b=out or "(replay)",
         dissect=dissect,
     )
+
+
+@main.command("minimize")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
+@replay_options
+@option_group(_TOLERANCE_OPTIONS)
+@click.option(
+    "--predicate",
+    default="same",
+    show_default=True,
+    metavar="same|returned=STATUS|completion=STATUS|COMMAND",
+    help="What still failing means: the same divergence, a status the replay shows and the "
+    "recording does not, or a shell command given the candidate's path (exit 0: fails).",
+)
+@click.option(
+    "--budget",
+    "budget_s",
+    type=click.FloatRange(0, min_open=True),
+    metavar="SECONDS",
+    help="Stop after this long and write the smallest failing trace found so far.",
+)
+@click.option("--progress/--no-progress", default=None, help="Default: on a terminal.")
+def minimize_cmd(
+    trace: str,
+    out: str,
+    tolerances: tuple[str, ...],
+    strict_segmentation: bool,
+    predicate: str,
+    budget_s: float | None,
+    progress: bool | None,
+    **given: Any,
+) -> None:
+    """Delta-debug a failing trace down to the smallest one that still fails the same way:
+    sockets, then calls, then payload bytes; each candidate replayed on the target."""
+    from wskreplay.digest import file_sha256
+    from wskreplay.minimize import minimize, provenance
+    from wskreplay.replayer.dispatch import replay_on
+    from wskreplay.tracefile import read_trace
+
+    options, target = _replay_options(**given)
+    limits = _diff_options("order", tolerances, strict_segmentation)
+    recorded = read_trace(trace)
+    show = sys.stderr.isatty() if progress is None else progress
+
+    def report(status: Any) -> None:
+        click.echo(f"\r{status.line()}\033[K", err=True, nl=False)
+
+    try:
+        result = minimize(
+            recorded,
+            lambda t: replay_on(t, options, target),
+            limits,
+            predicate,
+            budget_s=budget_s,
+            progress=report if show else None,
+        )
+    except InputError as exc:
+        raise InputError(trace, exc.what) from None
+    finally:
+        if show:
+            click.echo("", err=True)
+    result.trace.metadata["minimized"] = provenance(
+        result, os.path.basename(trace), file_sha256(trace)
+    )
+    write_trace(out, result.trace)
+    before, status = result.before, result.status
+    click.echo(f"predicate   {result.predicate}")
+    click.echo(
+        f"minimized   {before['sockets']} -> {status.sockets} sockets, "
+        f"{before['calls']:,} -> {status.calls:,} calls, "
+        f"{before['bytes']:,} -> {status.bytes:,} bytes"
+    )
+    click.echo(f"replays     {status.replays}{'' if result.complete else ' (budget reached)'}")
+    click.echo(f"wrote       {out}")
 
 
 @main.group("agent", cls=click.Group)

@@ -252,3 +252,25 @@ def print_replay_summary(
     if unfinished:
         grid.add_row("never completed", f"{len(unfinished)} calls (first: call {unfinished[0]})")
     console.print(grid)
+
+
+def print_chaos_runs(trace: str, runs: list[Any], console: Console | None = None) -> None:
+    """One line per chaos seed: equal (timing aside) or its first difference."""
+    console = console or Console()
+    diverged = [r.seed for r in runs if r.diverged]
+    console.print(
+        f"{trace}: {len(runs)} chaos seeds, {len(diverged)} diverge (timing differences "
+        "are expected under chaos and not counted)"
+    )
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("seed", justify="right")
+    table.add_column("verdict")
+    table.add_column("first difference")
+    for r in runs:
+        first = r.differences[0].detail if r.differences else ""
+        more = f" (+{len(r.differences) - 1} more)" if len(r.differences) > 1 else ""
+        table.add_row(str(r.seed), "DIVERGES" if r.diverged else "equal", first + more)
+    console.print(table)
+    if diverged:
+        console.print(f"diverging seeds: {' '.join(str(s) for s in diverged)}")
+        console.print(f"reproduce one: wskreplay check {trace} --chaos {diverged[0]}")

@@ -36,6 +36,17 @@ def name(code: int) -> str | None:
     return NAMES.get(code)
 
 
+def parse(text: str) -> int:
+    """A status from its name (``STATUS_CONNECTION_RESET``) or number (``0xC000020D``);
+    ValueError otherwise."""
+    if text in CODES:
+        return CODES[text]
+    value = int(text, 0)
+    if not 0 <= value < 1 << 32:
+        raise ValueError(f"{text} is not a 32-bit status")
+    return value
+
+
 def hex_code(code: int) -> str:
     """``code`` as the 0x%08X string used in every JSON output."""
     return f"0x{code:08X}"

@@ -46,6 +46,8 @@ def replay_on(
     progress: Callable[[int, int], None] | None = None,
 ) -> Trace:
     kind = target.kind
+    if options.chaos is not None and kind != "emulator":
+        raise InputError(None, "--chaos perturbs the emulator's replay: use --target emulator")
     if kind == "emulator":
         if target.link:
             raise InputError(

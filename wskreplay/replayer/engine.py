@@ -12,7 +12,7 @@ metadata. Virtual time: the same trace and options give the same output, byte fo
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -36,6 +36,7 @@ from wskreplay.replayer.calibrate import (
     sender_mss,
     stack_delays_ns,
 )
+from wskreplay.replayer.chaos import Chaos
 from wskreplay.replayer.peer import RecordedPeer
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
@@ -60,6 +61,8 @@ class ReplayOptions:
     """``recorded``: each socket's peer reacts as the recorded one did (when the recording
     has its segments and the replay runs at recorded speed); ``parametric``: a path and
     receiver with the recorded RTT, window and delayed-ACK time only."""
+    chaos: int | None = None
+    """A seed: perturb peer timing, completion delays and segment boundaries (chaos.py)."""
 
 
 def peer_reset_ns(trace: Trace, socket: int) -> int | None:
@@ -109,26 +112,48 @@ def replay(
 
 def replay_until(trace: Trace, options: ReplayOptions, seq: int) -> dict[str, Any]:
     """Replay up to and including call ``seq``; the state of its socket's emulator then."""
-    for i, sid, conn in _steps(trace, options, ""):
-        if i == seq:
-            call = trace.calls[i]
-            state = conn.state()
-            irps = state["wsk"].pop("outstanding_irps")
-            state["wsk"]["outstanding_calls"] = [irp - 1 for irp in irps]
-            return {
-                "seq": seq,
-                "socket": sid,
-                "time_ns": conn.now,
-                "call": {"flags": call.flags, "length": call.length},
-                **state,
-            }
+    for step in steps(trace, options):
+        if step.call == seq:
+            return socket_state(trace, step)
     raise InputError(None, f"--until {seq}: the trace has calls 0..{len(trace.calls) - 1}")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One call replayed: its index, socket and emulator, and what the replay reported
+    since the previous call (its return, completions of it and of earlier calls, contract
+    violations), in the order they happened."""
+
+    call: int
+    socket: int
+    connection: EmulatedConnection
+    events: list[Returned | Completed | Violation]
+
+
+def steps(trace: Trace, options: ReplayOptions) -> Iterator[Step]:
+    """The replay of ``trace``, one call at a time (``--step``, ``--break-on``, ``--until``)."""
+    yield from _steps(trace, options, "")
+
+
+def socket_state(trace: Trace, step: Step) -> dict[str, Any]:
+    """The state of the step's socket (WSK, TCP sender, peer) after its call, as JSON."""
+    call = trace.calls[step.call]
+    state = step.connection.state()
+    irps = state["wsk"].pop("outstanding_irps")
+    state["wsk"]["outstanding_calls"] = [irp - 1 for irp in irps]
+    return {
+        "seq": step.call,
+        "socket": step.socket,
+        "time_ns": step.connection.now,
+        "call": {"flags": call.flags, "length": call.length},
+        **state,
+    }
 
 
 def _steps(
     trace: Trace, options: ReplayOptions, source_sha256: str
-) -> Generator[tuple[int, int, EmulatedConnection], None, Trace]:
-    """The replay, yielding after each call (index, socket, its emulator)."""
+) -> Generator[Step, None, Trace]:
+    """The replay, yielding after each call."""
     profile = inferred_profile(trace, options.profile, options.completion)
     calls = trace.calls
     n = len(calls)
@@ -177,6 +202,7 @@ def _steps(
             mss=mss[sid],
             peer_reset_ns=None if peer is not None else peer_reset(sid),
             peer=peer,
+            chaos=None if options.chaos is None else Chaos(options.chaos, sid),
         )
     issue_out = [0] * n
     return_out = [0] * n
@@ -193,11 +219,16 @@ def _steps(
     recorded_done_order = sorted((int(completion[i]), i) for i in range(n) if completed[i])
     done_cursor = 0
 
+    reported: list[Returned | Completed | Violation] = []
+    """What the replay reported since the last step."""
+
     def absorb(sid: int, outputs: list) -> None:
         for e in outputs:
             if isinstance(e, WireSegment):
                 wire[sid].append(e)
-            elif isinstance(e, Completed):
+                continue
+            reported.append(e)
+            if isinstance(e, Completed):
                 i = e.irp - 1
                 completed_out[i] = 1
                 completion_out[i] = e.time_ns
@@ -304,7 +335,8 @@ def _steps(
         if not _returned(outputs):
             return_out[i] = t
             status_out[i] = WOULD_BUGCHECK
-        yield i, sid, conn
+        yield Step(i, sid, conn, list(reported))
+        reported.clear()
     for sid, conn in conns.items():
         play_lifecycle(sid, conn, None)
         absorb(sid, conn.settle(SETTLE_NS))
@@ -320,7 +352,7 @@ def _steps(
             "profile": profile.as_dict(),
             "paths": {str(sid): asdict(p) for sid, p in paths.items()},
             "peers": peers,
-            "replay": {"speed": options.speed, "seed": options.seed},
+            "replay": {"speed": options.speed, "seed": options.seed, "chaos": options.chaos},
             "completion_policy": {"policy": profile.completion.policy, "evidence": "replay"},
         },
         clock=Clock(trace.clock.zero_utc_ns, "virtual"),

@@ -13,6 +13,7 @@ import heapq
 from dataclasses import dataclass
 
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
+from wskreplay.replayer.chaos import Chaos
 from wskreplay.replayer.peer import ParametricPeer, PathParams, PeerAck
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.tcp_sender import Acknowledged, SentSegment, TcpSender, Transmitted
@@ -45,9 +46,10 @@ class WireSegment:
 Output = Returned | Completed | Violation | WireSegment
 
 
-ARRIVE, ACK, WRITE, PEER_RESET = 0, 1, 2, 3
+ARRIVE, ACK, WRITE, PEER_RESET, NOTIFY = 0, 1, 2, 3, 4
 """Kinds of scheduled happenings: a segment reaching the peer, a segment from the peer
-reaching this side, a call's bytes reaching TCP, a peer reset at a fixed time."""
+reaching this side, a call's bytes reaching TCP, a peer reset at a fixed time, a completion
+reaching the driver (delayed by chaos)."""
 Due = tuple[int, int, int, object]
 """(time, order of scheduling, kind, what): a heap entry; the order breaks ties."""
 
@@ -62,8 +64,10 @@ class EmulatedConnection:
         mss: int | None = None,
         peer_reset_ns: int | None = None,
         peer: ParametricPeer | None = None,
+        chaos: Chaos | None = None,
     ) -> None:
         self.profile = profile
+        self.chaos = chaos
         self._stack_free = 0
         """When the host's stack hands TCP the bytes of the latest call (in call order)."""
         self.wsk = WskSocket(profile, category)
@@ -131,7 +135,7 @@ class EmulatedConnection:
                 out += self._tcp_outputs(tcp.on_timer(t))
             if peer_t == t:
                 for ack in peer.on_timer(t):
-                    self._schedule(ack.time_ns, ACK, ack)
+                    self._schedule(self._from_peer_at(t, ack.time_ns), ACK, ack)
         self.now = max(self.now, time_ns)
         return out
 
@@ -186,8 +190,11 @@ class EmulatedConnection:
         if kind == ARRIVE:
             assert isinstance(item, SentSegment)
             for reply in self.peer.receive(item, time_ns):
-                self._schedule(reply.time_ns, ACK, reply)
+                self._schedule(self._from_peer_at(time_ns, reply.time_ns), ACK, reply)
             return []
+        if kind == NOTIFY:
+            assert isinstance(item, Completed)
+            return [Completed(item.irp, item.status, item.information, time_ns)]
         if kind == ACK:
             assert isinstance(item, PeerAck)
             return self._from_peer(item, time_ns)
@@ -201,6 +208,10 @@ class EmulatedConnection:
         self.tcp.aborted()
         self.reset_ns = time_ns
         return [wire, *self._wsk_outputs(self.wsk.peer_reset(time_ns))]
+
+    def _from_peer_at(self, base_ns: int, arrival_ns: int) -> int:
+        chaos = self.chaos
+        return arrival_ns if chaos is None else chaos.from_peer(base_ns, arrival_ns)
 
     def _from_peer(self, ack: PeerAck, time_ns: int) -> list[Output]:
         """A segment from the peer: its ACK and window for the sender, its data (this side
@@ -223,10 +234,19 @@ class EmulatedConnection:
             self.tcp.on_ack(ack.ack, ack.window, time_ns, carries_data=data)
         )
 
-    def _wsk_outputs(self, events: list[WskEvent], stack_delay_ns: int = 0) -> list[Output]:
+    def _wsk_outputs(
+        self, events: list[WskEvent], stack_delay_ns: int = 0, *, sent: bool = False
+    ) -> list[Output]:
+        """``sent``: the events follow bytes sent or acknowledged (their completions are
+        the ones chaos may delay)."""
         out: list[Output] = []
+        chaos = self.chaos
         for e in events:
-            if isinstance(e, Transmit) and (stack_delay_ns or self._stack_free > e.time_ns):
+            if chaos is not None and isinstance(e, Transmit):
+                self._write_in_pieces(e, stack_delay_ns, chaos)
+            elif chaos is not None and sent and isinstance(e, Completed):
+                self._schedule(e.time_ns + chaos.completion_delay(), NOTIFY, e)
+            elif isinstance(e, Transmit) and (stack_delay_ns or self._stack_free > e.time_ns):
                 self._stack_free = max(self._stack_free, e.time_ns + stack_delay_ns)
                 self._schedule(self._stack_free, WRITE, e)
             elif isinstance(e, Transmit):
@@ -257,7 +277,20 @@ class EmulatedConnection:
                 if arrival is not None:
                     self._schedule(arrival, ARRIVE, e)
             elif isinstance(e, Transmitted):
-                out += self._wsk_outputs(self.wsk.transmitted(e.end, e.time_ns))
+                out += self._wsk_outputs(self.wsk.transmitted(e.end, e.time_ns), sent=True)
             elif isinstance(e, Acknowledged):
-                out += self._wsk_outputs(self.wsk.acknowledged(e.end, e.time_ns))
+                out += self._wsk_outputs(self.wsk.acknowledged(e.end, e.time_ns), sent=True)
         return out
+
+    def _write_in_pieces(self, e: Transmit, stack_delay_ns: int, chaos: Chaos) -> None:
+        """A call's bytes to TCP after the stack delay, in call order, maybe in two writes."""
+        at = max(self._stack_free, e.time_ns + stack_delay_ns)
+        cut = chaos.split(e.length)
+        if cut is None:
+            self._schedule(at, WRITE, e)
+            self._stack_free = at
+            return
+        first, gap = cut
+        self._schedule(at, WRITE, Transmit(e.irp, first, e.nodelay, at))
+        self._stack_free = at + gap
+        self._schedule(self._stack_free, WRITE, Transmit(e.irp, e.length - first, e.nodelay, at))

@@ -1,0 +1,141 @@
+"""Chaos replay: every seed's replay of the shipped traces keeps the WSK contract and TCP's
+rules, seeds differ from each other, a seed is the same every time, and a race planted in
+a trace (a send the recording shows cancelled by a close a few microseconds before its ACK
+came) is found by some seed of ``check --chaos-runs`` and reproduced by ``--chaos SEED``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wskreplay.checking import replay_trace
+from wskreplay.formats import ntstatus as nt
+from wskreplay.model import CallTable, Direction, Event, Trace
+from wskreplay.tracefile import read_trace, write_trace
+
+from .conftest import REPO, assert_one_line_error, run_cli
+
+TRACES = ["field.wskt", "smb2-inferred.wskt", "sample.wskt"]
+SEEDS = range(1, 9)
+REFUSALS = {nt.STATUS_FILE_FORCED_CLOSED, nt.STATUS_CONNECTION_RESET,
+            nt.STATUS_INVALID_DEVICE_STATE}  # fmt: skip
+
+
+def _reset_ns(trace: Trace, sid: int) -> int | None:
+    times = [e.time_ns for e in trace.events if e.kind == "reset" and e.socket == sid]
+    return min(times) if times else None
+
+
+def assert_contract(recorded: Trace, plain: Trace, chaotic: Trace) -> None:
+    """The rules a chaos replay must keep, against the recording and the replay without
+    chaos (``plain``)."""
+    a, b = plain.calls, chaotic.calls
+    issue, ret = b.column("issue_ns").astype(np.int64), b.column("return_ns").astype(np.int64)
+    done = b.column("completed") == 1
+    completion = b.column("completion_ns").astype(np.int64)
+    status, final = b.column("status"), b.column("completion_status")
+    length, info = b.column("length"), b.column("information")
+    assert np.all(ret >= issue) and np.all(completion[done] >= issue[done])
+    at_once = status == nt.STATUS_SUCCESS
+    assert np.all(done[at_once]) and np.all(final[at_once] == nt.STATUS_SUCCESS)
+    ok = done & (final == nt.STATUS_SUCCESS)
+    assert np.all(info[ok] == length[ok])
+    for i in np.flatnonzero(b.column("status") != a.column("status")).tolist():
+        sid = int(b.column("socket")[i])
+        resets = sorted(t for t in (_reset_ns(plain, sid), _reset_ns(chaotic, sid)) if t)
+        assert {int(a.column("status")[i]), int(status[i])} & REFUSALS, i
+        assert resets and resets[0] <= issue[i] + 10_000_000, (i, resets)
+    segments = chaotic.segments
+    for sid in recorded.sockets:
+        mine = (segments.column("socket") == sid) & (segments.column("direction") == 0)
+        seq = segments.column("seq")[mine].astype(np.int64)
+        seg_len = segments.column("length")[mine].astype(np.int64)
+        seg_time = segments.column("time_ns")[mine].astype(np.int64)
+        new = seg_len > 0
+        ends = np.maximum.accumulate(seq[new] + seg_len[new]) if new.any() else np.array([0])
+        starts = seq[new]
+        assert np.all(starts <= np.concatenate(([0], ends[:-1]))), f"socket {sid}: a hole"
+        stream = chaotic.streams.get((sid, Direction.OUT))
+        if stream is not None:
+            assert ends[-1] == stream.length, f"socket {sid}: bytes missing on the wire"
+            accepted = np.flatnonzero((b.column("socket") == sid) & nt.success_mask(status))
+            sent = b"".join(recorded.call_payload(int(i)) or b"" for i in accepted)
+            assert bytes(stream.data) == sent, f"socket {sid}: not the accepted calls' bytes"
+        pending_ok = ok & ~at_once & (length > 0)
+        for i in np.flatnonzero((b.column("socket") == sid) & pending_ok).tolist():
+            end = int(b.column("stream_offset")[i] + length[i])
+            covering = np.flatnonzero(seq + seg_len >= end)
+            sent_at = int(seg_time[covering].min()) if len(covering) else None
+            assert sent_at is not None and sent_at <= completion[i], (sid, i, sent_at)
+
+
+@pytest.mark.parametrize("name", TRACES)
+def test_every_seed_keeps_the_contract(name):
+    recorded = read_trace(REPO / "traces" / name)
+    plain = replay_trace(recorded)
+    timings = set()
+    for seed in SEEDS:
+        chaotic = replay_trace(recorded, chaos=seed)
+        assert_contract(recorded, plain, chaotic)
+        timings.add(tuple(chaotic.calls.column("completion_ns").tolist()))
+    assert len(timings) == len(SEEDS), "two seeds gave the same timings"
+    assert tuple(plain.calls.column("completion_ns").tolist()) not in timings
+
+
+def test_the_same_seed_gives_the_same_replay(tmp_path):
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"{i}.wskt"
+        proc = run_cli("replay", str(REPO / "traces" / "sample.wskt"), "--chaos", "3",
+                       "-o", str(out))  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        outs.append(read_trace(out))
+    assert outs[0].calls == outs[1].calls and outs[0].segments == outs[1].segments
+    assert outs[0].metadata["replay"]["chaos"] == 3
+
+
+RACE_CLOSE_NS = 8_340_000
+"""14 us before the recorded completion of field.wskt's call 11 (socket 0's last send)."""
+
+
+def planted_race() -> Trace:
+    """field.wskt where the driver closes socket 0 while its last send waits for the ACK:
+    the recording says CANCELLED; a replay whose ACK comes a little sooner says SUCCESS."""
+    trace = read_trace(REPO / "traces" / "field.wskt")
+    cols = trace.calls.columns
+    for name in ("completion_ns", "completion_status", "information"):
+        cols[name] = cols[name].copy()
+    cols["completion_ns"][11] = RACE_CLOSE_NS
+    cols["completion_status"][11] = nt.STATUS_CANCELLED
+    cols["information"][11] = 0
+    trace.calls = CallTable(cols, trace.calls.control_blob)
+    kept = [e for e in trace.events if not (e.socket == 0 and e.time_ns > 8_300_000)]
+    trace.events = sorted([*kept, Event(RACE_CLOSE_NS, "close", 0, {})], key=lambda e: e.time_ns)
+    return trace
+
+
+def test_a_planted_race_is_found_by_a_seed_and_the_seed_reproduces_it(tmp_path):
+    path = tmp_path / "race.wskt"
+    write_trace(path, planted_race())
+    assert run_cli("check", str(path)).returncode == 0
+    runs = run_cli("check", str(path), "--chaos-runs", "20")
+    assert runs.returncode == 1, runs.stdout
+    line = next(x for x in runs.stdout.splitlines() if x.startswith("diverging seeds:"))
+    seeds = [int(s) for s in line.split(":")[1].split()]
+    assert 0 < len(seeds) < 20
+    assert "call 11: completion status STATUS_CANCELLED (0xC0000120)" in runs.stdout
+    assert f"reproduce one: wskreplay check {path} --chaos {seeds[0]}" in runs.stdout
+    for _ in range(2):
+        again = run_cli("check", str(path), "--chaos", str(seeds[0]), "--json", "-")
+        assert again.returncode == 1
+        assert '"call_a": 11' in again.stdout and '"kind": "completion_status"' in again.stdout
+    calm = next(s for s in range(1, 21) if s not in seeds)
+    wide = [f"--tolerance={m}=1ms" for m in ("issue", "return", "completion", "wire")]
+    calm_check = run_cli("check", str(path), "--chaos", str(calm), *wide)
+    assert calm_check.returncode == 0, calm_check.stdout
+
+
+def test_chaos_needs_the_emulator():
+    trace = str(REPO / "traces" / "field.wskt")
+    proc = run_cli("check", trace, "--chaos", "1", "--target", "socket", "--topology", "loopback")
+    assert_one_line_error(proc, "--chaos", "emulator")
