@@ -168,9 +168,10 @@ def wskt(data: bytes) -> None:
 
 
 def agent_messages(data: bytes) -> None:
-    """Frames as the agent reads them from a client, after a valid hello: framing, msgpack,
-    field checks; and every list the agent might send back decoded as events. No message is
-    dispatched (an ``open`` would connect somewhere)."""
+    """Frames as the agent reads them from a client: framing, msgpack limits; a ``hello``
+    (given the right token and version, so its transport profile is what gets checked);
+    the field checks; and every ``events`` list decoded as the replayer decodes the agent's.
+    No message is dispatched (an ``open`` would connect somewhere)."""
     server, client = socket.socketpair()
     try:
         client.sendall(data[: 1 << 16])
