@@ -268,5 +268,6 @@ def test_readers_of_a_file_being_written_see_consistent_prefixes(capture, full_i
     assert proc.returncode == 0
     partial = {n for n, _ in seen if 0 < n < len(blocks)}
     assert len(partial) >= 2, f"readers saw only {sorted(partial)} of {len(blocks)} blocks"
+    assert max(partial) > 3, f"no read while stream blocks were being written: {sorted(partial)}"
     with WsktFile(out) as f:
         assert f.trailer_index_offset() is not None
