@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from tests.conftest import run_measured  # noqa: E402
 from wskreplay.formats import ntstatus as nt  # noqa: E402
 from wskreplay.formats.tcpip import TCP_ACK, TCP_PSH  # noqa: E402
 from wskreplay.model import CallTable, Clock, Direction, SegmentTable, Socket  # noqa: E402
@@ -99,21 +99,13 @@ def write_big_trace(path: Path, gigabytes: float, seed: int = 1) -> int:
 
 
 def measured(*argv: str) -> tuple[float, int, str]:
-    """(seconds, peak RSS in bytes, stdout) of one child run, through a fresh parent."""
-    parent = (
-        "import resource, subprocess, sys, time\n"
-        "t = time.monotonic()\n"
-        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-        "print(time.monotonic() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,"
-        " p.returncode)\n"
-        "sys.stdout.write(p.stdout[-2000:]); sys.stdout.write(p.stderr[-2000:])\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", parent, *argv], capture_output=True, text=True)
-    head, _, rest = proc.stdout.partition("\n")
-    seconds, kib, code = head.split()
-    if code != "0":
-        raise SystemExit(f"{' '.join(argv)} exited {code}: {rest}")
-    return float(seconds), int(kib) * 1024, rest
+    """(seconds, peak RSS in bytes, output) of one child run, through a fresh parent."""
+    started = time.monotonic()
+    proc, peak_kib = run_measured(list(argv))
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return seconds, peak_kib * 1024, proc.stdout
 
 
 def main() -> None:
