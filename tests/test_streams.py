@@ -99,6 +99,10 @@ def test_empty_capture_has_no_connections():
         "file": str(SHARED_DATA / "pcap" / "tcpdump__empty.pcapng"),
         "packets": 0,
         "tcp_packets": 0,
+        "frames": {"read": 0, "tcp": 0, "other": 0, "undecoded": 0},
+        "undecoded": {},
+        "link_types": [],
+        "encapsulations": [],
         "connections": [],
         "complete": True,
     }

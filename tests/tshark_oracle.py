@@ -23,7 +23,8 @@ def _tshark(*args: str) -> str:
 
 @functools.cache
 def stream_count(path: str) -> int:
-    ids = {line for line in _tshark("-r", path, "-T", "fields", "-e", "tcp.stream").split() if line}
+    out = _tshark("-r", path, "-T", "fields", "-e", "tcp.stream")
+    ids = {i for line in out.split() for i in line.split(",") if i}
     return len(ids)
 
 

@@ -16,7 +16,7 @@ import click
 
 from wskreplay import __version__
 from wskreplay.errors import InputError, Terminated, WskReplayError
-from wskreplay.recorder.tcp import MAX_CONNECTIONS
+from wskreplay.recorder.tcp import MAX_CONNECTIONS, CaptureOptions
 from wskreplay.tracefile import TraceReader, VerifyReport, recover, verify, write_trace
 
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR = 0, 1, 2
@@ -114,6 +114,48 @@ def info(trace: str, as_json: bool) -> None:
         print_info(summary)
 
 
+_MAX_CONNECTIONS = click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=MAX_CONNECTIONS,
+    show_default=True,
+    help="Refuse a capture with more TCP connections (each costs about 11 KB of memory).",
+)
+
+
+_TUNNEL_PORT = click.option(
+    "--tunnel-port",
+    "tunnel_ports",
+    multiple=True,
+    metavar="TUNNEL=PORT",
+    help="Also decode UDP on PORT as TUNNEL (vxlan, vxlan-gpe, geneve, gtp-u, teredo); "
+    "repeatable. Registered ports are always decoded.",
+)
+
+
+def _capture_options(max_connections: int, tunnel_ports: tuple[str, ...]) -> CaptureOptions:
+    from wskreplay.formats.tcpip import TUNNELS, DecodeOptions
+
+    pairs = []
+    for text in tunnel_ports:
+        name, _, port = text.partition("=")
+        if name.strip().lower() not in TUNNELS or not port.strip().isdigit():
+            raise click.BadParameter(
+                f"{text!r} is not TUNNEL=PORT with TUNNEL one of {', '.join(TUNNELS)}",
+                param_hint="--tunnel-port",
+            )
+        number = int(port)
+        if not 0 < number < 65536:
+            raise click.BadParameter(f"port {number} is not 1..65535", param_hint="--tunnel-port")
+        pairs.append((name.strip().lower(), number))
+    return CaptureOptions(max_connections, DecodeOptions(tuple(pairs)))
+
+
+def _warn_undecoded(source: str, warning: str | None) -> None:
+    if warning:
+        click.echo(f"wskreplay: warning: {source}: {warning}", err=True)
+
+
 @main.command()
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option(
@@ -128,19 +170,31 @@ def info(trace: str, as_json: bool) -> None:
     type=click.Path(dir_okay=False),
     help="The packets of a capture or an .etl (PktMon) as pcapng, for Wireshark.",
 )
-def export(source: str, jsonl: str | None, pcapng_out: str | None) -> None:
+@_TUNNEL_PORT
+def export(
+    source: str, jsonl: str | None, pcapng_out: str | None, tunnel_ports: tuple[str, ...]
+) -> None:
     """Export a trace's calls as JSON lines, or a recording's packets as pcapng."""
     if (jsonl is None) == (pcapng_out is None):
         raise click.UsageError("give exactly one of --jsonl and --pcapng")
     if pcapng_out is not None:
         from wskreplay.formats.etl_packets import read_capture
         from wskreplay.formats.pcap import write_pcapng
+        from wskreplay.formats.tcpip import decode
 
+        options = _capture_options(MAX_CONNECTIONS, tunnel_ports)
         frames = read_capture(source)
         write_pcapng(
             pcapng_out, frames, comment=f"exported by wskreplay from {os.path.basename(source)}"
         )
-        click.echo(f"{pcapng_out}: {len(frames)} packets", err=True)
+        report = decode(frames, options.decode).report
+        totals = report.totals
+        click.echo(
+            f"{pcapng_out}: {len(frames)} packets ({totals.tcp} TCP, {totals.other} other, "
+            f"{sum(totals.undecoded.values())} not decoded)",
+            err=True,
+        )
+        _warn_undecoded(source, report.warning())
         if frames.error is not None:
             raise frames.error
         return
@@ -219,15 +273,6 @@ def recover_cmd(trace: str, out: str) -> None:
     click.echo(f"wrote {out}")
 
 
-_MAX_CONNECTIONS = click.option(
-    "--max-connections",
-    type=click.IntRange(min=1),
-    default=MAX_CONNECTIONS,
-    show_default=True,
-    help="Refuse a capture with more TCP connections (each costs about 11 KB of memory).",
-)
-
-
 @main.command()
 @click.argument("capture", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the connections as JSON.")
@@ -243,16 +288,23 @@ _MAX_CONNECTIONS = click.option(
     help="On a damaged capture, print what was read and exit 1 instead of 2.",
 )
 @_MAX_CONNECTIONS
+@_TUNNEL_PORT
 def streams(
-    capture: str, as_json: bool, dump_dir: str | None, partial_ok: bool, max_connections: int
+    capture: str,
+    as_json: bool,
+    dump_dir: str | None,
+    partial_ok: bool,
+    max_connections: int,
+    tunnel_ports: tuple[str, ...],
 ) -> None:
     """Reassemble the TCP connections of a pcap, pcapng or .etl (PktMon) capture."""
     from wskreplay.console import print_streams
     from wskreplay.formats.etl_packets import read_capture
     from wskreplay.recorder.tcp import dump_streams, reassemble, streams_summary
 
+    options = _capture_options(max_connections, tunnel_ports)
     frames = read_capture(capture)
-    result = reassemble(frames, max_connections)
+    result = reassemble(frames, options)
     summary = streams_summary(result)
     summary["complete"] = frames.error is None
     if as_json:
@@ -262,6 +314,7 @@ def streams(
     if dump_dir:
         for path in dump_streams(result, dump_dir):
             click.echo(f"wrote {path}", err=True)
+    _warn_undecoded(capture, result.report.warning())
     if frames.wrapped_times:
         click.echo(
             f"wskreplay: warning: {capture}: {frames.wrapped_times} frames have timestamps "
@@ -364,6 +417,7 @@ def _seconds_to_ns(value: float | None) -> int | None:
 @click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the summary here.")
 @click.option("--progress/--no-progress", default=None, help="Default: on a terminal.")
 @_MAX_CONNECTIONS
+@_TUNNEL_PORT
 def import_cmd(
     inputs: tuple[str, ...],
     out: str,
@@ -378,6 +432,7 @@ def import_cmd(
     summary_json: str | None,
     progress: bool | None,
     max_connections: int,
+    tunnel_ports: tuple[str, ...],
 ) -> None:
     """Turn a recording into a trace: an .etl with the recorder's events (and PktMon
     packets), an .etl plus a pcap/pcapng, or a capture alone with --infer-calls."""
@@ -403,7 +458,7 @@ def import_cmd(
         window_ns=(_seconds_to_ns(t_from), _seconds_to_ns(t_until)),
         payload_cap=payload_cap,
         redact=redact,
-        max_connections=max_connections,
+        capture=_capture_options(max_connections, tunnel_ports),
     )
     show = sys.stderr.isatty() if progress is None else progress
     with import_progress(show) as progress:
@@ -415,6 +470,10 @@ def import_cmd(
         with open(summary_json, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)
     print_import_summary(summary)
+    if "decode" in summary:
+        from wskreplay.formats.tcpip import DecodeReport
+
+        _warn_undecoded(", ".join(inputs), DecodeReport.warning_of(summary["decode"]))
 
 
 @main.command()

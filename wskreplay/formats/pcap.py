@@ -60,6 +60,8 @@ class Interface:
     tsoffset: int = 0
     """Seconds added to every timestamp (pcapng if_tsoffset)."""
     name: str | None = None
+    fcslen: int = 0
+    """Bytes of frame check sequence at the end of every frame (pcapng if_fcslen)."""
 
 
 @dataclass
@@ -82,6 +84,9 @@ class Frames:
     """Damage that stopped the walk; the frames before it are all here."""
     notes: dict[str, int] = field(default_factory=dict)
     """Source-specific counts (e.g. PktMon appearances folded, drops) reported alongside."""
+    skipped: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Packets the source held but could not present as frames: reason -> (link type
+    counted under, how many). Reported with the frames not decoded, never dropped silently."""
     wrapped_times: int = 0
     """Frames whose timestamp lies outside what int64 nanoseconds hold (years 1677..2262):
     pcapng allows them (unsigned 64-bit ticks); their time is kept modulo 2**64 ns."""
@@ -425,6 +430,8 @@ def _walk_pcapng(
                 raise InputError(path, f"interface block with bad option: {exc}", pos) from None
             if 2 in opts:
                 info.name = opts[2][0].decode("utf-8", "replace")
+            if 13 in opts and len(opts[13][0]) == 1:
+                info.fcslen = opts[13][0][0]
             section_ifaces.append(len(interfaces))
             interfaces.append(info)
         elif btype == PCAPNG_SPB:

@@ -26,6 +26,7 @@ import numpy as np
 
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus, pcap
+from wskreplay.formats.tcpip import DecodeReport
 from wskreplay.model import CallTable, Clock, Direction, Event, SegmentTable, Trace
 from wskreplay.recorder import tcp
 from wskreplay.recorder.build import (
@@ -65,6 +66,8 @@ class CorrelationReport:
     counts: dict[str, int] = field(default_factory=dict)
     clock: dict[str, Any] = field(default_factory=dict)
     completion_policy: dict[str, Any] = field(default_factory=dict)
+    decode: DecodeReport | None = None
+    """What the capture's frames were (None without packets)."""
 
 
 def _match_sockets(recorded: Recorded, reassembly: tcp.Reassembly) -> list[_Match]:
@@ -146,7 +149,7 @@ def trace_from_recording(
     clock: Clock,
     same_clock: bool,
     capture_path: str | None = None,
-    max_connections: int = tcp.MAX_CONNECTIONS,
+    capture: tcp.CaptureOptions | None = None,
 ) -> tuple[Trace, dict[tuple[int, Direction], StreamLayout], CorrelationReport]:
     """The trace (streams as layouts, written without being assembled) and the report."""
     report = CorrelationReport()
@@ -155,7 +158,9 @@ def trace_from_recording(
     by_socket: dict[int, list[int]] = {}
     for i, c in enumerate(calls):
         by_socket.setdefault(c.socket, []).append(i)
-    reassembly = tcp.reassemble(frames, max_connections) if frames is not None else None
+    reassembly = tcp.reassemble(frames, capture) if frames is not None else None
+    if reassembly is not None:
+        report.decode = reassembly.report
     matches = _match_sockets(recorded, reassembly) if reassembly is not None else []
     matched = {m.socket: m for m in matches}
     views: dict[int, WireView] = {}
@@ -167,16 +172,14 @@ def trace_from_recording(
             rows = by_socket.get(m.socket, [])
             accepted = [i for i in rows if calls[i].accepted]
             if not m.out.syn and accepted:
-                shift = realign_without_syn(
-                    [calls[i] for i in accepted], m, reassembly.frames.buffer
-                )
+                shift = realign_without_syn([calls[i] for i in accepted], m, reassembly.buffer)
                 realigned += shift or 0
             views[m.socket] = WireView.of(seg, m.out, m.inbound)
             if accepted:
                 verified[accepted] = _verify_payloads(
                     [calls[i] for i in accepted],
                     m.out,
-                    reassembly.frames.buffer,
+                    reassembly.buffer,
                     reassembly.frames.release_pages,
                 )
         counts["connections_in_capture"] = len(reassembly.connections)
@@ -265,7 +268,7 @@ def trace_from_recording(
         ref = [calls[i] for i in rows if not calls[i].accepted]
         calls_end = sum(c.length for c in acc)
         m = matched.get(sid)
-        buffer = reassembly.frames.buffer if reassembly is not None else None
+        buffer = reassembly.buffer if reassembly is not None else None
         wire_out = m.out if m else None
         out_len = max(calls_end, wire_out.length if wire_out else 0)
         overlays = [(c.stream_offset, c.payload) for c in acc if c.payload]

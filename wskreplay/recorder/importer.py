@@ -22,6 +22,7 @@ from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus, pcap
 from wskreplay.formats.etl import EtlEvent, EtlFile
 from wskreplay.formats.etl_packets import etl_frames, read_capture
+from wskreplay.formats.tcpip import DecodeReport
 from wskreplay.model import CallTable, Clock, Direction, Trace
 from wskreplay.recorder.build import StreamLayout
 from wskreplay.recorder.calls import recorded_from_events
@@ -34,7 +35,7 @@ from wskreplay.recorder.etw_schema import (
 )
 from wskreplay.recorder.infer import InferOptions, infer_trace
 from wskreplay.recorder.journal import is_journal, read_journal
-from wskreplay.recorder.tcp import MAX_CONNECTIONS
+from wskreplay.recorder.tcp import CaptureOptions
 from wskreplay.tracefile import TraceWriter
 
 
@@ -101,7 +102,7 @@ class ImportOptions:
     """Calls issued, segments and events in [from, until) ns after the trace's zero."""
     payload_cap: int | None = None
     redact: bool = False
-    max_connections: int = MAX_CONNECTIONS
+    capture: CaptureOptions = field(default_factory=CaptureOptions)
 
 
 Layouts = dict[tuple[int, Direction], StreamLayout]
@@ -175,7 +176,7 @@ def import_sources(
                 f"(got {len(journals)} journals and {len(others)} other inputs)",
             )
         trace, layouts, report, release = _import_journal(
-            journals[0], others[0] if others else None, progress, options.max_connections
+            journals[0], others[0] if others else None, progress, options.capture
         )
     else:
         if len(etls) != 1 or len(captures) > 1:
@@ -186,7 +187,7 @@ def import_sources(
                 "for a capture alone use --infer-calls",
             )
         trace, layouts, report, release = _import_recording(
-            etls[0], captures[0] if captures else None, progress, options.max_connections
+            etls[0], captures[0] if captures else None, progress, options.capture
         )
     trace.metadata["sources"] = [
         {"path": os.path.basename(p), "sha256": file_sha256(p), "bytes": os.path.getsize(p)}
@@ -216,18 +217,12 @@ def _import_inferred(
     progress.phase(f"reading {os.path.basename(path)}")
     frames = _complete(read_capture(path))
     progress.phase("inferring calls")
-    trace, layouts = infer_trace(
+    trace, layouts, decoded = infer_trace(
         frames,
-        InferOptions(
-            side=options.side,
-            idle_gap_ns=options.idle_gap_ns,
-            max_connections=options.max_connections,
-        ),
+        InferOptions(side=options.side, idle_gap_ns=options.idle_gap_ns, capture=options.capture),
     )
     if not trace.sockets:
-        raise InputError(
-            path, f"no TCP connection in the capture ({len(frames)} packets read): nothing to infer"
-        )
+        raise InputError(path, f"{no_connection_text(decoded)}: nothing to infer")
     trace.metadata.update(
         {
             "source": "import --infer-calls",
@@ -239,8 +234,29 @@ def _import_inferred(
             },
         }
     )
-    report = {"packets": len(frames), "capture_notes": dict(frames.notes or {})}
+    report = {
+        "packets": len(frames),
+        "capture_notes": dict(frames.notes or {}),
+        "decode": decoded.as_dict(),
+    }
     return trace, layouts, report, frames.release_pages
+
+
+def no_connection_text(report: DecodeReport) -> str:
+    """Why a capture gave no TCP connection: no TCP on the link types it holds, or frames
+    that were not decoded (named by link type and reason)."""
+    total = report.totals
+    if not total.undecoded:
+        return (
+            f"no TCP connection in the capture ({total.read} frames read, "
+            f"all decoded, {total.tcp} TCP)"
+        )
+    met = "; ".join(
+        f"{row['name']} (link type {row['link_type']}): {row['read']} frames"
+        + "".join(f", {n} {why}" for why, n in row["undecoded"].items())
+        for row in report.as_dict()["link_types"]
+    )
+    return f"no TCP connection decoded from {total.read} frames ({met})"
 
 
 def _complete(frames: pcap.Frames) -> pcap.Frames:
@@ -273,7 +289,7 @@ def _qpc_from_event_time(freq: int) -> Callable[[int, RecorderEvent], int]:
 
 
 def _import_recording(
-    etl_path: str, capture_path: str | None, progress: Progress, max_connections: int
+    etl_path: str, capture_path: str | None, progress: Progress, capture: CaptureOptions
 ) -> tuple[Trace, Layouts, dict[str, Any], Callable[[], None]]:
     progress.phase(f"reading {os.path.basename(etl_path)}")
     etl = EtlFile(etl_path)
@@ -318,13 +334,13 @@ def _import_recording(
         capture_path or etl_path,
         {"source": "import", "os_build": header.os_build},
         progress,
-        max_connections,
+        capture,
         frames.release_pages if frames is not None else etl.release_pages,
     )
 
 
 def _import_journal(
-    journal_path: str, capture_path: str | None, progress: Progress, max_connections: int
+    journal_path: str, capture_path: str | None, progress: Progress, capture: CaptureOptions
 ) -> tuple[Trace, Layouts, dict[str, Any], Callable[[], None]]:
     """A journal written by ``wskreplay record`` (recorder/journal.py), with the packets of
     a separate capture (pktmon's .etl or a pcap) on their own clock."""
@@ -346,7 +362,7 @@ def _import_journal(
         capture_path,
         {"source": "record", "recovered": journal.metadata.get("recovered")},
         progress,
-        max_connections,
+        capture,
         frames.release_pages if frames is not None else lambda: None,
     )
 
@@ -360,7 +376,7 @@ def _recording_trace(
     capture_path: str | None,
     metadata: dict[str, Any],
     progress: Progress,
-    max_connections: int,
+    capture: CaptureOptions,
     release: Callable[[], None],
 ) -> tuple[Trace, Layouts, dict[str, Any], Callable[[], None]]:
     """Calls from the recorder's events, correlated with the wire when there are packets."""
@@ -373,7 +389,7 @@ def _recording_trace(
         clock=clock,
         same_clock=same_clock,
         capture_path=capture_path,
-        max_connections=max_connections,
+        capture=capture,
     )
     trace.metadata.update(
         {
@@ -391,6 +407,7 @@ def _recording_trace(
             "capture_notes": dict(frames.notes or {}) if frames is not None else {},
             "correlation": {**recorded.counts, **report.counts},
             "clock": report.clock or {"sources": 1, "note": "no packets: wire correlation skipped"},
+            **({"decode": report.decode.as_dict()} if report.decode is not None else {}),
         },
         release,
     )

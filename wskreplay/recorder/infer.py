@@ -22,12 +22,12 @@ are 0 and IRPs are numbered: a capture shows neither.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from wskreplay.formats import ntstatus, pcap, wsk
-from wskreplay.formats.tcpip import TCP_PSH, TCP_RST, TcpPackets, address
+from wskreplay.formats.tcpip import TCP_PSH, TCP_RST, DecodeReport, TcpPackets, address
 from wskreplay.model import CallTable, Clock, Direction, SegmentTable, Socket, Trace
 from wskreplay.recorder import tcp
 from wskreplay.recorder.build import StreamLayout, connection_segments, wire_events
@@ -42,7 +42,7 @@ IRP_STEP = 0x100
 class InferOptions:
     side: str = "client"
     idle_gap_ns: int = DEFAULT_IDLE_GAP_NS
-    max_connections: int = tcp.MAX_CONNECTIONS
+    capture: tcp.CaptureOptions = field(default_factory=tcp.CaptureOptions)
 
 
 def call_boundaries(
@@ -81,10 +81,10 @@ def call_boundaries(
 
 def infer_trace(
     frames: pcap.Frames, options: InferOptions
-) -> tuple[Trace, dict[tuple[int, Direction], StreamLayout]]:
+) -> tuple[Trace, dict[tuple[int, Direction], StreamLayout], DecodeReport]:
     """A trace whose calls are inferred from ``frames`` (see the module docstring), with
-    its streams as layouts."""
-    reassembly = tcp.reassemble(frames, options.max_connections)
+    its streams as layouts, and what the decoder made of every frame."""
+    reassembly = tcp.reassemble(frames, options.capture)
     seg = reassembly.segments
     zero = int(frames.time_ns.min()) if len(frames) else 0
     trace = Trace(clock=Clock(zero, "pcap"))
@@ -156,7 +156,7 @@ def infer_trace(
                 }
             )
         )
-        buffer = frames.buffer
+        buffer = reassembly.buffer
         layouts[(sid, Direction.OUT)] = StreamLayout.of(
             sid, Direction.OUT, sent.length, sent, buffer
         )
@@ -184,4 +184,4 @@ def infer_trace(
         "evidence": "inferred calls: completion is placed at the peer's ACK by construction",
     }
     trace.metadata["capture"] = {"sender_mss": announced}
-    return trace, layouts
+    return trace, layouts, reassembly.report

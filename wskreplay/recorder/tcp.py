@@ -33,14 +33,19 @@ from wskreplay.formats.tcpip import (
     TCP_FIN,
     TCP_RST,
     TCP_SYN,
+    DecodeOptions,
+    DecodeReport,
+    JoinedBuffer,
     TcpPackets,
-    decode_tcp_chunked,
+    decode,
     endpoint,
     tcp_options,
 )
 from wskreplay.model import Direction as Direction_
 from wskreplay.model import SegmentTable
 
+Buffer = memoryview | JoinedBuffer
+"""Where segment payloads are: the capture's bytes (and any reassembled datagrams)."""
 WRAP = 1 << 32
 MAX_CONNECTIONS = 100_000
 """Connections one capture may hold (``--max-connections``): reassembly keeps about 11 KB
@@ -117,11 +122,11 @@ class Direction:
     def present(self) -> int:
         return int(self.pieces.length.sum())
 
-    def chunks(self, buffer: memoryview) -> Iterator[memoryview]:
+    def chunks(self, buffer: Buffer) -> Iterator[memoryview]:
         for at, n in zip(self.pieces.at.tolist(), self.pieces.length.tolist(), strict=True):
             yield buffer[at : at + n]
 
-    def sha256(self, buffer: memoryview) -> str:
+    def sha256(self, buffer: Buffer) -> str:
         h = hashlib.sha256()
         for chunk in self.chunks(buffer):
             h.update(chunk)
@@ -139,6 +144,9 @@ class Connection:
     rst: bool
     to_server: Direction
     to_client: Direction
+    encapsulations: list[tuple[str, ...]] = field(default_factory=list)
+    """What carried the connection's segments (``["ethernet", "vlan 10", "ipv4"]``), in
+    order of first appearance; usually one."""
 
     def segment_table(
         self, seg: TcpPackets, socket: int, *, client_sends_out: bool = True
@@ -180,6 +188,9 @@ class Reassembly:
     segments: TcpPackets
     connections: list[Connection]
     counts: dict[str, int]
+    report: DecodeReport
+    buffer: Buffer
+    """Where the segments' payload offsets point (see :class:`~wskreplay.formats.tcpip.Decoded`)."""
 
 
 def _unwrap(values: np.ndarray, base: int) -> np.ndarray:
@@ -193,7 +204,7 @@ def _unwrap(values: np.ndarray, base: int) -> np.ndarray:
     return np.concatenate(([first], first + np.cumsum(step)))
 
 
-def _assemble(starts: np.ndarray, lens: np.ndarray, offs: np.ndarray, buffer: memoryview) -> Pieces:
+def _assemble(starts: np.ndarray, lens: np.ndarray, offs: np.ndarray, buffer: Buffer) -> Pieces:
     """Pieces of the stream, delivered in sequence order (see the module's rules).
 
     The union of all segments is built with one sort by (start, arrival). Which copy of an
@@ -233,7 +244,7 @@ def _copies_agree(
     p_start: np.ndarray,
     p_end: np.ndarray,
     p_off: np.ndarray,
-    buffer: memoryview,
+    buffer: Buffer,
 ) -> bool:
     """Whether each copy ``[a, b)`` (at buffer ``off``) equals the assembled bytes there."""
     first = np.searchsorted(p_end, a, side="right")
@@ -288,7 +299,7 @@ def _assemble_with_holes(
     return pieces
 
 
-def _direction(seg: TcpPackets, rows: np.ndarray, buffer: memoryview) -> Direction:
+def _direction(seg: TcpPackets, rows: np.ndarray, buffer: Buffer) -> Direction:
     d = Direction(rows=rows, segments=len(rows))
     if not len(rows):
         return d
@@ -337,8 +348,19 @@ def _finish_direction(seg: TcpPackets, d: Direction, other: Direction) -> None:
         d.window = np.where(flags & TCP_SYN != 0, d.window, d.window << d.wscale)
 
 
-def reassemble(frames: pcap.Frames, max_connections: int = MAX_CONNECTIONS) -> Reassembly:
-    seg, counts = decode_tcp_chunked(frames)
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How a capture is read into connections."""
+
+    max_connections: int = MAX_CONNECTIONS
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+
+
+def reassemble(frames: pcap.Frames, options: CaptureOptions | None = None) -> Reassembly:
+    options = options or CaptureOptions()
+    max_connections = options.max_connections
+    decoded = decode(frames, options.decode)
+    seg = decoded.segments
     groups = _group_by_connection(seg)
     if len(groups) > max_connections:
         raise InputError(
@@ -346,9 +368,11 @@ def reassemble(frames: pcap.Frames, max_connections: int = MAX_CONNECTIONS) -> R
             f"{len(groups):,} TCP connections, more than the limit of {max_connections:,} "
             "(raise it with --max-connections; each costs about 11 KB of memory)",
         )
-    connections = [_connection(seg, rows, frames.buffer) for rows in groups]
+    paths = decoded.report.paths.paths
+    connections = [_connection(seg, rows, decoded.buffer, paths) for rows in groups]
     frames.release_pages()
-    return Reassembly(frames, seg, connections, {**counts, "packets": len(frames)})
+    counts = {"packets": len(frames), "tcp_packets": len(seg)}
+    return Reassembly(frames, seg, connections, counts, decoded.report, decoded.buffer)
 
 
 def _group_by_connection(seg: TcpPackets) -> list[np.ndarray]:
@@ -395,7 +419,9 @@ def _group_by_connection(seg: TcpPackets) -> list[np.ndarray]:
     return groups
 
 
-def _connection(seg: TcpPackets, rows: np.ndarray, buffer: memoryview) -> Connection:
+def _connection(
+    seg: TcpPackets, rows: np.ndarray, buffer: Buffer, paths: list[tuple[str, ...]]
+) -> Connection:
     flags = seg.flags[rows]
     syn_only = np.flatnonzero((flags & TCP_SYN != 0) & (flags & TCP_ACK == 0))
     first = rows[syn_only[0]] if len(syn_only) else rows[0]
@@ -421,10 +447,11 @@ def _connection(seg: TcpPackets, rows: np.ndarray, buffer: memoryview) -> Connec
         rst=bool((flags & TCP_RST).any()),
         to_server=to_server,
         to_client=to_client,
+        encapsulations=[paths[p] for p in dict.fromkeys(seg.path[rows].tolist())],
     )
 
 
-def _direction_summary(d: Direction, buffer: memoryview) -> dict:
+def _direction_summary(d: Direction, buffer: Buffer) -> dict:
     return {
         "bytes": d.present,
         "sha256": d.sha256(buffer),
@@ -435,15 +462,17 @@ def _direction_summary(d: Direction, buffer: memoryview) -> dict:
 
 def streams_summary(result: Reassembly) -> dict:
     """The ``wskreplay streams --json`` document (times are UTC nanoseconds)."""
-    buffer = result.frames.buffer
+    buffer = result.buffer
     return {
         "file": result.frames.path,
         "packets": result.counts["packets"],
         "tcp_packets": result.counts["tcp_packets"],
+        **result.report.as_dict(),
         "connections": [
             {
                 "client": c.client_text,
                 "server": c.server_text,
+                **_encapsulation(c),
                 "first_ns": c.first_ns,
                 "last_ns": c.last_ns,
                 "syn": c.syn,
@@ -457,6 +486,13 @@ def streams_summary(result: Reassembly) -> dict:
     }
 
 
+def _encapsulation(c: Connection) -> dict:
+    doc: dict = {"encapsulation": list(c.encapsulations[0]) if c.encapsulations else []}
+    if len(c.encapsulations) > 1:
+        doc["encapsulations"] = [list(p) for p in c.encapsulations]
+    return doc
+
+
 def dump_streams(result: Reassembly, folder: str) -> list[str]:
     """Write each direction's bytes present (gaps left out) to ``folder``; return the paths."""
     import os
@@ -467,7 +503,7 @@ def dump_streams(result: Reassembly, folder: str) -> list[str]:
         for name, d in (("client_to_server", c.to_server), ("server_to_client", c.to_client)):
             path = os.path.join(folder, f"{i:05d}-{name}.bin")
             with open(path, "wb") as f:
-                for chunk in d.chunks(result.frames.buffer):
+                for chunk in d.chunks(result.buffer):
                     f.write(chunk)
             paths.append(path)
     return paths

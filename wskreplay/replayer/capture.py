@@ -122,7 +122,7 @@ def read_wire(path: Path, local_ports: dict[int, int], shift_ns: int) -> Wire:
     by_port = {port: sid for sid, port in local_ports.items()}
     tables = []
     wire = Wire(SegmentTable.empty(), frames=len(frames))
-    buffer = memoryview(frames.buffer)
+    buffer = result.buffer
     for conn in result.connections:
         for local_is_client, port in ((True, conn.client[2]), (False, conn.server[2])):
             sid = by_port.get(port)
