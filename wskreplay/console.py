@@ -81,8 +81,41 @@ def print_streams(summary: dict[str, Any], console: Console | None = None) -> No
             str(gaps),
         )
     console.print(table)
+    print_decode_report(summary, console)
     if not summary.get("complete", True):
         console.print("[bold red]incomplete:[/] the capture is damaged; see the error below")
+
+
+def print_decode_report(report: dict[str, Any], console: Console | None = None) -> None:
+    """What every frame was, per link type and per encapsulation (a decode report's
+    ``as_dict``, or a summary holding its keys)."""
+    console = console or Console()
+    links = Table(title="frames by link type", title_justify="left")
+    for col in ("link type", "read", "TCP", "other", "not decoded"):
+        links.add_column(col, justify="left" if col == "link type" else "right")
+    for row in report["link_types"]:
+        links.add_row(
+            f"{row['name']} ({row['link_type']})",
+            str(row["read"]),
+            str(row["tcp"]),
+            str(row["other"]),
+            str(sum(row["undecoded"].values())),
+        )
+    console.print(links)
+    paths = Table(title="frames by encapsulation", title_justify="left")
+    for col in ("encapsulation", "frames", "TCP", "other", "not decoded"):
+        paths.add_column(col, justify="left" if col == "encapsulation" else "right")
+    for row in report["encapsulations"]:
+        paths.add_row(
+            " / ".join(row["path"]) or "-",
+            str(row["read"]),
+            str(row["tcp"]),
+            str(row["other"]),
+            str(sum(row["undecoded"].values())),
+        )
+    console.print(paths)
+    for why, n in report["undecoded"].items():
+        console.print(f"[bold yellow]not decoded:[/] {n} frames: {why}")
 
 
 def print_etl_summary(summary: dict[str, Any], console: Console | None = None) -> None:
@@ -201,6 +234,15 @@ def print_import_summary(summary: dict[str, Any], console: Console | None = None
         grid.add_row("clock", text)
     unmatched = _unmatched_lines(summary)
     grid.add_row("unmatched", "; ".join(unmatched) if unmatched else "none")
+    decode = summary.get("decode")
+    if decode:
+        frames = decode["frames"]
+        undecoded = "".join(f"; {n} {why}" for why, n in decode["undecoded"].items())
+        grid.add_row(
+            "frames",
+            f"{frames['read']} read: {frames['tcp']} TCP, {frames['other']} other, "
+            f"{frames['undecoded']} not decoded{undecoded}",
+        )
     console.print(grid)
 
 

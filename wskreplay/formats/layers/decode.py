@@ -305,6 +305,12 @@ def _settle_completed(report: DecodeReport, w: Walk, members: list[list[int]]) -
 def _settle_failed(
     report: DecodeReport, sink: Reassembler, members: list[list[int]] | None
 ) -> None:
+    """Fragments that made no datagram (never completed, dropped at the limit), and
+    duplicates of completed ones (decoded; their bytes are in the datagram already)."""
+    for f, p in sink.duplicates:
+        for frame in members[f] if members is not None else [f]:
+            report.resolve(frame, p, int(Outcome.OTHER), None)
+    sink.duplicates = []
     for frames_, paths_, reason in sink.failed:
         text = reason_text(reason, 0)
         for f, p in zip(frames_, paths_, strict=True):

@@ -7,6 +7,11 @@ covered; where fragments overlap, the first to arrive wins. A fragment whose byt
 capture cut (snap length) leaves its datagram incomplete. The completed datagram belongs
 to the frame that completed it, as in Wireshark.
 
+A fragment that arrives again after its datagram was completed (a duplicate: same key,
+bytes equal to what the datagram holds there) is decoded as such, not as the start of a
+new datagram; the last :data:`MAX_REMEMBERED_BYTES` of completed datagrams are kept for
+this.
+
 What a hostile capture can make this hold is bounded: at most :data:`MAX_HELD_BYTES` of
 fragment bytes and :data:`MAX_PENDING` unfinished datagrams (the oldest is dropped first,
 its frames reported as dropped at the limit), and no datagram past 65,535 bytes.
@@ -24,6 +29,7 @@ from wskreplay.formats.layers.walk import Reason, Walk
 MAX_HELD_BYTES = 64 << 20
 MAX_PENDING = 65_536
 MAX_DATAGRAM = 65_535
+MAX_REMEMBERED_BYTES = 16 << 20
 
 
 @dataclass
@@ -79,7 +85,11 @@ class Reassembler:
         self.pending: OrderedDict[tuple, Datagram] = OrderedDict()
         self.completed: list[Completed] = []
         self.failed: list[tuple[list[int], list[int], Reason]] = []
+        self.duplicates: list[tuple[int, int]] = []
+        """(frame, path) of fragments that repeat part of a completed datagram."""
         self.held = 0
+        self._done: OrderedDict[tuple, bytes] = OrderedDict()
+        self._remembered = 0
 
     def add(
         self,
@@ -136,15 +146,19 @@ class Reassembler:
     ) -> None:
         addresses = (src_hi, src_lo, dst_hi, dst_lo)
         key = (version, addresses, ident, proto if version == 4 else None, ip_path)
+        wire = max(0, ip_end - at)
+        data = w.raw[at : at + max(0, min(end, ip_end) - at)].tobytes()
         d = self.pending.get(key)
         if d is None:
+            done = self._done.get(key)
+            if done is not None and data == done[offset : offset + len(data)] and data:
+                self.duplicates.append((frame, path))
+                return
             d = Datagram(version, proto, addresses, ip_path)
             self.pending[key] = d
             self._evict()
         d.frames.append(frame)
         d.paths.append(path)
-        wire = max(0, ip_end - at)
-        data = w.raw[at : at + max(0, min(end, ip_end) - at)].tobytes()
         if len(data) < wire or offset + wire > MAX_DATAGRAM:
             d.damaged = True
         if offset == 0 and version == 6:
@@ -159,6 +173,7 @@ class Reassembler:
         if payload is not None:
             del self.pending[key]
             self.held -= d.held
+            self._remember(key, payload)
             self.completed.append(
                 Completed(
                     frame, order, version, d.proto, addresses, ip_path, payload, d.frames, d.paths
@@ -166,6 +181,13 @@ class Reassembler:
             )
         while self.held > MAX_HELD_BYTES and self.pending:
             self._drop_oldest()
+
+    def _remember(self, key: tuple, payload: bytes) -> None:
+        old = self._done.pop(key, None)
+        self._remembered += len(payload) - (len(old) if old is not None else 0)
+        self._done[key] = payload
+        while self._remembered > MAX_REMEMBERED_BYTES and self._done:
+            self._remembered -= len(self._done.popitem(last=False)[1])
 
     def _evict(self) -> None:
         while len(self.pending) > MAX_PENDING:
