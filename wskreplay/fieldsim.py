@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import BinaryIO
 
 import numpy as np
 
-from wskreplay.formats import etl_packets, pcap, wsk
+from wskreplay.formats import etl_packets, pcap, pktmon, wsk
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats.etl_writer import EtlWriter
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, build_tcp_frame
@@ -341,6 +342,105 @@ def _issued_values(call: ExpectedCall, cap: int) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class PktMonComponent:
+    """A component PktMon watches, as it describes it (events 20, 30, 90), and the edge
+    packets are logged at."""
+
+    id: int
+    kind: int
+    name: str
+    description: str
+    properties: dict[int, int]
+    edges: dict[int, str]
+    logs_at: int
+
+
+ETHERNET_STACK = (
+    PktMonComponent(3, 2, "netvsc.sys", "Hyper-V Network Adapter", {1: 9}, {1: "Upper"}, 1),
+    PktMonComponent(
+        9, 3, "pacer.sys", "QoS Packet Scheduler", {1: 20, 2: 9}, {1: "Upper", 2: "Lower"}, 2
+    ),
+    PktMonComponent(
+        6,
+        3,
+        "wfplwfs.sys",
+        "WFP 802.3 MAC Layer",
+        {1: 22, 2: 9, 3: 20},
+        {1: "Upper", 2: "Lower"},
+        2,
+    ),
+    PktMonComponent(25, 4, "tcpip.sys", "TCPIP", {2: 9}, {1: "Lower"}, 1),
+)
+"""An Ethernet adapter's components, from the wire up: a miniport, two filters (the
+second above the first by its LowerIfIndex) and the IP protocol."""
+WIFI_STACK = (
+    PktMonComponent(40, 2, "wlan.sys", "Wi-Fi Adapter", {1: 12}, {1: "Upper"}, 1),
+    PktMonComponent(
+        41, 3, "nwifi.sys", "Native WiFi Filter", {1: 30, 2: 12}, {1: "Upper", 2: "Lower"}, 2
+    ),
+    PktMonComponent(23, 4, "tcpip.sys", "TCPIP6", {2: 12}, {1: "Lower"}, 1),
+)
+"""A Wi-Fi adapter's: its miniport logs 802.11 frames, the layers above it Ethernet."""
+PKTMON_LAYOUTS = ("numbered", "described", "24h2")
+APPEARANCE_SPACING_NS = 3 * US
+
+
+def ethernet_to_80211(frame: bytes, outbound: bool) -> bytes:
+    """The 802.11 QoS data frame a Wi-Fi adapter sends or receives for an Ethernet frame:
+    to the access point (To DS) or from it (From DS), LLC/SNAP before the EtherType."""
+    dst, src, etype, body = frame[0:6], frame[6:12], frame[12:14], frame[14:]
+    bssid = bytes.fromhex("02aa00000001")
+    if outbound:
+        fc, addrs = b"\x88\x01", bssid + src + dst
+    else:
+        fc, addrs = b"\x88\x02", dst + bssid + src
+    return fc + b"\0\0" + addrs + b"\0\0" + b"\0\0" + b"\xaa\xaa\x03\0\0\0" + etype + body
+
+
+def _pktmon_appearances(
+    w: EtlWriter, packets: list[Packet], layout: str, appearances: int
+) -> list[tuple[int, Callable[[], None]]]:
+    """(time, emit) for every appearance of every packet, per ``layout``:
+    ``numbered`` ``appearances`` copies 1 us apart at component 1 (no component events);
+    ``described`` the Ethernet stack's components numbered 1..N in one PktGroupId;
+    ``24h2`` (Windows 11 24H2 and later) AppearanceCount 0 and a PktGroupId per
+    appearance, IPv6 packets through the Wi-Fi stack with 802.11 at its miniport."""
+    out: list[tuple[int, Callable[[], None]]] = []
+    group = 0
+    for p in packets:
+        dirtag = 2 if p.outbound else 1
+        if layout == "numbered":
+            for k in range(appearances):
+                at = p.time_ns - (appearances - 1 - k) * US if p.outbound else p.time_ns + k * US
+                emit = partial(w.pktmon_packet, at, group, p.frame, appearance=k + 1, dirtag=dirtag)
+                out.append((at, emit))
+            group += 1
+            continue
+        wifi = layout == "24h2" and p.frame[12:14] == b"\x86\xdd"
+        stack = WIFI_STACK if wifi else ETHERNET_STACK
+        path = list(reversed(stack)) if p.outbound else list(stack)
+        for k, comp in enumerate(path):
+            steps = len(path) - 1 - k if p.outbound else k
+            at = p.time_ns + (-1 if p.outbound else 1) * steps * APPEARANCE_SPACING_NS
+            radio = wifi and comp is stack[0]
+            emit = partial(
+                w.pktmon_packet,
+                at,
+                group,
+                ethernet_to_80211(p.frame, p.outbound) if radio else p.frame,
+                appearance=k + 1 if layout == "described" else 0,
+                dirtag=dirtag,
+                packet_type=2 if radio else 1,
+                component=comp.id,
+                edge=comp.logs_at,
+            )
+            out.append((at, emit))
+            group += layout == "24h2"
+        group += layout == "described"
+    return out
+
+
 def write_field_etl(
     rec: FieldRecording,
     f: BinaryIO,
@@ -351,12 +451,16 @@ def write_field_etl(
     appearances: int = 2,
     packet_source: str = "pktmon",
     capture_from_ns: int = 0,
+    pktmon_layout: str = "numbered",
 ) -> None:
     """The recording as one ``.etl``: contract events and (optionally) the packets, as
-    PktMon events logged at ``appearances`` components 1 us apart (the wire-side one at
-    the wire time) or, with ``packet_source="ndis"``, as NDIS-PacketCapture fragments
-    (two per frame) like ``netsh trace start capture=yes`` writes. Packets before
-    ``capture_from_ns`` are left out, as when the capture started after the connection."""
+    PktMon events (``pktmon_layout``: see :func:`_pktmon_appearances`; the wire-side
+    appearance at the wire time) or, with ``packet_source="ndis"``, as
+    NDIS-PacketCapture fragments (two per frame) like ``netsh trace start capture=yes``
+    writes. With a described PktMon layout the file also carries PktMon's component
+    events (at the end, as PktMon logs them when it stops) and the EventMetadata schemas
+    of its events (at the start). Packets before ``capture_from_ns`` are left out, as
+    when the capture started after the connection."""
     w = EtlWriter(f, start_ns=START_NS, compress=compress)
     records: list[tuple[int, int, Callable[[], None]]] = []
     order = 0
@@ -405,13 +509,18 @@ def write_field_etl(
                 ),
             )
     elif packets:
-        for group, p in enumerate(captured):
-            for k in range(appearances):
-                at = p.time_ns - (appearances - 1 - k) * US if p.outbound else p.time_ns + k * US
+        for at, emit in _pktmon_appearances(w, captured, pktmon_layout, appearances):
+            add(at, emit)
+        if pktmon_layout != "numbered":
+            first = min((r[0] for r in records), default=START_NS)
+            last = max((r[0] for r in records), default=START_NS)
+            for key in sorted(pktmon.BUILTIN):
+                add(first - 1, lambda s=pktmon.BUILTIN[key]: w.event_schema(first - 1, s))
+            for comp in (*ETHERNET_STACK, *WIFI_STACK):
                 add(
-                    at,
-                    lambda at=at, g=group, p=p, k=k: w.pktmon_packet(
-                        at, g, p.frame, appearance=k + 1, dirtag=2 if p.outbound else 1
+                    last + 1,
+                    lambda c=comp: w.pktmon_component(
+                        last + 1, c.id, c.kind, c.name, c.description, c.properties, c.edges
                     ),
                 )
     records.sort(key=lambda r: (r[0], r[1]))

@@ -13,8 +13,8 @@ import struct
 import uuid
 from typing import BinaryIO
 
+from wskreplay.formats import event_metadata, pktmon, xpress
 from wskreplay.formats import tracelogging as tl
-from wskreplay.formats import xpress
 from wskreplay.formats.etl import (
     BUFFER_COMPRESSED,
     BUFFER_HEADER_SIZE,
@@ -185,8 +185,11 @@ class EtlWriter:
         dirtag: int = 4,
         packet_type: int = 1,
         component: int = 1,
+        edge: int = 1,
+        original: int | None = None,
     ) -> None:
-        """A PktMon event 160: one appearance of one packet at one component."""
+        """A PktMon event 160 (version-0 layout): one appearance of one packet at one
+        component."""
         fixed = struct.pack(
             "<QHHHHHHHIIHH",
             group,
@@ -195,14 +198,56 @@ class EtlWriter:
             dirtag,
             packet_type,
             component,
+            edge,
             0,
             0,
             0,
-            0,
-            len(frame),
+            len(frame) if original is None else original,
             len(frame),
         )
         self.event(ns, PKTMON_PROVIDER, PKTMON_PACKET, payload=fixed + frame, keyword=0x10)
+
+    def pktmon_component(
+        self,
+        ns: int,
+        component: int,
+        kind: int,
+        name: str,
+        description: str,
+        properties: dict[int, int],
+        edges: dict[int, str],
+    ) -> None:
+        """The events PktMon logs about one component: 20 (what it is), 30 (each numeric
+        property) and 90 (each edge)."""
+
+        def utf16z(text: str) -> bytes:
+            return text.encode("utf-16-le") + b"\0\0"
+
+        payload = struct.pack("<HH", component, kind) + utf16z(name) + utf16z(description)
+        self.event(ns, PKTMON_PROVIDER, pktmon.COMPONENT, payload=payload, keyword=2)
+        for prop, value in properties.items():
+            payload = struct.pack("<HHI", component, prop, value)
+            self.event(ns, PKTMON_PROVIDER, pktmon.COMPONENT_PROPERTY, payload=payload, keyword=2)
+        for edge, edge_name in edges.items():
+            payload = (
+                struct.pack("<H", component)
+                + utf16z(edge_name)
+                + struct.pack("<HHQQHQQ", edge, 3, 0, 0, 4, 0, 0)
+            )
+            self.event(ns, PKTMON_PROVIDER, pktmon.EDGE, payload=payload, keyword=2)
+
+    def event_schema(self, ns: int, schema: event_metadata.EventSchema) -> None:
+        """A Microsoft-Windows-EventMetadata event 32 describing ``schema``."""
+        self.event(
+            ns,
+            event_metadata.PROVIDER_GUID,
+            event_metadata.EVENT_INFO,
+            opcode=event_metadata.EVENT_INFO,
+            level=0,
+            payload=event_metadata.encode_event_info(schema),
+            pid=0,
+            tid=0,
+        )
 
     def raw_record(self, record: bytes | memoryview, ns: int | None = None) -> None:
         """A record copied as it is (any header type), e.g. to rewrite another log."""

@@ -84,9 +84,10 @@ class Frames:
     """Damage that stopped the walk; the frames before it are all here."""
     notes: dict[str, int] = field(default_factory=dict)
     """Source-specific counts (e.g. PktMon appearances folded, drops) reported alongside."""
-    skipped: dict[str, tuple[int, int]] = field(default_factory=dict)
+    skipped: dict[str, tuple[int, int, bool]] = field(default_factory=dict)
     """Packets the source held but could not present as frames: reason -> (link type
-    counted under, how many). Reported with the frames not decoded, never dropped silently."""
+    counted under, how many, whether they could have carried TCP we would miss). Reported
+    with the frames not decoded, never dropped silently."""
     wrapped_times: int = 0
     """Frames whose timestamp lies outside what int64 nanoseconds hold (years 1677..2262):
     pcapng allows them (unsigned 64-bit ticks); their time is kept modulo 2**64 ns."""

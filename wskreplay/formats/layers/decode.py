@@ -135,8 +135,8 @@ def decode(
         )
         parts.append(_segments(w, frames.time_ns, 0, None))
         frames.release_pages()
-    for reason, (linktype, n) in frames.skipped.items():
-        report.skipped(linktype, reason, n)
+    for reason, (linktype, n, could_carry_tcp) in frames.skipped.items():
+        report.skipped(linktype, reason, n, warn=could_carry_tcp)
     buffer = frames.buffer
     if sink.completed or sink.failed or sink.pending:
         extra, more = _reassembled(frames, sink, report, walk_options, len(frames.buffer))

@@ -22,6 +22,12 @@ PRIORITY[Outcome.UNDECODED] = 3
 PRIORITY[Outcome.CONTAINER] = 4
 
 
+def link_type_name(linktype: int) -> str:
+    if linktype < 0:
+        return "not a frame (the source's own record)"
+    return LINKTYPE_NAME.get(linktype, f"link type {linktype}")
+
+
 def _tally(keys: np.ndarray) -> list[tuple[int, int]]:
     """(value, count) of each distinct value; one pass when all are equal (the usual)."""
     if not len(keys):
@@ -68,6 +74,8 @@ class DecodeReport:
     encapsulations: dict[int, Counts] = field(default_factory=dict)
     deferred: dict[int, int] = field(default_factory=dict)
     """Frames whose outcome waits for IP reassembly: frame -> link type."""
+    quiet: set[str] = field(default_factory=set)
+    """Reasons counted but not warned about (their packets' TCP is read elsewhere)."""
 
     def add_units(
         self,
@@ -118,10 +126,12 @@ class DecodeReport:
     def _reason(packed: int) -> str:
         return reason_text(packed >> 32, packed & 0xFFFFFFFF)
 
-    def skipped(self, linktype: int, reason: str, n: int) -> None:
-        """Frames a source could not present as frames at all (e.g. a PktMon packet type
-        that is not a link layer)."""
+    def skipped(self, linktype: int, reason: str, n: int, *, warn: bool) -> None:
+        """Packets a source could not present as frames at all (e.g. a PktMon packet
+        type that is not a link layer)."""
         self.count(linktype, 0, int(Outcome.UNDECODED), n, reason)
+        if not warn:
+            self.quiet.add(reason)
 
     @property
     def totals(self) -> Counts:
@@ -143,8 +153,9 @@ class DecodeReport:
                 "undecoded": sum(total.undecoded.values()),
             },
             "undecoded": dict(total.undecoded.most_common()),
+            **({"not_warned": sorted(self.quiet)} if self.quiet else {}),
             "link_types": [
-                {"link_type": lt, "name": LINKTYPE_NAME.get(lt, f"link type {lt}"), **c.as_dict()}
+                {"link_type": lt, "name": link_type_name(lt), **c.as_dict()}
                 for lt, c in sorted(self.link_types.items())
             ],
             "encapsulations": [
@@ -160,7 +171,8 @@ class DecodeReport:
     @staticmethod
     def warning_of(doc: dict[str, Any]) -> str | None:
         """:meth:`warning` from a report's :meth:`as_dict` (as a summary keeps it)."""
-        undecoded = doc["undecoded"]
+        quiet = set(doc.get("not_warned", ()))
+        undecoded = {why: n for why, n in doc["undecoded"].items() if why not in quiet}
         count = sum(undecoded.values())
         if not count:
             return None
