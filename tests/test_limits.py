@@ -221,3 +221,77 @@ def test_the_connection_limit_can_be_raised(tmp_path):
     proc = run_cli("streams", str(path), "--max-connections", "2000", "--json")
     assert proc.returncode == 0, proc.stderr
     assert '"connections"' in proc.stdout
+
+
+def _write_frames(path: Path, frames: list[bytes], linktype: int = 1) -> None:
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))
+        for k, frame in enumerate(frames):
+            f.write(struct.pack("<IIII", 1_700_000_000, k % 1_000_000, len(frame), len(frame)))
+            f.write(frame)
+
+
+def _streams_measured(path: Path) -> tuple[dict, int]:
+    proc, peak_kib = run_measured(
+        [sys.executable, "-m", "wskreplay", "streams", str(path), "--json"]
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    return json.loads(proc.stdout), peak_kib
+
+
+def test_fragments_that_never_complete_are_dropped_at_the_reassembly_limit(tmp_path):
+    """120,000 first fragments of distinct datagrams, 1,400 bytes each (168 MB held if
+    kept): the reassembler holds at most 64 MiB, drops the oldest, and says so."""
+    from wskreplay.formats.layers import fragments
+
+    head = bytes.fromhex("020000000002020000000001") + b"\x08\x00"
+    frames = []
+    for k in range(120_000):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 1420, k & 0xFFFF, 0x2000, 64, 6, 0,
+                         bytes([10, 0, (k >> 16) & 0xFF, 1]), bytes([10, 0, 0, 2]))  # fmt: skip
+        frames.append(head + ip + bytes(1400))
+    path = tmp_path / "flood.pcap"
+    _write_frames(path, frames)
+    doc, peak_kib = _streams_measured(path)
+    dropped = doc["undecoded"]["IP fragment dropped at the reassembly limit"]
+    never = doc["undecoded"]["IP fragment never completed"]
+    assert dropped + never == len(frames)
+    assert never * 1400 <= fragments.MAX_HELD_BYTES and dropped > 0
+    assert peak_kib < 800 << 10, f"peak RSS {peak_kib} KiB"
+
+
+def test_amsdu_subframes_past_the_unit_limit_are_reported(tmp_path):
+    """20,000 A-MSDU frames of 64 empty subframes each (1.28 M units in one chunk): the
+    walk spawns at most its limit and reports the rest."""
+    from wskreplay.formats.layers import walk
+
+    sub = bytes(12) + b"\x00\x00"
+    header = b"\x88\x02" + bytes(22) + b"\x80\x00"
+    frames = [header + sub * 64 for _ in range(20_000)]
+    path = tmp_path / "amsdu-flood.pcap"
+    _write_frames(path, frames, linktype=105)
+    doc, peak_kib = _streams_measured(path)
+    limited = doc["undecoded"]["A-MSDU past the decoder's limit of subframes per chunk"]
+    assert 0 < limited < len(frames)
+    assert doc["frames"]["read"] == len(frames)
+    assert (len(frames) - limited) * 64 <= walk.MAX_SPAWNED_UNITS
+    assert peak_kib < 1 << 20, f"peak RSS {peak_kib} KiB"
+
+
+def test_distinct_vlan_stacks_past_the_path_limit_keep_their_tcp(tmp_path):
+    """70,000 frames, each under its own pair of VLAN tags (a path each): past the path
+    limit the labels stop, the frames are still decoded."""
+    from wskreplay.formats.layers import walk
+
+    frames = []
+    for k in range(70_000):
+        tags = struct.pack("!HHHH", (k >> 12) & 0xFFF, 0x8100, k & 0xFFF, 0x0806)
+        frames.append(bytes(12) + b"\x88\xa8" + tags + bytes(28))
+    path = tmp_path / "vlans.pcap"
+    _write_frames(path, frames)
+    doc, peak_kib = _streams_measured(path)
+    assert doc["frames"] == {"read": len(frames), "tcp": 0, "other": len(frames), "undecoded": 0}
+    assert len(doc["encapsulations"]) <= walk.MAX_PATHS
+    assert peak_kib < 1 << 20, f"peak RSS {peak_kib} KiB"

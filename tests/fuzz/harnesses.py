@@ -16,14 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from wskreplay.agent import protocol
 from wskreplay.agent.server import AgentLimits, Client
 from wskreplay.errors import InputError, TargetError
-from wskreplay.formats import tracelogging, wsk, xpress
+from wskreplay.formats import event_metadata, pcap, pktmon, tracelogging, wsk, xpress
 from wskreplay.formats.etl import EtlFile
 from wskreplay.formats.etl_packets import etl_frames
 from wskreplay.formats.pcap import read_frames
-from wskreplay.formats.tcpip import decode_tcp
+from wskreplay.formats.tcpip import DecodeOptions, decode
 from wskreplay.formats.wskt import WsktFile
 from wskreplay.tracefile import TraceReader, verify
 
@@ -72,7 +74,7 @@ def capture(data: bytes) -> None:
         return
     for i in range(len(frames)):
         frames.frame(i).tobytes()
-    decode_tcp(frames)
+    decode(frames)
 
 
 def etl(data: bytes) -> None:
@@ -84,7 +86,82 @@ def etl(data: bytes) -> None:
         frames = etl_frames(log.path, etl=log, other=lambda event: None)
     except InputError:
         return
-    decode_tcp(frames)
+    decode(frames)
+
+
+LINK_FAMILIES = {
+    "ethernet-tunnels": (1,),
+    "ieee80211": (127, 192, 119, 163, 105),
+    "other-links": (7, 129, 113, 276, 0, 108, 9, 50, 51, 101, 104, 228, 229, 239, 258),
+}
+FUZZ_TUNNELS = DecodeOptions((("vxlan", 8472), ("geneve", 6082)))
+
+
+def frames_of(data: bytes, linktypes: tuple[int, ...]) -> pcap.Frames:
+    """Frames built from fuzz bytes: the first byte picks each frame's link type among
+    ``linktypes``, then 2-byte lengths split the rest into frames (bounded by what is
+    there)."""
+    offsets, lengths, kinds = [], [], []
+    at = 0
+    while at + 3 <= len(data):
+        kind = linktypes[data[at] % len(linktypes)]
+        size = min(struct.unpack_from("<H", data, at + 1)[0], len(data) - at - 3)
+        offsets.append(at + 3)
+        lengths.append(size)
+        kinds.append(kind)
+        at += 3 + size
+    n = len(offsets)
+    return pcap.Frames(
+        path="<fuzz>",
+        format="pcap",
+        buffer=memoryview(data),
+        time_ns=np.arange(n, dtype=np.int64) * 1000,
+        interface=np.zeros(n, np.int32),
+        linktype=np.array(kinds, np.int32),
+        offset=np.array(offsets, np.int64),
+        caplen=np.array(lengths, np.int64),
+        origlen=np.array(lengths, np.int64),
+        direction=np.zeros(n, np.uint8),
+        interfaces=[pcap.Interface(linktypes[0])],
+    )
+
+
+def _decoder(family: str) -> Callable[[bytes], None]:
+    def run(data: bytes) -> None:
+        """Frames of these link types through the whole walk (tunnels, fragments and
+        A-MSDUs included): every frame counted once, no exception at all."""
+        frames = frames_of(data, LINK_FAMILIES[family])
+        decoded = decode(frames, FUZZ_TUNNELS)
+        assert decoded.report.totals.read == len(frames)
+        for i in range(len(decoded.segments)):
+            at = int(decoded.segments.payload_offset[i])
+            decoded.buffer[at : at + int(decoded.segments.captured_len[i])]
+
+    run.__name__ = family.replace("-", "_")
+    return run
+
+
+def pktmon_schema(data: bytes) -> None:
+    """A TRACE_EVENT_INFO as PktMon's layouts are taken from it: decoded, turned into a
+    packet layout (or refused), and used to read the rest as a component event."""
+    try:
+        schema = event_metadata.decode_event_info(data, "<fuzz>", 0)
+    except InputError:
+        return
+    for event_id in (pktmon.PACKET, pktmon.COMPONENT, pktmon.COMPONENT_PROPERTY, pktmon.EDGE):
+        typed = event_metadata.EventSchema(
+            pktmon.PROVIDER, event_id, schema.version, schema.properties
+        )
+        try:
+            if event_id == pktmon.PACKET:
+                layout = pktmon.packet_layout(typed, "<fuzz>")
+                if len(data) >= layout.fixed.size:
+                    layout.unpack(data)
+            else:
+                pktmon.component_values(typed, data, "<fuzz>", 0)
+        except InputError:
+            pass
+    pktmon.network_bytes(data, data[0] if data else 1)
 
 
 def xpress_decompress(data: bytes) -> None:
@@ -94,9 +171,9 @@ def xpress_decompress(data: bytes) -> None:
         return
     size, body = struct.unpack_from("<H", data)[0], data[2:]
     outcomes = []
-    for decode in (xpress.decompress, xpress.decompress_python):
+    for inflate in (xpress.decompress, xpress.decompress_python):
         try:
-            outcomes.append(decode(body, size))
+            outcomes.append(inflate(body, size))
         except xpress.XpressError:
             outcomes.append(None)
     assert outcomes[0] == outcomes[1], f"C and Python decoders differ on size {size}"
@@ -225,6 +302,8 @@ HARNESSES = {
         Harness("cmsghdr", cmsghdr, 1 << 12),
         Harness("wskt", wskt, 1 << 16),
         Harness("agent", agent_messages, 1 << 16),
+        *(Harness(family, _decoder(family), 1 << 14) for family in LINK_FAMILIES),
+        Harness("pktmon-schema", pktmon_schema, 1 << 12),
     )
 }
 

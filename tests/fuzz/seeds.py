@@ -2,7 +2,7 @@
 and ETW logs in ``../shared/data``, the shipped traces, and protocol frames as the replayer
 sends them. Run again to refresh; the files are committed so a run needs nothing else.
 
-    python tests/fuzz/seeds.py
+    python tests/fuzz/seeds.py [HARNESS...]      # all, or only these harnesses' seeds
 """
 
 from __future__ import annotations
@@ -125,10 +125,83 @@ def _agent() -> None:
         _save("agent", protocol.encode(f))
 
 
-def main() -> None:
-    for name in HARNESSES:
+def _framed(frames: list[tuple[int, bytes]], linktypes: tuple[int, ...]) -> bytes:
+    return b"".join(
+        bytes([linktypes.index(lt)]) + struct.pack("<H", len(f)) + f for lt, f in frames
+    )
+
+
+def _decoders() -> None:
+    """Frames of the shared captures (tunnels, radiotap, native 802.11) and real frames
+    re-wrapped as the tests do for what they lack, a few per seed."""
+    from tests import rewrap
+    from tests.fuzz.harnesses import LINK_FAMILIES
+    from wskreplay.formats.pcap import read_frames
+
+    for path in sorted((SHARED / "replay").iterdir()):
+        frames = read_frames(path)
+        picked = [(int(frames.linktype[i]), bytes(frames.frame(i))) for i in range(len(frames))]
+        for family, linktypes in LINK_FAMILIES.items():
+            mine = [(lt, f[:2000]) for lt, f in picked if lt in linktypes]
+            for k in range(0, min(len(mine), 24), 6):
+                _save(family, _framed(mine[k : k + 6], linktypes))
+    source = rewrap.ip_only(
+        rewrap.ethernet_frames(str(SHARED / "pcap" / "pcapplusplus__three_http_streams.pcap"))
+    )[:6]
+    data = lambda e, p: rewrap.dot11_data(rewrap.llc_snap(e, p))  # noqa: E731
+    wraps = {
+        "ieee80211": [
+            (127, lambda e, p: rewrap.radiotap(data(e, p), fcs=True)),
+            (192, lambda e, p: rewrap.ppi(data(e, p))),
+            (119, lambda e, p: rewrap.prism(data(e, p))),
+            (163, lambda e, p: rewrap.avs(data(e, p))),
+            (105, lambda e, p: rewrap.dot11_data(rewrap.amsdu([(e, p), (e, p)]), amsdu=True)),
+        ],
+        "other-links": [(7, rewrap.arcnet_bsd), (129, rewrap.arcnet_linux)],
+        "ethernet-tunnels": [
+            (1, lambda e, p: rewrap.vxlan(rewrap.inner_ethernet(e, p), port=8472)),
+            (1, lambda e, p: rewrap.geneve(rewrap.inner_ethernet(e, p))),
+            (1, rewrap.gtp_u),
+            (1, rewrap.gre),
+            (1, lambda e, p: rewrap.erspan_iii(rewrap.inner_ethernet(e, p), 1)),
+            (1, lambda e, p: rewrap.pptp(p)),
+            (1, rewrap.mpls),
+            (1, lambda e, p: rewrap.ip_in_ip(e, p, outer6=True)),
+        ],
+    }
+    for family, cases in wraps.items():
+        for linktype, wrap in cases:
+            frames = [(linktype, wrap(e, p)) for _t, e, p in source]
+            _save(family, _framed(frames, LINK_FAMILIES[family]))
+    pieces = [
+        (1, rewrap.ethernet(0x0800, piece))
+        for _t, _e, packet in source[3:5]
+        for piece in rewrap.fragment_ipv4(packet)
+    ]
+    _save("ethernet-tunnels", _framed(pieces, (1,)))
+
+
+def _pktmon_schemas() -> None:
+    from wskreplay.formats import event_metadata, pktmon
+
+    path = SHARED / "etl" / "demikernel__PktMon.etl"
+    for ev in EtlFile(path).events():
+        if ev.provider_guid == event_metadata.PROVIDER_GUID and ev.id == event_metadata.EVENT_INFO:
+            _save("pktmon-schema", bytes(ev.payload))
+    for schema in pktmon.BUILTIN.values():
+        _save("pktmon-schema", event_metadata.encode_event_info(schema))
+
+
+def main(names: list[str] | None = None) -> None:
+    for name in names or HARNESSES:
         shutil.rmtree(CORPUS / name, ignore_errors=True)
         (CORPUS / name).mkdir(parents=True)
+    if names:
+        if any(n != "pktmon-schema" for n in names):
+            _decoders()
+        if "pktmon-schema" in names:
+            _pktmon_schemas()
+        return
     _captures()
     logs = _etl()
     _xpress(logs)
@@ -137,10 +210,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _wskt(Path(tmp))
     _agent()
+    _decoders()
+    _pktmon_schemas()
     for name in HARNESSES:
         files = list((CORPUS / name).iterdir())
         print(f"{name}: {len(files)} seeds, {sum(f.stat().st_size for f in files):,} bytes")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or None)

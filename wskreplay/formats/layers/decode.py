@@ -86,7 +86,7 @@ class JoinedBuffer:
 
     def __getitem__(self, key: slice) -> memoryview:
         start = key.start or 0
-        k = bisect.bisect_right(self.starts, start) - 1
+        k = min(bisect.bisect_right(self.starts, start) - 1, len(self.parts) - 1)
         base = self.starts[k]
         stop = key.stop if key.stop is not None else len(self)
         return self.parts[k][start - base : stop - base]

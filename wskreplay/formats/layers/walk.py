@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol
 
 import numpy as np
 
@@ -117,6 +118,7 @@ class Reason(IntEnum):
     TUNNEL_PAYLOAD = 18
     LLC_SAP = 19
     ARCNET_PROTOCOL = 20
+    UNIT_LIMIT = 21
 
 
 REASON_TEXT: dict[Reason, str] = {
@@ -140,6 +142,7 @@ REASON_TEXT: dict[Reason, str] = {
     Reason.TUNNEL_PAYLOAD: "tunnel payload that is not IP or Ethernet",
     Reason.LLC_SAP: "unknown LLC SAP 0x{arg:02x}",
     Reason.ARCNET_PROTOCOL: "unknown ARCNET protocol 0x{arg:02x}",
+    Reason.UNIT_LIMIT: "A-MSDU past the decoder's limit of subframes per chunk",
 }
 
 LAYER_NAME: dict[int, str] = {
@@ -195,6 +198,13 @@ def reason_text(reason: int, arg: int) -> str:
     return template.format(arg=arg, layer=LAYER_NAME.get(arg, str(arg)))
 
 
+MAX_PATHS = 65_536
+"""Distinct encapsulation paths kept (VLAN ids and MPLS labels make paths; a hostile
+capture could make millions). Past it, a label is no longer added to a path."""
+MAX_SPAWNED_UNITS = 1 << 20
+"""Units one walk may spawn (A-MSDU subframes), bounding its memory (~100 bytes each)."""
+
+
 class PathTable:
     """Encapsulation paths as integer ids: id 0 is the empty path; a child is its parent
     plus one label."""
@@ -202,11 +212,16 @@ class PathTable:
     def __init__(self) -> None:
         self.paths: list[tuple[str, ...]] = [()]
         self._ids: dict[tuple[int, str], int] = {}
+        self.full = False
+        """Whether :data:`MAX_PATHS` was reached (later labels were not recorded)."""
 
     def child(self, parent: int, label: str) -> int:
         key = (parent, label)
         found = self._ids.get(key)
         if found is None:
+            if len(self.paths) >= MAX_PATHS:
+                self.full = True
+                return parent
             found = len(self.paths)
             self.paths.append((*self.paths[parent], label))
             self._ids[key] = found
@@ -307,6 +322,7 @@ class Walk:
         self.options = options
         self.fragments = fragments
         self._spawned: list[Units] = []
+        self.spawned = 0
 
     def fits(self, rows: np.ndarray, pos: np.ndarray, size: int | np.ndarray) -> np.ndarray:
         """Whether ``size`` bytes at ``pos`` lie inside each unit of ``rows``."""
@@ -373,6 +389,10 @@ class Walk:
         )
         self.u.path[rows] = ids[inverse]
 
+    def room(self) -> int:
+        """How many more units this walk may spawn."""
+        return MAX_SPAWNED_UNITS - self.spawned
+
     def spawn(
         self, parents: np.ndarray, pos: np.ndarray, end: np.ndarray, code: int, order: int
     ) -> None:
@@ -388,6 +408,7 @@ class Walk:
         child.code = np.full(len(parents), code, np.int16)
         child.order = child.order * MAX_SUBUNITS + order
         self._spawned.append(child)
+        self.spawned += len(parents)
 
     def run(self) -> None:
         """Step until every unit reached an outcome (or :data:`MAX_STEPS`)."""
@@ -415,8 +436,17 @@ def _concat(parts: list[Units]) -> Units:
     )
 
 
-class FragmentSink:
-    """Where the IP handlers leave fragments (see :mod:`.fragments`)."""
+class FragmentSink(Protocol):
+    """Where the IP handlers leave fragments (:class:`.fragments.Reassembler`)."""
 
-    def add(self, walk: Walk, rows: np.ndarray, **columns: np.ndarray) -> None:
-        raise NotImplementedError
+    def add(
+        self,
+        w: Walk,
+        rows: np.ndarray,
+        version: int,
+        ident: np.ndarray,
+        offset: np.ndarray,
+        more: np.ndarray,
+        payload: np.ndarray,
+        proto: np.ndarray,
+    ) -> None: ...

@@ -74,6 +74,9 @@ def _subframes(w: Walk, rows: np.ndarray, start: np.ndarray) -> None:
     """Each A-MSDU subframe becomes a unit of its own (LLC at its MSDU)."""
     if not len(rows):
         return
+    fits = np.cumsum((w.u.end[rows] - start) // 14) <= w.room()
+    w.undecoded(rows[~fits], Reason.UNIT_LIMIT)
+    rows, start = rows[fits], start[fits]
     w.stop(rows, Outcome.CONTAINER)
     cursor = start
     live = np.ones(len(rows), bool)
