@@ -447,8 +447,16 @@ def _connection(
         rst=bool((flags & TCP_RST).any()),
         to_server=to_server,
         to_client=to_client,
-        encapsulations=[paths[p] for p in dict.fromkeys(seg.path[rows].tolist())],
+        encapsulations=_paths_in_order(seg.path[rows], paths),
     )
+
+
+def _paths_in_order(ids: np.ndarray, paths: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The distinct paths among ``ids``, in order of first appearance (usually one)."""
+    if not len(ids) or (ids == ids[0]).all():
+        return [paths[int(ids[0])]] if len(ids) else []
+    uniq, first = np.unique(ids, return_index=True)
+    return [paths[int(p)] for p in uniq[np.argsort(first)]]
 
 
 def _direction_summary(d: Direction, buffer: Buffer) -> dict:

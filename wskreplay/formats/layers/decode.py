@@ -181,8 +181,8 @@ def _segments(w: Walk, time_ns: np.ndarray, base: int, frame_of: np.ndarray | No
     if u.order.any():
         rows = rows[np.lexsort((u.order[rows], u.frame[rows]))]
     l4 = u.pos[rows]
-    ports_seq = w.be(l4, 8)
-    ack_flags = w.be(l4 + 8, 8)
+    ports_seq = w.be(l4, 8, inside=True)
+    ack_flags = w.be(l4 + 8, 8, inside=True)
     header = ((ack_flags >> np.uint64(28)) & np.uint64(0xF)).astype(np.int64) * 4
     payload = l4 + header
     wire = u.ip_end[rows] - payload

@@ -84,7 +84,7 @@ def ipv4(w: Walk, rows: np.ndarray) -> None:
     pos = u.pos[rows]
     ok = w.require(rows, pos, 20, Layer.IPV4)
     rows, pos = rows[ok], pos[ok]
-    head = w.be(pos, 8)
+    head = w.be(pos, 8, inside=True)
     ihl = ((head >> np.uint64(56)) & np.uint64(0xF)).astype(np.int64) * 4
     total = ((head >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
     version = (head >> np.uint64(60)).astype(np.int64)
@@ -98,7 +98,7 @@ def ipv4(w: Walk, rows: np.ndarray) -> None:
     ip_end = np.where(total == 0, end, pos + total)
     u.ip_end[rows] = ip_end
     u.end[rows] = np.minimum(end, ip_end)
-    addrs = w.be(pos + 12, 8)
+    addrs = w.be(pos + 12, 8, inside=True)
     u.src_hi[rows] = 0
     u.dst_hi[rows] = 0
     u.src_lo[rows] = np.uint64(V4_MAPPED_LO_PREFIX) | (addrs >> np.uint64(32))

@@ -165,7 +165,7 @@ def ethernet(w: Walk, rows: np.ndarray) -> None:
     pos = w.u.pos[rows]
     ok = w.require(rows, pos, 14, Layer.ETHERNET)
     rows, pos = rows[ok], pos[ok]
-    dispatch_ethertype(w, rows, w.be(pos + 12, 2), pos + 14)
+    dispatch_ethertype(w, rows, w.be(pos + 12, 2, inside=True), pos + 14)
 
 
 @handles(Layer.VLAN)

@@ -331,9 +331,11 @@ class Walk:
     def u8(self, pos: np.ndarray) -> np.ndarray:
         return self.raw[np.clip(pos, 0, len(self.raw) - 1)].astype(np.int64)
 
-    def be(self, pos: np.ndarray, size: int) -> np.ndarray:
+    def be(self, pos: np.ndarray, size: int, *, inside: bool = False) -> np.ndarray:
+        """Big-endian ``size``-byte integers at ``pos`` (``inside``: every position is
+        known to hold them, so no clipping)."""
         view = self._be[size]
-        values = view[np.clip(pos, 0, len(view) - 1)]
+        values = view[pos if inside else np.clip(pos, 0, len(view) - 1)]
         return values.astype(np.uint64) if size == 8 else values.astype(np.int64)
 
     def le(self, pos: np.ndarray, size: int) -> np.ndarray:
