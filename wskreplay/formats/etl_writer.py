@@ -185,7 +185,7 @@ class EtlWriter:
         dirtag: int = 4,
         packet_type: int = 1,
         component: int = 1,
-        edge: int = 1,
+        edge: int = 0,
         original: int | None = None,
     ) -> None:
         """A PktMon event 160 (version-0 layout): one appearance of one packet at one
