@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wskreplay.formats.layers.walk import Reason, Walk
+from wskreplay.formats.layers.walk import Fragments, Reason, Walk
 
 MAX_HELD_BYTES = 64 << 20
 MAX_PENDING = 65_536
@@ -91,18 +91,9 @@ class Reassembler:
         self._done: OrderedDict[tuple, bytes] = OrderedDict()
         self._remembered = 0
 
-    def add(
-        self,
-        w: Walk,
-        rows: np.ndarray,
-        version: int,
-        ident: np.ndarray,
-        offset: np.ndarray,
-        more: np.ndarray,
-        payload: np.ndarray,
-        proto: np.ndarray,
-    ) -> None:
+    def add(self, w: Walk, fragments: Fragments) -> None:
         u = w.u
+        rows = fragments.rows
         order = np.lexsort((u.order[rows], u.frame[rows]))
         cols = [
             u.frame[rows],
@@ -113,16 +104,16 @@ class Reassembler:
             u.src_lo[rows],
             u.dst_hi[rows],
             u.dst_lo[rows],
-            ident,
-            offset,
-            more,
-            payload,
+            fragments.ident,
+            fragments.offset,
+            fragments.more,
+            fragments.payload,
             u.end[rows],
             u.ip_end[rows],
-            proto,
+            fragments.proto,
         ]
         for values in zip(*(c[order].tolist() for c in cols), strict=True):
-            self._one(w, version, *values)
+            self._one(w, fragments.version, *values)
 
     def _one(
         self,

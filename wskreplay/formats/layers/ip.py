@@ -20,7 +20,7 @@ from wskreplay.formats.layers.link import (
     dispatch_ethertype,
     dispatch_version,
 )
-from wskreplay.formats.layers.walk import Layer, Outcome, Reason, Walk, handles
+from wskreplay.formats.layers.walk import Fragments, Layer, Outcome, Reason, Walk, handles
 
 V4_MAPPED_LO_PREFIX = 0xFFFF << 32
 IP_PROTO_CODE = np.full(256, Outcome.OTHER, np.int16)
@@ -61,19 +61,10 @@ def next_protocol(w: Walk, rows: np.ndarray, proto: np.ndarray, at: np.ndarray) 
     w.undecoded(rows[proto == IPPROTO_IPCOMP], Reason.COMPRESSED_IP)
 
 
-def _fragment(
-    w: Walk,
-    rows: np.ndarray,
-    version: int,
-    ident: np.ndarray,
-    offset: np.ndarray,
-    more: np.ndarray,
-    payload: np.ndarray,
-    proto: np.ndarray,
-) -> None:
-    w.stop(rows, Outcome.FRAGMENT)
-    if w.fragments is not None and len(rows):
-        w.fragments.add(w, rows, version, ident, offset, more, payload, proto)
+def _fragment(w: Walk, fragments: Fragments) -> None:
+    w.stop(fragments.rows, Outcome.FRAGMENT)
+    if w.fragments is not None and len(fragments.rows):
+        w.fragments.add(w, fragments)
 
 
 @handles(Layer.IPV4)
@@ -107,15 +98,18 @@ def ipv4(w: Walk, rows: np.ndarray) -> None:
     flags_offset = (head & np.uint64(0xFFFF)).astype(np.int64)
     fragment = (flags_offset & 0x3FFF) != 0
     if fragment.any():
+        ident = ((head >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.int64)
         _fragment(
             w,
-            rows[fragment],
-            4,
-            ((head >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.int64)[fragment],
-            (flags_offset[fragment] & 0x1FFF) * 8,
-            (flags_offset[fragment] & 0x2000) != 0,
-            (pos + ihl)[fragment],
-            proto[fragment],
+            Fragments(
+                rows=rows[fragment],
+                version=4,
+                ident=ident[fragment],
+                offset=(flags_offset[fragment] & 0x1FFF) * 8,
+                more=(flags_offset[fragment] & 0x2000) != 0,
+                payload=(pos + ihl)[fragment],
+                proto=proto[fragment],
+            ),
         )
         whole = ~fragment
         rows, pos, ihl, proto = rows[whole], pos[whole], ihl[whole], proto[whole]
@@ -162,13 +156,15 @@ def ipv6_extension(w: Walk, rows: np.ndarray) -> None:
     if fragment.any():
         _fragment(
             w,
-            rows[fragment],
-            6,
-            w.be(pos + 4, 4)[fragment],
-            (word[fragment] >> 3) * 8,
-            (word[fragment] & 1) != 0,
-            (pos + 8)[fragment],
-            nh[fragment],
+            Fragments(
+                rows=rows[fragment],
+                version=6,
+                ident=w.be(pos + 4, 4)[fragment],
+                offset=(word[fragment] >> 3) * 8,
+                more=(word[fragment] & 1) != 0,
+                payload=(pos + 8)[fragment],
+                proto=nh[fragment],
+            ),
         )
         whole = ~fragment
         rows, pos, nh, length = rows[whole], pos[whole], nh[whole], length[whole]

@@ -438,17 +438,23 @@ def _concat(parts: list[Units]) -> Units:
     )
 
 
+@dataclass
+class Fragments:
+    """IP fragments met by a handler: the units, and per unit the fragment's fields."""
+
+    rows: np.ndarray
+    version: int
+    ident: np.ndarray
+    offset: np.ndarray
+    """Byte offset of the fragment's data in its datagram's payload."""
+    more: np.ndarray
+    payload: np.ndarray
+    """Buffer position of the fragment's data."""
+    proto: np.ndarray
+    """The protocol its datagram carries (IPv6: the fragment header's next header)."""
+
+
 class FragmentSink(Protocol):
     """Where the IP handlers leave fragments (:class:`.fragments.Reassembler`)."""
 
-    def add(
-        self,
-        w: Walk,
-        rows: np.ndarray,
-        version: int,
-        ident: np.ndarray,
-        offset: np.ndarray,
-        more: np.ndarray,
-        payload: np.ndarray,
-        proto: np.ndarray,
-    ) -> None: ...
+    def add(self, w: Walk, fragments: Fragments) -> None: ...
