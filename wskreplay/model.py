@@ -87,6 +87,9 @@ class SendCall:
     irql: int | None
     stream_offset: int
     """Position of the call's bytes in its socket's OUT stream (UNSENT when refused)."""
+    completion_unknown: bool = False
+    """The recording could not see whether or when the IRP completed (a capture that ended
+    first, or that never saw the peer's acknowledgements): no completion fields."""
 
     @property
     def completed(self) -> bool:
@@ -185,9 +188,12 @@ class ColumnTable:
 
 
 CALL_SCHEMA: tuple[tuple[str, str], ...] = tuple((c.name, c.dtype) for c in CALL_COLUMNS)
-"""Call columns. Sentinels: ``completed == 0`` means the completion fields are absent (0);
-``irql == -1`` unknown; ``control_len == -1`` no ControlInfo (NULL), else its bytes are in
-the table's control blob, concatenated in row order."""
+"""Call columns. Sentinels: ``completed`` is :data:`NOT_COMPLETED` (the IRP never completed
+while recorded), :data:`COMPLETED` or :data:`COMPLETION_UNKNOWN` (the recording could not
+see it); unless COMPLETED the completion fields are absent (0); ``irql == -1`` unknown;
+``control_len == -1`` no ControlInfo (NULL), else its bytes are in the table's control
+blob, concatenated in row order."""
+NOT_COMPLETED, COMPLETED, COMPLETION_UNKNOWN = 0, 1, 2
 
 
 class CallTable(ColumnTable):
@@ -256,7 +262,7 @@ class CallTable(ColumnTable):
 
     def row(self, i: int) -> SendCall:
         c = {name: arr[i].item() for name, arr in self._cols.items()}
-        done = bool(c["completed"])
+        done = c["completed"] == COMPLETED
         return SendCall(
             seq=c["seq"],
             socket=c["socket"],
@@ -273,6 +279,7 @@ class CallTable(ColumnTable):
             irp=c["irp"],
             irql=None if c["irql"] < 0 else c["irql"],
             stream_offset=c["stream_offset"],
+            completion_unknown=c["completed"] == COMPLETION_UNKNOWN,
         )
 
     def __getitem__(self, i: int) -> SendCall:
@@ -302,7 +309,11 @@ class CallTable(ColumnTable):
                 "offset": call.offset,
                 "length": call.length,
                 "status": call.status,
-                "completed": int(done),
+                "completed": COMPLETION_UNKNOWN
+                if call.completion_unknown
+                else COMPLETED
+                if done
+                else NOT_COMPLETED,
                 "completion_ns": call.completion_ns if done else 0,
                 "completion_status": (call.completion_status or 0) if done else 0,
                 "information": (call.information or 0) if done else 0,

@@ -17,6 +17,11 @@ detail. Classes, in the order reports list them:
   that sent those bytes);
 - ``segmentation``: how a stream was cut into segments, and their PSH/FIN/RST flags;
   tolerated unless ``DiffOptions.segmentation == "strict"`` (then it counts).
+
+Only what both traces know is compared (docs/emulator.md, "Unknown is a value"): a
+completion either trace marks unknown, a completion B shows after the end of A (the
+recording could not have seen it), and stream bytes either trace lacks (gaps) are counted
+in :attr:`DiffResult.not_compared`, never reported as differences.
 """
 
 from __future__ import annotations
@@ -35,10 +40,18 @@ from wskreplay.diff.align import (
     match_sockets,
 )
 from wskreplay.diff.distributions import Shift, shifts
+from wskreplay.diff.runs import Run, runs
 from wskreplay.diff.tolerance import DEFAULT_TOLERANCES, METRICS, Tolerance, _duration
 from wskreplay.diff.wire import first_wire_ns, segmentation
 from wskreplay.formats import ntstatus as nt
-from wskreplay.model import Direction, Trace
+from wskreplay.model import (
+    COMPLETED,
+    COMPLETION_UNKNOWN,
+    NOT_COMPLETED,
+    Direction,
+    Stream,
+    Trace,
+)
 from wskreplay.spill import RELEASE_EVERY, StreamBytes, release
 
 KINDS = (
@@ -108,6 +121,13 @@ class DiffResult:
     """Every latency quantile compared, whatever its verdict."""
     dissections: list[dict[str, Any]] = field(default_factory=list)
     """With ``--dissect``: per wire difference, the protocol fields that differ."""
+    not_compared: dict[str, int] = field(
+        default_factory=lambda: {"completions": 0, "stream_bytes": 0}
+    )
+    """Values one trace does not know: calls whose completion was not compared, stream
+    bytes (either trace's gaps) not compared."""
+    runs: list[Run] = field(default_factory=list)
+    """The differences grouped into runs of consecutive calls (:mod:`.runs`)."""
 
     @property
     def equal(self) -> bool:
@@ -134,6 +154,8 @@ class DiffResult:
                 1 for d in self.differences + self.tolerated if d.kind == "segmentation"
             ),
             "distribution_shifts": self.count("distribution"),
+            "not_compared": dict(self.not_compared),
+            "runs": [r.as_dict() for r in self.runs],
             "differences": [d.as_dict() for d in self.differences],
             "tolerated": [d.as_dict() for d in self.tolerated],
             "distributions": [s.as_dict() for s in self.shifts],
@@ -159,8 +181,10 @@ def diff_traces(
         per_call_timing = align == "order"
     differences: list[Difference] = []
     tolerated: list[Difference] = []
+    not_compared = {"completions": 0, "stream_bytes": 0}
     compared = 0
     wire_a, wire_b = first_wire_ns(a), first_wire_ns(b)
+    end_a = trace_end_ns(a)
     sockets = match_sockets(a, b, dict(options.socket_map))
     for sa, sb in sockets:
         if sa is None or sb is None:
@@ -173,14 +197,18 @@ def diff_traces(
         pairs = align_in_order(ia, ib) if align == "order" else align_by_sequence(a, ia, b, ib)
         compared += int(((pairs.a >= 0) & (pairs.b >= 0)).sum())
         differences += _unpaired(a, b, sa, pairs)
-        differences += _statuses(a, b, sa, pairs)
+        found, unknown = _statuses(a, b, sa, pairs, end_a)
+        differences += found
+        not_compared["completions"] += unknown
         if per_call_timing:
             differences += _timing(a, b, sa, pairs, options.tolerances, wire_a, wire_b)
-        if align == "order":
-            differences += _stream_bytes(a, b, sa, sb, Direction.OUT)
-        else:
+        directions = (Direction.OUT, Direction.IN) if align == "order" else (Direction.IN,)
+        if align != "order":
             differences += _call_bytes(a, b, sa, sb, pairs)
-        differences += _stream_bytes(a, b, sa, sb, Direction.IN)
+        for direction in directions:
+            found, unknown = _stream_bytes(a, b, sa, sb, direction)
+            differences += found
+            not_compared["stream_bytes"] += unknown
         cut = _segmentation(a, b, sa, sb)
         (differences if options.segmentation == "strict" else tolerated).extend(cut)
     baseline = None
@@ -201,7 +229,40 @@ def diff_traces(
             (tolerated if shift.verdict == "noise" else differences).append(d)
     order = {kind: k for k, kind in enumerate(KINDS)}
     differences.sort(key=lambda d: (order[d.kind], d.socket or 0, d.call_a or d.call_b or 0))
-    return DiffResult(align, compared, differences, tolerated, moved)
+    return DiffResult(
+        align,
+        compared,
+        differences,
+        tolerated,
+        moved,
+        not_compared=not_compared,
+        runs=runs(differences, KINDS, _call_ranks(a)),
+    )
+
+
+def _call_ranks(trace: Trace) -> dict[int, int]:
+    """Call index -> its position among its socket's calls."""
+    sockets = trace.calls.column("socket").astype(np.int64)
+    order = np.argsort(sockets, kind="stable")
+    first = np.searchsorted(sockets[order], sockets[order], side="left")
+    ranks = np.empty(len(order), np.int64)
+    ranks[order] = np.arange(len(order)) - first
+    return dict(enumerate(ranks.tolist()))
+
+
+def trace_end_ns(trace: Trace) -> int:
+    """The last moment the trace saw anything (call, completion, segment, event)."""
+    calls = trace.calls
+    times = [0]
+    if len(calls):
+        times.append(int(calls.column("return_ns").max()))
+        done = calls.column("completed") == COMPLETED
+        if done.any():
+            times.append(int(calls.column("completion_ns")[done].max()))
+    if len(trace.segments):
+        times.append(int(trace.segments.column("time_ns").max()))
+    times += [e.time_ns for e in trace.events]
+    return max(times)
 
 
 def _unpaired(a: Trace, b: Trace, sid: int, pairs: Alignment) -> list[Difference]:
@@ -221,16 +282,22 @@ def _unpaired(a: Trace, b: Trace, sid: int, pairs: Alignment) -> list[Difference
     return out
 
 
-def _statuses(a: Trace, b: Trace, sid: int, pairs: Alignment) -> list[Difference]:
+def _statuses(
+    a: Trace, b: Trace, sid: int, pairs: Alignment, end_a: int
+) -> tuple[list[Difference], int]:
+    """Returned and completion statuses and Information, and whether each IRP completed,
+    where both traces know; and how many completions could not be compared."""
     both = (pairs.a >= 0) & (pairs.b >= 0)
     ia, ib = pairs.a[both], pairs.b[both]
     ca, cb = a.calls, b.calls
     out: list[Difference] = []
-    done_a = ca.column("completed")[ia] == 1
-    done_b = cb.column("completed")[ib] == 1
+    state_a, state_b = ca.column("completed")[ia], cb.column("completed")[ib]
+    done_a, done_b = state_a == COMPLETED, state_b == COMPLETED
+    after_a = (state_a == NOT_COMPLETED) & done_b & (cb.column("completion_ns")[ib] > end_a)
+    known = (state_a != COMPLETION_UNKNOWN) & (state_b != COMPLETION_UNKNOWN) & ~after_a
     checks = [
         ("status", "returned", np.ones(len(ia), bool), True),
-        ("completed", "completed", np.ones(len(ia), bool), False),
+        ("completed", "completed", known, False),
         ("completion_status", "completion status", done_a & done_b, True),
         ("information", "Information", done_a & done_b, False),
     ]
@@ -252,7 +319,7 @@ def _statuses(a: Trace, b: Trace, sid: int, pairs: Alignment) -> list[Difference
                     y,
                 )
             )
-    return out
+    return out, int((~known).sum())
 
 
 def _metric_values(trace: Trace, index: np.ndarray, wire: np.ndarray) -> dict[str, np.ndarray]:
@@ -322,11 +389,13 @@ def _call_at(trace: Trace, sid: int, direction: Direction, offset: int) -> int |
     return int(mine[hit[0]]) if len(hit) else None
 
 
-def _first_difference(da: StreamBytes | bytes, db: StreamBytes | bytes, n: int) -> int | None:
-    """The first offset below ``n`` where the two differ, compared a window at a time (a
-    mapped stream's pages are released after each window: memory stays bounded)."""
-    for lo in range(0, n, RELEASE_EVERY):
-        count = min(RELEASE_EVERY, n - lo)
+def _first_difference(
+    da: StreamBytes | bytes, db: StreamBytes | bytes, start: int, end: int
+) -> int | None:
+    """The first offset in ``[start, end)`` where the two differ, compared a window at a
+    time (a mapped stream's pages are released after each window: memory stays bounded)."""
+    for lo in range(start, end, RELEASE_EVERY):
+        count = min(RELEASE_EVERY, end - lo)
         differ = np.flatnonzero(
             np.frombuffer(da, np.uint8, count, lo) != np.frombuffer(db, np.uint8, count, lo)
         )
@@ -337,23 +406,51 @@ def _first_difference(da: StreamBytes | bytes, db: StreamBytes | bytes, n: int) 
     return None
 
 
-def _stream_bytes(a: Trace, b: Trace, sa: int, sb: int, direction: Direction) -> list[Difference]:
+def _known_ranges(length: int, gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ranges of ``[0, length)`` outside ``gaps``."""
+    out, at = [], 0
+    for start, end in sorted(gaps):
+        if start > at:
+            out.append((at, min(start, length)))
+        at = max(at, end)
+    if at < length:
+        out.append((at, length))
+    return [(x, y) for x, y in out if y > x]
+
+
+def _both_known(n: int, xa: Stream | None, xb: Stream | None) -> list[tuple[int, int]]:
+    """The ranges of ``[0, n)`` neither stream marks as a gap."""
+    gaps = [*(xa.gaps if xa is not None else []), *(xb.gaps if xb is not None else [])]
+    return _known_ranges(n, gaps)
+
+
+def _stream_bytes(
+    a: Trace, b: Trace, sa: int, sb: int, direction: Direction
+) -> tuple[list[Difference], int]:
+    """The first byte where the streams differ, comparing only bytes both hold; and how
+    many bytes one of them lacks."""
     xa, xb = a.streams.get((sa, direction)), b.streams.get((sb, direction))
     if xa is None and xb is None:
-        return []
+        return [], 0
     la = xa.length if xa is not None else 0
     lb = xb.length if xb is not None else 0
     name = "outbound" if direction == Direction.OUT else "inbound"
     if (xa is not None and xa.data is None) or (xb is not None and xb.data is None):
-        return []  # redacted: lengths only (compared by the calls' Information)
+        return [], 0  # redacted: lengths only (compared by the calls' Information)
     da = xa.data if xa is not None and xa.data is not None else b""
     db = xb.data if xb is not None and xb.data is not None else b""
     n = min(len(da), len(db))
-    at = _first_difference(da, db, n)
+    known = _both_known(n, xa, xb)
+    unknown = n - sum(end - start for start, end in known)
+    at = None
+    for start, end in known:
+        at = _first_difference(da, db, start, end)
+        if at is not None:
+            break
     if at is None and la != lb:
         at = n
     if at is None:
-        return []
+        return [], unknown
     lo, hi = max(at - CONTEXT_BYTES, 0), at + CONTEXT_BYTES
     call_a, call_b = _call_at(a, sa, direction, at), _call_at(b, sb, direction, at)
     sent_by = f" (call {call_a} of A, call {call_b} of B)" if direction == Direction.OUT else ""
@@ -381,7 +478,7 @@ def _stream_bytes(a: Trace, b: Trace, sa: int, sb: int, direction: Direction) ->
                 "socket": sb,
             },
         )
-    ]
+    ], unknown
 
 
 def _call_bytes(a: Trace, b: Trace, sid: int, sb: int, pairs: Alignment) -> list[Difference]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from wskreplay.formats.tcpip import TCP_FIN, TCP_RST, TcpPackets
 from wskreplay.model import Direction, Event, SegmentTable, Stream
+from wskreplay.policies import DEFAULT_RESET, ResetPolicy
 from wskreplay.recorder import tcp
 from wskreplay.recorder.correlate import merge_intervals
 
@@ -151,18 +152,38 @@ def connection_segments(
 
 
 def wire_events(
-    conn: tcp.Connection, seg: TcpPackets, socket: int, *, local_is_client: bool, shift_ns: int
+    conn: tcp.Connection,
+    seg: TcpPackets,
+    socket: int,
+    *,
+    local_is_client: bool,
+    shift_ns: int,
+    policy: ResetPolicy = DEFAULT_RESET,
 ) -> list[Event]:
-    """Resets and FINs seen on the wire, as events naming who sent them."""
+    """Resets and FINs seen on the wire, as events naming who sent them. The first RST
+    the other side would act on is the reset; one before it that the other side ignored
+    (``policy``) is recorded with ``ignored``."""
     out = []
-    for d, by_local in ((conn.to_server, local_is_client), (conn.to_client, not local_is_client)):
+    accepted = conn.accepted_resets(seg, policy)
+    pairs = ((conn.to_server, local_is_client), (conn.to_client, not local_is_client))
+    for (d, by_local), acted in zip(pairs, accepted, strict=True):
         flags = seg.flags[d.rows]
         who = "local" if by_local else "peer"
-        for mask, kind in ((TCP_RST, "reset"), (TCP_FIN, "fin")):
-            hit = np.flatnonzero(flags & mask)
-            if len(hit):
-                t = int(seg.time_ns[d.rows[hit[0]]]) + shift_ns
-                out.append(Event(t, kind, socket, {"by": who, "source": "wire"}))
+        fin = np.flatnonzero(flags & TCP_FIN)
+        if len(fin):
+            t = int(seg.time_ns[d.rows[fin[0]]]) + shift_ns
+            out.append(Event(t, "fin", socket, {"by": who, "source": "wire"}))
+        rst = np.flatnonzero(flags & TCP_RST)
+        first = np.flatnonzero(acted)
+        stop = int(first[0]) if len(first) else None
+        for k in rst.tolist():
+            if stop is not None and k > stop:
+                break
+            t = int(seg.time_ns[d.rows[k]]) + shift_ns
+            attrs = {"by": who, "source": "wire"}
+            if k != stop:
+                attrs["ignored"] = True
+            out.append(Event(t, "reset", socket, attrs))
     return out
 
 

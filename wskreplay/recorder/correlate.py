@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wskreplay.formats.tcpip import TcpPackets
+from wskreplay.formats.tcpip import TCP_RST, TcpPackets
+from wskreplay.policies import DEFAULT_RESET, ResetPolicy
 from wskreplay.recorder import tcp
 
 NEVER = -1
@@ -31,12 +32,22 @@ class WireView:
     ack_value: np.ndarray
 
     @classmethod
-    def of(cls, seg: TcpPackets, sent: tcp.Direction, acks: tcp.Direction) -> WireView:
+    def of(
+        cls,
+        seg: TcpPackets,
+        sent: tcp.Direction,
+        acks: tcp.Direction,
+        policy: ResetPolicy = DEFAULT_RESET,
+    ) -> WireView:
+        """``policy``: whether a RST's ACK field acknowledges (by default it does not)."""
         lens = seg.payload_len[sent.rows]
         has = lens > 0
         end = np.maximum.accumulate(np.where(has, sent.rel_seq + lens, 0)) if len(lens) else lens
         times = seg.time_ns[sent.rows]
-        ack = np.maximum.accumulate(acks.rel_ack) if len(acks.rel_ack) else acks.rel_ack
+        value = acks.rel_ack
+        if not policy.ack_acknowledges:
+            value = np.where(seg.flags[acks.rows] & TCP_RST, 0, value)
+        ack = np.maximum.accumulate(value) if len(value) else value
         return cls(times, end, seg.time_ns[acks.rows], ack)
 
     @classmethod

@@ -15,9 +15,13 @@ Calls therefore cover every byte of the stream exactly once, gaps included (a ga
 belong to the call around them and stay unknown). The other side becomes the recorded
 peer. Every inferred call returns STATUS_PENDING at its first segment's time and completes
 with STATUS_SUCCESS (Information = Length) when the peer first acknowledges its last byte
-(completion policy ``on-ack``); a call the peer never acknowledged completes with
-STATUS_CONNECTION_RESET at the peer's RST if there was one, else stays outstanding. Flags
-are 0 and IRPs are numbered: a capture shows neither.
+(completion policy ``on-ack``); a RST's ACK field is no acknowledgement (the reset policy,
+:mod:`wskreplay.policies`). A call the peer never acknowledged completes with
+STATUS_CONNECTION_RESET at the peer's RST if there was one the local stack would act on
+(RSTs it would ignore are recorded as such); otherwise its completion is unknown (the
+capture ended first, or never saw the peer's acknowledgements), never "did not complete".
+The local side's FIN and RST become the socket's disconnect events (graceful, abortive),
+replayed at their times. Flags are 0 and IRPs are numbered: a capture shows neither.
 """
 
 from __future__ import annotations
@@ -27,8 +31,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wskreplay.formats import ntstatus, pcap, wsk
-from wskreplay.formats.tcpip import TCP_PSH, TCP_RST, DecodeReport, TcpPackets, address
-from wskreplay.model import CallTable, Clock, Direction, SegmentTable, Socket, Trace
+from wskreplay.formats.tcpip import TCP_PSH, DecodeReport, TcpPackets, address
+from wskreplay.model import (
+    COMPLETED,
+    COMPLETION_UNKNOWN,
+    CallTable,
+    Clock,
+    Direction,
+    Event,
+    SegmentTable,
+    Socket,
+    Trace,
+)
+from wskreplay.policies import ResetPolicy
 from wskreplay.recorder import tcp
 from wskreplay.recorder.build import StreamLayout, connection_segments, wire_events
 from wskreplay.recorder.correlate import NEVER, WireView
@@ -43,6 +58,7 @@ class InferOptions:
     side: str = "client"
     idle_gap_ns: int = DEFAULT_IDLE_GAP_NS
     capture: tcp.CaptureOptions = field(default_factory=tcp.CaptureOptions)
+    reset: ResetPolicy = field(default_factory=ResetPolicy)
 
 
 def call_boundaries(
@@ -101,7 +117,8 @@ def infer_trace(
             (conn.client, conn.server) if local_is_client else (conn.server, conn.client)
         )
         local_text, remote_text = address(*local[:2]), address(*remote[:2])
-        rst_from_peer = np.flatnonzero(seg.flags[other.rows] & TCP_RST)
+        to_server, to_client = conn.accepted_resets(seg, options.reset)
+        rst_from_peer = np.flatnonzero(to_client if local_is_client else to_server)
         if (mss := sent.sender_mss(other)) is not None:
             announced[str(sid)] = mss
         trace.sockets[sid] = Socket(
@@ -118,7 +135,7 @@ def infer_trace(
         )
         starts, times = call_boundaries(seg, sent, other, options.idle_gap_ns)
         lengths = np.diff(np.concatenate((starts, [sent.length])))
-        view = WireView.of(seg, sent, other)
+        view = WireView.of(seg, sent, other, options.reset)
         acked = view.acked(starts + lengths)
         n = len(starts)
         completion = np.where(acked != NEVER, np.maximum(acked, times), 0)
@@ -132,6 +149,7 @@ def infer_trace(
             completed |= reset
             status[reset] = ntstatus.STATUS_CONNECTION_RESET
             information[reset] = 0
+        state = np.where(completed, COMPLETED, COMPLETION_UNKNOWN)
         seq = np.arange(seq0, seq0 + n)
         seq0 += n
         tables.append(
@@ -145,7 +163,7 @@ def infer_trace(
                     "offset": np.zeros(n, np.int64),
                     "length": lengths,
                     "status": np.full(n, ntstatus.STATUS_PENDING),
-                    "completed": completed.astype(np.int64),
+                    "completed": state.astype(np.int64),
                     "completion_ns": np.where(completed, completion - zero, 0),
                     "completion_status": np.where(completed, status, 0),
                     "information": np.where(completed, information, 0),
@@ -167,7 +185,10 @@ def infer_trace(
         segment_tables.append(
             connection_segments(conn, seg, sid, local_is_client=local_is_client, shift_ns=-zero)
         )
-        trace.events += wire_events(conn, seg, sid, local_is_client=local_is_client, shift_ns=-zero)
+        wire = wire_events(
+            conn, seg, sid, local_is_client=local_is_client, shift_ns=-zero, policy=options.reset
+        )
+        trace.events += wire + local_disconnects(wire)
     calls = CallTable.concat(tables)
     order = np.argsort(calls.column("issue_ns"), kind="stable")
     cols = calls.take(order).columns
@@ -184,4 +205,17 @@ def infer_trace(
         "evidence": "inferred calls: completion is placed at the peer's ACK by construction",
     }
     trace.metadata["capture"] = {"sender_mss": announced}
+    trace.metadata["policies"] = {"reset": options.reset.as_dict()}
     return trace, layouts, reassembly.report
+
+
+def local_disconnects(wire: list[Event]) -> list[Event]:
+    """The local side's first FIN or RST on the wire, as the driver's WskDisconnect
+    (graceful, or WSK_FLAG_ABORTIVE) at that time: an inferred trace replays it."""
+    mine = [e for e in wire if e.attrs.get("by") == "local" and e.kind in ("fin", "reset")]
+    if not mine:
+        return []
+    first = min(mine, key=lambda e: e.time_ns)
+    flags = wsk.WSK_FLAG_ABORTIVE if first.kind == "reset" else 0
+    attrs = {"flags": flags, "status": ntstatus.STATUS_SUCCESS, "source": "wire"}
+    return [Event(first.time_ns, "disconnect", first.socket, attrs)]

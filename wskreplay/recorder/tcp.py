@@ -43,6 +43,7 @@ from wskreplay.formats.tcpip import (
 )
 from wskreplay.model import Direction as Direction_
 from wskreplay.model import SegmentTable
+from wskreplay.policies import Flow, ResetPolicy, accepted_resets
 
 Buffer = memoryview | JoinedBuffer
 """Where segment payloads are: the capture's bytes (and any reassembled datagrams)."""
@@ -122,6 +123,18 @@ class Direction:
     def present(self) -> int:
         return int(self.pieces.length.sum())
 
+    def flow(self, seg: TcpPackets) -> Flow:
+        """This direction's segments as stream offsets (for the shared policies)."""
+        return Flow(
+            time=seg.time_ns[self.rows],
+            seq=self.rel_seq,
+            length=seg.payload_len[self.rows],
+            flags=seg.flags[self.rows],
+            ack=self.rel_ack,
+            window=self.window,
+            syn=self.syn,
+        )
+
     def chunks(self, buffer: Buffer) -> Iterator[memoryview]:
         for at, n in zip(self.pieces.at.tolist(), self.pieces.length.tolist(), strict=True):
             yield buffer[at : at + n]
@@ -172,6 +185,21 @@ class Connection:
         }
         order = np.argsort(rows, kind="stable")
         return SegmentTable({k: np.asarray(v)[order] for k, v in cols.items()})
+
+    def accepted_resets(
+        self, seg: TcpPackets, policy: ResetPolicy
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks over each direction's rows (to the server, to the client): the RSTs the
+        other side would act on (:func:`~wskreplay.policies.accepted_resets`)."""
+        known = self.to_server.syn and self.to_client.syn
+        return (
+            accepted_resets(
+                policy, self.to_server.flow(seg), self.to_client.flow(seg), window_known=known
+            ),
+            accepted_resets(
+                policy, self.to_client.flow(seg), self.to_server.flow(seg), window_known=known
+            ),
+        )
 
     @property
     def client_text(self) -> str:

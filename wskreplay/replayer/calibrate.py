@@ -9,6 +9,7 @@ options, and the time from a send's ACK (or transmission) to its completion rout
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.formats.tcpip import TCP_RST
 from wskreplay.model import Direction, Trace
+from wskreplay.policies import policies_of
 from wskreplay.replayer.peer import PathParams
 from wskreplay.replayer.profile import TransportProfile
 
@@ -47,6 +49,8 @@ def inferred_profile(
         policy=policy,
         latency_ns=profile.completion.latency_ns if latency is None else latency,
     )
+    if "policies" in trace.metadata:
+        profile = replace(profile, reset=policies_of(trace.metadata))
     layout = wsk.X64 if profile.send.control_info_layout == "x64" else wsk.X86
     pairs = set(profile.send.control_info_accepted)
     flags = set(profile.send.supported_flags)

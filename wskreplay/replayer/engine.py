@@ -22,6 +22,7 @@ from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.model import (
+    COMPLETED,
     CallTable,
     Clock,
     Direction,
@@ -69,7 +70,10 @@ def peer_reset_ns(trace: Trace, socket: int) -> int | None:
     resets = [
         e.time_ns
         for e in trace.events
-        if e.socket == socket and e.kind == "reset" and e.attrs.get("by") == "peer"
+        if e.socket == socket
+        and e.kind == "reset"
+        and e.attrs.get("by") == "peer"
+        and not e.attrs.get("ignored")
     ]
     return min(resets) if resets else None
 
@@ -159,7 +163,7 @@ def _steps(
     n = len(calls)
     issue = calls.column("issue_ns").astype(np.int64)
     socket_of = calls.column("socket").astype(np.int64)
-    completed = calls.column("completed").astype(bool)
+    completed = calls.column("completed") == COMPLETED
     completion = calls.column("completion_ns").astype(np.int64)
     order = np.lexsort((np.arange(n), issue))
     t0 = int(issue.min()) if n else 0
@@ -186,7 +190,9 @@ def _steps(
     peers: dict[str, str] = {}
     for sid, sock in trace.sockets.items():
         script = (
-            None if options.peer == "parametric" else peer_script(trace, sid, paths[sid].rtt_ns)
+            None
+            if options.peer == "parametric"
+            else peer_script(trace, sid, paths[sid].rtt_ns, profile.reset)
         )
         peer = None
         if script is not None and options.speed == 1.0:
@@ -412,7 +418,8 @@ def replayed_streams(
     cols: dict[str, np.ndarray],
 ) -> dict[tuple[int, Direction], Stream]:
     """The bytes the replayed calls handed WSK, each call to OUT or UNSENT by its replayed
-    status (offsets recomputed); bytes the recording lacks stay gaps."""
+    status (offsets recomputed); bytes the recording lacks stay gaps (a call the capture
+    holds in part keeps the part it holds, at the same place in the call)."""
     recorded_offset = trace.calls.column("stream_offset").tolist()
     recorded_dir = [
         Direction.OUT if nt.is_success(int(x)) else Direction.UNSENT
@@ -427,18 +434,33 @@ def replayed_streams(
         offsets[i] = stream.length
         source = trace.streams.get((sid, recorded_dir[i]))
         start = recorded_offset[i]
-        if source is not None and source.data is not None and not source.gaps:
-            piece = source.data[start : start + length]
-            payload = bytes(piece) if len(piece) == length else None
-        else:
-            payload = trace.call_payload(i)
-        if payload is None:
-            stream.gaps.append((stream.length, stream.length + length))
+        base = stream.length
+        if source is None or source.data is None:
+            stream.gaps.append((base, base + length))
             stream.data += bytes(length)
         else:
-            stream.data += payload
+            piece = bytes(source.data[start : start + length])
+            stream.data += piece + bytes(length - len(piece))
+            if len(piece) < length:
+                stream.gaps.append((base + len(piece), base + length))
+            for a, b in source.gaps:
+                lo, hi = max(a, start), min(b, start + len(piece))
+                if lo < hi:
+                    stream.gaps.append((base + lo - start, base + hi - start))
         stream.length += length
+    for stream in streams.values():
+        stream.gaps = _merged(stream.gaps)
     return streams
+
+
+def _merged(gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(gaps):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _segments(wire: dict[int, list[WireSegment]]) -> SegmentTable:

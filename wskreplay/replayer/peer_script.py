@@ -5,19 +5,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
+from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 from wskreplay.model import Direction, Trace
+from wskreplay.policies import DEFAULT_RESET, Flow, ResetPolicy, accepted_resets
 from wskreplay.replayer.peer import PeerAction, PeerScript
 
 
-def peer_script(trace: Trace, socket: int, rtt_ns: int) -> PeerScript | None:
+def _flow(trace: Trace, rows: np.ndarray) -> Flow:
+    seg = trace.segments
+    flags = seg.column("flags")[rows].astype(np.int64)
+    return Flow(
+        time=seg.column("time_ns")[rows].astype(np.int64),
+        seq=seg.column("seq")[rows].astype(np.int64),
+        length=seg.column("length")[rows].astype(np.int64),
+        flags=flags,
+        ack=seg.column("ack")[rows].astype(np.int64),
+        window=seg.column("window")[rows].astype(np.int64),
+        syn=bool((flags & TCP_SYN).any()),
+    )
+
+
+def peer_script(
+    trace: Trace, socket: int, rtt_ns: int, policy: ResetPolicy = DEFAULT_RESET
+) -> PeerScript | None:
     """The script of ``socket``'s peer, or None when the recording has no segment from it.
 
     Each segment the peer sent becomes an action triggered by what the peer had received
     by then (its ACK field), delayed by the time between the peer receiving that byte (its
     first transmission plus half the RTT) and the peer sending the segment (its capture
-    time minus half the RTT). A RST's own ACK field does not count as an acknowledgement:
-    the sends it finds pending fail with it whatever it acknowledges. Each segment that
+    time minus half the RTT). A RST's own ACK field does not count as an acknowledgement
+    here (``policy.ack_acknowledges`` is applied where the RST arrives), and a RST the
+    local stack would have ignored (``policy.acceptance``) is left out. Each segment that
     acknowledged new bytes gives the delay from the peer receiving the last of them to
     its sending the ACK, and whether its data carried it (then the data action sends it)."""
     seg = trace.segments
@@ -45,6 +63,9 @@ def peer_script(trace: Trace, socket: int, rtt_ns: int) -> PeerScript | None:
     flag_col = seg.column("flags")[inbound].astype(np.int64)
     ack_col = seg.column("ack")[inbound].astype(np.int64)
     time_col = seg.column("time_ns")[inbound].astype(np.int64)
+    ignored = (flag_col & TCP_RST != 0) & ~accepted_resets(
+        policy, _flow(trace, inbound), _flow(trace, mine & ~inbound)
+    )
     acknowledges = (flag_col & TCP_ACK != 0) & (flag_col & TCP_RST == 0)
     acked_then = np.maximum.accumulate(np.where(acknowledges, ack_col, 0))
     ack_delay = np.maximum(time_col - half - had(ack_col), 0).tolist()
@@ -60,6 +81,8 @@ def peer_script(trace: Trace, socket: int, rtt_ns: int) -> PeerScript | None:
     acked = 0
     reset = False
     for i, (f, a, w, q, n) in enumerate(zip(flags, acks, windows, seqs, lengths, strict=True)):
+        if ignored[i]:
+            continue
         if f & TCP_ACK and not f & TCP_RST:
             if a > acked:
                 ack_delays.append((a, ack_delay[i], bool(n or f & TCP_FIN)))

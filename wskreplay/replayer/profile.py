@@ -15,6 +15,7 @@ from typing import Any
 
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus, wsk
+from wskreplay.policies import RESET_ACCEPTANCE, ResetPolicy
 
 PROFILES = Path(__file__).resolve().parent / "profiles"
 DEFAULT_PROFILE = "windows-tcpip"
@@ -67,6 +68,7 @@ class TransportProfile:
     send: SendSettings = SendSettings()
     completion: CompletionSettings = CompletionSettings()
     tcp: TcpSettings = TcpSettings()
+    reset: ResetPolicy = ResetPolicy()
     source: str = ""
     """Where the profile came from (a path), for the replayed trace's metadata."""
 
@@ -83,7 +85,7 @@ class TransportProfile:
                     f.name: _plain(getattr(getattr(self, section), f.name))
                     for f in fields(getattr(self, section))
                 }
-                for section in ("send", "completion", "tcp")
+                for section in SECTIONS
             },
         }
 
@@ -101,6 +103,7 @@ CHOICES = {
     ("completion", "order"): ("fifo",),
     ("completion", "immediate_success"): ("never", "when-complete-at-once", "as-recorded"),
     ("tcp", "nagle_variant"): ("rfc896", "minshall"),
+    ("reset", "acceptance"): RESET_ACCEPTANCE,
 }
 STATUS_KEYS = {
     ("send", "control_info_rejection"),
@@ -108,7 +111,12 @@ STATUS_KEYS = {
     ("send", "null_irp_status"),
 }
 NON_NEGATIVE_KEYS = {("completion", "latency_ns")}
-SECTIONS = {"send": SendSettings, "completion": CompletionSettings, "tcp": TcpSettings}
+SECTIONS = {
+    "send": SendSettings,
+    "completion": CompletionSettings,
+    "tcp": TcpSettings,
+    "reset": ResetPolicy,
+}
 
 
 def _check(path: str, section: str, key: str, value: Any, default: Any) -> Any:

@@ -24,7 +24,7 @@ import numpy as np
 
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
-from wskreplay.model import Direction, Event, Trace
+from wskreplay.model import COMPLETED, Direction, Event, Trace
 from wskreplay.replayer.engine import lifecycle_events, peer_reset_ns
 from wskreplay.replayer.pacing import lateness_summary, precise_sleeps, wait_until
 from wskreplay.replayer.targets.socket_session import PeerReset, SessionEvent
@@ -123,7 +123,7 @@ def run_calls(
     n = len(calls)
     issue = calls.column("issue_ns").astype(np.int64).tolist()
     socket_of = calls.column("socket").astype(np.int64).tolist()
-    completed = calls.column("completed").astype(bool).tolist()
+    completed = (calls.column("completed") == COMPLETED).tolist()
     completion = calls.column("completion_ns").astype(np.int64).tolist()
     flags_of = calls.column("flags").tolist()
     irql_of = calls.column("irql").tolist()

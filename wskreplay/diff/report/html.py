@@ -167,18 +167,24 @@ def html_report(result: DiffResult, a: Trace, b: Trace, *, a_name: str, b_name: 
         "segmentation_differences",
     ):
         out.append(f"<tr><th>{_e(key.replace('_', ' '))}</th><td>{doc[key]}</td></tr>")
+    unknown = doc["not_compared"]
+    out.append(
+        f"<tr><th>not compared: completions</th><td>{unknown['completions']}</td></tr>"
+        f"<tr><th>not compared: stream bytes</th><td>{unknown['stream_bytes']}</td></tr>"
+    )
     out.append("</table><h2>Differences</h2>")
     if result.differences:
         out.append(
-            "<table><tr><th>class</th><th>socket</th><th>call A</th><th>call B</th>"
-            "<th>what</th></tr>"
+            "<table><tr><th>class</th><th>first call</th><th>differences</th><th>what</th>"
+            "<th>depends on</th></tr>"
         )
-        for k, d in enumerate(result.differences):
-            call_a = "" if d.call_a is None else f"<a href='#call-a-{d.call_a}'>{d.call_a}</a>"
-            call_b = "" if d.call_b is None else f"<a href='#call-b-{d.call_b}'>{d.call_b}</a>"
+        for k, run in enumerate(result.runs):
+            r = run.as_dict()
+            first = "" if run.first is None else f"<a href='#call-a-{run.first}'>{run.first}</a>"
             out.append(
-                f"<tr id='d{k}'><td>{_e(d.kind)}</td><td>{'' if d.socket is None else d.socket}"
-                f"</td><td>{call_a}</td><td>{call_b}</td><td>{_e(d.detail)}</td></tr>"
+                f"<tr id='d{k}'><td>{_e(run.kind)}</td><td>{first}</td>"
+                f"<td>{r['differences']}</td><td>{_e(r['summary'])}</td>"
+                f"<td>{_e(r['depends_on'] or '')}</td></tr>"
             )
         out.append("</table>")
     else:
@@ -225,7 +231,13 @@ def html_report(result: DiffResult, a: Trace, b: Trace, *, a_name: str, b_name: 
     )
     for side, i in shown:
         call = (a if side == "a" else b).calls[i]
-        completion = nt.describe(call.completion_status) if call.completed else "never"
+        completion = (
+            nt.describe(call.completion_status)
+            if call.completed
+            else "unknown"
+            if call.completion_unknown
+            else "never"
+        )
         out.append(
             f"<tr id='call-{side}-{i}'><td>{side.upper()}</td><td>{i}</td><td>{call.socket}</td>"
             f"<td>{call.length}</td><td>{_e(nt.describe(call.status))}</td>"

@@ -37,6 +37,9 @@ def junit_xml(result: DiffResult, *, a: str, b: str, sockets: list[int]) -> str:
         errors="0",
         skipped="0",
     )
+    properties = ET.SubElement(suite, "properties")
+    for key, value in result.not_compared.items():
+        ET.SubElement(properties, "property", name=f"not_compared.{key}", value=str(value))
     for classname, name, found in cases:
         case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
         if found:

@@ -19,24 +19,33 @@ def verdict(result: DiffResult) -> str:
     return f"DIFFERENT: {', '.join(parts)} ({result.calls_compared} calls compared)"
 
 
+def not_compared(result: DiffResult) -> str | None:
+    """What one trace did not know, so was not compared (None when nothing)."""
+    n = result.not_compared
+    if not any(n.values()):
+        return None
+    return (
+        f"not compared (unknown to a trace): {n['completions']} completions, "
+        f"{n['stream_bytes']} stream bytes"
+    )
+
+
 def print_diff(result: DiffResult, *, a: str, b: str, console: Console | None = None) -> None:
     console = console or Console()
     style = "bold green" if result.equal else "bold red"
     console.print(f"[{style}]{verdict(result)}[/]")
     console.print(f"A: {a}\nB: {b}   (calls aligned {result.align})", highlight=False)
-    if result.differences:
-        table = Table("class", "socket", "call A", "call B", "what", show_lines=False)
-        for d in result.differences[:SHOWN]:
-            table.add_row(
-                d.kind,
-                "" if d.socket is None else str(d.socket),
-                "" if d.call_a is None else str(d.call_a),
-                "" if d.call_b is None else str(d.call_b),
-                d.detail,
-            )
+    unknown = not_compared(result)
+    if unknown:
+        console.print(unknown, highlight=False)
+    if result.runs:
+        table = Table("class", "differences", "what", "depends on", show_lines=False)
+        for run in result.runs[:SHOWN]:
+            doc = run.as_dict()
+            table.add_row(run.kind, str(doc["differences"]), doc["summary"], doc["depends_on"])
         console.print(table)
-        if len(result.differences) > SHOWN:
-            console.print(f"... and {len(result.differences) - SHOWN} more (--json for all)")
+        if len(result.runs) > SHOWN:
+            console.print(f"... and {len(result.runs) - SHOWN} more runs (--json for all)")
     for item in result.dissections:
         where = f"socket {item['socket']} {item['direction']} packet at byte {item['offset']}"
         fields = item["fields"]

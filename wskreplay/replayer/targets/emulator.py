@@ -219,9 +219,12 @@ class EmulatedConnection:
         flags = TCP_ACK | (ack.flags & (TCP_PSH | TCP_FIN | TCP_RST))
         wire = WireSegment(time_ns, False, ack.seq, ack.length, flags, ack.ack, ack.window)
         if ack.flags & TCP_RST:
+            acked: list[Output] = []
+            if self.profile.reset.ack_acknowledges:
+                acked = self._tcp_outputs(self.tcp.on_ack(ack.ack, ack.window, time_ns))
             self.tcp.aborted()
             self.reset_ns = time_ns
-            return [wire, *self._wsk_outputs(self.wsk.peer_reset(time_ns))]
+            return [wire, *acked, *self._wsk_outputs(self.wsk.peer_reset(time_ns))]
         out: list[Output] = [wire]
         if ack.length or ack.flags & TCP_FIN:
             self.received = max(self.received, ack.seq + ack.length)

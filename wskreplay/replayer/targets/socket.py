@@ -37,6 +37,7 @@ from wskreplay.errors import TargetError
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats.tcpip import TCP_RST
 from wskreplay.model import CallTable, Clock, Direction, SegmentTable, Stream, Trace
+from wskreplay.policies import policies_of
 from wskreplay.replayer import netns
 from wskreplay.replayer.calibrate import estimate_path, inferred_profile, sender_mss
 from wskreplay.replayer.capture import WireCapture, clock_offset_ns, read_wire
@@ -217,7 +218,7 @@ def peer_plan(trace: Trace, rtt: dict[int, int], speed: float | None) -> list[Pe
 
     plans = []
     for sid in sorted(trace.sockets):
-        script = peer_script(trace, sid, rtt[sid])
+        script = peer_script(trace, sid, rtt[sid], policies_of(trace.metadata))
         actions: list[tuple[int, int, bytes, int]] = []
         window, ceiling = 0, -1
         if script is not None:
