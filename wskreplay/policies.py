@@ -84,7 +84,9 @@ def accepted_resets(
     (the receiver in SYN-SENT), a RST counts when its ACK acknowledges the receiver's SYN;
     after, by :func:`reset_accepted` against what the receiver had received from the
     sender (the reach of its captured bytes, and a FIN) and the window it last advertised
-    (``window_known`` False: its scale is unknown, so the window does not limit)."""
+    (``window_known`` False: its scale is unknown, so the window does not limit). A RST
+    after which the receiver still sent new data is one it ignored, whatever the policy
+    says: a stack that acted on a RST sends nothing more."""
     out = np.zeros(len(sender.time), bool)
     rst = np.flatnonzero(sender.flags & TCP_RST)
     if not len(rst):
@@ -93,6 +95,10 @@ def accepted_resets(
     reach = np.maximum.accumulate(
         np.where(carried, sender.seq + sender.length + ((sender.flags & TCP_FIN) != 0), 0)
     )
+    theirs = receiver.length > 0
+    their_reach = np.maximum.accumulate(np.where(theirs, receiver.seq + receiver.length, 0))
+    before = np.concatenate(([0], their_reach[:-1]))
+    new_data_at = receiver.time[theirs & (receiver.seq + receiver.length > before)]
     for i in rst.tolist():
         synced = bool((sender.flags[:i] & TCP_SYN).any()) or not receiver.syn
         if not synced:
@@ -102,5 +108,8 @@ def accepted_resets(
         rcv_nxt = int(reach[i - 1]) if i else 0
         earlier = np.flatnonzero(receiver.time <= sender.time[i])
         window = int(receiver.window[earlier[-1]]) if len(earlier) and window_known else None
-        out[i] = reset_accepted(policy, int(sender.seq[i]), max(rcv_nxt, 0), window)
+        ignored_later = bool((new_data_at > sender.time[i]).any())
+        out[i] = not ignored_later and reset_accepted(
+            policy, int(sender.seq[i]), max(rcv_nxt, 0), window
+        )
     return out

@@ -29,7 +29,7 @@ from wskreplay.formats.columns import ColumnSpec, check_dependencies
 
 MAGIC = b"\x89WSKT\r\n\x1a"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
 FILE_HEADER = struct.Struct("<8sHHI")
 BLOCK_SYNC = b"WSKB"
 BLOCK_HEADER = struct.Struct("<4sBBHIII")

@@ -176,6 +176,21 @@ class PeerScript:
     acks: tuple[tuple[int, int, bool], ...] = ()
     """(offset it acknowledged, how long after receiving the byte before it, whether its own
     data carried that acknowledgement), by offset."""
+    ack_sent_ns: tuple[int, ...] = ()
+    """When the recorded peer sent each of ``acks`` (trace time, at the peer)."""
+    received: tuple[tuple[int, int], ...] = ()
+    """(bytes, when the recorded peer had received that many), by bytes."""
+
+    def held_ns(self, k: int, offset: int) -> int | None:
+        """How long the recorded peer held an acknowledgement of ``offset`` bytes, which it
+        only acknowledged with ``acks[k]`` (a cumulative ACK, or one carried on its later
+        data): from having received them to sending that ACK."""
+        if k >= len(self.ack_sent_ns) or not self.received:
+            return None
+        at = bisect.bisect_left(self.received, (offset, -(1 << 62)))
+        if at >= len(self.received):
+            return None
+        return max(self.ack_sent_ns[k] - self.received[at][1], 0)
 
 
 class RecordedPeer(ParametricPeer):
@@ -183,9 +198,11 @@ class RecordedPeer(ParametricPeer):
 
     - ACKs: once it has received up to an offset the recorded peer acknowledged, it
       acknowledges (what it has then) after the delay the recorded peer took, with a pure
-      ACK or with the data segment that carried it in the recording; data the
-      recording never saw acknowledged on its own waits for the next such offset, or for
-      the parametric delayed-ACK timer; past the recorded stream, the parametric rules.
+      ACK or with the data segment that carried it in the recording; data the recording
+      never saw acknowledged on its own waits for the next such offset, and is
+      acknowledged alone only if that does not come within the time the recorded peer
+      held it (from receiving it to the cumulative or data-carried ACK that covered it);
+      past the recorded stream, the parametric rules.
     - Windows: the one the recorded peer advertised at the same point of the stream.
     - Data, FIN and RST: sent once it has received what it had received when it sent them
       in the recording, after the same delay; after a reset, nothing.
@@ -230,16 +247,16 @@ class RecordedPeer(ParametricPeer):
         reached = bisect.bisect_right(self._ack_offsets, self.rcv_nxt)
         if reached > self.next_ack:
             _, delay, carried = self.script.acks[reached - 1]
-            if carried:
-                self.delayed_until = None  # the data action it triggers acknowledges it
-            else:
+            self.delayed_until = None  # what it received is covered by this ACK
+            if not carried:
                 # A later ACK due sooner than earlier ones covers them: they are not sent.
                 at = at_ns + delay
                 self.acks_due = [(t, v) for t, v in self.acks_due if t < at]
                 self.acks_due.append((at, self._ack_value()))
             self.next_ack = reached
         elif self.delayed_until is None:
-            self.delayed_until = at_ns + self.p.delayed_ack_ns
+            held = self.script.held_ns(self.next_ack, self.rcv_nxt)
+            self.delayed_until = at_ns + (self.p.delayed_ack_ns if held is None else held)
         return []
 
     def receive(self, seg: SentSegment, at_ns: int) -> list[PeerAck]:

@@ -77,6 +77,7 @@ def peer_script(
     lengths = seg.column("length")[inbound].tolist()
     table: list[tuple[int, int]] = []
     ack_delays: list[tuple[int, int, bool]] = []
+    ack_sent: list[int] = []
     actions: list[PeerAction] = []
     acked = 0
     reset = False
@@ -86,6 +87,7 @@ def peer_script(
         if f & TCP_ACK and not f & TCP_RST:
             if a > acked:
                 ack_delays.append((a, ack_delay[i], bool(n or f & TCP_FIN)))
+                ack_sent.append(int(time_col[i]) - half)
             if not table or a > table[-1][0]:
                 table.append((a, w))
             elif a == table[-1][0]:
@@ -97,4 +99,12 @@ def peer_script(
             )
             reset |= bool(f & TCP_RST)
     actions.sort(key=lambda x: x.after)
-    return PeerScript(tuple(table), acked if reset else None, tuple(actions), tuple(ack_delays))
+    received = tuple(zip(out_reach.tolist(), (out_time + half).tolist(), strict=True))
+    return PeerScript(
+        tuple(table),
+        acked if reset else None,
+        tuple(actions),
+        tuple(ack_delays),
+        tuple(ack_sent),
+        received,
+    )
