@@ -108,9 +108,12 @@ class ParametricPeer:
         kind = self._take(seg)
         if kind == "in-order":
             return self._in_order(at_ns)
-        if kind == "none":
-            return []
-        return [self._ack(at_ns)]
+        return self._react(kind, at_ns)
+
+    def _react(self, kind: str, at_ns: int) -> list[PeerAck]:
+        """The ACK for a segment that did not advance the stream in order: none for one
+        that carries nothing, else at once (a FIN, out-of-order data, a duplicate)."""
+        return [] if kind == "none" else [self._ack(at_ns)]
 
     def _take(self, seg: SentSegment) -> str:
         """Take ``seg`` into the receive state: ``in-order`` (it advanced what was received),
@@ -242,9 +245,12 @@ class RecordedPeer(ParametricPeer):
         return super()._window(time_ns) if k == 0 else windows[k - 1][1]
 
     def _in_order(self, at_ns: int) -> list[PeerAck]:
+        """New data or a FIN in order: acknowledged as the recorded peer did (its FIN
+        counts as a byte, as in its ACK numbers)."""
         if self.next_ack >= len(self._ack_offsets):
             return super()._in_order(at_ns)
-        reached = bisect.bisect_right(self._ack_offsets, self.rcv_nxt)
+        have = self._ack_value()
+        reached = bisect.bisect_right(self._ack_offsets, have)
         if reached > self.next_ack:
             _, delay, carried = self.script.acks[reached - 1]
             self.delayed_until = None  # what it received is covered by this ACK
@@ -255,14 +261,15 @@ class RecordedPeer(ParametricPeer):
                 self.acks_due.append((at, self._ack_value()))
             self.next_ack = reached
         elif self.delayed_until is None:
-            held = self.script.held_ns(self.next_ack, self.rcv_nxt)
+            held = self.script.held_ns(self.next_ack, have)
             self.delayed_until = at_ns + (self.p.delayed_ack_ns if held is None else held)
         return []
 
     def receive(self, seg: SentSegment, at_ns: int) -> list[PeerAck]:
         if self.reset_sent:
             return []
-        out = super().receive(seg, at_ns)
+        kind = self._take(seg)
+        out = self._in_order(at_ns) if kind in ("in-order", "fin") else self._react(kind, at_ns)
         self._arm(at_ns)
         return out
 

@@ -43,10 +43,14 @@ def peer_script(
     inbound = mine & (seg.column("direction") == int(Direction.IN))
     if not inbound.any():
         return None
-    out = mine & (seg.column("direction") == int(Direction.OUT)) & (seg.column("length") > 0)
+    fin = (seg.column("flags") & TCP_FIN) != 0
+    outbound = mine & (seg.column("direction") == int(Direction.OUT))
+    out = outbound & ((seg.column("length") > 0) | fin)
     out_time = seg.column("time_ns")[out].astype(np.int64)
     out_reach = (
-        np.maximum.accumulate((seg.column("seq")[out] + seg.column("length")[out]).astype(np.int64))
+        np.maximum.accumulate(
+            (seg.column("seq")[out] + seg.column("length")[out] + fin[out]).astype(np.int64)
+        )
         if out.any()
         else np.empty(0, np.int64)
     )
