@@ -256,6 +256,49 @@ def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
     return PathParams(**params)
 
 
+RTO_MARGIN = 1.1
+
+
+def rto_floor_ns(trace: Trace, socket: int) -> int:
+    """The longest the recorded sender waited for an acknowledgement without
+    retransmitting (its retransmission timeout was longer than that): from each segment
+    of new data that was never sent again to the first ACK covering it, or to the end of
+    the recording. A replay's RTO is kept above it (times :data:`RTO_MARGIN`), so the
+    model does not retransmit where the recorded stack did not; 0 when the recording shows
+    nothing."""
+    seg = trace.segments
+    out = outbound_data(trace, socket)
+    if not out.any():
+        return 0
+    time = seg.column("time_ns")[out].astype(np.int64)
+    start = seg.column("seq")[out].astype(np.int64)
+    end = start + seg.column("length")[out].astype(np.int64)
+    reach = np.maximum.accumulate(end)
+    before = np.concatenate(([0], reach[:-1]))
+    again = start < before
+    first = np.flatnonzero(~again)
+    resent = np.zeros(len(first), bool)
+    for k in np.flatnonzero(again).tolist():
+        lo = np.searchsorted(end[first], start[k], side="right")
+        hi = np.searchsorted(start[first], end[k], side="left")
+        resent[lo:hi] |= time[first[lo:hi]] < time[k]
+    kept = first[~resent]
+    if not len(kept):
+        return 0
+    mine = seg.column("socket") == socket
+    acks = (
+        mine & (seg.column("direction") == int(Direction.IN)) & (seg.column("flags") & TCP_RST == 0)
+    )
+    last = int(seg.column("time_ns")[mine].max())
+    answered = np.full(len(kept), last, np.int64)
+    if acks.any():
+        ack_t = seg.column("time_ns")[acks].astype(np.int64)
+        ack_v = np.maximum.accumulate(seg.column("ack")[acks].astype(np.int64))
+        k = np.searchsorted(ack_v, end[kept], side="left")
+        answered = np.where(k < len(ack_v), ack_t[np.minimum(k, len(ack_t) - 1)], last)
+    return int(max(int((answered - time[kept]).max()), 0) * RTO_MARGIN)
+
+
 def sender_mss(trace: Trace, socket: int) -> int | None:
     """The socket's MSS: the size the recorded sender cut longer sends at when the
     recording shows it (:func:`observed_mss`), else the one its SYN exchange allowed

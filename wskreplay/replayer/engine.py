@@ -34,6 +34,7 @@ from wskreplay.model import (
 from wskreplay.replayer.calibrate import (
     estimate_path,
     inferred_profile,
+    rto_floor_ns,
     sender_mss,
     stack_delays_ns,
 )
@@ -48,6 +49,9 @@ WOULD_BUGCHECK = 0xE0570001
 """Not a Windows status (customer bit set): the status column of a call whose Length ran
 past its MDL chain, which would have stopped the machine instead of returning."""
 SETTLE_NS = 120_000_000_000
+"""The least a wait (and the end of the replay) lets pass; a recording longer than half
+of it lets twice its own duration pass, so a peer that acted after a long silence is
+still replayed (a wait never hangs)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,10 @@ def _steps(
     paths = {
         sid: replace(estimate_path(trace, sid, options.seed), mss=mss[sid]) for sid in trace.sockets
     }
+    settle_ns = max(SETTLE_NS, 2 * trace_duration_ns(trace))
+    rto_floor = {
+        sid: rto_floor_ns(trace, sid) if options.speed == 1.0 else 0 for sid in trace.sockets
+    }
     conns = {}
     peers: dict[str, str] = {}
     for sid, sock in trace.sockets.items():
@@ -202,7 +210,11 @@ def _steps(
             peer = RecordedPeer(paths[sid], script, first)
         peers[str(sid)] = "recorded" if peer is not None else "parametric"
         conns[sid] = EmulatedConnection(
-            profile,
+            profile.with_changes(
+                "tcp",
+                rto_min_ns=max(profile.tcp.rto_min_ns, rto_floor[sid]),
+                rto_initial_ns=max(profile.tcp.rto_initial_ns, rto_floor[sid]),
+            ),
             paths[sid],
             category=sock.category if sock.category in ("connection", "stream") else "connection",
             mss=mss[sid],
@@ -284,8 +296,8 @@ def _steps(
 
     def let_time_pass(sid: int, conn: EmulatedConnection, until: Callable[[], bool]) -> None:
         """Run the connection event by event until ``until()`` holds, nothing is left to
-        happen, or ``SETTLE_NS`` of virtual time has passed (a wait never hangs)."""
-        limit = conn.now + SETTLE_NS
+        happen, or ``settle_ns`` of virtual time has passed (a wait never hangs)."""
+        limit = conn.now + settle_ns
         while not until() and (step := conn.next_event_time()) is not None and step <= limit:
             absorb(sid, conn.run_until(step))
 
@@ -345,7 +357,7 @@ def _steps(
         reported.clear()
     for sid, conn in conns.items():
         play_lifecycle(sid, conn, None)
-        absorb(sid, conn.settle(SETTLE_NS))
+        absorb(sid, conn.settle(settle_ns))
         reset_seen = conn.reset_time()
         if reset_seen is not None:
             events.append(Event(reset_seen, "reset", sid, {"by": "peer"}))
@@ -356,7 +368,9 @@ def _steps(
             "replay_of": source_sha256,
             "target": {"kind": "emulator"},
             "profile": profile.as_dict(),
-            "paths": {str(sid): asdict(p) for sid, p in paths.items()},
+            "paths": {
+                str(sid): {**asdict(p), "rto_floor_ns": rto_floor[sid]} for sid, p in paths.items()
+            },
             "peers": peers,
             "replay": {"speed": options.speed, "seed": options.seed, "chaos": options.chaos},
             "completion_policy": {"policy": profile.completion.policy, "evidence": "replay"},
@@ -392,6 +406,22 @@ def _steps(
     out.segments = _segments(wire)
     out.events = sorted(events, key=lambda e: e.time_ns)
     return out
+
+
+def trace_duration_ns(trace: Trace) -> int:
+    """From the trace's first to its last moment (calls, segments, events)."""
+    times: list[int] = []
+    calls = trace.calls
+    if len(calls):
+        times += [int(calls.column("issue_ns").min()), int(calls.column("return_ns").max())]
+        done = calls.column("completed") == COMPLETED
+        if done.any():
+            times.append(int(calls.column("completion_ns")[done].max()))
+    if len(trace.segments):
+        column = trace.segments.column("time_ns")
+        times += [int(column.min()), int(column.max())]
+    times += [e.time_ns for e in trace.events]
+    return max(times) - min(times) if times else 0
 
 
 def lifecycle_events(trace: Trace) -> dict[int, list[Event]]:

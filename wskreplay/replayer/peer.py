@@ -227,7 +227,8 @@ class RecordedPeer(ParametricPeer):
 
     def _arm(self, time_ns: int) -> None:
         actions = self.script.actions
-        while self.next_action < len(actions) and actions[self.next_action].after <= self.rcv_nxt:
+        have = self._ack_value()
+        while self.next_action < len(actions) and actions[self.next_action].after <= have:
             action = actions[self.next_action]
             self.due.append((time_ns + action.delay_ns, action))
             self.next_action += 1
