@@ -227,7 +227,7 @@ class RecordedPeer(ParametricPeer):
 
     def _arm(self, time_ns: int) -> None:
         actions = self.script.actions
-        have = self._ack_value()
+        have = super()._ack_value()
         while self.next_action < len(actions) and actions[self.next_action].after <= have:
             action = actions[self.next_action]
             self.due.append((time_ns + action.delay_ns, action))
