@@ -109,6 +109,7 @@ def infer_trace(
     layouts: dict[tuple[int, Direction], StreamLayout] = {}
     seq0 = 0
     announced: dict[str, int] = {}
+    peer_window: dict[str, dict] = {}
     for sid, conn in enumerate(reassembly.connections):
         local_is_client = options.side == "client"
         sent = conn.to_server if local_is_client else conn.to_client
@@ -121,6 +122,7 @@ def infer_trace(
         rst_from_peer = np.flatnonzero(to_client if local_is_client else to_server)
         if (mss := sent.sender_mss(other)) is not None:
             announced[str(sid)] = mss
+        peer_window[str(sid)] = {"known": other.window_known, "scale": other.wscale}
         trace.sockets[sid] = Socket(
             id=sid,
             category="connection",
@@ -204,7 +206,7 @@ def infer_trace(
         "policy": "on-ack",
         "evidence": "inferred calls: completion is placed at the peer's ACK by construction",
     }
-    trace.metadata["capture"] = {"sender_mss": announced}
+    trace.metadata["capture"] = {"sender_mss": announced, "peer_window": peer_window}
     trace.metadata["policies"] = {"reset": options.reset.as_dict()}
     return trace, layouts, reassembly.report
 

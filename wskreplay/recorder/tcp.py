@@ -96,6 +96,12 @@ class Direction:
     base: int = 0
     mss: int | None = None
     wscale: int | None = None
+    window_known: str = "announced"
+    """How this direction's windows are in bytes: ``announced`` (both SYNs gave the
+    scale, or none offered one), ``inferred`` (no handshake captured: the smallest scale
+    under which the other side never had more bytes in flight than the window allowed),
+    ``unknown`` (no handshake and no such evidence: the raw values, which must not limit
+    a replay)."""
     timestamps: bool = False
     """Whether this direction's SYN offered TCP timestamps."""
     syn: bool = False
@@ -384,6 +390,32 @@ class CaptureOptions:
     decode: DecodeOptions = field(default_factory=DecodeOptions)
 
 
+def _infer_window_scale(seg: TcpPackets, d: Direction, other: Direction) -> None:
+    """Without the handshake, the scale of ``d``'s windows: the smallest under which
+    ``other`` never had more bytes unacknowledged than ``d``'s latest window allowed."""
+    if not len(d.rows) or not len(other.rows):
+        d.window_known = "unknown"
+        return
+    t_win = seg.time_ns[d.rows]
+    data = seg.payload_len[other.rows] > 0
+    t_data = seg.time_ns[other.rows][data]
+    ends = (other.rel_seq + seg.payload_len[other.rows])[data]
+    k = np.searchsorted(t_win, t_data, side="right") - 1
+    seen = k >= 0
+    acked = np.maximum.accumulate(d.rel_ack)[k[seen]]
+    window = d.window[k[seen]]
+    flight = ends[seen] - acked
+    need = (flight > window) & (window > 0)
+    if not need.any():
+        d.window_known = "unknown"
+        return
+    ratio = flight[need] / window[need]
+    scale = int(min(14, max(0, int(np.ceil(np.log2(ratio.max()))))))
+    d.wscale = scale
+    d.window = d.window << scale
+    d.window_known = "inferred"
+
+
 def reassemble(frames: pcap.Frames, options: CaptureOptions | None = None) -> Reassembly:
     options = options or CaptureOptions()
     max_connections = options.max_connections
@@ -464,6 +496,9 @@ def _connection(
     to_client = _direction(seg, rows[~from_client], buffer)
     _finish_direction(seg, to_server, to_client)
     _finish_direction(seg, to_client, to_server)
+    if not (to_server.syn and to_client.syn):
+        _infer_window_scale(seg, to_server, to_client)
+        _infer_window_scale(seg, to_client, to_server)
     times = seg.time_ns[rows]
     return Connection(
         client=client,

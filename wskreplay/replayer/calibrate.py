@@ -245,7 +245,9 @@ def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
             # them (every ACK within two RTTs): it acknowledges at once, give or take.
             late = int(np.median(slow)) if len(slow) else int(np.percentile(delays, 90))
             params["delayed_ack_ns"] = max(late - rtt, 0)
-    if inb.any():
+    if not peer_window_known(trace, socket):
+        params["receive_window"] = UNKNOWN_WINDOW
+    elif inb.any():
         window = int(seg.column("window")[inb].max())
         if window > 0:
             params["receive_window"] = window
@@ -254,6 +256,17 @@ def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
     if rate is not None:
         params["rate_bps"] = rate
     return PathParams(**params)
+
+
+UNKNOWN_WINDOW = 1 << 30
+"""The peer's receive window when the recording cannot say it in bytes (a capture that
+began after the handshake, with no evidence of the scale): it does not limit."""
+
+
+def peer_window_known(trace: Trace, socket: int) -> bool:
+    """Whether the recorded peer's windows are in bytes (import says so per socket)."""
+    known = ((trace.metadata.get("capture") or {}).get("peer_window") or {}).get(str(socket))
+    return not isinstance(known, dict) or known.get("known") != "unknown"
 
 
 RTO_MARGIN = 1.1

@@ -34,6 +34,7 @@ from wskreplay.model import (
 from wskreplay.replayer.calibrate import (
     estimate_path,
     inferred_profile,
+    peer_window_known,
     rto_floor_ns,
     sender_mss,
     stack_delays_ns,
@@ -202,6 +203,8 @@ def _steps(
             if options.peer == "parametric"
             else peer_script(trace, sid, paths[sid].rtt_ns, profile.reset)
         )
+        if script is not None and not peer_window_known(trace, sid):
+            script = replace(script, windows=())
         peer = None
         if script is not None and options.speed == 1.0:
             first = int(
