@@ -1,8 +1,9 @@
 """Send calls inferred from a capture alone (``import --infer-calls``).
 
-For the chosen side of each connection (``client``: the side that sent the SYN, or the
-first packet's sender when the capture missed the handshake; ``server``: the other), its
-outbound stream is cut into calls. Only segments that carry new data (bytes past the
+For the chosen side of each connection (``client``: the side that sent the SYN, or
+received the SYN-ACK; with neither captured the trace lists the socket under
+``capture.opener_unknown`` and ``client`` is the first packet's sender; ``server``: the
+other), its outbound stream is cut into calls. Only segments that carry new data (bytes past the
 furthest byte sent so far) can start a call; a call starts at such a segment when:
 
 1. it is the first one (the first call starts at stream offset 0), or
@@ -110,6 +111,7 @@ def infer_trace(
     seq0 = 0
     announced: dict[str, int] = {}
     peer_window: dict[str, dict] = {}
+    unknown_opener: list[int] = []
     for sid, conn in enumerate(reassembly.connections):
         local_is_client = options.side == "client"
         sent = conn.to_server if local_is_client else conn.to_client
@@ -123,6 +125,8 @@ def infer_trace(
         if (mss := sent.sender_mss(other)) is not None:
             announced[str(sid)] = mss
         peer_window[str(sid)] = {"known": other.window_known, "scale": other.wscale}
+        if not conn.opener_known:
+            unknown_opener.append(sid)
         trace.sockets[sid] = Socket(
             id=sid,
             category="connection",
@@ -206,7 +210,11 @@ def infer_trace(
         "policy": "on-ack",
         "evidence": "inferred calls: completion is placed at the peer's ACK by construction",
     }
-    trace.metadata["capture"] = {"sender_mss": announced, "peer_window": peer_window}
+    trace.metadata["capture"] = {
+        "sender_mss": announced,
+        "peer_window": peer_window,
+        "opener_unknown": unknown_opener,
+    }
     trace.metadata["policies"] = {"reset": options.reset.as_dict()}
     return trace, layouts, reassembly.report
 

@@ -166,6 +166,9 @@ class Connection:
     encapsulations: list[tuple[str, ...]] = field(default_factory=list)
     """What carried the connection's segments (``["ethernet", "vlan 10", "ipv4"]``), in
     order of first appearance; usually one."""
+    opener_known: bool = True
+    """Whether the capture shows who connected (the SYN's sender, or the SYN-ACK's
+    receiver); without either, ``client`` is the first packet's sender."""
 
     def segment_table(
         self, seg: TcpPackets, socket: int, *, client_sends_out: bool = True
@@ -484,9 +487,14 @@ def _connection(
 ) -> Connection:
     flags = seg.flags[rows]
     syn_only = np.flatnonzero((flags & TCP_SYN != 0) & (flags & TCP_ACK == 0))
+    syn_ack = np.flatnonzero((flags & TCP_SYN != 0) & (flags & TCP_ACK != 0))
     first = rows[syn_only[0]] if len(syn_only) else rows[0]
     client = (int(seg.src_hi[first]), int(seg.src_lo[first]), int(seg.sport[first]))
     server = (int(seg.dst_hi[first]), int(seg.dst_lo[first]), int(seg.dport[first]))
+    if not len(syn_only) and len(syn_ack):
+        answer = rows[syn_ack[0]]
+        client = (int(seg.dst_hi[answer]), int(seg.dst_lo[answer]), int(seg.dport[answer]))
+        server = (int(seg.src_hi[answer]), int(seg.src_lo[answer]), int(seg.sport[answer]))
     from_client = (
         (seg.src_hi[rows] == client[0])
         & (seg.src_lo[rows] == client[1])
@@ -511,6 +519,7 @@ def _connection(
         to_server=to_server,
         to_client=to_client,
         encapsulations=_paths_in_order(seg.path[rows], paths),
+        opener_known=bool(len(syn_only) or len(syn_ack)),
     )
 
 

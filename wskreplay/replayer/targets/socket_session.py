@@ -172,9 +172,12 @@ class SocketSession:
                 out.append(e)
         if transmitted:
             out += self._push(k, t)
-            out += self._progress(k, t)
             if irp is not None:
+                # What the call returns is decided as the emulator decides it (the
+                # profile's completion.immediate_success), before the kernel's progress is
+                # read: on a real stack that progress races the return.
                 out.append(k.wsk.returned(irp, t))
+            out += self._progress(k, t)
         return t, out
 
     def disconnect(self, sid: int, *, abortive: bool) -> list[SessionEvent]:
