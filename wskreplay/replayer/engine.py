@@ -50,9 +50,12 @@ WOULD_BUGCHECK = 0xE0570001
 """Not a Windows status (customer bit set): the status column of a call whose Length ran
 past its MDL chain, which would have stopped the machine instead of returning."""
 SETTLE_NS = 120_000_000_000
-"""The least a wait (and the end of the replay) lets pass; a recording longer than half
-of it lets twice its own duration pass, so a peer that acted after a long silence is
-still replayed (a wait never hangs)."""
+"""The least a wait (and the end of the replay) lets pass on a socket; a socket recorded
+for longer than half of it lets twice its own recorded duration pass, so a peer that acted
+after a long silence is still replayed (a wait never hangs)."""
+MAX_SETTLE_NS = 3_600_000_000_000
+"""The most a wait lets pass (a capture whose timestamps span years, as one merging
+interfaces of different clocks can, would otherwise run its timers for years)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,10 @@ def _steps(
     paths = {
         sid: replace(estimate_path(trace, sid, options.seed), mss=mss[sid]) for sid in trace.sockets
     }
-    settle_ns = max(SETTLE_NS, 2 * trace_duration_ns(trace))
+    settle = {
+        sid: min(max(SETTLE_NS, 2 * socket_duration_ns(trace, sid)), MAX_SETTLE_NS)
+        for sid in trace.sockets
+    }
     rto_floor = {
         sid: rto_floor_ns(trace, sid) if options.speed == 1.0 else 0 for sid in trace.sockets
     }
@@ -299,8 +305,8 @@ def _steps(
 
     def let_time_pass(sid: int, conn: EmulatedConnection, until: Callable[[], bool]) -> None:
         """Run the connection event by event until ``until()`` holds, nothing is left to
-        happen, or ``settle_ns`` of virtual time has passed (a wait never hangs)."""
-        limit = conn.now + settle_ns
+        happen, or the socket's settle time has passed (a wait never hangs)."""
+        limit = conn.now + settle[sid]
         while not until() and (step := conn.next_event_time()) is not None and step <= limit:
             absorb(sid, conn.run_until(step))
 
@@ -360,7 +366,8 @@ def _steps(
         reported.clear()
     for sid, conn in conns.items():
         play_lifecycle(sid, conn, None)
-        absorb(sid, conn.settle(settle_ns))
+        last = socket_end_ns(trace, sid)
+        absorb(sid, conn.settle(max(last - conn.now, 0) + settle[sid]))
         reset_seen = conn.reset_time()
         if reset_seen is not None:
             events.append(Event(reset_seen, "reset", sid, {"by": "peer"}))
@@ -411,20 +418,36 @@ def _steps(
     return out
 
 
-def trace_duration_ns(trace: Trace) -> int:
-    """From the trace's first to its last moment (calls, segments, events)."""
+def socket_end_ns(trace: Trace, socket: int) -> int:
+    """The socket's last recorded moment (calls, completions, segments, events)."""
+    return max(_socket_times(trace, socket), default=0)
+
+
+def socket_duration_ns(trace: Trace, socket: int) -> int:
+    """From the socket's first to its last moment in the trace (calls, segments, events)."""
+    times = _socket_times(trace, socket)
+    return max(times) - min(times) if times else 0
+
+
+def _socket_times(trace: Trace, socket: int) -> list[int]:
     times: list[int] = []
     calls = trace.calls
-    if len(calls):
-        times += [int(calls.column("issue_ns").min()), int(calls.column("return_ns").max())]
-        done = calls.column("completed") == COMPLETED
+    mine = calls.column("socket") == socket
+    if mine.any():
+        times += [
+            int(calls.column("issue_ns")[mine].min()),
+            int(calls.column("return_ns")[mine].max()),
+        ]
+        done = mine & (calls.column("completed") == COMPLETED)
         if done.any():
             times.append(int(calls.column("completion_ns")[done].max()))
-    if len(trace.segments):
-        column = trace.segments.column("time_ns")
-        times += [int(column.min()), int(column.max())]
-    times += [e.time_ns for e in trace.events]
-    return max(times) - min(times) if times else 0
+    seg = trace.segments
+    if len(seg):
+        column = seg.column("time_ns")[seg.column("socket") == socket]
+        if len(column):
+            times += [int(column.min()), int(column.max())]
+    times += [e.time_ns for e in trace.events if e.socket == socket]
+    return times
 
 
 def lifecycle_events(trace: Trace) -> dict[int, list[Event]]:
