@@ -214,7 +214,12 @@ def print_import_summary(summary: dict[str, Any], console: Console | None = None
     grid.add_column()
     grid.add_row("wrote", str(summary["output"]))
     grid.add_row("sockets", str(summary["sockets"]))
-    grid.add_row("calls", f"{summary['calls']} ({summary['outstanding']} outstanding at the end)")
+    unknown = summary.get("completion_unknown", 0)
+    grid.add_row(
+        "calls",
+        f"{summary['calls']} ({summary['outstanding']} outstanding at the end"
+        + (f", {unknown} whose completion the recording could not see)" if unknown else ")"),
+    )
     grid.add_row("bytes", f"{summary['bytes_out']} sent, {summary['bytes_in']} received")
     grid.add_row("packets", f"{summary['packets']} read, {summary['segments']} TCP segments kept")
     grid.add_row("returned", ", ".join(f"{k} {v}" for k, v in summary["returned"].items()) or "-")

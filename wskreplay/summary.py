@@ -10,7 +10,7 @@ import numpy as np
 
 from wskreplay.formats import ntstatus
 from wskreplay.formats.wskt import BlockType
-from wskreplay.model import CallTable, Direction
+from wskreplay.model import COMPLETED, COMPLETION_UNKNOWN, CallTable, Direction
 from wskreplay.tracefile import TraceReader
 
 
@@ -28,7 +28,7 @@ def trace_info(reader: TraceReader) -> dict[str, Any]:
     t_max: list[int] = []
     for table in reader.call_blocks():
         calls += len(table)
-        done = table.column("completed") != 0
+        done = table.column("completed") == COMPLETED
         statuses.update(_count_statuses(table.column("status")))
         completions.update(_count_statuses(table.column("completion_status")[done]))
         t_min.append(int(table.column("issue_ns").min()))
@@ -69,7 +69,8 @@ def call_records(table: CallTable) -> Iterator[dict[str, Any]]:
     """One JSON-ready dict per call: every field, NTSTATUS as 0x%08X plus its name."""
     cols = {name: arr.tolist() for name, arr in table.columns.items()}
     for i in range(len(table)):
-        done = bool(cols["completed"][i])
+        done = cols["completed"][i] == COMPLETED
+        unknown = cols["completed"][i] == COMPLETION_UNKNOWN
         status = cols["status"][i]
         cstatus = cols["completion_status"][i] if done else None
         control = table.control_info(i) if cols["control_len"][i] >= 0 else None
@@ -84,7 +85,7 @@ def call_records(table: CallTable) -> Iterator[dict[str, Any]]:
             "control_info": control.hex() if control is not None else None,
             "status": ntstatus.hex_code(status),
             "status_name": ntstatus.name(status),
-            "completed": done,
+            "completed": None if unknown else done,
             "completion_ns": cols["completion_ns"][i] if done else None,
             "completion_status": ntstatus.hex_code(cstatus) if cstatus is not None else None,
             "completion_status_name": ntstatus.name(cstatus) if cstatus is not None else None,

@@ -23,7 +23,15 @@ from wskreplay.formats import ntstatus, pcap
 from wskreplay.formats.etl import EtlEvent, EtlFile
 from wskreplay.formats.etl_packets import etl_frames, read_capture
 from wskreplay.formats.tcpip import DecodeReport
-from wskreplay.model import CallTable, Clock, Direction, Trace
+from wskreplay.model import (
+    COMPLETED,
+    COMPLETION_UNKNOWN,
+    NOT_COMPLETED,
+    CallTable,
+    Clock,
+    Direction,
+    Trace,
+)
 from wskreplay.recorder.build import StreamLayout
 from wskreplay.recorder.calls import recorded_from_events
 from wskreplay.recorder.etw_import import trace_from_recording
@@ -491,7 +499,8 @@ def cap_payload(trace: Trace, layouts: Layouts, cap: int) -> None:
 def summarise(trace: Trace, layouts: Layouts, report: dict[str, Any]) -> dict[str, Any]:
     calls = trace.calls
     returned = Counter(ntstatus.describe(int(s)) for s in calls.column("status"))
-    done = calls.column("completed").astype(bool)
+    state = calls.column("completed")
+    done = state == COMPLETED
     completed = Counter(ntstatus.describe(int(s)) for s in calls.column("completion_status")[done])
     out_bytes = sum(s.length for (_, d), s in layouts.items() if d == Direction.OUT)
     in_bytes = sum(s.length for (_, d), s in layouts.items() if d == Direction.IN)
@@ -503,7 +512,8 @@ def summarise(trace: Trace, layouts: Layouts, report: dict[str, Any]) -> dict[st
         "bytes_in": in_bytes,
         "returned": dict(returned.most_common()),
         "completed": dict(completed.most_common()),
-        "outstanding": int((~done).sum()),
+        "outstanding": int((state == NOT_COMPLETED).sum()),
+        "completion_unknown": int((state == COMPLETION_UNKNOWN).sum()),
         "completion_policy": trace.metadata.get("completion_policy", {}).get("policy"),
         **report,
     }

@@ -70,7 +70,7 @@ def peer_script(
     ignored = (flag_col & TCP_RST != 0) & ~accepted_resets(
         policy, _flow(trace, inbound), _flow(trace, mine & ~inbound)
     )
-    acknowledges = (flag_col & TCP_ACK != 0) & (flag_col & TCP_RST == 0)
+    acknowledges = (flag_col & TCP_ACK != 0) & ((flag_col & TCP_RST == 0) | policy.ack_acknowledges)
     acked_then = np.maximum.accumulate(np.where(acknowledges, ack_col, 0))
     ack_delay = np.maximum(time_col - half - had(ack_col), 0).tolist()
     action_delay = np.maximum(time_col - half - had(acked_then), 0).tolist()
@@ -88,7 +88,7 @@ def peer_script(
     for i, (f, a, w, q, n) in enumerate(zip(flags, acks, windows, seqs, lengths, strict=True)):
         if ignored[i]:
             continue
-        if f & TCP_ACK and not f & TCP_RST:
+        if f & TCP_ACK and (not f & TCP_RST or policy.ack_acknowledges):
             if a > acked:
                 ack_delays.append((a, ack_delay[i], bool(n or f & TCP_FIN)))
                 ack_sent.append(int(time_col[i]) - half)
