@@ -1,12 +1,16 @@
 """Emulator replay throughput: calls/s and segments/s on synth traces of growing size.
 
-    python benchmarks/bench_replay.py [--sizes 10000,100000,1000000] [--no-pure]
+    python benchmarks/bench_replay.py [--sizes 10000,100000,1000000] [--no-pure] [--real]
 
 Per-call time at each size shows whether the cost grows linearly. No peer tool replays
 WskSendEx calls; the references in the same run are the cost of reading the same trace
 back from its .wskt file (columnar), and the same replay through the emulator's Python
 modules (a copy of the package without the mypyc-compiled ones, in a subprocess), to show
 what the compilation buys.
+
+``--real``: every shared real capture (../shared/data/replay and pcap) imported with
+``--infer-calls`` on each side, replayed and diffed against itself: total calls, replay
+time, and the share that is EQUAL (wskreplay/fidelity.py).
 """
 
 from __future__ import annotations
@@ -62,7 +66,10 @@ def main() -> None:
     )
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--no-pure", action="store_true", help="skip the pure-Python reference")
+    ap.add_argument("--real", action="store_true", help="also the shared real captures")
     args = ap.parse_args()
+    if args.real:
+        real_captures()
     compiled = engine.__file__.endswith(".so")
     print(f"emulator: {'compiled (mypyc)' if compiled else 'Python modules'}")
     options = ReplayOptions(load_profile())
@@ -96,6 +103,25 @@ def main() -> None:
                     f"calls/s, compiled is {ref['seconds'] / seconds:.2f}x faster"
                 )
             print(line + ")", flush=True)
+
+
+def real_captures() -> None:
+    from wskreplay.fidelity import measure
+
+    shared = REPO.parent / "shared" / "data"
+    paths = sorted((shared / "replay").glob("*")) + sorted((shared / "pcap").glob("*"))
+    for side in ("client", "server"):
+        rows = [measure(p, side) for p in paths]
+        played = [r for r in rows if r.calls]
+        calls = sum(r.calls for r in played)
+        seconds = sum(r.replay_s for r in played)
+        equal = sum(r.equal for r in played)
+        print(
+            f"real captures, {side} side: {len(played)} with calls, {calls:,} calls, replay "
+            f"{seconds:.2f} s ({calls / seconds:,.0f} calls/s), EQUAL {equal}/{len(played)} "
+            f"({equal / len(played):.0%})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,9 @@ SETTLE_NS = 120_000_000_000
 for longer than half of it lets twice its own recorded duration pass, so a peer that acted
 after a long silence is still replayed (a wait never hangs)."""
 MAX_SETTLE_NS = 3_600_000_000_000
-"""The most a wait lets pass (a capture whose timestamps span years, as one merging
-interfaces of different clocks can, would otherwise run its timers for years)."""
+"""The most a wait lets pass, and the end of a replay of a socket whose own recorded span
+is longer (a capture merging interfaces with different clocks can show one connection
+across years, which would otherwise run its timers for years)."""
 
 
 @dataclass(frozen=True)
@@ -366,8 +367,10 @@ def _steps(
         reported.clear()
     for sid, conn in conns.items():
         play_lifecycle(sid, conn, None)
-        last = socket_end_ns(trace, sid)
-        absorb(sid, conn.settle(max(last - conn.now, 0) + settle[sid]))
+        horizon = max(socket_end_ns(trace, sid) - conn.now, 0) + settle[sid]
+        if socket_duration_ns(trace, sid) > MAX_SETTLE_NS:
+            horizon = min(horizon, MAX_SETTLE_NS)
+        absorb(sid, conn.settle(horizon))
         reset_seen = conn.reset_time()
         if reset_seen is not None:
             events.append(Event(reset_seen, "reset", sid, {"by": "peer"}))
