@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import TYPE_CHECKING, Any
 
-from wskreplay.formats.layers.decode import (
-    DECODE_CHUNK,
-    Decoded,
-    DecodeOptions,
-    JoinedBuffer,
-    TcpPackets,
-    decode,
-)
-from wskreplay.formats.layers.report import DecodeReport
-from wskreplay.formats.layers.tunnels import DEFAULT_PORTS as TUNNEL_PORTS
-from wskreplay.formats.layers.tunnels import TUNNELS
+if TYPE_CHECKING:
+    from wskreplay.formats.layers.decode import (
+        DECODE_CHUNK,
+        Decoded,
+        DecodeOptions,
+        JoinedBuffer,
+        TcpPackets,
+        decode,
+    )
+    from wskreplay.formats.layers.report import DecodeReport
+    from wskreplay.formats.layers.tunnels import DEFAULT_PORTS as TUNNEL_PORTS
+    from wskreplay.formats.layers.tunnels import TUNNELS
 
 __all__ = [
     "DECODE_CHUNK",
@@ -34,6 +36,31 @@ __all__ = [
     "TcpPackets",
     "decode",
 ]
+_LAZY = {
+    "DECODE_CHUNK": ("decode", "DECODE_CHUNK"),
+    "DecodeOptions": ("decode", "DecodeOptions"),
+    "Decoded": ("decode", "Decoded"),
+    "JoinedBuffer": ("decode", "JoinedBuffer"),
+    "TcpPackets": ("decode", "TcpPackets"),
+    "decode": ("decode", "decode"),
+    "DecodeReport": ("report", "DecodeReport"),
+    "TUNNELS": ("tunnels", "TUNNELS"),
+    "TUNNEL_PORTS": ("tunnels", "DEFAULT_PORTS"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The decoder's names, imported when first asked for: the TCP constants and helpers
+    below stay cheap to import for the emulator, which never decodes a frame."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(f"wskreplay.formats.layers.{module}"), attr)
+    globals()[name] = value
+    return value
+
 
 TCP = 6
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10

@@ -92,8 +92,12 @@ class ParametricPeer:
             read = min(self.rcv_nxt, elapsed * self.p.read_rate_bps // 8_000_000_000)
         return max(self.p.receive_window - (self.rcv_nxt - read), 0)
 
-    def _ack_value(self) -> int:
+    def _received(self) -> int:
+        """What it has received in order, its FIN counting as a byte."""
         return self.rcv_nxt + (1 if self.fin_at is not None and self.fin_at <= self.rcv_nxt else 0)
+
+    def _ack_value(self) -> int:
+        return self._received()
 
     def _ack(self, time_ns: int) -> PeerAck:
         self.unacked_segments = 0
@@ -181,19 +185,21 @@ class PeerScript:
     data carried that acknowledgement), by offset."""
     ack_sent_ns: tuple[int, ...] = ()
     """When the recorded peer sent each of ``acks`` (trace time, at the peer)."""
-    received: tuple[tuple[int, int], ...] = ()
-    """(bytes, when the recorded peer had received that many), by bytes."""
+    received_bytes: tuple[int, ...] = ()
+    """Counts of bytes the recorded peer had received, rising ..."""
+    received_ns: tuple[int, ...] = ()
+    """... and when it had them."""
 
     def held_ns(self, k: int, offset: int) -> int | None:
         """How long the recorded peer held an acknowledgement of ``offset`` bytes, which it
         only acknowledged with ``acks[k]`` (a cumulative ACK, or one carried on its later
         data): from having received them to sending that ACK."""
-        if k >= len(self.ack_sent_ns) or not self.received:
+        if k >= len(self.ack_sent_ns):
             return None
-        at = bisect.bisect_left(self.received, (offset, -(1 << 62)))
-        if at >= len(self.received):
+        at = bisect.bisect_left(self.received_bytes, offset)
+        if at >= len(self.received_bytes):
             return None
-        return max(self.ack_sent_ns[k] - self.received[at][1], 0)
+        return max(self.ack_sent_ns[k] - self.received_ns[at], 0)
 
 
 class RecordedPeer(ParametricPeer):
@@ -227,14 +233,16 @@ class RecordedPeer(ParametricPeer):
 
     def _arm(self, time_ns: int) -> None:
         actions = self.script.actions
-        have = super()._ack_value()
+        if self.next_action >= len(actions):
+            return
+        have = self._received()
         while self.next_action < len(actions) and actions[self.next_action].after <= have:
             action = actions[self.next_action]
             self.due.append((time_ns + action.delay_ns, action))
             self.next_action += 1
 
     def _ack_value(self) -> int:
-        ack = super()._ack_value()
+        ack = self._received()
         ceiling = self.script.ack_ceiling
         return ack if ceiling is None else min(ack, ceiling)
 

@@ -67,9 +67,12 @@ def peer_script(
     flag_col = seg.column("flags")[inbound].astype(np.int64)
     ack_col = seg.column("ack")[inbound].astype(np.int64)
     time_col = seg.column("time_ns")[inbound].astype(np.int64)
-    ignored = (flag_col & TCP_RST != 0) & ~accepted_resets(
-        policy, _flow(trace, inbound), _flow(trace, mine & ~inbound)
-    )
+    rst = flag_col & TCP_RST != 0
+    ignored = rst
+    if rst.any():
+        ignored = rst & ~accepted_resets(
+            policy, _flow(trace, inbound), _flow(trace, mine & ~inbound)
+        )
     acknowledges = (flag_col & TCP_ACK != 0) & ((flag_col & TCP_RST == 0) | policy.ack_acknowledges)
     acked_then = np.maximum.accumulate(np.where(acknowledges, ack_col, 0))
     ack_delay = np.maximum(time_col - half - had(ack_col), 0).tolist()
@@ -85,10 +88,12 @@ def peer_script(
     actions: list[PeerAction] = []
     acked = 0
     reset = False
+    skip = ignored.tolist()
+    rst_acks = policy.ack_acknowledges
     for i, (f, a, w, q, n) in enumerate(zip(flags, acks, windows, seqs, lengths, strict=True)):
-        if ignored[i]:
+        if skip[i]:
             continue
-        if f & TCP_ACK and (not f & TCP_RST or policy.ack_acknowledges):
+        if f & TCP_ACK and (rst_acks or not f & TCP_RST):
             if a > acked:
                 ack_delays.append((a, ack_delay[i], bool(n or f & TCP_FIN)))
                 ack_sent.append(int(time_col[i]) - half)
@@ -103,12 +108,12 @@ def peer_script(
             )
             reset |= bool(f & TCP_RST)
     actions.sort(key=lambda x: x.after)
-    received = tuple(zip(out_reach.tolist(), (out_time + half).tolist(), strict=True))
     return PeerScript(
         tuple(table),
         acked if reset else None,
         tuple(actions),
         tuple(ack_delays),
         tuple(ack_sent),
-        received,
+        tuple(out_reach.tolist()),
+        tuple((out_time + half).tolist()),
     )
