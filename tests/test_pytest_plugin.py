@@ -57,7 +57,8 @@ def test_one_trace_passes_one_fails_with_the_diff_then_update_accepts(tmp_path):
     assert run.returncode == 1, run.stdout + run.stderr
     assert "1 failed, 1 passed" in run.stdout
     assert "bad.wskt" in run.stdout and "DIFFERENT: 1 completion status" in run.stdout
-    assert f"call {k}: completion status STATUS_CONNECTION_RESET" in run.stdout
+    assert f"socket 1, call {k}: completion status" in run.stdout
+    assert "STATUS_CONNECTION_RESET (0xC000020D) in" in run.stdout
     update = pytest_run(project, "--wskreplay-traces", "traces", "--wskreplay-update")
     assert update.returncode == 0 and "2 passed" in update.stdout, update.stdout
     assert (project / "traces" / "bad.expected.wskt").is_file()

@@ -56,7 +56,9 @@ class Run:
             )
             where += f", {span}"
         if len(self.differences) == 1:
-            return f"{where}: {self.differences[0].detail}"
+            detail = self.differences[0].detail
+            named = f"call {self.first}: "
+            return f"{where}: {detail[len(named):] if detail.startswith(named) else detail}"
         return f"{where}: {self._summary()}"
 
     def _summary(self) -> str:
