@@ -430,6 +430,29 @@ class Trace:
         return bytes(stream.data[call.stream_offset : end])
 
 
+def awaited_calls(calls: CallTable) -> np.ndarray:
+    """Per call, the call it waited for (index, or -1): the latest of its socket's calls
+    that the recording completed at or before it was issued, itself excluded. A driver
+    that issues a call after a completion was evidently waiting for it: the replay waits
+    for the same completion, and diff measures the call's issue time from it."""
+    n = len(calls)
+    out = np.full(n, -1, np.int64)
+    sockets = calls.column("socket")
+    issue = calls.column("issue_ns").astype(np.int64)
+    completion = calls.column("completion_ns").astype(np.int64)
+    done = calls.column("completed") == COMPLETED
+    for sid in np.unique(sockets).tolist():
+        mine = np.flatnonzero(sockets == sid)
+        finished = mine[done[mine]]
+        if not len(finished):
+            continue
+        finished = finished[np.lexsort((finished, completion[finished]))]
+        at = np.searchsorted(completion[finished], issue[mine], side="right") - 1
+        awaited = np.where(at >= 0, finished[np.maximum(at, 0)], -1)
+        out[mine] = np.where(awaited == mine, -1, awaited)
+    return out
+
+
 def split_points(offset: int, length: int, boundaries: np.ndarray, max_piece: int) -> list[int]:
     """Cut points of [offset, offset+length) at ``boundaries`` and every ``max_piece`` bytes."""
     end = offset + length

@@ -51,6 +51,7 @@ from wskreplay.model import (
     Direction,
     Stream,
     Trace,
+    awaited_calls,
 )
 from wskreplay.spill import RELEASE_EVERY, StreamBytes, release
 
@@ -327,7 +328,7 @@ def _metric_values(trace: Trace, index: np.ndarray, wire: np.ndarray) -> dict[st
     calls = trace.calls
     issue = calls.column("issue_ns")[index].astype(np.int64)
     first = int(issue.min()) if len(issue) else 0
-    completed = calls.column("completed")[index] == 1
+    completed = calls.column("completed")[index] == COMPLETED
     completion = calls.column("completion_ns")[index].astype(np.int64) - issue
     on_wire = wire[index]
     return {
@@ -336,6 +337,28 @@ def _metric_values(trace: Trace, index: np.ndarray, wire: np.ndarray) -> dict[st
         "completion": np.where(completed, completion, -1),
         "wire": np.where(on_wire >= 0, on_wire - issue, -1),
     }
+
+
+def _awaited_lateness(
+    a: Trace, b: Trace, ia: np.ndarray, ib: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per aligned pair: the call A's call waited for (``awaited_calls``, -1 for none) and
+    how much later, from each trace's first aligned call, B completed it than A did (0
+    where not later or not completed in both). A replayed call waits for that completion
+    (docs/emulator.md, "Dependencies"), so this much of its lateness is the completion's,
+    already judged on the awaited call, not its own."""
+    awaited = awaited_calls(a.calls)[ia]
+    partner = np.full(len(a.calls), -1, np.int64)
+    partner[ia] = ib
+    in_b = np.where(awaited >= 0, partner[np.maximum(awaited, 0)], -1)
+    done_b = b.calls.column("completed") == COMPLETED
+    known = (in_b >= 0) & done_b[np.maximum(in_b, 0)]
+    first_a = int(a.calls.column("issue_ns")[ia].min()) if len(ia) else 0
+    first_b = int(b.calls.column("issue_ns")[ib].min()) if len(ib) else 0
+    done_at_a = a.calls.column("completion_ns").astype(np.int64)[np.maximum(awaited, 0)] - first_a
+    done_at_b = b.calls.column("completion_ns").astype(np.int64)[np.maximum(in_b, 0)] - first_b
+    late = np.where(known, np.maximum(done_at_b - done_at_a, 0), 0)
+    return np.where(known, awaited, -1), late
 
 
 def _timing(
@@ -350,6 +373,8 @@ def _timing(
     both = (pairs.a >= 0) & (pairs.b >= 0)
     ia, ib = pairs.a[both], pairs.b[both]
     va, vb = _metric_values(a, ia, wire_a), _metric_values(b, ib, wire_b)
+    awaited, late = _awaited_lateness(a, b, ia, ib)
+    vb["issue"] = vb["issue"] - late
     out: list[Difference] = []
     for metric in METRICS:
         tol = tolerances.get(metric, DEFAULT_TOLERANCES[metric])
@@ -358,6 +383,14 @@ def _timing(
         beyond = known & (np.abs(y - x) > tol.absolute_ns + tol.relative * np.abs(x))
         for k in np.flatnonzero(beyond).tolist():
             delta = int(y[k] - x[k])
+            shown_b = int(y[k])
+            waited = ""
+            if metric == "issue" and late[k]:
+                shown_b += int(late[k])
+                waited = (
+                    f"; not counting the {_duration(int(late[k]))} by which call "
+                    f"{int(awaited[k])}'s completion, which it waited for, came later"
+                )
             out.append(
                 Difference(
                     "timing",
@@ -365,8 +398,8 @@ def _timing(
                     int(ia[k]),
                     int(ib[k]),
                     f"call {int(ia[k])}: {METRICS[metric]} {_duration(int(x[k]))} in A, "
-                    f"{_duration(int(y[k]))} in B ({'+' if delta >= 0 else ''}{_duration(delta)}, "
-                    f"tolerance {tol})",
+                    f"{_duration(shown_b)} in B ({'+' if delta >= 0 else ''}{_duration(delta)}, "
+                    f"tolerance {tol}{waited})",
                     {"metric": metric, "ns": int(x[k])},
                     {"metric": metric, "ns": int(y[k])},
                 )

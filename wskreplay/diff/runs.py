@@ -58,7 +58,7 @@ class Run:
         if len(self.differences) == 1:
             detail = self.differences[0].detail
             named = f"call {self.first}: "
-            return f"{where}: {detail[len(named):] if detail.startswith(named) else detail}"
+            return f"{where}: {detail[len(named) :] if detail.startswith(named) else detail}"
         return f"{where}: {self._summary()}"
 
     def _summary(self) -> str:

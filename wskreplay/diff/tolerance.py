@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from wskreplay.errors import InputError
 
 METRICS = {
-    "issue": "issue time (from the trace's zero)",
+    "issue": "issue time (from the first call)",
     "return": "issue to return",
     "completion": "issue to completion",
     "wire": "issue to the call's first byte on the wire",

@@ -110,11 +110,14 @@ class Direction:
 
     def sender_mss(self, other: Direction) -> int | None:
         """The most payload a segment of this direction carries: the MSS the other side
-        announced in its SYN, less the 12 bytes of the timestamp option when both SYNs
-        offered it (RFC 7323); None when the capture missed the SYN."""
+        announced in its SYN, or this side's own if smaller (its own reflects its link's
+        MTU, which caps what it sends too: RFC 9293 section 3.7.1, MMS_S), less the 12
+        bytes of the timestamp option when both SYNs offered it (RFC 7323); None when the
+        capture missed the other side's SYN."""
         if other.mss is None:
             return None
-        return other.mss - (12 if self.timestamps and other.timestamps else 0)
+        mss = other.mss if self.mss is None else min(other.mss, self.mss)
+        return mss - (12 if self.timestamps and other.timestamps else 0)
 
     def shift(self, delta: int, acks: Direction) -> None:
         """Renumber this stream from ``delta`` bytes later (the bytes before are a gap);

@@ -20,8 +20,9 @@ from wskreplay.formats import wsk
 from wskreplay.formats.tcpip import TCP_RST
 from wskreplay.model import Direction, Trace
 from wskreplay.policies import policies_of
-from wskreplay.replayer.peer import PathParams
+from wskreplay.replayer.peer import HEADER_BYTES, PathParams
 from wskreplay.replayer.profile import TransportProfile
+from wskreplay.replayer.sent import merged, missed_sends
 
 
 def outbound_data(trace: Trace, socket: int) -> np.ndarray:
@@ -102,9 +103,10 @@ def max_flight_bytes(trace: Trace) -> int:
 
 
 def nagle_broken(trace: Trace, mss: int) -> bool:
-    """Whether the recorded sender sent a segment smaller than the MSS while an earlier one
-    was still unacknowledged, for bytes of a call without WSK_FLAG_NODELAY: no variant of
-    Nagle's algorithm allows it, so the recorded transport did not apply it."""
+    """Whether the recorded sender sent new bytes in a segment smaller than the MSS while
+    an earlier small one was still unacknowledged (by the peer, or by the segment itself
+    resending it), for bytes of a call without WSK_FLAG_NODELAY: no variant of Nagle's
+    algorithm allows it, so the recorded transport did not apply it."""
     seg, calls = trace.segments, trace.calls
     times, kinds = seg.column("time_ns"), seg.column("direction").tolist()
     seg_ack, seg_len, seg_seq = (seg.column(c).tolist() for c in ("ack", "length", "seq"))
@@ -125,11 +127,11 @@ def nagle_broken(trace: Trace, mss: int) -> bool:
                 acked = max(acked, seg_ack[r])
                 continue
             n, q = seg_len[r], seg_seq[r]
-            if not n or q < high:
+            if not n or q + n <= high:
                 continue
             high = q + n
             if n < full:
-                if small_end > acked:
+                if small_end > min(acked, q):
                     k = int(np.searchsorted(starts, q + n - 1, side="right")) - 1
                     if k < 0 or not flagged[k]:
                         return True
@@ -178,6 +180,74 @@ def completion_latency_ns(trace: Trace, policy: str) -> int | None:
         delays.append(done[ok] - ref[ok])
     every = np.concatenate(delays) if delays else np.empty(0, np.int64)
     return int(np.median(every)) if len(every) else None
+
+
+def release_pieces(trace: Trace, paths: dict[int, PathParams]) -> dict[int, list[tuple[int, int]]]:
+    """For calls inferred from a capture: call index -> its bytes as pieces (length, delay
+    from its first byte), where the recording sent its first byte and the rest apart by
+    more than the bottleneck explains (``paths``: socket -> its replay's path), bytes the
+    capture missed taken as sent by ``sent.missed_sends``. An inferred call may be several
+    writes the inference merged (a host that wrote a response in parts): the replay hands
+    each piece to TCP no earlier than the recording shows it leaving. Calls of a recorded
+    WSK trace hand their bytes over at once: {}."""
+    if "inferred" not in trace.metadata:
+        return {}
+    out: dict[int, list[tuple[int, int]]] = {}
+    for socket in trace.sockets:
+        path = paths.get(socket)
+        if path is not None:
+            out.update(_socket_pieces(trace, socket, path))
+    return out
+
+
+def _socket_pieces(trace: Trace, socket: int, path: PathParams) -> dict[int, list[tuple[int, int]]]:
+    calls, seg = trace.calls, trace.segments
+    rows = outbound_data(trace, socket)
+    mine = np.flatnonzero(
+        (calls.column("socket") == socket)
+        & nt.success_mask(calls.column("status"))
+        & (calls.column("length") > 0)
+    )
+    if not len(mine):
+        return {}
+    times = seg.column("time_ns")[rows].astype(np.int64)
+    first_seq = int(seg.column("seq")[rows][0]) if len(times) else 0
+    end = (seg.column("seq")[rows] + seg.column("length")[rows]).astype(np.int64)
+    times, end = merged(times, end, *missed_sends(trace, socket, times, end, path.rtt_ns))
+    if len(times) < 2:
+        return {}
+    before = np.concatenate(([first_seq], np.maximum.accumulate(end)[:-1]))
+    new = end > before
+    times, start, end = times[new], before[new], end[new]
+    rate = path.rate_bps
+    serialization = (
+        (end - start + HEADER_BYTES) * 8 * 1_000_000_000 // rate
+        if rate
+        else np.zeros(len(end), np.int64)
+    )
+    apart = np.concatenate(([False], np.diff(times) > serialization[:-1]))
+    order = mine[np.argsort(calls.column("stream_offset")[mine], kind="stable")]
+    call_start = calls.column("stream_offset")[order].astype(np.int64)
+    call_end = call_start + calls.column("length")[order].astype(np.int64)
+    k = np.searchsorted(call_start, start, side="right") - 1
+    held = np.maximum(k, 0)
+    cuts = np.flatnonzero(apart & (k >= 0) & (start > call_start[held]) & (start < call_end[held]))
+    first = _first_reaching(times, np.maximum.accumulate(end), call_start + 1)
+    marks: dict[int, list[tuple[int, int]]] = {}
+    for c in cuts.tolist():
+        call = int(k[c])
+        if first[call] >= 0:
+            marks.setdefault(call, []).append(
+                (int(start[c] - call_start[call]), max(int(times[c] - first[call]), 0))
+            )
+    pieces: dict[int, list[tuple[int, int]]] = {}
+    for call, cut in marks.items():
+        offsets = [0, *(m[0] for m in cut), int(call_end[call] - call_start[call])]
+        delays = [0, *(m[1] for m in cut)]
+        pieces[int(order[call])] = [
+            (offsets[j + 1] - offsets[j], delays[j]) for j in range(len(delays))
+        ]
+    return pieces
 
 
 def stack_delays_ns(trace: Trace) -> np.ndarray:
@@ -276,8 +346,10 @@ def rto_floor_ns(trace: Trace, socket: int) -> int:
     """The longest the recorded sender waited for an acknowledgement without
     retransmitting (its retransmission timeout was longer than that): from each segment
     of new data that was never sent again to the first ACK covering it, or to the end of
-    the recording. A replay's RTO is kept above it (times :data:`RTO_MARGIN`), so the
-    model does not retransmit where the recorded stack did not; 0 when the recording shows
+    the recording, times :data:`RTO_MARGIN`; and from each segment that was sent again to
+    its first resend (its timeout was at least that: the resend was the timer's, or a
+    fast retransmit before it). A replay's RTO is kept above it, so the model does not
+    retransmit where, or sooner than, the recorded stack did; 0 when the recording shows
     nothing."""
     seg = trace.segments
     out = outbound_data(trace, socket)
@@ -291,13 +363,18 @@ def rto_floor_ns(trace: Trace, socket: int) -> int:
     again = start < before
     first = np.flatnonzero(~again)
     resent = np.zeros(len(first), bool)
+    resent_after = np.zeros(len(first), np.int64)
     for k in np.flatnonzero(again).tolist():
         lo = np.searchsorted(end[first], start[k], side="right")
         hi = np.searchsorted(start[first], end[k], side="left")
-        resent[lo:hi] |= time[first[lo:hi]] < time[k]
+        hit = np.flatnonzero(time[first[lo:hi]] < time[k]) + lo
+        fresh = hit[~resent[hit]]
+        resent_after[fresh] = time[k] - time[first[fresh]]
+        resent[hit] = True
+    waited_for_resend = int(resent_after.max()) if len(resent_after) else 0
     kept = first[~resent]
     if not len(kept):
-        return 0
+        return waited_for_resend
     mine = seg.column("socket") == socket
     acks = (
         mine & (seg.column("direction") == int(Direction.IN)) & (seg.column("flags") & TCP_RST == 0)
@@ -309,7 +386,7 @@ def rto_floor_ns(trace: Trace, socket: int) -> int:
         ack_v = np.maximum.accumulate(seg.column("ack")[acks].astype(np.int64))
         k = np.searchsorted(ack_v, end[kept], side="left")
         answered = np.where(k < len(ack_v), ack_t[np.minimum(k, len(ack_t) - 1)], last)
-    return int(max(int((answered - time[kept]).max()), 0) * RTO_MARGIN)
+    return max(int(max(int((answered - time[kept]).max()), 0) * RTO_MARGIN), waited_for_resend)
 
 
 def sender_mss(trace: Trace, socket: int) -> int | None:
@@ -317,8 +394,12 @@ def sender_mss(trace: Trace, socket: int) -> int | None:
     recording shows it (:func:`observed_mss`), else the one its SYN exchange allowed
     (``metadata.capture.sender_mss``, recorded at import), else None."""
     seen = observed_mss(trace, socket)
-    if seen is not None:
-        return seen
+    return seen if seen is not None else announced_mss(trace, socket)
+
+
+def announced_mss(trace: Trace, socket: int) -> int | None:
+    """The MSS the socket's SYN exchange allowed its sender (``metadata.capture.sender_mss``,
+    recorded at import), or None."""
     announced = ((trace.metadata.get("capture") or {}).get("sender_mss") or {}).get(str(socket))
     return announced if isinstance(announced, int) and 0 < announced <= 65535 else None
 
@@ -341,8 +422,14 @@ def observed_mss(trace: Trace, socket: int) -> int | None:
 
 def link_rate_bps(trace: Trace, socket: int) -> int | None:
     """The sender's link rate, from the spacing of consecutive full-sized segments of one
-    call (back to back by construction: the call had queued both); None when the recording
-    shows no such pair or no spacing (segmentation offload)."""
+    call (back to back by construction: the call had queued both): their median spacing,
+    or for calls inferred from a capture the least (the link was at least that fast; where
+    the recording shows a call's segments further apart, :func:`release_pieces` replays
+    that spacing, and a slower link would delay what the recording sent sooner);
+    None when the recording shows no such pair, segments longer than the SYN exchange
+    allowed (segmentation offload at the capture point: their spacing is the host's, not
+    the link's), or most pairs no spacing at all (a link faster than the capture's clock
+    resolves)."""
     seg, calls = trace.segments, trace.calls
     rows = outbound_data(trace, socket)
     if rows.sum() < 2:
@@ -350,6 +437,8 @@ def link_rate_bps(trace: Trace, socket: int) -> int | None:
     times = seg.column("time_ns")[rows].astype(np.int64)
     seq = seg.column("seq")[rows].astype(np.int64)
     length = seg.column("length")[rows].astype(np.int64)
+    if int(length.max()) > (announced_mss(trace, socket) or 65535):
+        return None
     mine = (calls.column("socket") == socket) & nt.success_mask(calls.column("status"))
     starts = np.sort(calls.column("stream_offset")[mine].astype(np.int64))
     call_of = np.searchsorted(starts, seq, side="right")
@@ -357,9 +446,11 @@ def link_rate_bps(trace: Trace, socket: int) -> int | None:
         (call_of[1:] == call_of[:-1])
         & (seq[1:] == seq[:-1] + length[:-1])
         & (length[:-1] == length.max())
-        & (np.diff(times) > 0)
     )
     if not pair.any():
         return None
-    gap = np.diff(times)[pair]
-    return int((int(length.max()) + 54) * 8 * 1_000_000_000 // int(np.median(gap)))
+    gaps = np.diff(times)[pair]
+    if np.median(gaps) <= 0:
+        return None
+    gap = int(gaps[gaps > 0].min()) if "inferred" in trace.metadata else int(np.median(gaps))
+    return int((int(length.max()) + HEADER_BYTES) * 8 * 1_000_000_000 // gap)

@@ -30,11 +30,13 @@ from wskreplay.model import (
     SegmentTable,
     Stream,
     Trace,
+    awaited_calls,
 )
 from wskreplay.replayer.calibrate import (
     estimate_path,
     inferred_profile,
     peer_window_known,
+    release_pieces,
     rto_floor_ns,
     sender_mss,
     stack_delays_ns,
@@ -172,7 +174,6 @@ def _steps(
     n = len(calls)
     issue = calls.column("issue_ns").astype(np.int64)
     socket_of = calls.column("socket").astype(np.int64)
-    completed = calls.column("completed") == COMPLETED
     completion = calls.column("completion_ns").astype(np.int64)
     order = np.lexsort((np.arange(n), issue))
     t0 = int(issue.min()) if n else 0
@@ -208,7 +209,7 @@ def _steps(
         script = (
             None
             if options.peer == "parametric"
-            else peer_script(trace, sid, paths[sid].rtt_ns, profile.reset)
+            else peer_script(trace, sid, paths[sid].rtt_ns, profile.reset, paths[sid].rate_bps)
         )
         if script is not None and not peer_window_known(trace, sid):
             script = replace(script, windows=())
@@ -242,10 +243,7 @@ def _steps(
     events: list[Event] = []
     wire: dict[int, list[WireSegment]] = {sid: [] for sid in trace.sockets}
     done_at: dict[int, int] = {}
-    last_done: dict[int, int] = {}
-    """Socket -> index of its latest call completed in the recording so far."""
-    recorded_done_order = sorted((int(completion[i]), i) for i in range(n) if completed[i])
-    done_cursor = 0
+    awaited = awaited_calls(calls).tolist()
 
     reported: list[Returned | Completed | Violation] = []
     """What the replay reported since the last step."""
@@ -279,6 +277,7 @@ def _steps(
 
     at_once = (calls.column("status") == nt.STATUS_SUCCESS).tolist()
     stack_delay = stack_delays_ns(trace).tolist()
+    pieces = release_pieces(trace, paths)
     flags_of = calls.column("flags").tolist()
     length_of = calls.column("length").tolist()
     irql_of = calls.column("irql").tolist()
@@ -316,18 +315,11 @@ def _steps(
         issued = issue_of[i]
         conn = conns[sid]
         play_lifecycle(sid, conn, issued)
-        while done_cursor < len(recorded_done_order) and (
-            recorded_done_order[done_cursor][0] <= issued
-        ):
-            j = recorded_done_order[done_cursor][1]
-            last_done[socket_list[j]] = j
-            done_cursor += 1
         t = conn.now if options.speed is None else t0 + scaled(issued - t0)
-        waits_for = last_done.get(sid)
-        if waits_for is not None and waits_for != i:
-            awaited: int = waits_for
+        waits_for: int = awaited[i]
+        if waits_for >= 0:
 
-            def has_completed(j: int = awaited) -> bool:
+            def has_completed(j: int = waits_for) -> bool:
                 return j in done_at
 
             let_time_pass(sid, conn, has_completed)
@@ -358,7 +350,12 @@ def _steps(
             None if irql_of[i] < 0 else irql_of[i],
             at_once[i],
         )
-        outputs = conn.call(req, scaled(stack_delay[i]))
+        piece_list = pieces.get(i)
+        if piece_list is not None and options.speed is not None:
+            piece_list = [(length, scaled(delay)) for length, delay in piece_list]
+        else:
+            piece_list = None
+        outputs = conn.call(req, scaled(stack_delay[i]), piece_list)
         absorb(sid, outputs)
         if not _returned(outputs):
             return_out[i] = t

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from wskreplay.formats.tcpip import TCP_FIN, TCP_RST
 from wskreplay.replayer.tcp_sender import SentSegment
 
+HEADER_BYTES = 54
+"""What a TCP segment's frame adds to its payload on the bottleneck (Ethernet, IPv4 and
+TCP headers without options): its serialization time counts them."""
+
 
 @dataclass(frozen=True)
 class PathParams:
@@ -73,9 +77,8 @@ class ParametricPeer:
         at the sender stamps a segment when it starts to leave, and the RTT measured from
         such a capture runs from there: the arrival is half of it after the departure."""
         start = max(seg.time_ns, self.link_free)
-        serialization = (
-            (seg.length + 54) * 8 * 1_000_000_000 // self.p.rate_bps if self.p.rate_bps else 0
-        )
+        rate = self.p.rate_bps
+        serialization = (seg.length + HEADER_BYTES) * 8 * 1_000_000_000 // rate if rate else 0
         self.link_free = start + serialization
         if self.p.loss and self.rng.random() < self.p.loss:
             self.dropped += 1
@@ -99,11 +102,12 @@ class ParametricPeer:
     def _ack_value(self) -> int:
         return self._received()
 
-    def _ack(self, time_ns: int) -> PeerAck:
+    def _ack(self, time_ns: int, value: int | None = None) -> PeerAck:
+        """Acknowledge what it has (``value``: no further than that)."""
         self.unacked_segments = 0
         self.unacked_bytes = 0
         self.delayed_until = None
-        ack = self._ack_value()
+        ack = self._ack_value() if value is None else min(value, self._ack_value())
         self.acked_sent = max(self.acked_sent, ack)
         return PeerAck(time_ns + self.p.rtt_ns // 2, ack, self._window(time_ns), 0, time_ns)
 
@@ -206,12 +210,13 @@ class RecordedPeer(ParametricPeer):
     """A peer that reacts to what it receives the way the recorded one did.
 
     - ACKs: once it has received up to an offset the recorded peer acknowledged, it
-      acknowledges (what it has then) after the delay the recorded peer took, with a pure
-      ACK or with the data segment that carried it in the recording; data the recording
-      never saw acknowledged on its own waits for the next such offset, and is
-      acknowledged alone only if that does not come within the time the recorded peer
-      held it (from receiving it to the cumulative or data-carried ACK that covered it);
-      past the recorded stream, the parametric rules.
+      acknowledges that offset (no further: where the recording lost a segment, the
+      recorded peer's cumulative ACK stopped short of what this one has) after the delay
+      the recorded peer took, with a pure ACK or with the data segment that carried it in
+      the recording; data the recording never saw acknowledged on its own waits for the
+      next such offset, and is acknowledged alone only if that does not come within the
+      time the recorded peer held it (from receiving it to the cumulative or data-carried
+      ACK that covered it); past the recorded stream, the parametric rules.
     - Windows: the one the recorded peer advertised at the same point of the stream.
     - Data, FIN and RST: sent once it has received what it had received when it sent them
       in the recording, after the same delay; after a reset, nothing.
@@ -229,6 +234,8 @@ class RecordedPeer(ParametricPeer):
         self.next_action = 0
         self.due: list[tuple[int, PeerAction]] = []
         self.reset_sent = False
+        self.held_up_to: int | None = None
+        """The recorded ACK offset the armed hold stands for: it acknowledges no further."""
         self._arm(start_ns)
 
     def _arm(self, time_ns: int) -> None:
@@ -257,22 +264,35 @@ class RecordedPeer(ParametricPeer):
         """New data or a FIN in order: acknowledged as the recorded peer did (its FIN
         counts as a byte, as in its ACK numbers)."""
         if self.next_ack >= len(self._ack_offsets):
+            self.held_up_to = None
             return super()._in_order(at_ns)
         have = self._ack_value()
         reached = bisect.bisect_right(self._ack_offsets, have)
         if reached > self.next_ack:
-            _, delay, carried = self.script.acks[reached - 1]
-            self.delayed_until = None  # what it received is covered by this ACK
+            value, delay, carried = self.script.acks[reached - 1]
             if not carried:
                 # A later ACK due sooner than earlier ones covers them: they are not sent.
                 at = at_ns + delay
                 self.acks_due = [(t, v) for t, v in self.acks_due if t < at]
-                self.acks_due.append((at, self._ack_value()))
+                self.acks_due.append((at, value))
             self.next_ack = reached
-        elif self.delayed_until is None:
+            if value >= have:
+                self.delayed_until = None
+                return []
+        if self.delayed_until is None:
             held = self.script.held_ns(self.next_ack, have)
             self.delayed_until = at_ns + (self.p.delayed_ack_ns if held is None else held)
+            self.held_up_to = None if held is None else self._ack_offsets[self.next_ack]
         return []
+
+    def _react(self, kind: str, at_ns: int) -> list[PeerAck]:
+        """A duplicate or out-of-order segment: a duplicate ACK at once, of what it has
+        acknowledged so far (the recorded peer had not necessarily received what this one
+        has: a segment the recording lost, resent, is a duplicate here)."""
+        if kind == "none":
+            return []
+        value = min(self._ack_value(), self.acked_sent)
+        return [PeerAck(at_ns + self.p.rtt_ns // 2, value, self._window(at_ns), 0, at_ns)]
 
     def receive(self, seg: SentSegment, at_ns: int) -> list[PeerAck]:
         if self.reset_sent:
@@ -297,7 +317,10 @@ class RecordedPeer(ParametricPeer):
     def on_timer(self, time_ns: int) -> list[PeerAck]:
         if self.reset_sent:
             return []
-        out = super().on_timer(time_ns)
+        out: list[PeerAck] = []
+        if self.delayed_until is not None and time_ns >= self.delayed_until:
+            out.append(self._ack(self.delayed_until, self.held_up_to))
+            self.held_up_to = None
         half = self.p.rtt_ns // 2
         for t, value in self.acks_due:
             if t <= time_ns:

@@ -9,6 +9,7 @@ from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 from wskreplay.model import Direction, Trace
 from wskreplay.policies import DEFAULT_RESET, Flow, ResetPolicy, accepted_resets
 from wskreplay.replayer.peer import PeerAction, PeerScript
+from wskreplay.replayer.sent import departures, merged, missed_sends
 
 
 def _flow(trace: Trace, rows: np.ndarray) -> Flow:
@@ -26,18 +27,25 @@ def _flow(trace: Trace, rows: np.ndarray) -> Flow:
 
 
 def peer_script(
-    trace: Trace, socket: int, rtt_ns: int, policy: ResetPolicy = DEFAULT_RESET
+    trace: Trace,
+    socket: int,
+    rtt_ns: int,
+    policy: ResetPolicy = DEFAULT_RESET,
+    rate_bps: int | None = None,
 ) -> PeerScript | None:
     """The script of ``socket``'s peer, or None when the recording has no segment from it.
 
     Each segment the peer sent becomes an action triggered by what the peer had received
     by then (its ACK field), delayed by the time between the peer receiving that byte (its
-    first transmission plus half the RTT) and the peer sending the segment (its capture
-    time minus half the RTT). A RST's own ACK field does not count as an acknowledgement
-    here (``policy.ack_acknowledges`` is applied where the RST arrives), and a RST the
-    local stack would have ignored (``policy.acceptance``) is left out. Each segment that
-    acknowledged new bytes gives the delay from the peer receiving the last of them to
-    its sending the ACK, and whether its data carried it (then the data action sends it)."""
+    first transmission, once the segments before it were serialized at ``rate_bps`` as the
+    replay's path serializes them, or for a byte the capture missed, one RTT before the
+    peer acknowledged it (``sent.missed_sends``); plus half the RTT) and the peer sending
+    the segment (its capture time minus half the RTT). A RST's own ACK field does not
+    count as an acknowledgement here (``policy.ack_acknowledges`` is applied where the RST
+    arrives), and a RST the local stack would have ignored (``policy.acceptance``) is left
+    out. Each segment that acknowledged new bytes gives the delay from the peer receiving
+    the last of them to its sending the ACK, and whether its data carried it (then the
+    data action sends it)."""
     seg = trace.segments
     mine = seg.column("socket") == socket
     inbound = mine & (seg.column("direction") == int(Direction.IN))
@@ -46,14 +54,16 @@ def peer_script(
     fin = (seg.column("flags") & TCP_FIN) != 0
     outbound = mine & (seg.column("direction") == int(Direction.OUT))
     out = outbound & ((seg.column("length") > 0) | fin)
-    out_time = seg.column("time_ns")[out].astype(np.int64)
-    out_reach = (
-        np.maximum.accumulate(
-            (seg.column("seq")[out] + seg.column("length")[out] + fin[out]).astype(np.int64)
-        )
-        if out.any()
-        else np.empty(0, np.int64)
+    out_time = departures(
+        seg.column("time_ns")[out].astype(np.int64),
+        seg.column("length")[out].astype(np.int64),
+        rate_bps,
     )
+    out_end = (seg.column("seq")[out] + seg.column("length")[out] + fin[out]).astype(np.int64)
+    out_time, out_end = merged(
+        out_time, out_end, *missed_sends(trace, socket, out_time, out_end, rtt_ns)
+    )
+    out_reach = np.maximum.accumulate(out_end) if len(out_end) else np.empty(0, np.int64)
     half = rtt_ns // 2
     start = int(seg.column("time_ns")[mine].min())
 

@@ -100,13 +100,22 @@ class EmulatedConnection:
                 best = t
         return best
 
-    def call(self, req: SendRequest, stack_delay_ns: int = 0) -> list[Output]:
+    def call(
+        self,
+        req: SendRequest,
+        stack_delay_ns: int = 0,
+        pieces: list[tuple[int, int]] | None = None,
+    ) -> list[Output]:
         """A WskSendEx at ``req.time_ns``; its bytes reach TCP ``stack_delay_ns`` later (the
-        host's own latency, taken from the recording), never before an earlier call's."""
+        host's own latency, taken from the recording), never before an earlier call's;
+        with ``pieces`` ((length, delay after the first), summing to the call's length),
+        each piece that much later than the first."""
         out = self.run_until(req.time_ns)
         self.now = max(self.now, req.time_ns)
         events = self.wsk.send(req)
         transmitted = any(isinstance(e, Transmit) for e in events)
+        if pieces is not None:
+            events = self._release(events, stack_delay_ns, pieces)
         out += self._wsk_outputs(events, stack_delay_ns)
         if transmitted and req.irp is not None:
             out.append(self.wsk.returned(req.irp, self.now))
@@ -284,6 +293,21 @@ class EmulatedConnection:
             elif isinstance(e, Acknowledged):
                 out += self._wsk_outputs(self.wsk.acknowledged(e.end, e.time_ns), sent=True)
         return out
+
+    def _release(
+        self, events: list[WskEvent], stack_delay_ns: int, pieces: list[tuple[int, int]]
+    ) -> list[WskEvent]:
+        """``events`` with the call's Transmit handed to TCP piece by piece."""
+        rest: list[WskEvent] = []
+        for e in events:
+            if not isinstance(e, Transmit) or sum(p[0] for p in pieces) != e.length:
+                rest.append(e)
+                continue
+            first = max(self._stack_free, e.time_ns + stack_delay_ns)
+            for length, delay in pieces:
+                self._stack_free = max(self._stack_free, first + delay)
+                self._schedule(self._stack_free, WRITE, Transmit(e.irp, length, e.nodelay, first))
+        return rest
 
     def _write_in_pieces(self, e: Transmit, stack_delay_ns: int, chaos: Chaos) -> None:
         """A call's bytes to TCP after the stack delay, in call order, maybe in two writes."""
