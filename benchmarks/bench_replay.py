@@ -1,6 +1,7 @@
 """Emulator replay throughput: calls/s and segments/s on synth traces of growing size.
 
     python benchmarks/bench_replay.py [--sizes 10000,100000,1000000] [--no-pure] [--real]
+                                      [--real-socket]
 
 Per-call time at each size shows whether the cost grows linearly. No peer tool replays
 WskSendEx calls; the references in the same run are the cost of reading the same trace
@@ -11,6 +12,12 @@ what the compilation buys.
 ``--real``: every shared real capture (../shared/data/replay and pcap) imported with
 ``--infer-calls`` on each side, replayed and diffed against itself: total calls, replay
 time, and the share that is EQUAL (wskreplay/fidelity.py).
+
+``--real-socket`` (root): the same through the socket target, real kernel TCP in two
+network namespaces, at recorded speed (a recording longer than 20 s faster): per capture
+and side, whether statuses and bytes are the recording's, how many timing differences the
+real stack's default tolerance leaves, and the completion error at recorded speed; the
+table of docs/targets.md. Then it exits (no synth runs).
 """
 
 from __future__ import annotations
@@ -67,7 +74,11 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--no-pure", action="store_true", help="skip the pure-Python reference")
     ap.add_argument("--real", action="store_true", help="also the shared real captures")
+    ap.add_argument("--real-socket", action="store_true", help="real captures, socket target")
     args = ap.parse_args()
+    if args.real_socket:
+        real_captures_on_the_socket_target()
+        return
     if args.real:
         real_captures()
     compiled = engine.__file__.endswith(".so")
@@ -122,6 +133,41 @@ def real_captures() -> None:
             f"({equal / len(played):.0%})",
             flush=True,
         )
+
+
+
+def real_captures_on_the_socket_target() -> None:
+    from wskreplay.fidelity import measure
+
+    shared = REPO.parent / "shared" / "data"
+    paths = sorted((shared / "replay").glob("*")) + sorted((shared / "pcap").glob("*"))
+    print("| capture | side | calls | speed | statuses | bytes | timing differences "
+          "| completion error median / p99 / max (us) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    for side in ("client", "server"):
+        for p in paths:
+            row = measure(p, side, target="socket")
+            if not row.calls:
+                continue
+            rows.append(row)
+            kinds = row.kinds or {}
+            error = row.error_text() if row.speed == 1.0 else "-"
+            print(
+                f"| `{row.capture}` | {side} | {row.calls} | {row.speed:.3g} | "
+                f"{'equal' if row.statuses_equal else 'DIFFERENT'} | "
+                f"{'equal' if not kinds.get('wire') else 'DIFFERENT'} | "
+                f"{kinds.get('timing', 0)} | {error} |",
+                flush=True,
+            )
+    statuses = sum(r.statuses_equal for r in rows)
+    wire = sum(not (r.kinds or {}).get("wire") for r in rows)
+    timed = sum(r.calls for r in rows)
+    late = sum((r.kinds or {}).get("timing", 0) for r in rows)
+    print(
+        f"\n{len(rows)} replays, {timed:,} calls: statuses equal in {statuses}, bytes in "
+        f"{wire}; {late:,} timing differences beyond the real stack's tolerance"
+    )
 
 
 if __name__ == "__main__":

@@ -189,3 +189,24 @@ def test_a_dependent_calls_issue_time_is_judged_after_the_completion_it_waited_f
     alone = diff_traces(trace, replace(again, calls=type(again.calls)(cols)))
     timing = [(d.call_a, d.a["metric"]) for d in alone.differences if d.kind == "timing"]
     assert (k, "issue") in timing
+
+
+def test_the_replay_says_which_path_values_had_too_little_evidence():
+    """One direction only: no ACK of the local data, so RTT and delayed-ACK time are the
+    defaults, and the replay's metadata says so; a two-way capture names its evidence."""
+    one_way = replayed(imported("pcapplusplus__unidirectional_tcp_stream_with_missing_packet.pcap"))
+    evidence = one_way.metadata["paths"]["0"]["evidence"]
+    assert evidence["rtt_ns"].startswith("default: ")
+    assert evidence["delayed_ack_ns"].startswith("default: ")
+    two_way = replayed(imported("zeek__dce-rpc_mapi.pcap")).metadata["paths"]["1"]["evidence"]
+    assert two_way["rtt_ns"].startswith("the fastest of ")
+    assert two_way["rate_bps"] == "the spacing of back-to-back full segments"
+    assert two_way["mss"] == "the size the recorded sender cut longer sends at"
+    assert set(two_way) == {
+        "rtt_ns",
+        "delayed_ack_ns",
+        "receive_window",
+        "rate_bps",
+        "mss",
+        "rto_floor_ns",
+    }

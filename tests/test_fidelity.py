@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wskreplay.diff import DiffOptions, parse_tolerance
 from wskreplay.diff.compare import diff_traces
 from wskreplay.fidelity import measure
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import pcap
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
-from wskreplay.model import COMPLETED, COMPLETION_UNKNOWN, Trace
+from wskreplay.model import COMPLETED, COMPLETION_UNKNOWN, Trace, awaited_calls
 from wskreplay.policies import ResetPolicy
 from wskreplay.recorder.importer import ImportOptions, import_sources
 from wskreplay.recorder.infer import InferOptions, infer_trace
@@ -37,6 +38,8 @@ NOT_TCP_OR_DAMAGED = {
     "tcpdump__timestamp_invalid_nano.pcap",
     "zeek__pcapng-multi-interface.pcapng",
 }
+
+
 def imported(path: Path, side: str = "client", **options) -> Trace:
     return import_sources(
         [str(path)], ImportOptions(infer_calls=True, side=side, **options)
@@ -282,3 +285,42 @@ def test_the_emulator_counts_a_rsts_ack_only_under_that_policy():
         out += conn._from_peer(PeerAck(MS // 2, 100, 65535, TCP_RST | TCP_ACK), MS // 2)
         done = [e for e in out if isinstance(e, Completed)]
         assert [d.status for d in done] == [status]
+
+
+def test_a_faster_replays_schedule_is_compared_at_its_speed(smb_pair):
+    """At --speed 4 the calls keep the recording's schedule four times faster: no call's
+    issue time counts as late; --asap keeps none, so issue times are not compared."""
+    trace, _ = smb_pair
+    for speed in (4.0, None):
+        again = replay(trace, ReplayOptions(load_profile(), speed=speed))
+        assert again.metadata["replay"]["speed"] == speed
+        result = diff_traces(trace, again)
+        issue = [
+            d.detail for d in result.differences if d.kind == "timing" and d.a["metric"] == "issue"
+        ]
+        assert not issue, issue[:3]
+
+
+def test_a_replay_on_a_real_stack_is_judged_against_its_tolerance(smb_pair):
+    """The same 1 ms delay of a completion no call waited for is a difference against the
+    emulator's tolerance (50 us + 5%) and within a real stack's (2 ms + 25%): the basis
+    follows the target the replay ran on, and an explicit tolerance still overrides it."""
+    trace, again = smb_pair
+    done = trace.calls.column("completed") == COMPLETED
+    latency = trace.calls.column("completion_ns") - trace.calls.column("issue_ns")
+    awaited = set(awaited_calls(trace.calls).tolist())
+    k = next(int(i) for i in np.flatnonzero(done & (latency < 10_000_000)) if i not in awaited)
+    cols = again.calls.columns
+    cols["completion_ns"] = cols["completion_ns"].copy()
+    cols["completion_ns"][k] += 1_000_000
+    emulated = replace(again, calls=type(again.calls)(cols))
+    on_socket = replace(emulated, metadata={**emulated.metadata, "target": {"kind": "socket"}})
+    result = diff_traces(trace, emulated)
+    assert result.tolerance_basis == "emulator"
+    assert [(d.kind, d.call_a) for d in result.differences] == [("timing", k)]
+    real = diff_traces(trace, on_socket)
+    assert real.tolerance_basis == "real stack" and real.equal
+    strict = diff_traces(
+        trace, on_socket, DiffOptions(tolerances=dict([parse_tolerance("completion=500us")]))
+    )
+    assert [(d.kind, d.call_a) for d in strict.differences] == [("timing", k)]

@@ -12,7 +12,6 @@ from typing import Any
 
 from wskreplay.diff import DiffOptions, DiffResult, Tolerance, diff_traces, parse_tolerance
 from wskreplay.diff.compare import Difference
-from wskreplay.diff.tolerance import DEFAULT_TOLERANCES
 from wskreplay.digest import file_sha256
 from wskreplay.errors import InputError
 from wskreplay.model import Trace
@@ -29,7 +28,9 @@ SIDECAR_KEYS = {"profile", "tolerance", "strict_segmentation", "skip"}
 @dataclass(frozen=True)
 class CheckSettings:
     profile: str = "windows-tcpip"
-    tolerances: Mapping[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    """Overrides of the default tolerances (the emulator's, or a real stack's for the
+    socket and agent targets: ``diff.tolerance.default_tolerances``)."""
     strict_segmentation: bool = False
     skip: str | None = None
     """A reason to skip this trace (from its sidecar; the pytest plugin honours it)."""

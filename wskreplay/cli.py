@@ -720,10 +720,8 @@ diff_options = option_group(_DIFF_OPTIONS)
 
 def _diff_options(align: str, tolerances: tuple[str, ...], strict_segmentation: bool) -> Any:
     from wskreplay.diff import DiffOptions, parse_tolerance
-    from wskreplay.diff.tolerance import DEFAULT_TOLERANCES
 
-    limits = dict(DEFAULT_TOLERANCES)
-    limits.update(parse_tolerance(text) for text in tolerances)
+    limits = dict(parse_tolerance(text) for text in tolerances)
     return DiffOptions(
         align=align, tolerances=limits, segmentation="strict" if strict_segmentation else "tolerate"
     )

@@ -6,7 +6,7 @@ for the table of docs/emulator.md."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,11 @@ from wskreplay.model import COMPLETED, Trace
 from wskreplay.recorder.importer import ImportOptions, import_sources
 from wskreplay.replayer.engine import ReplayOptions, replay
 from wskreplay.replayer.profile import load_profile
+
+STATUS_KINDS = ("status", "completed", "completion_status", "information", "inserted",
+                "removed", "socket")  # fmt: skip
+SOCKET_TARGET_SECONDS = 20
+"""A real-time replay of a longer recording runs faster, to last about this long."""
 
 
 @dataclass
@@ -29,6 +34,15 @@ class Fidelity:
     errors_ns: np.ndarray | None = None
     """|replayed - recorded| issue-to-completion time of calls completed in both."""
     replay_s: float = 0.0
+    speed: float = 1.0
+    kinds: dict[str, int] | None = None
+    """Differences counted per class."""
+    traces: tuple[Trace, Trace] | None = field(default=None, repr=False)
+    """The imported trace and its replay."""
+
+    @property
+    def statuses_equal(self) -> bool:
+        return not any((self.kinds or {}).get(k) for k in STATUS_KINDS)
 
     @property
     def equal(self) -> bool:
@@ -53,8 +67,10 @@ def completion_errors(a: Trace, b: Trace) -> np.ndarray:
     return np.abs(lb - la)[done]
 
 
-def measure(capture: Path, side: str) -> Fidelity:
-    """Import, replay and diff one capture on one side."""
+def measure(capture: Path, side: str, target: str = "emulator") -> Fidelity:
+    """Import, replay and diff one capture on one side, through the emulator or the socket
+    target (real kernel TCP, root; a recording longer than :data:`SOCKET_TARGET_SECONDS`
+    replayed faster to last about that long)."""
     row = Fidelity(capture.name, side)
     try:
         imported = import_sources([str(capture)], ImportOptions(infer_calls=True, side=side))
@@ -64,15 +80,27 @@ def measure(capture: Path, side: str) -> Fidelity:
     trace = imported.materialised()
     row.calls = len(trace.calls)
     t = time.perf_counter()
-    replayed = replay(trace, ReplayOptions(load_profile()))
+    if target == "socket":
+        from wskreplay.replayer.realtime import recorded_end, replay_origin
+        from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket
+
+        span_s = (recorded_end(trace) - replay_origin(trace)) / 1e9
+        row.speed = max(1.0, span_s / SOCKET_TARGET_SECONDS)
+        options = ReplayOptions(load_profile(), speed=row.speed)
+        replayed = replay_socket(trace, options, SocketTargetOptions())
+    else:
+        replayed = replay(trace, ReplayOptions(load_profile()))
     row.replay_s = time.perf_counter() - t
     result = diff_traces(trace, replayed, DiffOptions())
+    row.kinds = {}
+    for d in result.differences:
+        row.kinds[d.kind] = row.kinds.get(d.kind, 0) + 1
     if result.equal:
         row.verdict = "EQUAL"
     else:
-        kinds = sorted({d.kind for d in result.differences})
-        row.verdict = f"DIFFERENT: {', '.join(kinds)}"
+        row.verdict = f"DIFFERENT: {', '.join(sorted(row.kinds))}"
     row.errors_ns = completion_errors(trace, replayed)
+    row.traces = (trace, replayed)
     return row
 
 

@@ -26,9 +26,8 @@ from wskreplay.checking import (
     replay_trace,
     snapshot_path,
 )
-from wskreplay.diff import DiffOptions, DiffResult, diff_traces, parse_tolerance
+from wskreplay.diff import DiffOptions, DiffResult, Tolerance, diff_traces, parse_tolerance
 from wskreplay.diff.report import print_diff
-from wskreplay.diff.tolerance import DEFAULT_TOLERANCES
 from wskreplay.errors import WskReplayError
 from wskreplay.model import Trace
 from wskreplay.tracefile import read_trace, write_trace
@@ -64,7 +63,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _settings(config: pytest.Config) -> CheckSettings:
-    limits = dict(DEFAULT_TOLERANCES)
+    limits: dict[str, Tolerance] = {}
     for text in [*config.getini("wskreplay_tolerances"), *config.getoption("wskreplay_tolerance")]:
         try:
             metric, tol = parse_tolerance(text)

@@ -41,7 +41,12 @@ from wskreplay.diff.align import (
 )
 from wskreplay.diff.distributions import Shift, shifts
 from wskreplay.diff.runs import Run, runs
-from wskreplay.diff.tolerance import DEFAULT_TOLERANCES, METRICS, Tolerance, _duration
+from wskreplay.diff.tolerance import (
+    METRICS,
+    Tolerance,
+    _duration,
+    default_tolerances,
+)
 from wskreplay.diff.wire import first_wire_ns, segmentation
 from wskreplay.formats import ntstatus as nt
 from wskreplay.model import (
@@ -99,7 +104,9 @@ class DiffOptions:
     align: str = "auto"
     """``order``, ``sequence``, or ``auto``: in order when B is a replay of A (its
     metadata says so), by sequence alignment when they are independent recordings."""
-    tolerances: Mapping[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    """Overrides of the default tolerances (``tolerance.default_tolerances``: the
+    emulator's, or a real stack's when either trace ran on one)."""
     segmentation: str = "tolerate"
     """``tolerate``: segmentation differences are reported, not counted; ``strict``."""
     per_call_timing: bool | None = None
@@ -129,6 +136,9 @@ class DiffResult:
     bytes (either trace's gaps) not compared."""
     runs: list[Run] = field(default_factory=list)
     """The differences grouped into runs of consecutive calls (:mod:`.runs`)."""
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    """The timing tolerances applied, and what their defaults were for."""
+    tolerance_basis: str = "emulator"
 
     @property
     def equal(self) -> bool:
@@ -156,6 +166,10 @@ class DiffResult:
             ),
             "distribution_shifts": self.count("distribution"),
             "not_compared": dict(self.not_compared),
+            "tolerances": {
+                "defaults": self.tolerance_basis,
+                **{metric: str(tol) for metric, tol in self.tolerances.items()},
+            },
             "runs": [r.as_dict() for r in self.runs],
             "differences": [d.as_dict() for d in self.differences],
             "tolerated": [d.as_dict() for d in self.tolerated],
@@ -180,6 +194,8 @@ def diff_traces(
     per_call_timing = options.per_call_timing
     if per_call_timing is None:
         per_call_timing = align == "order"
+    basis, tolerances = default_tolerances(a.metadata, b.metadata)
+    tolerances.update(options.tolerances)
     differences: list[Difference] = []
     tolerated: list[Difference] = []
     not_compared = {"completions": 0, "stream_bytes": 0}
@@ -202,7 +218,7 @@ def diff_traces(
         differences += found
         not_compared["completions"] += unknown
         if per_call_timing:
-            differences += _timing(a, b, sa, pairs, options.tolerances, wire_a, wire_b)
+            differences += _timing(a, b, sa, pairs, tolerances, wire_a, wire_b)
         directions = (Direction.OUT, Direction.IN) if align == "order" else (Direction.IN,)
         if align != "order":
             differences += _call_bytes(a, b, sa, sb, pairs)
@@ -218,7 +234,7 @@ def diff_traces(
             sa: sc for sa, sc in match_sockets(a, noise) if sa is not None and sc is not None
         }
         baseline = (noise, first_wire_ns(noise), mapping)
-    floor = {metric: tol.absolute_ns for metric, tol in options.tolerances.items()}
+    floor = {metric: tol.absolute_ns for metric, tol in tolerances.items()}
     moved = shifts(
         a, b, sockets, (wire_a, wire_b), noise=baseline, min_shift=options.min_shift, floor_ns=floor
     )
@@ -238,6 +254,8 @@ def diff_traces(
         moved,
         not_compared=not_compared,
         runs=runs(differences, KINDS, _call_ranks(a)),
+        tolerances=tolerances,
+        tolerance_basis=basis,
     )
 
 
@@ -323,11 +341,31 @@ def _statuses(
     return out, int((~known).sum())
 
 
-def _metric_values(trace: Trace, index: np.ndarray, wire: np.ndarray) -> dict[str, np.ndarray]:
-    """Per aligned call, each timing metric (ns); -1 where it has no value."""
+def issue_anchors(a: Trace, b: Trace) -> tuple[int, int]:
+    """Where issue times count from in A and in B: A's first call, and the same moment in
+    B's time when B is a replay that says where it started (``metadata.replay.origin_ns``:
+    the replay's time zero, the recording's times divided by its speed after it), else B's
+    own first call. A late first call of a replay is then judged on its own, not passed to
+    every call after it."""
+    issue_a, issue_b = a.calls.column("issue_ns"), b.calls.column("issue_ns")
+    first_a = int(issue_a.min()) if len(issue_a) else 0
+    first_b = int(issue_b.min()) if len(issue_b) else 0
+    replay = b.metadata.get("replay")
+    speed = replay_speed(b.metadata)
+    if b.metadata.get("source") == "replay" and isinstance(replay, Mapping) and speed:
+        origin = replay.get("origin_ns")
+        if isinstance(origin, int):
+            first_b = origin + int((first_a - origin) / speed)
+    return first_a, first_b
+
+
+def _metric_values(
+    trace: Trace, index: np.ndarray, wire: np.ndarray, first: int
+) -> dict[str, np.ndarray]:
+    """Per aligned call, each timing metric (ns), the issue time from ``first``; -1 where
+    it has no value."""
     calls = trace.calls
     issue = calls.column("issue_ns")[index].astype(np.int64)
-    first = int(issue.min()) if len(issue) else 0
     completed = calls.column("completed")[index] == COMPLETED
     completion = calls.column("completion_ns")[index].astype(np.int64) - issue
     on_wire = wire[index]
@@ -339,11 +377,28 @@ def _metric_values(trace: Trace, index: np.ndarray, wire: np.ndarray) -> dict[st
     }
 
 
+def replay_speed(metadata: Mapping[str, Any]) -> float | None:
+    """The speed a replay ran at (its recorded times divided by it; None: as fast as
+    possible); 1.0 for a trace that is no replay. A replay's issue times are compared
+    with the recording's divided by it; latencies are compared as they are."""
+    replay = metadata.get("replay")
+    if metadata.get("source") != "replay" or not isinstance(replay, Mapping):
+        return 1.0
+    speed = replay.get("speed", 1.0)
+    return float(speed) if isinstance(speed, int | float) and speed > 0 else None
+
+
 def _awaited_lateness(
-    a: Trace, b: Trace, ia: np.ndarray, ib: np.ndarray
+    a: Trace,
+    b: Trace,
+    ia: np.ndarray,
+    ib: np.ndarray,
+    anchors: tuple[int, int],
+    speed: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per aligned pair: the call A's call waited for (``awaited_calls``, -1 for none) and
-    how much later, from each trace's first aligned call, B completed it than A did (0
+    how much later, from each trace's anchor (:func:`issue_anchors`), B completed it than
+    A did (0
     where not later or not completed in both). A replayed call waits for that completion
     (docs/emulator.md, "Dependencies"), so this much of its lateness is the completion's,
     already judged on the awaited call, not its own."""
@@ -353,9 +408,9 @@ def _awaited_lateness(
     in_b = np.where(awaited >= 0, partner[np.maximum(awaited, 0)], -1)
     done_b = b.calls.column("completed") == COMPLETED
     known = (in_b >= 0) & done_b[np.maximum(in_b, 0)]
-    first_a = int(a.calls.column("issue_ns")[ia].min()) if len(ia) else 0
-    first_b = int(b.calls.column("issue_ns")[ib].min()) if len(ib) else 0
+    first_a, first_b = anchors
     done_at_a = a.calls.column("completion_ns").astype(np.int64)[np.maximum(awaited, 0)] - first_a
+    done_at_a = (done_at_a / speed).astype(np.int64)
     done_at_b = b.calls.column("completion_ns").astype(np.int64)[np.maximum(in_b, 0)] - first_b
     late = np.where(known, np.maximum(done_at_b - done_at_a, 0), 0)
     return np.where(known, awaited, -1), late
@@ -372,12 +427,18 @@ def _timing(
 ) -> list[Difference]:
     both = (pairs.a >= 0) & (pairs.b >= 0)
     ia, ib = pairs.a[both], pairs.b[both]
-    va, vb = _metric_values(a, ia, wire_a), _metric_values(b, ib, wire_b)
-    awaited, late = _awaited_lateness(a, b, ia, ib)
+    anchors = issue_anchors(a, b)
+    va, vb = _metric_values(a, ia, wire_a, anchors[0]), _metric_values(b, ib, wire_b, anchors[1])
+    speed = replay_speed(b.metadata)
+    awaited, late = _awaited_lateness(a, b, ia, ib, anchors, 1.0 if speed is None else speed)
+    if speed is not None:
+        va["issue"] = (va["issue"] / speed).astype(np.int64)
     vb["issue"] = vb["issue"] - late
     out: list[Difference] = []
     for metric in METRICS:
-        tol = tolerances.get(metric, DEFAULT_TOLERANCES[metric])
+        if metric == "issue" and speed is None:
+            continue  # as fast as possible: no schedule to keep
+        tol = tolerances[metric]
         x, y = va[metric], vb[metric]
         known = (x >= 0) & (y >= 0) if metric != "issue" else np.ones(len(x), bool)
         beyond = known & (np.abs(y - x) > tol.absolute_ns + tol.relative * np.abs(x))

@@ -6,7 +6,9 @@ difference counts when ``|b - a| > absolute + relative * |a|``."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from wskreplay.errors import InputError
 
@@ -40,6 +42,29 @@ DEFAULT_TOLERANCES = {
 }
 """docs/diff.md: the emulator reproduces its shipped traces' completion times within 25 us
 + 2% (docs/emulator.md); twice that leaves room for a real target's scheduling noise."""
+
+REAL_STACK_TOLERANCES = {
+    "issue": Tolerance(1_000_000, 0.0),
+    "return": Tolerance(500_000, 0.10),
+    "completion": Tolerance(2_000_000, 0.25),
+    "wire": Tolerance(1_000_000, 0.25),
+}
+"""The defaults when either trace ran on a real stack (the socket or agent target),
+measured on the shared real captures replayed through the socket target: docs/targets.md,
+"Timing tolerance"."""
+
+REAL_STACK_TARGETS = ("socket", "agent")
+
+
+def default_tolerances(*metadata: Mapping[str, Any]) -> tuple[str, dict[str, Tolerance]]:
+    """The tolerances a diff starts from, and what they are for: ``real stack`` when either
+    trace's metadata says it ran on one, else ``emulator``."""
+    for m in metadata:
+        target = m.get("target")
+        if isinstance(target, Mapping) and target.get("kind") in REAL_STACK_TARGETS:
+            return "real stack", dict(REAL_STACK_TOLERANCES)
+    return "emulator", dict(DEFAULT_TOLERANCES)
+
 
 _SPEC = re.compile(r"^(\w+)=(\d+(?:\.\d+)?)(ns|us|ms|s)(?:,(\d+(?:\.\d+)?)%)?$")
 

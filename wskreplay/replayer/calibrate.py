@@ -289,9 +289,18 @@ def stack_delays_ns(trace: Trace) -> np.ndarray:
 
 
 def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
+    """A parametric path like the recorded one (:func:`calibrated_path`)."""
+    return calibrated_path(trace, socket, seed)[0]
+
+
+def calibrated_path(
+    trace: Trace, socket: int, seed: int = 0
+) -> tuple[PathParams, dict[str, str]]:
     """A parametric path like the recorded one: RTT from the fastest ACK of an outbound
     data segment (a RST's ACK field is no acknowledgement), the peer's largest advertised
-    window and its delayed-ACK time."""
+    window and its delayed-ACK time; and, per value, where it came from (the recording,
+    or the default because the recording had too little evidence), which a replay keeps
+    in its metadata."""
     seg = trace.segments
     mine = seg.column("socket") == socket
     out = outbound_data(trace, socket)
@@ -302,6 +311,12 @@ def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
     ack_t = seg.column("time_ns")[acks]
     ack_v = np.maximum.accumulate(seg.column("ack")[acks].astype(np.int64)) if acks.any() else None
     params: dict[str, Any] = {"seed": seed}
+    evidence = {
+        "rtt_ns": "default: no outbound data acknowledged in the recording",
+        "delayed_ack_ns": "default: no outbound data acknowledged in the recording",
+        "receive_window": "default: no segment from the peer",
+        "rate_bps": "none (no serialization delay): no back-to-back full segments spaced apart",
+    }
     if ack_v is not None and len(ends):
         k = np.searchsorted(ack_v, ends, side="left")
         ok = k < len(ack_v)
@@ -315,17 +330,30 @@ def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
             # them (every ACK within two RTTs): it acknowledges at once, give or take.
             late = int(np.median(slow)) if len(slow) else int(np.percentile(delays, 90))
             params["delayed_ack_ns"] = max(late - rtt, 0)
+            evidence["rtt_ns"] = f"the fastest of {len(delays)} ACKs of outbound data"
+            evidence["delayed_ack_ns"] = (
+                f"the median of {len(slow)} ACKs later than two RTTs"
+                if len(slow)
+                else "no ACK later than two RTTs: the 90th percentile, less the RTT"
+            )
     if not peer_window_known(trace, socket):
         params["receive_window"] = UNKNOWN_WINDOW
+        evidence["receive_window"] = "unknown (no handshake, no evidence of the scale): no limit"
     elif inb.any():
         window = int(seg.column("window")[inb].max())
         if window > 0:
             params["receive_window"] = window
+            evidence["receive_window"] = "the peer's largest advertised window"
     rate = (trace.metadata.get("capture") or {}).get("link_rate_bps")
-    rate = rate if isinstance(rate, int) and rate > 0 else link_rate_bps(trace, socket)
+    if isinstance(rate, int) and rate > 0:
+        evidence["rate_bps"] = "the capture's metadata"
+    else:
+        rate = link_rate_bps(trace, socket)
+        if rate is not None:
+            evidence["rate_bps"] = "the spacing of back-to-back full segments"
     if rate is not None:
         params["rate_bps"] = rate
-    return PathParams(**params)
+    return PathParams(**params), evidence
 
 
 UNKNOWN_WINDOW = 1 << 30
@@ -395,6 +423,15 @@ def sender_mss(trace: Trace, socket: int) -> int | None:
     (``metadata.capture.sender_mss``, recorded at import), else None."""
     seen = observed_mss(trace, socket)
     return seen if seen is not None else announced_mss(trace, socket)
+
+
+def mss_evidence(trace: Trace, socket: int) -> str:
+    """Where :func:`sender_mss` found the socket's MSS."""
+    if observed_mss(trace, socket) is not None:
+        return "the size the recorded sender cut longer sends at"
+    if announced_mss(trace, socket) is not None:
+        return "the SYN exchange"
+    return "default: the profile's (no SYN captured, no send cut)"
 
 
 def announced_mss(trace: Trace, socket: int) -> int | None:

@@ -33,8 +33,9 @@ from wskreplay.model import (
     awaited_calls,
 )
 from wskreplay.replayer.calibrate import (
-    estimate_path,
+    calibrated_path,
     inferred_profile,
+    mss_evidence,
     peer_window_known,
     release_pieces,
     rto_floor_ns,
@@ -193,9 +194,8 @@ def _steps(
         return None if at is None else t0 + scaled(at - t0)
 
     mss = {sid: sender_mss(trace, sid) or profile.tcp.mss for sid in trace.sockets}
-    paths = {
-        sid: replace(estimate_path(trace, sid, options.seed), mss=mss[sid]) for sid in trace.sockets
-    }
+    calibrated = {sid: calibrated_path(trace, sid, options.seed) for sid in trace.sockets}
+    paths = {sid: replace(calibrated[sid][0], mss=mss[sid]) for sid in trace.sockets}
     settle = {
         sid: min(max(SETTLE_NS, 2 * socket_duration_ns(trace, sid)), MAX_SETTLE_NS)
         for sid in trace.sockets
@@ -379,10 +379,27 @@ def _steps(
             "target": {"kind": "emulator"},
             "profile": profile.as_dict(),
             "paths": {
-                str(sid): {**asdict(p), "rto_floor_ns": rto_floor[sid]} for sid, p in paths.items()
+                str(sid): {
+                    **asdict(p),
+                    "rto_floor_ns": rto_floor[sid],
+                    "evidence": {
+                        **calibrated[sid][1],
+                        "mss": mss_evidence(trace, sid),
+                        "rto_floor_ns": "the recorded sender's waits without a resend"
+                        if rto_floor[sid]
+                        else "none: the recording shows no wait, or the replay is not at its "
+                        "recorded speed",
+                    },
+                }
+                for sid, p in paths.items()
             },
             "peers": peers,
-            "replay": {"speed": options.speed, "seed": options.seed, "chaos": options.chaos},
+            "replay": {
+                "speed": options.speed,
+                "seed": options.seed,
+                "chaos": options.chaos,
+                "origin_ns": t0,
+            },
             "completion_policy": {"policy": profile.completion.policy, "evidence": "replay"},
         },
         clock=Clock(trace.clock.zero_utc_ns, "virtual"),

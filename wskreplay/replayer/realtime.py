@@ -34,6 +34,9 @@ WAIT_LIMIT_NS = 10_000_000_000
 """The longest a call waits for a completion or a reset it depends on."""
 SETTLE_NS = 5_000_000_000
 """After the last call: how long outstanding sends may take to complete."""
+END_MARGIN_NS = 200_000_000
+"""Past the recording's last moment: time for the recorded peer's last segments, sent at
+their recorded times, to cross the link before the replay stops."""
 
 
 class Session(Protocol):
@@ -58,6 +61,11 @@ class Session(Protocol):
 
     def outstanding(self) -> bool: ...
 
+    def received_count(self, sid: int) -> int | None:
+        """How many bytes of the peer's stream the socket has read so far; None when the
+        session cannot tell during the run."""
+        ...
+
 
 @dataclass(frozen=True)
 class RealtimeOptions:
@@ -65,11 +73,49 @@ class RealtimeOptions:
     """Recorded inter-call timing divided by this; None: as fast as possible."""
     settle_ns: int = SETTLE_NS
     wait_limit_ns: int = WAIT_LIMIT_NS
+    start_ns: int | None = None
+    """When the trace's origin (:func:`replay_origin`) falls on the session's clock; None:
+    20 ms from the start of the run."""
+
+
+def replay_origin(trace: Trace) -> int:
+    """Trace time zero of a real-time replay: its first call, or its first segment if
+    earlier (a recorded peer that spoke before the first call speaks before it here)."""
+    firsts = [int(trace.calls.column("issue_ns").min())] if len(trace.calls) else []
+    if len(trace.segments):
+        firsts.append(int(trace.segments.column("time_ns").min()))
+    return min(firsts, default=0)
+
+
+def received_by(trace: Trace) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per socket: (time, bytes of the peer's stream it had acknowledged by then), from its
+    outbound segments' ACK fields, the peer's FIN not counted."""
+    seg = trace.segments
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for sid in trace.sockets:
+        mine = (seg.column("socket") == sid) & (seg.column("direction") == int(Direction.OUT))
+        inbound = trace.streams.get((sid, Direction.IN))
+        length = inbound.length if inbound is not None else 0
+        acks = np.minimum(np.maximum.accumulate(seg.column("ack")[mine].astype(np.int64)), length)
+        out[sid] = (seg.column("time_ns")[mine].astype(np.int64), acks)
+    return out
+
+
+def recorded_end(trace: Trace) -> int:
+    """The last moment the recording shows: a call, a completion or a segment."""
+    calls, seg = trace.calls, trace.segments
+    ends = [replay_origin(trace)]
+    if len(calls):
+        ends += [int(calls.column("issue_ns").max()), int(calls.column("completion_ns").max())]
+    if len(seg):
+        ends.append(int(seg.column("time_ns").max()))
+    return max(ends)
 
 
 @dataclass
 class RealtimeRun:
-    """What the calls did, in trace time (the trace's first call = the replay's start)."""
+    """What the calls did, in trace time (the trace's origin, :func:`replay_origin`, =
+    the replay's start)."""
 
     columns: dict[str, np.ndarray]
     scheduled_ns: np.ndarray
@@ -89,11 +135,12 @@ class RealtimeRun:
 
 
 def call_payloads(trace: Trace) -> list[bytes]:
-    """The bytes of every call, prepared before a replay starts (zeros where the trace
-    does not hold them: a redacted trace replays its lengths)."""
+    """The bytes of every call, prepared before a replay starts: the recorded bytes at the
+    call's stream offsets, zeros where the trace does not hold them (a redacted trace
+    replays its lengths; a capture's gaps, which diff does not compare, their length)."""
     calls = trace.calls
     out: list[bytes] = []
-    streams = {key: s for key, s in trace.streams.items() if s.data is not None and not s.gaps}
+    streams = {key: s for key, s in trace.streams.items() if s.data is not None}
     for sid, offset, length, status in zip(
         calls.column("socket").tolist(),
         calls.column("stream_offset").tolist(),
@@ -106,10 +153,7 @@ def call_payloads(trace: Trace) -> list[bytes]:
         piece = b""
         if stream is not None and stream.data is not None:
             piece = bytes(stream.data[offset : offset + length])
-        if len(piece) != length:
-            i = len(out)
-            piece = trace.call_payload(i) or bytes(length)
-        out.append(piece)
+        out.append(piece + bytes(length - len(piece)))
     return out
 
 
@@ -130,7 +174,7 @@ def run_calls(
     control_len = calls.column("control_len").tolist()
     at_once = (calls.column("status") == nt.STATUS_SUCCESS).tolist()
     order = sorted(range(n), key=lambda i: (issue[i], i))
-    t0 = issue[order[0]] if n else 0
+    t0 = replay_origin(trace)
     speed = options.speed
 
     def scaled(duration: int) -> int:
@@ -159,7 +203,7 @@ def run_calls(
     cursor = 0
     payloads = call_payloads(trace)
     precise_sleeps()
-    start = session.now() + 20_000_000
+    start = options.start_ns if options.start_ns is not None else session.now() + 20_000_000
 
     def trace_time(mono: int) -> int:
         return t0 + (mono - start)
@@ -210,9 +254,12 @@ def run_calls(
     for at, j in recorded_done:
         done_before.setdefault(socket_of[j], []).append((at, j))
 
+    had_received = received_by(trace)
+
     def play_lifecycle(sid: int, before: int | None) -> None:
         """The socket's recorded disconnects and closes before ``before``; each waits, like
-        a call, for the sends the recording had seen complete by then."""
+        a call, for the sends the recording had seen complete by then, and for the peer's
+        bytes it had received by then (closing sooner would cut them off)."""
         queue = lifecycle.get(sid, [])
         while queue and (before is None or queue[0].time_ns < before):
             e = queue.pop(0)
@@ -220,6 +267,11 @@ def run_calls(
             awaited = [j for _, j in finished[: bisect.bisect_right(finished, (e.time_ns, n))]]
             if awaited:
                 wait_for(lambda js=awaited: all(j in done_at for j in js))  # type: ignore[misc]
+            times, acked = had_received[sid]
+            k = int(np.searchsorted(times, e.time_ns, side="right"))
+            need = int(acked[k - 1]) if k else 0
+            if need and session.received_count(sid) is not None:
+                wait_for(lambda s=sid, b=need: (session.received_count(s) or 0) >= b)  # type: ignore[misc]
             if speed is not None:
                 wait_until(start + scaled(e.time_ns - t0) + lag.get(sid, 0), pump)
             at = session.now()
@@ -247,8 +299,7 @@ def run_calls(
             if awaited is not None and awaited != i:
                 wait_for(lambda j=awaited: j in done_at)  # type: ignore[misc]
                 if awaited in done_at:
-                    noise = int(lateness[awaited])
-                    t = max(t, done_at[awaited] - noise + scaled(issued - completion[awaited]))
+                    t = max(t, done_at[awaited] + scaled(issued - completion[awaited]))
             recorded = recorded_reset.get(sid)
             if recorded is not None and issued >= recorded and sid not in reset_at:
                 wait_for(lambda s=sid: s in reset_at)  # type: ignore[misc]
@@ -278,6 +329,10 @@ def run_calls(
         wait_for_settle = session.now() + options.settle_ns
         while session.outstanding() and session.now() < wait_for_settle:
             pump(min(wait_for_settle - session.now(), 10_000_000))
+        if speed is not None:
+            # The recorded peer's last actions (its data, FIN or RST after the last call).
+            end = start + scaled(recorded_end(trace) - t0) + max(lag.values(), default=0)
+            wait_until(end + END_MARGIN_NS, pump)
         absorb(session.poll(0))
     finally:
         if collecting:

@@ -35,6 +35,11 @@ def print_diff(result: DiffResult, *, a: str, b: str, console: Console | None = 
     style = "bold green" if result.equal else "bold red"
     console.print(f"[{style}]{verdict(result)}[/]")
     console.print(f"A: {a}\nB: {b}   (calls aligned {result.align})", highlight=False)
+    if result.tolerance_basis != "emulator":
+        limits = ", ".join(f"{m} {tol}" for m, tol in result.tolerances.items())
+        console.print(
+            f"timing tolerances for a {result.tolerance_basis}: {limits}", highlight=False
+        )
     unknown = not_compared(result)
     if unknown:
         console.print(unknown, highlight=False)

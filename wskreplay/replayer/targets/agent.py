@@ -193,6 +193,9 @@ class AgentSession:
     def received(self) -> dict[int, bytes]:
         return self._received
 
+    def received_count(self, sid: int) -> int | None:
+        return None  # the agent reports what it read only at the end
+
     def shutdown(self) -> None:
         if self.closed:
             return

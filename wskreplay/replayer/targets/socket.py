@@ -45,7 +45,7 @@ from wskreplay.replayer.engine import ReplayOptions, peer_reset_ns, replayed_str
 from wskreplay.replayer.link import LinkSpec, parse_link
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
-from wskreplay.replayer.realtime import RealtimeOptions, RealtimeRun, run_calls
+from wskreplay.replayer.realtime import RealtimeOptions, RealtimeRun, replay_origin, run_calls
 from wskreplay.replayer.socket_peer import PeerConnection, write_plan
 from wskreplay.replayer.targets.socket_session import OpenOptions, SocketSession
 
@@ -210,30 +210,45 @@ def loopback_topology(link: LinkSpec) -> Iterator[Topology]:
     yield Topology("loopback", LOOPBACK, can_capture=os.geteuid() == 0)
 
 
+RUN_LEAD_NS = 50_000_000
+"""From the first connection the peer accepts to the replay's start (the trace's origin,
+``realtime.replay_origin``): the peer counts what its recorded counterpart did before
+receiving anything (a client's request, on the server side) from its accept, so those
+actions are planned this much later, plus their recorded time from the origin."""
+
+
 def peer_plan(trace: Trace, rtt: dict[int, int], speed: float | None) -> list[PeerConnection]:
     """Each socket's recorded peer as actions for the peer process (delays scaled)."""
 
     def scaled(ns: int) -> int:
         return 0 if speed is None else int(ns / speed)
 
+    origin = replay_origin(trace)
+    seg = trace.segments
     plans = []
     for sid in sorted(trace.sockets):
         script = peer_script(trace, sid, rtt[sid], policies_of(trace.metadata))
+        mine = seg.column("time_ns")[seg.column("socket") == sid]
+        opened = int(mine.min()) if len(mine) else origin
         actions: list[tuple[int, int, bytes, int]] = []
         window, ceiling = 0, -1
         if script is not None:
             ceiling = -1 if script.ack_ceiling is None else script.ack_ceiling
             incoming = trace.streams.get((sid, Direction.IN))
-            for a in script.actions:
+            sent = 0
+            for a in sorted(script.actions, key=lambda x: x.after):
+                end = a.seq + a.length
                 data = b""
-                if a.length:
-                    got = (
-                        incoming.data[a.seq : a.seq + a.length]
-                        if incoming and incoming.data
-                        else b""
-                    )
-                    data = bytes(got).ljust(a.length, b"\0")
-                actions.append((a.after, scaled(a.delay_ns), data, a.flags))
+                if a.length and end > sent:
+                    # A kernel socket is a byte stream: what the recorded peer resent is
+                    # not sent twice, and bytes the capture missed go as zeros in place.
+                    got = incoming.data[sent:end] if incoming and incoming.data else b""
+                    data = bytes(got).ljust(end - sent, b"\0")
+                    sent = end
+                delay = scaled(a.delay_ns)
+                if a.after <= 0:
+                    delay = RUN_LEAD_NS + scaled(max(opened - origin, 0) + a.delay_ns)
+                actions.append((a.after, delay, data, a.flags))
             window = max((w for _, w in script.windows), default=0)
         else:
             reset = peer_reset_ns(trace, sid)
@@ -313,6 +328,7 @@ def replay_socket(
         session = session_factory(profile)
         stack.callback(session.shutdown)
         local_ports = {}
+        first_open = session.now()
         for sid, sock in sorted(trace.sockets.items()):
             category = sock.category if sock.category in ("connection", "stream") else "connection"
             local_ports[sid] = session.open(
@@ -326,7 +342,9 @@ def replay_socket(
                     namespace=topo.sender_ns,
                 ),
             )
-        run = run_calls(trace, session, RealtimeOptions(options.speed, target.settle_ns), progress)
+        start = max(first_open + RUN_LEAD_NS, session.now() + 1_000_000)
+        timing = RealtimeOptions(options.speed, target.settle_ns, start_ns=start)
+        run = run_calls(trace, session, timing, progress)
         session.shutdown()
         received = session.received()
         peer_report = _stop_process(peer)
@@ -395,7 +413,7 @@ def assemble(
             "replay_of": source_sha256,
             "target": target,
             "profile": profile.as_dict(),
-            "replay": {"speed": options.speed, "seed": options.seed},
+            "replay": {"speed": options.speed, "seed": options.seed, "origin_ns": run.t0},
             "completion_policy": {"policy": profile.completion.policy, "evidence": "replay"},
             "pacing": {
                 **run.pacing(),

@@ -111,6 +111,11 @@ class _Kernel:
     received: bytearray = field(default_factory=bytearray)
 
 
+MIN_SETTABLE_MSS, MAX_SETTABLE_MSS = 88, 32767
+"""The MSS Linux lets TCP_MAXSEG set (a loopback recording's 65,495 is refused with
+EINVAL): a recorded MSS outside is replayed at the nearest bound."""
+
+
 class SocketSession:
     """Kernel sockets standing in for a driver's WSK sockets."""
 
@@ -129,19 +134,20 @@ class SocketSession:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with entered(options.namespace):
             sock = socket.socket(family, socket.SOCK_STREAM)
+        doing = "set its options"
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.send_buffer)
             if options.mss:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, options.mss)
+                mss = min(max(options.mss, MIN_SETTABLE_MSS), MAX_SETTABLE_MSS)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0 if options.nagle else 1)
             sock.settimeout(CONNECT_TIMEOUT_S)
+            doing = f"connect to {host}:{port}"
             sock.connect((host, port))
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
-            raise TargetError(
-                f"socket {sid}: connect to {host}:{port}: {exc.strerror or exc}"
-            ) from None
+            raise TargetError(f"socket {sid}: {doing}: {exc.strerror or exc}") from None
         k = _Kernel(sid, sock, WskSocket(self.profile, options.category), options.nagle)
         self._socks[sid] = k
         self._by_fd[sock.fileno()] = k
@@ -231,6 +237,10 @@ class SocketSession:
 
     def received(self) -> dict[int, bytes]:
         return {sid: bytes(k.received) for sid, k in self._socks.items()}
+
+    def received_count(self, sid: int) -> int | None:
+        k = self._socks.get(sid)
+        return None if k is None else len(k.received)
 
     def shutdown(self) -> None:
         """Close every kernel socket (gracefully where still open)."""
