@@ -430,6 +430,30 @@ class Trace:
         return bytes(stream.data[call.stream_offset : end])
 
 
+def time_span_ns(trace: Trace, socket: int | None = None) -> tuple[int, int] | None:
+    """The first and last moment the trace (or one of its sockets) shows: calls issued
+    and returned, completions, segments and events; None when it shows nothing."""
+    calls, seg = trace.calls, trace.segments
+    mine = calls.column("socket") == socket if socket is not None else np.ones(len(calls), bool)
+    times: list[int] = []
+    if mine.any():
+        times += [
+            int(calls.column("issue_ns")[mine].min()),
+            int(calls.column("return_ns")[mine].max()),
+        ]
+        done = mine & (calls.column("completed") == COMPLETED)
+        if done.any():
+            times.append(int(calls.column("completion_ns")[done].max()))
+    if len(seg):
+        column = seg.column("time_ns")
+        if socket is not None:
+            column = column[seg.column("socket") == socket]
+        if len(column):
+            times += [int(column.min()), int(column.max())]
+    times += [e.time_ns for e in trace.events if socket is None or e.socket == socket]
+    return (min(times), max(times)) if times else None
+
+
 def awaited_calls(calls: CallTable) -> np.ndarray:
     """Per call, the call it waited for (index, or -1): the latest of its socket's calls
     that the recording completed at or before it was issued, itself excluded. A driver

@@ -57,6 +57,7 @@ from wskreplay.model import (
     Stream,
     Trace,
     awaited_calls,
+    time_span_ns,
 )
 from wskreplay.spill import RELEASE_EVERY, StreamBytes, release
 
@@ -201,7 +202,7 @@ def diff_traces(
     not_compared = {"completions": 0, "stream_bytes": 0}
     compared = 0
     wire_a, wire_b = first_wire_ns(a), first_wire_ns(b)
-    end_a = trace_end_ns(a)
+    end_a = (time_span_ns(a) or (0, 0))[1]
     sockets = match_sockets(a, b, dict(options.socket_map))
     for sa, sb in sockets:
         if sa is None or sb is None:
@@ -267,21 +268,6 @@ def _call_ranks(trace: Trace) -> dict[int, int]:
     ranks = np.empty(len(order), np.int64)
     ranks[order] = np.arange(len(order)) - first
     return dict(enumerate(ranks.tolist()))
-
-
-def trace_end_ns(trace: Trace) -> int:
-    """The last moment the trace saw anything (call, completion, segment, event)."""
-    calls = trace.calls
-    times = [0]
-    if len(calls):
-        times.append(int(calls.column("return_ns").max()))
-        done = calls.column("completed") == COMPLETED
-        if done.any():
-            times.append(int(calls.column("completion_ns")[done].max()))
-    if len(trace.segments):
-        times.append(int(trace.segments.column("time_ns").max()))
-    times += [e.time_ns for e in trace.events]
-    return max(times)
 
 
 def _unpaired(a: Trace, b: Trace, sid: int, pairs: Alignment) -> list[Difference]:
@@ -398,8 +384,7 @@ def _awaited_lateness(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per aligned pair: the call A's call waited for (``awaited_calls``, -1 for none) and
     how much later, from each trace's anchor (:func:`issue_anchors`), B completed it than
-    A did (0
-    where not later or not completed in both). A replayed call waits for that completion
+    A did (0 where not later or not completed in both). A replayed call waits for that completion
     (docs/emulator.md, "Dependencies"), so this much of its lateness is the completion's,
     already judged on the awaited call, not its own."""
     awaited = awaited_calls(a.calls)[ia]

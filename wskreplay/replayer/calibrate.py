@@ -22,7 +22,7 @@ from wskreplay.model import Direction, Trace
 from wskreplay.policies import policies_of
 from wskreplay.replayer.peer import HEADER_BYTES, PathParams
 from wskreplay.replayer.profile import TransportProfile
-from wskreplay.replayer.sent import merged, missed_sends
+from wskreplay.replayer.sent import merged, missed_sends, serialization_ns
 
 
 def outbound_data(trace: Trace, socket: int) -> np.ndarray:
@@ -219,12 +219,7 @@ def _socket_pieces(trace: Trace, socket: int, path: PathParams) -> dict[int, lis
     before = np.concatenate(([first_seq], np.maximum.accumulate(end)[:-1]))
     new = end > before
     times, start, end = times[new], before[new], end[new]
-    rate = path.rate_bps
-    serialization = (
-        (end - start + HEADER_BYTES) * 8 * 1_000_000_000 // rate
-        if rate
-        else np.zeros(len(end), np.int64)
-    )
+    serialization = serialization_ns(end - start, path.rate_bps)
     apart = np.concatenate(([False], np.diff(times) > serialization[:-1]))
     order = mine[np.argsort(calls.column("stream_offset")[mine], kind="stable")]
     call_start = calls.column("stream_offset")[order].astype(np.int64)
@@ -293,9 +288,7 @@ def estimate_path(trace: Trace, socket: int, seed: int = 0) -> PathParams:
     return calibrated_path(trace, socket, seed)[0]
 
 
-def calibrated_path(
-    trace: Trace, socket: int, seed: int = 0
-) -> tuple[PathParams, dict[str, str]]:
+def calibrated_path(trace: Trace, socket: int, seed: int = 0) -> tuple[PathParams, dict[str, str]]:
     """A parametric path like the recorded one: RTT from the fastest ACK of an outbound
     data segment (a RST's ACK field is no acknowledgement), the peer's largest advertised
     window and its delayed-ACK time; and, per value, where it came from (the recording,

@@ -22,7 +22,6 @@ from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.model import (
-    COMPLETED,
     CallTable,
     Clock,
     Direction,
@@ -31,6 +30,7 @@ from wskreplay.model import (
     Stream,
     Trace,
     awaited_calls,
+    time_span_ns,
 )
 from wskreplay.replayer.calibrate import (
     calibrated_path,
@@ -437,34 +437,14 @@ def _steps(
 
 def socket_end_ns(trace: Trace, socket: int) -> int:
     """The socket's last recorded moment (calls, completions, segments, events)."""
-    return max(_socket_times(trace, socket), default=0)
+    span = time_span_ns(trace, socket)
+    return span[1] if span is not None else 0
 
 
 def socket_duration_ns(trace: Trace, socket: int) -> int:
     """From the socket's first to its last moment in the trace (calls, segments, events)."""
-    times = _socket_times(trace, socket)
-    return max(times) - min(times) if times else 0
-
-
-def _socket_times(trace: Trace, socket: int) -> list[int]:
-    times: list[int] = []
-    calls = trace.calls
-    mine = calls.column("socket") == socket
-    if mine.any():
-        times += [
-            int(calls.column("issue_ns")[mine].min()),
-            int(calls.column("return_ns")[mine].max()),
-        ]
-        done = mine & (calls.column("completed") == COMPLETED)
-        if done.any():
-            times.append(int(calls.column("completion_ns")[done].max()))
-    seg = trace.segments
-    if len(seg):
-        column = seg.column("time_ns")[seg.column("socket") == socket]
-        if len(column):
-            times += [int(column.min()), int(column.max())]
-    times += [e.time_ns for e in trace.events if e.socket == socket]
-    return times
+    span = time_span_ns(trace, socket)
+    return span[1] - span[0] if span is not None else 0
 
 
 def lifecycle_events(trace: Trace) -> dict[int, list[Event]]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
-from wskreplay.model import COMPLETED, Direction, Event, Trace
+from wskreplay.model import COMPLETED, Direction, Event, Trace, time_span_ns
 from wskreplay.replayer.engine import lifecycle_events, peer_reset_ns
 from wskreplay.replayer.pacing import lateness_summary, precise_sleeps, wait_until
 from wskreplay.replayer.targets.socket_session import PeerReset, SessionEvent
@@ -102,14 +102,9 @@ def received_by(trace: Trace) -> dict[int, tuple[np.ndarray, np.ndarray]]:
 
 
 def recorded_end(trace: Trace) -> int:
-    """The last moment the recording shows: a call, a completion or a segment."""
-    calls, seg = trace.calls, trace.segments
-    ends = [replay_origin(trace)]
-    if len(calls):
-        ends += [int(calls.column("issue_ns").max()), int(calls.column("completion_ns").max())]
-    if len(seg):
-        ends.append(int(seg.column("time_ns").max()))
-    return max(ends)
+    """The last moment the recording shows (``model.time_span_ns``)."""
+    span = time_span_ns(trace)
+    return span[1] if span is not None else replay_origin(trace)
 
 
 @dataclass

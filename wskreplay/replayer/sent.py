@@ -11,6 +11,14 @@ from wskreplay.model import Direction, Trace
 from wskreplay.replayer.peer import HEADER_BYTES
 
 
+def serialization_ns(length: np.ndarray, rate_bps: int | None) -> np.ndarray:
+    """How long segments of ``length`` payload bytes take on the bottleneck (0: no rate),
+    as the replay's path serializes them (``peer.HEADER_BYTES`` counted)."""
+    if not rate_bps:
+        return np.zeros(len(length), np.int64)
+    return (length + HEADER_BYTES) * 8 * 1_000_000_000 // rate_bps
+
+
 def departures(captured: np.ndarray, length: np.ndarray, rate_bps: int | None) -> np.ndarray:
     """When each outbound segment left the bottleneck: its capture time, or the moment the
     segments before it had been serialized at ``rate_bps`` if later (a capture taken
@@ -18,8 +26,7 @@ def departures(captured: np.ndarray, length: np.ndarray, rate_bps: int | None) -
     it at the link's rate, and the replay's path sends it so)."""
     if not rate_bps or not len(captured):
         return captured
-    serialization = (length + HEADER_BYTES) * 8 * 1_000_000_000 // rate_bps
-    before = np.concatenate(([0], np.cumsum(serialization)[:-1]))
+    before = np.concatenate(([0], np.cumsum(serialization_ns(length, rate_bps))[:-1]))
     return np.maximum.accumulate(captured - before) + before
 
 

@@ -235,9 +235,10 @@ def peer_plan(trace: Trace, rtt: dict[int, int], speed: float | None) -> list[Pe
         if script is not None:
             ceiling = -1 if script.ack_ceiling is None else script.ack_ceiling
             incoming = trace.streams.get((sid, Direction.IN))
+            recorded = incoming.length if incoming is not None else 0
             sent = 0
             for a in sorted(script.actions, key=lambda x: x.after):
-                end = a.seq + a.length
+                end = min(a.seq + a.length, recorded)
                 data = b""
                 if a.length and end > sent:
                     # A kernel socket is a byte stream: what the recorded peer resent is
