@@ -1,10 +1,12 @@
 """The agent target against the reference agent (``wskreplay agent serve`` in a
-subprocess): same results as the socket target, and every refusal the protocol promises."""
+subprocess): same results as the socket target, the version 2 handshake both ways, and
+every refusal the protocol promises."""
 
 from __future__ import annotations
 
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -14,7 +16,17 @@ import msgpack
 import pytest
 
 from tests.reset_race import raced_reset
-from wskreplay.agent.protocol import HEADER, TOKEN_ENV, VERSION, encode, read_message
+from wskreplay.agent.protocol import (
+    CLIENT_SIDE,
+    HEADER,
+    TOKEN_ENV,
+    Channel,
+    ProtocolError,
+    client_handshake,
+    encode,
+    frame_tag,
+    read_message,
+)
 from wskreplay.model import Direction
 from wskreplay.replayer import netns
 from wskreplay.replayer.engine import ReplayOptions
@@ -30,46 +42,64 @@ TOKEN = "test-token-0123456789abcdef"
 PROFILE = {k: v for k, v in load_profile("windows-tcpip").as_dict().items() if k != "source"}
 
 
-@pytest.fixture(scope="module")
-def agent():
-    """The reference agent on a free loopback port, with small in-flight limits."""
-    env = {**os.environ, TOKEN_ENV: TOKEN}
+def start_agent(*args: str, token: str = TOKEN):
+    env = {**os.environ, TOKEN_ENV: token}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wskreplay", "agent", "serve", "--listen", "127.0.0.1:0",
-         "--max-in-flight-calls", "64"],
+        [sys.executable, "-m", "wskreplay", "agent", "serve", "--listen", "127.0.0.1:0", *args],
         env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     line = proc.stderr.readline()
     m = re.search(r"listening on ([\d.]+):(\d+)", line)
     assert m, line
-    yield m.group(1), int(m.group(2))
+    return proc, (m.group(1), int(m.group(2)))
+
+
+@pytest.fixture(scope="module")
+def agent():
+    """The reference agent on a free loopback port, with small in-flight limits."""
+    proc, address = start_agent("--max-in-flight-calls", "64")
+    yield address
     proc.terminate()
     proc.wait(timeout=10)
 
 
-def talk(address, *messages, raw: bytes | None = None):
-    """Send ``messages`` (or ``raw`` bytes), return every reply until the agent closes."""
+def talk(address, *messages, raw: bytes | None = None, token: str | None = TOKEN):
+    """After the handshake with ``token`` (none when None), send ``messages`` (or ``raw``
+    bytes); every reply until the agent closes (the agent's error when the handshake
+    fails)."""
     with socket.create_connection(address, timeout=10) as s:
+        channel = Channel(s, CLIENT_SIDE)
+        if token is not None:
+            try:
+                client_handshake(channel, token, {"profile": PROFILE})
+            except ProtocolError as exc:
+                return [{"op": "error", "code": exc.code, "message": str(exc)}]
         if raw is not None:
             s.sendall(raw)
         for m in messages:
-            s.sendall(encode(m))
+            channel.send(m)
         replies = []
         try:
             while True:
-                replies.append(read_message(s))
+                replies.append(channel.receive())
         except Exception:  # noqa: BLE001 - the agent closing ends the conversation
             pass
         return replies
 
 
-def hello(token=TOKEN, version=VERSION):
-    return {"op": "hello", "version": version, "token": token, "profile": PROFILE, "id": 1}
-
-
 def still_serves(address):
-    replies = talk(address, hello(), {"op": "bye"})
-    assert [r["op"] for r in replies] == ["hello", "bye"]
+    replies = talk(address, {"op": "bye"})
+    assert [r["op"] for r in replies] == ["bye"]
+
+
+def check_via(address, token_file=None, trace="field.wskt"):
+    host, port = address
+    extra = ["--token-file", str(token_file)] if token_file else []
+    return subprocess.run(
+        [sys.executable, "-m", "wskreplay", "check", str(ROOT / "traces" / trace),
+         "--target", f"agent://{host}:{port}", *extra],
+        capture_output=True, text=True, timeout=120, env={**os.environ, TOKEN_ENV: TOKEN},
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["field.wskt", "sample.wskt"])
@@ -97,24 +127,154 @@ def test_agent_gives_the_socket_targets_results(agent, name, monkeypatch):
 
 
 def test_wrong_token_is_refused_and_check_exits_2(agent, tmp_path):
-    replies = talk(agent, hello(token="not-the-token-at-all"))
-    assert replies[-1]["op"] == "error" and replies[-1]["code"] == "bad-token"
-    host, port = agent
+    """The agent proves its token first: a client with another token finds the agent's
+    proof wrong and stops there, before showing anything of its own."""
+    replies = talk(agent, token="not-the-token-at-all")
+    assert replies[-1]["code"] == "bad-token" and "agent did not prove" in replies[-1]["message"]
     (tmp_path / "token").write_text("wrong-token-wrong-token\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "wskreplay", "check", str(ROOT / "traces" / "field.wskt"),
-         "--target", f"agent://{host}:{port}", "--token-file", str(tmp_path / "token")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    proc = check_via(agent, tmp_path / "token")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "bad-token" in proc.stderr, proc.stderr
     still_serves(agent)
 
 
-def test_unknown_version_is_refused(agent):
-    replies = talk(agent, hello(version=99))
-    assert replies[-1]["code"] == "version" and "99" in replies[-1]["message"]
+def test_a_client_that_cannot_tag_auth_is_refused(agent):
+    """The client's half: an auth whose tag is not under the session key (a client that
+    took the agent's challenge without the token) is refused with bad-token."""
+    with socket.create_connection(agent, timeout=10) as s:
+        s.sendall(encode({"op": "hello", "id": 1, "version": 2, "nonce": os.urandom(32)}))
+        challenge = read_message(s)
+        assert challenge["op"] == "challenge" and len(challenge["proof"]) == 32
+        body = msgpack.packb({"op": "auth", "id": 2, "profile": PROFILE})
+        s.sendall(HEADER.pack(len(body) + 32) + body + bytes(32))
+        assert read_message(s)["code"] == "bad-token"
     still_serves(agent)
+
+
+class RecordingProxy:
+    """A man in the middle on loopback: forwards one client's bytes to the agent, keeps a
+    copy of what the client sent, and can rewrite the client's frames on the way."""
+
+    def __init__(self, agent, rewrite=None):
+        self.agent, self.rewrite = agent, rewrite
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        self.sent = bytearray()
+
+    def serve_one(self):
+        import threading
+
+        def run():
+            client, _ = self.listener.accept()
+            upstream = socket.create_connection(self.agent)
+            frames = 0
+            try:
+                while True:
+                    readable, _, _ = select.select([client, upstream], [], [], 10)
+                    if not readable:
+                        return
+                    if client in readable:
+                        header = client.recv(4, socket.MSG_WAITALL)
+                        if len(header) < 4:
+                            return
+                        body = client.recv(HEADER.unpack(header)[0], socket.MSG_WAITALL)
+                        self.sent += header + body
+                        if self.rewrite is not None:
+                            body = self.rewrite(frames, body)
+                        frames += 1
+                        upstream.sendall(header + body)
+                    if upstream in readable:
+                        data = upstream.recv(1 << 16)
+                        if not data:
+                            return
+                        client.sendall(data)
+            except OSError:
+                return
+            finally:
+                client.close()
+                upstream.close()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+
+def test_a_replayed_handshake_is_refused(agent):
+    """The bytes of a whole good handshake, sent again on a new connection: the agent's
+    nonce is new, so the recorded auth's tag is wrong."""
+    proxy = RecordingProxy(agent)
+    thread = proxy.serve_one()
+    assert [r["op"] for r in talk(proxy.address, {"op": "clock", "id": 3}, {"op": "bye"})] == [
+        "clock", "bye",
+    ]  # fmt: skip
+    thread.join(10)
+    with socket.create_connection(agent, timeout=10) as s:
+        s.sendall(bytes(proxy.sent))
+        replies = []
+        try:
+            while True:
+                replies.append(read_message(s))
+        except Exception:  # noqa: BLE001 - the agent closing ends the conversation
+            pass
+    assert [r["op"] for r in replies] == ["challenge", "error"]
+    assert replies[-1]["code"] == "bad-token"
+    still_serves(agent)
+
+
+def test_a_frame_changed_on_the_way_is_refused(agent):
+    """One byte of the client's third frame (its first request after auth) flipped on the
+    way: the agent refuses the frame's tag and ends the session; check exits 2 naming it."""
+
+    def flip(index, body):
+        if index == 2:
+            body = bytearray(body)
+            body[len(body) // 2] ^= 0x20
+        return bytes(body)
+
+    proxy = RecordingProxy(agent, rewrite=flip)
+    proxy.serve_one()
+    proc = check_via(proxy.address)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "bad-mac" in proc.stderr, proc.stderr
+    still_serves(agent)
+
+
+def test_version_1_and_unknown_versions_are_refused_naming_both(agent):
+    for version in (1, 99):
+        replies = talk(agent, token=None, raw=encode(
+            {"op": "hello", "id": 1, "version": version, "token": TOKEN, "profile": PROFILE}
+        ))  # fmt: skip
+        message = replies[-1]["message"]
+        assert replies[-1]["code"] == "version" and f"{version}" in message and "2" in message
+    still_serves(agent)
+
+
+def test_destinations_outside_the_replayers_address_and_allow_dest_are_refused(tmp_path):
+    """The replayer connects from 127.0.0.1: the agent opens connections to 127.0.0.1,
+    refuses 127.0.0.2 and names, and opens 127.0.0.2 once --allow-dest names it."""
+    with socket.create_server(("127.0.0.2", 0)) as elsewhere, socket.create_server(
+        ("127.0.0.1", 0)
+    ) as here:
+        proc, address = start_agent()
+        try:
+            ok = talk(address, {"op": "open", "id": 3, "socket": 0, "host": "127.0.0.1",
+                                "port": here.getsockname()[1]}, {"op": "bye"})  # fmt: skip
+            assert [r["op"] for r in ok] == ["opened", "bye"]
+            for host in ("127.0.0.2", "localhost"):
+                refused = talk(address, {"op": "open", "id": 3, "socket": 0, "host": host,
+                                         "port": elsewhere.getsockname()[1]})  # fmt: skip
+                assert refused[-1]["code"] == "destination" and host in refused[-1]["message"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        proc, address = start_agent("--allow-dest", "127.0.0.2/32")
+        try:
+            ok = talk(address, {"op": "open", "id": 3, "socket": 0, "host": "127.0.0.2",
+                                "port": elsewhere.getsockname()[1]}, {"op": "bye"})  # fmt: skip
+            assert [r["op"] for r in ok] == ["opened", "bye"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def test_oversized_message_is_refused_before_it_is_read(agent):
@@ -124,9 +284,14 @@ def test_oversized_message_is_refused_before_it_is_read(agent):
 
 
 def test_malformed_message_is_refused(agent):
-    body = msgpack.packb([1, 2, 3])
-    replies = talk(agent, raw=HEADER.pack(len(body)) + body)
-    assert replies[-1]["code"] == "malformed"
+    """A correctly tagged frame whose body is not a message map."""
+    with socket.create_connection(agent, timeout=10) as s:
+        channel = Channel(s, CLIENT_SIDE)
+        client_handshake(channel, TOKEN, {"profile": PROFILE})
+        body = msgpack.packb([1, 2, 3])
+        tag = frame_tag(channel.key, CLIENT_SIDE, channel.sent, body)
+        s.sendall(HEADER.pack(len(body) + 32) + body + tag)
+        assert channel.receive()["code"] == "malformed"
     still_serves(agent)
 
 
@@ -145,7 +310,7 @@ def test_a_flood_of_in_flight_sends_is_refused(agent):
              "payload": b"x" * 16000, "control_info": None, "irql": None, "at_once": False}
             for i in range(200)
         ]  # fmt: skip
-        replies = talk(agent, hello(), opened, *sends)
+        replies = talk(agent, opened, *sends)
     assert replies[-1]["op"] == "error" and replies[-1]["code"] == "in-flight"
     assert sum(r["op"] == "sent" for r in replies) == 64
     still_serves(agent)
@@ -179,8 +344,7 @@ def test_a_non_loopback_client_is_refused_when_bound_to_loopback():
             with insider:
                 insider.settimeout(10)
                 insider.connect(address)
-                insider.sendall(encode(hello()))
-                assert read_message(insider)["op"] == "hello"
+                client_handshake(Channel(insider, CLIENT_SIDE), TOKEN, {"profile": PROFILE})
         finally:
             proc.terminate()
             proc.wait(timeout=10)

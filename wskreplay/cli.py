@@ -1002,12 +1002,23 @@ def agent_group() -> None:
 )
 @click.option("--max-in-flight-calls", type=click.IntRange(1), default=4096, show_default=True)
 @click.option("--max-in-flight-bytes", type=click.IntRange(1), default=64 << 20, show_default=True)
+@click.option(
+    "--allow-dest",
+    multiple=True,
+    metavar="CIDR",
+    help="Also connect to addresses in CIDR (repeatable); by default only to the "
+    "address the replayer connects from.",
+)
 def agent_serve(
-    listen: str, token_file: str | None, max_in_flight_calls: int, max_in_flight_bytes: int
+    listen: str,
+    token_file: str | None,
+    max_in_flight_calls: int,
+    max_in_flight_bytes: int,
+    allow_dest: tuple[str, ...],
 ) -> None:
     """Serve replayers: each call they send is made on a real kernel socket here."""
     from wskreplay.agent.protocol import read_token
-    from wskreplay.agent.server import AgentLimits, parse_listen, serve
+    from wskreplay.agent.server import AgentLimits, parse_allow_dest, parse_listen, serve
 
     host, port = parse_listen(listen)
     token = read_token(token_file)
@@ -1019,6 +1030,6 @@ def agent_serve(
         click.echo(f"wskreplay agent: listening on {bound_host}:{bound_port}", err=True)
 
     try:
-        serve(host, port, token, limits, ready)
+        serve(host, port, token, limits, ready, tuple(parse_allow_dest(a) for a in allow_dest))
     except KeyboardInterrupt:
         click.echo("wskreplay agent: stopped", err=True)

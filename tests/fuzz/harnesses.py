@@ -246,7 +246,7 @@ def wskt(data: bytes) -> None:
 
 def agent_messages(data: bytes) -> None:
     """Frames as the agent reads them from a client: framing, msgpack limits; a ``hello``
-    (given the right token and version, so its transport profile is what gets checked);
+    or ``auth`` taken as an authenticated client's (so its transport profile is checked);
     the field checks; and every ``events`` list decoded as the replayer decodes the agent's.
     No message is dispatched (an ``open`` would connect somewhere)."""
     server, client = socket.socketpair()
@@ -268,8 +268,8 @@ def agent_messages(data: bytes) -> None:
 
 def _agent_message(agent: Client, message: dict) -> None:
     try:
-        if message["op"] == "hello":
-            agent._hello({**message, "token": AGENT_TOKEN, "version": protocol.VERSION})
+        if message["op"] in ("hello", "auth"):
+            agent.start(message)
     except (TargetError, InputError, BlockingIOError):
         pass
     finally:

@@ -1,17 +1,20 @@
 """The reference agent: the agent protocol served on top of the socket target's
 :class:`~wskreplay.replayer.targets.socket_session.SocketSession` (``wskreplay agent serve``).
 
-One thread per client, each with its own session. A client must say ``hello`` first, with
-the protocol version and the shared token; anything else, a wrong token, an unknown version,
-an oversized or malformed frame, or more sends in flight than the limits allow ends that
-client's connection with an ``error`` message naming the reason, and the agent goes on
-serving the others. Bound to a loopback address, it also refuses any client whose address
-is not loopback.
+One thread per client, each with its own session. A client must open with the handshake
+(``hello``, ``challenge``, ``auth``: both sides prove they hold the shared token); anything
+else, a client that cannot prove it, an unknown version, an oversized, malformed or
+wrongly tagged frame, a connection to an address it may not reach, or more sends in flight
+than the limits allow ends that client's connection with an ``error`` message naming the
+reason, and the agent goes on serving the others. Bound to a loopback address, it also
+refuses any client whose address is not loopback. It connects only to the address its
+client came from and to the networks of ``--allow-dest``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import select
 import socket
 import sys
@@ -23,14 +26,18 @@ from typing import Any
 
 from wskreplay import __version__
 from wskreplay.agent.protocol import (
+    AGENT_SIDE,
     MAX_FRAME,
+    NONCE_BYTES,
     VERSION,
+    Channel,
     ProtocolError,
+    agent_proof,
     encode,
     event_to_wire,
     field,
-    read_message,
-    same_token,
+    nonce_field,
+    session_key,
 )
 from wskreplay.errors import WskReplayError
 from wskreplay.formats import ntstatus as nt
@@ -51,24 +58,63 @@ class AgentLimits:
     max_sockets: int = 1024
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_allow_dest(text: str) -> Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise WskReplayError(f"--allow-dest {text}: expected an address or CIDR") from None
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def destination_allowed(host: str, client_host: str, allowed: tuple[Network, ...]) -> bool:
+    """Whether the agent may connect to ``host``: the address its client came from, or
+    one within ``--allow-dest``. Names are not resolved: only addresses are allowed."""
+    ip = _address(host)
+    if ip is None:
+        return False
+    return ip == _address(client_host) or any(ip in net for net in allowed)
+
+
 class Client:
     """One replayer's connection and its session."""
 
-    def __init__(self, conn: socket.socket, token: str, limits: AgentLimits) -> None:
+    def __init__(
+        self,
+        conn: socket.socket,
+        token: str,
+        limits: AgentLimits,
+        client_host: str = "127.0.0.1",
+        allow_dest: tuple[Network, ...] = (),
+    ) -> None:
         self.conn = conn
+        self.channel = Channel(conn, AGENT_SIDE, limits.max_frame)
         self.token = token
         self.limits = limits
+        self.client_host = client_host
+        self.allow_dest = allow_dest
         self.session: SocketSession | None = None
         self.in_flight: dict[int, int] = {}
         """IRP -> bytes of each accepted send not completed yet."""
 
     def send(self, message: dict[str, Any]) -> None:
-        self.conn.sendall(encode(message))
+        self.channel.send(message)
 
     def run(self) -> None:
         try:
             self.conn.settimeout(HELLO_TIMEOUT_S)
-            self._hello(read_message(self.conn, self.limits.max_frame))
+            self._handshake()
             self.conn.settimeout(None)
             while self._step():
                 pass
@@ -97,17 +143,43 @@ class Client:
         except OSError:
             pass
 
-    def _hello(self, msg: dict[str, Any]) -> None:
-        if msg.get("op") != "hello":
+    def _handshake(self) -> None:
+        hello = self.channel.receive()
+        if hello.get("op") != "hello":
             raise ProtocolError("no-hello", "the first message must be hello")
-        version = msg.get("version")
+        version = hello.get("version")
         if version != VERSION:
             raise ProtocolError(
                 "version", f"protocol version {version!r} unknown (this agent: {VERSION})"
             )
-        if not isinstance(msg.get("token"), str) or not same_token(msg["token"], self.token):
-            raise ProtocolError("bad-token", "wrong token")
-        profile = profile_from_dict(dict(field(msg, "profile", dict)), "hello.profile")
+        client_nonce = nonce_field(hello)
+        nonce = os.urandom(NONCE_BYTES)
+        self.send(
+            {
+                "op": "challenge",
+                "id": hello.get("id"),
+                "version": VERSION,
+                "nonce": nonce,
+                "proof": agent_proof(self.token, client_nonce, nonce),
+            }
+        )
+        self.channel.key = session_key(self.token, client_nonce, nonce)
+        try:
+            auth = self.channel.receive()
+        except ProtocolError as exc:
+            if exc.code != "bad-mac":
+                raise
+            self.channel.key = None
+            raise ProtocolError(
+                "bad-token", "the replayer did not prove it holds the token (a different token?)"
+            ) from None
+        if auth["op"] != "auth":
+            raise ProtocolError("malformed", f"expected auth, got {auth['op']}")
+        self.start(auth)
+
+    def start(self, auth: dict[str, Any]) -> None:
+        """The session the authenticated client asked for, with its transport profile."""
+        profile = profile_from_dict(dict(field(auth, "profile", dict)), "auth.profile")
         self.session = SocketSession(profile)
         self.send(
             {
@@ -126,7 +198,7 @@ class Client:
         wait = 0.0005 if session.outstanding() else 0.05
         readable, _, _ = select.select([self.conn], [], [], wait)
         if readable:
-            msg = read_message(self.conn, self.limits.max_frame)
+            msg = self.channel.receive()
             if msg["op"] == "bye":
                 received = session.received()
                 self.send({"op": "bye", "received": {str(k): v for k, v in received.items()}})
@@ -144,14 +216,19 @@ class Client:
         elif op == "open":
             if len(session.received()) >= self.limits.max_sockets:
                 raise ProtocolError("limit", f"more than {self.limits.max_sockets} sockets")
+            host = field(msg, "host", str)
+            if not destination_allowed(host, self.client_host, self.allow_dest):
+                raise ProtocolError(
+                    "destination",
+                    f"open {host}: neither the replayer's address {self.client_host} "
+                    "nor within --allow-dest",
+                )
             options = OpenOptions(
                 category=str(msg.get("category", "connection")),
                 nagle=bool(msg.get("nagle", True)),
                 mss=msg.get("mss") if isinstance(msg.get("mss"), int) else None,
             )
-            port = session.open(
-                field(msg, "socket", int), field(msg, "host", str), field(msg, "port", int), options
-            )
+            port = session.open(field(msg, "socket", int), host, field(msg, "port", int), options)
             self.send({"op": "opened", "id": rid, "local_port": port})
         elif op == "send":
             payload = field(msg, "payload", bytes)
@@ -232,6 +309,7 @@ def serve(
     token: str,
     limits: AgentLimits = AgentLimits(),
     ready: Callable[[str, int], None] | None = None,
+    allow_dest: tuple[Network, ...] = (),
 ) -> None:
     """Serve clients until interrupted."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -257,6 +335,7 @@ def serve(
                 conn.close()
                 print(f"wskreplay agent: refused {addr[0]} (not loopback)", file=sys.stderr)
                 continue
-            threading.Thread(target=Client(conn, token, limits).run, daemon=True).start()
+            client = Client(conn, token, limits, addr[0], allow_dest)
+            threading.Thread(target=client.run, daemon=True).start()
     finally:
         listener.close()

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from wskreplay.agent.protocol import (
+    CLIENT_SIDE,
     DEFAULT_PORT,
-    VERSION,
+    Channel,
     ProtocolError,
-    encode,
+    client_handshake,
     event_from_wire,
-    read_message,
+    raise_if_error,
     read_token,
 )
 from wskreplay.errors import TargetError
@@ -67,15 +68,19 @@ class AgentSession:
                 f"agent://{self.address}: cannot connect: {exc.strerror or exc}"
             ) from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._id = 0
+        self.channel = Channel(self.sock, CLIENT_SIDE)
+        self._id = 2
         self._events: list[SessionEvent] = []
         self._pending: set[int] = set()
         self._received: dict[int, bytes] = {}
         self.closed = False
         profile_doc = {k: v for k, v in profile.as_dict().items() if k != "source"}
-        hello = self._request({"op": "hello", "version": VERSION, "token": token,
-                               "profile": profile_doc}, "hello")  # fmt: skip
+        try:
+            hello = client_handshake(self.channel, token, {"profile": profile_doc})
+        except OSError as exc:
+            raise TargetError(f"agent://{self.address}: {exc.strerror or exc}") from None
         self.agent = str(hello.get("agent", "?"))
+        self.driver = hello.get("driver") if isinstance(hello.get("driver"), dict) else None
         self.shift_ns, self.clock_error_ns = self._sync_clock()
 
     @staticmethod
@@ -88,6 +93,7 @@ class AgentSession:
             "address": self.address,
             "agent": self.agent,
             "clock_error_ns": self.clock_error_ns,
+            **({"driver": self.driver} if self.driver else {}),
         }
 
     def _sync_clock(self) -> tuple[int, int]:
@@ -108,11 +114,9 @@ class AgentSession:
         self._id += 1
         message["id"] = self._id
         try:
-            self.sock.sendall(encode(message))
+            self.channel.send(message)
             while True:
-                reply = read_message(self.sock)
-                if reply["op"] == "error":
-                    raise ProtocolError(str(reply.get("code")), str(reply.get("message")))
+                reply = raise_if_error(self.channel.receive())
                 if reply["op"] == "event":
                     self._take(reply)
                     continue
@@ -178,9 +182,10 @@ class AgentSession:
             left = deadline - self.now()
             readable, _, _ = select.select([self.sock], [], [], max(left, 0) / 1e9)
             if readable:
-                reply = read_message(self.sock)
-                if reply["op"] == "error":
-                    raise ProtocolError(str(reply.get("code")), str(reply.get("message")))
+                try:
+                    reply = raise_if_error(self.channel.receive())
+                except OSError as exc:
+                    raise TargetError(f"agent://{self.address}: {exc.strerror or exc}") from None
                 if reply["op"] == "event":
                     self._take(reply)
             if self.now() >= deadline:
