@@ -31,7 +31,7 @@
  * with the completion unhooked (PayloadLength says how many bytes were not captured).
  *
  * This header is checked with x86_64-w64-mingw32-gcc -fsyntax-only against mingw-w64's
- * ntddk.h and small stand-ins for wsk.h and TraceLoggingProvider.h (tests/wdk-stubs/);
+ * ntddk.h and small stand-ins for wsk.h and TraceLoggingProvider.h (testdriver/mingw/);
  * it has not been built against the WDK here.
  */
 #ifndef WSKREPLAY_RECORDER_H

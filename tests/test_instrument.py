@@ -1,5 +1,5 @@
 """instrument/: the C header is valid C (mingw syntax check against mingw-w64's ntddk.h and
-the stand-ins in tests/wdk-stubs/), emits exactly the contract's events and fields, and the
+the stand-ins in testdriver/mingw/), emits exactly the contract's events and fields, and the
 WPR profile enables the contract's provider."""
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from .conftest import REPO
 
 HEADER = REPO / "instrument" / "wskreplay_recorder.h"
 STUBS = REPO / "tests" / "wdk-stubs"
+MINGW_STANDINS = REPO / "testdriver" / "mingw"
+"""mingw-w64 has no wsk.h nor TraceLoggingProvider.h: the test driver's stand-ins."""
+MINGW_STANDINS = REPO / "testdriver" / "mingw"
 MINGW = "x86_64-w64-mingw32-gcc"
 MINGW_DDK = "/usr/x86_64-w64-mingw32/include/ddk"
 IN_TYPES = {
@@ -45,7 +48,7 @@ def mingw_syntax_check(source, *defines: str) -> subprocess.CompletedProcess:
         "-I",
         str(HEADER.parent),
         "-I",
-        str(STUBS),
+        str(MINGW_STANDINS),
         *defines,
         str(source),
     ]

@@ -1,6 +1,7 @@
 /* Stand-in for the Windows SDK's TraceLoggingProvider.h: the macros the recorder header
    uses, each expanding to a call of a typed function, so that the compiler checks every
-   field's value against its TraceLogging type. Emits nothing. */
+   field's value against its TraceLogging type. Emits nothing: the mingw build of
+   wskrtest.sys (for Wine, which has no ETW) records no events. */
 #ifndef WSKREPLAY_STUB_TRACELOGGING_H
 #define WSKREPLAY_STUB_TRACELOGGING_H
 
