@@ -107,9 +107,16 @@ def clock_offset_ns() -> int:
     return best[1]
 
 
-def read_wire(path: Path, local_ports: dict[int, int], shift_ns: int) -> Wire:
-    """Segments and streams of each socket (by its local port) in the capture at ``path``,
-    times moved by ``shift_ns``; the socket's side is OUT."""
+def read_wire(
+    path: Path,
+    local_ports: dict[int, int],
+    shift_ns: int,
+    peer_ports: dict[int, int] | None = None,
+) -> Wire:
+    """Segments and streams of each socket in the capture at ``path``, times moved by
+    ``shift_ns``; the socket's side is OUT. A socket is found by its local port, or, where
+    that is 0 (an agent whose provider does not tell it), as the client of its own peer's
+    port in ``peer_ports`` (each socket's peer listens on a port of its own)."""
     if not path.is_file() or os.path.getsize(path) == 0:
         raise TargetError(f"{path}: the wire capture is missing")
     try:
@@ -119,13 +126,19 @@ def read_wire(path: Path, local_ports: dict[int, int], shift_ns: int) -> Wire:
         result = tcp.reassemble(frames)
     except WskReplayError as exc:
         raise TargetError(f"reading the replay's own capture: {exc}") from None
-    by_port = {port: sid for sid, port in local_ports.items()}
+    by_port = {port: sid for sid, port in local_ports.items() if port}
+    by_peer = {
+        port: sid for sid, port in (peer_ports or {}).items() if not local_ports.get(sid)
+    }
     tables = []
     wire = Wire(SegmentTable.empty(), frames=len(frames))
     buffer = result.buffer
     for conn in result.connections:
-        for local_is_client, port in ((True, conn.client[2]), (False, conn.server[2])):
-            sid = by_port.get(port)
+        for local_is_client, sid in (
+            (True, by_port.get(conn.client[2])),
+            (False, by_port.get(conn.server[2])),
+            (True, by_peer.get(conn.server[2])),
+        ):
             if sid is None:
                 continue
             tables.append(

@@ -208,6 +208,8 @@ class AgentSession:
         try:
             reply = self._request({"op": "bye"}, "bye")
             got = reply.get("received", {})
+            if isinstance(reply.get("driver"), dict):
+                self.driver = reply["driver"]
             if isinstance(got, dict):
                 self._received = {int(k): bytes(v) for k, v in got.items() if isinstance(v, bytes)}
         except TargetError:

@@ -355,7 +355,7 @@ def replay_socket(
         forwarder = _stop_process(topo.forwarder) if topo.forwarder is not None else ""
         wire = None
         if capture is not None:
-            wire = read_wire(capture_path, local_ports, run.t0 - run.start_ns - offset)
+            wire = read_wire(capture_path, local_ports, run.t0 - run.start_ns - offset, ports)
             if target.keep_capture is not None:
                 shutil.copyfile(capture_path, target.keep_capture)
     description = topo.describe() if describe is None else dict(describe)
