@@ -713,10 +713,14 @@ static NTSTATUS Send(WSKR_CLIENT *client, PIRP irp, ULONG inLength, ULONG outLen
     buf.Offset = 0;
     buf.Length = in.PayloadLength;
     if (control != NULL && (g_ProviderFlags & WSKR_PROVIDER_SENDEX_MISSING)) {
+        /* WskSend cannot carry ControlInfo: refused, and the IRP completes with the
+           refusal, as the provider completes every IRP of a call it fails. */
         out.QpcEntry = out.QpcReturn = Qpc();
         out.Status = STATUS_NOT_SUPPORTED;
         out.Sent = WSKR_SENT_FALLBACK;
         Settle(call);
+        Enqueue(client, WSKR_EVENT_SEND_COMPLETED, s->Handle, in.CallId, STATUS_NOT_SUPPORTED,
+                0, NULL, 0);
         SocketRelease(s);
         CallRelease(call);
         CallRelease(call);

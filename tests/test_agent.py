@@ -6,22 +6,28 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import msgpack
 import pytest
 
+from tests.agent_client import (
+    PROFILE,
+    ROOT,
+    TOKEN,
+    RecordingProxy,
+    check_via,
+    still_serves,
+    talk,
+)
 from tests.reset_race import raced_reset
 from wskreplay.agent.protocol import (
     CLIENT_SIDE,
     HEADER,
     TOKEN_ENV,
     Channel,
-    ProtocolError,
     client_handshake,
     encode,
     frame_tag,
@@ -36,10 +42,6 @@ from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket
 from wskreplay.tracefile import read_trace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="capturing on loopback needs root")
-
-ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "test-token-0123456789abcdef"
-PROFILE = {k: v for k, v in load_profile("windows-tcpip").as_dict().items() if k != "source"}
 
 
 def start_agent(*args: str, token: str = TOKEN):
@@ -61,45 +63,6 @@ def agent():
     yield address
     proc.terminate()
     proc.wait(timeout=10)
-
-
-def talk(address, *messages, raw: bytes | None = None, token: str | None = TOKEN):
-    """After the handshake with ``token`` (none when None), send ``messages`` (or ``raw``
-    bytes); every reply until the agent closes (the agent's error when the handshake
-    fails)."""
-    with socket.create_connection(address, timeout=10) as s:
-        channel = Channel(s, CLIENT_SIDE)
-        if token is not None:
-            try:
-                client_handshake(channel, token, {"profile": PROFILE})
-            except ProtocolError as exc:
-                return [{"op": "error", "code": exc.code, "message": str(exc)}]
-        if raw is not None:
-            s.sendall(raw)
-        for m in messages:
-            channel.send(m)
-        replies = []
-        try:
-            while True:
-                replies.append(channel.receive())
-        except Exception:  # noqa: BLE001 - the agent closing ends the conversation
-            pass
-        return replies
-
-
-def still_serves(address):
-    replies = talk(address, {"op": "bye"})
-    assert [r["op"] for r in replies] == ["bye"]
-
-
-def check_via(address, token_file=None, trace="field.wskt"):
-    host, port = address
-    extra = ["--token-file", str(token_file)] if token_file else []
-    return subprocess.run(
-        [sys.executable, "-m", "wskreplay", "check", str(ROOT / "traces" / trace),
-         "--target", f"agent://{host}:{port}", *extra],
-        capture_output=True, text=True, timeout=120, env={**os.environ, TOKEN_ENV: TOKEN},
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["field.wskt", "sample.wskt"])
@@ -149,54 +112,6 @@ def test_a_client_that_cannot_tag_auth_is_refused(agent):
         s.sendall(HEADER.pack(len(body) + 32) + body + bytes(32))
         assert read_message(s)["code"] == "bad-token"
     still_serves(agent)
-
-
-class RecordingProxy:
-    """A man in the middle on loopback: forwards one client's bytes to the agent, keeps a
-    copy of what the client sent, and can rewrite the client's frames on the way."""
-
-    def __init__(self, agent, rewrite=None):
-        self.agent, self.rewrite = agent, rewrite
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()
-        self.sent = bytearray()
-
-    def serve_one(self):
-        import threading
-
-        def run():
-            client, _ = self.listener.accept()
-            upstream = socket.create_connection(self.agent)
-            frames = 0
-            try:
-                while True:
-                    readable, _, _ = select.select([client, upstream], [], [], 10)
-                    if not readable:
-                        return
-                    if client in readable:
-                        header = client.recv(4, socket.MSG_WAITALL)
-                        if len(header) < 4:
-                            return
-                        body = client.recv(HEADER.unpack(header)[0], socket.MSG_WAITALL)
-                        self.sent += header + body
-                        if self.rewrite is not None:
-                            body = self.rewrite(frames, body)
-                        frames += 1
-                        upstream.sendall(header + body)
-                    if upstream in readable:
-                        data = upstream.recv(1 << 16)
-                        if not data:
-                            return
-                        client.sendall(data)
-            except OSError:
-                return
-            finally:
-                client.close()
-                upstream.close()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        return thread
 
 
 def test_a_replayed_handshake_is_refused(agent):
@@ -252,9 +167,10 @@ def test_version_1_and_unknown_versions_are_refused_naming_both(agent):
 def test_destinations_outside_the_replayers_address_and_allow_dest_are_refused(tmp_path):
     """The replayer connects from 127.0.0.1: the agent opens connections to 127.0.0.1,
     refuses 127.0.0.2 and names, and opens 127.0.0.2 once --allow-dest names it."""
-    with socket.create_server(("127.0.0.2", 0)) as elsewhere, socket.create_server(
-        ("127.0.0.1", 0)
-    ) as here:
+    with (
+        socket.create_server(("127.0.0.2", 0)) as elsewhere,
+        socket.create_server(("127.0.0.1", 0)) as here,
+    ):
         proc, address = start_agent()
         try:
             ok = talk(address, {"op": "open", "id": 3, "socket": 0, "host": "127.0.0.1",

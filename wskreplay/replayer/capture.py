@@ -127,9 +127,7 @@ def read_wire(
     except WskReplayError as exc:
         raise TargetError(f"reading the replay's own capture: {exc}") from None
     by_port = {port: sid for sid, port in local_ports.items() if port}
-    by_peer = {
-        port: sid for sid, port in (peer_ports or {}).items() if not local_ports.get(sid)
-    }
+    by_peer = {port: sid for sid, port in (peer_ports or {}).items() if not local_ports.get(sid)}
     tables = []
     wire = Wire(SegmentTable.empty(), frames=len(frames))
     buffer = result.buffer
