@@ -564,9 +564,9 @@ static int op_send(client *c, const uint8_t *body, size_t len)
     if (sock == NULL) return fail(c, "failed", "send on socket %lld, which was never opened", (long long)sid);
 
     mp_init(&b);
-    now = device_now_ns(&c->dev);
     ZeroMemory(&out, sizeof(out));
     if (sock->closed || !has_irp) {
+        now = device_now_ns(&c->dev);
         /* What real WSK would crash on is not made: reported as the emulator reports it. */
         reply_header(&b, "sent", body, len, 2);
         mp_str(&b, "issue_ns"); mp_int(&b, now);

@@ -129,7 +129,7 @@ class WineMachine:
         """Processes of this prefix still running (by their environment)."""
         left = []
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             try:
                 environ = (entry / "environ").read_bytes()

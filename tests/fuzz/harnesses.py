@@ -290,6 +290,26 @@ def _agent_message(agent: Client, message: dict) -> None:
                 pass
 
 
+def agent_wire_c(data: bytes) -> None:
+    """The C agent's decoder and frame tag (testdriver/wire.c) against the Python
+    reference's: the same bodies accepted, the same refused, the same tag."""
+    from tests import wire_c
+
+    try:
+        protocol.decode(data)
+        reference = None
+    except protocol.ProtocolError as exc:
+        reference = str(exc)
+    refused = wire_c.check(data, protocol.MAX_FRAME)
+    if (refused is None) != (reference is None):
+        raise AssertionError(f"C: {refused or 'accepted'}; Python: {reference or 'accepted'}")
+    key = bytes(range(32))
+    if wire_c.frame_tag(key, b"C", len(data), data) != protocol.frame_tag(
+        key, b"C", len(data), data
+    ):
+        raise AssertionError("the C frame tag differs")
+
+
 HARNESSES = {
     h.name: h
     for h in (
@@ -302,6 +322,7 @@ HARNESSES = {
         Harness("cmsghdr", cmsghdr, 1 << 12),
         Harness("wskt", wskt, 1 << 16),
         Harness("agent", agent_messages, 1 << 16),
+        Harness("agent-wire-c", agent_wire_c, 1 << 16),
         *(Harness(family, _decoder(family), 1 << 14) for family in LINK_FAMILIES),
         Harness("pktmon-schema", pktmon_schema, 1 << 12),
     )
