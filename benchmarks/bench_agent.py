@@ -116,8 +116,10 @@ def main() -> None:
         print(f"{name:32} {r['seconds']:8.2f} {r['calls_per_s']:9.0f} "
               f"{r['median_us']:13.0f} us {r['p99_us']:6.0f} us")  # fmt: skip
     c, py = best.values()
-    print(f"C agent / Python agent: calls/s x{c['calls_per_s'] / py['calls_per_s']:.2f}, "
-          f"median overhead x{c['median_us'] / py['median_us']:.2f}")
+    print(
+        f"C agent / Python agent: calls/s x{c['calls_per_s'] / py['calls_per_s']:.2f}, "
+        f"median overhead x{c['median_us'] / py['median_us']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
+import msgpack
+
 from wskreplay.agent.protocol import (
     CLIENT_SIDE,
     HEADER,
@@ -19,6 +21,8 @@ from wskreplay.agent.protocol import (
     Channel,
     ProtocolError,
     client_handshake,
+    encode,
+    read_message,
 )
 from wskreplay.replayer.profile import load_profile
 
@@ -112,3 +116,48 @@ class RecordingProxy:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         return thread
+
+
+def auth_without_the_token(address) -> tuple[dict, dict]:
+    """A client that takes the agent's challenge and answers with an ``auth`` it cannot tag
+    (no token): the challenge, and the agent's answer to that auth."""
+    with socket.create_connection(address, timeout=30) as s:
+        s.sendall(encode({"op": "hello", "id": 1, "version": 2, "nonce": os.urandom(32)}))
+        challenge = read_message(s)
+        body = msgpack.packb({"op": "auth", "id": 2, "profile": PROFILE})
+        s.sendall(HEADER.pack(len(body) + 32) + body + bytes(32))
+        return challenge, read_message(s)
+
+
+def replayed_handshake(address) -> list[dict]:
+    """The bytes a client sent in a whole good session (recorded by a proxy), sent again on
+    a new connection: the agent's replies until it closes."""
+    proxy = RecordingProxy(address)
+    thread = proxy.serve_one()
+    ops = [r["op"] for r in talk(proxy.address, {"op": "clock", "id": 3}, {"op": "bye"})]
+    assert ops == ["clock", "bye"]
+    thread.join(30)
+    with socket.create_connection(address, timeout=30) as s:
+        s.sendall(bytes(proxy.sent))
+        replies = []
+        try:
+            while True:
+                replies.append(read_message(s))
+        except Exception:  # noqa: BLE001 - the agent closing ends the conversation
+            pass
+    return replies
+
+
+def check_with_a_changed_frame(address) -> subprocess.CompletedProcess:
+    """``check`` through a proxy that flips one byte of the client's third frame (its first
+    request after auth)."""
+
+    def flip(index, body):
+        if index == 2:
+            body = bytearray(body)
+            body[len(body) // 2] ^= 0x20
+        return bytes(body)
+
+    proxy = RecordingProxy(address, rewrite=flip)
+    proxy.serve_one()
+    return check_via(proxy.address)

@@ -17,8 +17,10 @@ from tests.agent_client import (
     PROFILE,
     ROOT,
     TOKEN,
-    RecordingProxy,
+    auth_without_the_token,
     check_via,
+    check_with_a_changed_frame,
+    replayed_handshake,
     still_serves,
     talk,
 )
@@ -104,51 +106,25 @@ def test_wrong_token_is_refused_and_check_exits_2(agent, tmp_path):
 def test_a_client_that_cannot_tag_auth_is_refused(agent):
     """The client's half: an auth whose tag is not under the session key (a client that
     took the agent's challenge without the token) is refused with bad-token."""
-    with socket.create_connection(agent, timeout=10) as s:
-        s.sendall(encode({"op": "hello", "id": 1, "version": 2, "nonce": os.urandom(32)}))
-        challenge = read_message(s)
-        assert challenge["op"] == "challenge" and len(challenge["proof"]) == 32
-        body = msgpack.packb({"op": "auth", "id": 2, "profile": PROFILE})
-        s.sendall(HEADER.pack(len(body) + 32) + body + bytes(32))
-        assert read_message(s)["code"] == "bad-token"
+    challenge, answer = auth_without_the_token(agent)
+    assert challenge["op"] == "challenge" and len(challenge["proof"]) == 32
+    assert answer["code"] == "bad-token"
     still_serves(agent)
 
 
 def test_a_replayed_handshake_is_refused(agent):
-    """The bytes of a whole good handshake, sent again on a new connection: the agent's
+    """The bytes of a whole good session, sent again on a new connection: the agent's
     nonce is new, so the recorded auth's tag is wrong."""
-    proxy = RecordingProxy(agent)
-    thread = proxy.serve_one()
-    assert [r["op"] for r in talk(proxy.address, {"op": "clock", "id": 3}, {"op": "bye"})] == [
-        "clock", "bye",
-    ]  # fmt: skip
-    thread.join(10)
-    with socket.create_connection(agent, timeout=10) as s:
-        s.sendall(bytes(proxy.sent))
-        replies = []
-        try:
-            while True:
-                replies.append(read_message(s))
-        except Exception:  # noqa: BLE001 - the agent closing ends the conversation
-            pass
+    replies = replayed_handshake(agent)
     assert [r["op"] for r in replies] == ["challenge", "error"]
     assert replies[-1]["code"] == "bad-token"
     still_serves(agent)
 
 
 def test_a_frame_changed_on_the_way_is_refused(agent):
-    """One byte of the client's third frame (its first request after auth) flipped on the
-    way: the agent refuses the frame's tag and ends the session; check exits 2 naming it."""
-
-    def flip(index, body):
-        if index == 2:
-            body = bytearray(body)
-            body[len(body) // 2] ^= 0x20
-        return bytes(body)
-
-    proxy = RecordingProxy(agent, rewrite=flip)
-    proxy.serve_one()
-    proc = check_via(proxy.address)
+    """The agent refuses the changed frame's tag and ends the session; check exits 2
+    naming it."""
+    proc = check_with_a_changed_frame(agent)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "bad-mac" in proc.stderr, proc.stderr
     still_serves(agent)

@@ -19,13 +19,20 @@ import subprocess
 import sys
 import time
 
-import msgpack
 import pytest
 
 from tests import wine
-from tests.agent_client import TOKEN, RecordingProxy, check_via, still_serves, talk
+from tests.agent_client import (
+    TOKEN,
+    auth_without_the_token,
+    check_via,
+    check_with_a_changed_frame,
+    replayed_handshake,
+    still_serves,
+    talk,
+)
 from tests.tshark_oracle import follow, stream_count
-from wskreplay.agent.protocol import HEADER, TOKEN_ENV, encode, read_message
+from wskreplay.agent.protocol import HEADER, TOKEN_ENV, encode
 from wskreplay.formats import ntstatus as nt
 from wskreplay.model import Direction, Trace
 from wskreplay.recorder.importer import ImportOptions, import_sources
@@ -262,36 +269,16 @@ def test_a_wrong_token_is_refused(agent, tmp_path):
     assert replies[-1]["code"] == "bad-token" and "agent did not prove" in replies[-1]["message"]
     (tmp_path / "token").write_text("wrong-token-wrong-token\n")
     one_line_exit_2(check_via(agent, tmp_path / "token"), "bad-token")
-    with socket.create_connection(agent, timeout=30) as s:
-        s.sendall(encode({"op": "hello", "id": 1, "version": 2, "nonce": os.urandom(32)}))
-        assert read_message(s)["op"] == "challenge"
-        body = msgpack.packb({"op": "auth", "id": 2, "profile": {}})
-        s.sendall(HEADER.pack(len(body) + 32) + body + bytes(32))
-        assert read_message(s)["code"] == "bad-token"
+    challenge, answer = auth_without_the_token(agent)
+    assert challenge["op"] == "challenge" and answer["code"] == "bad-token"
     still_serves(agent)
 
 
 def test_a_replayed_handshake_and_a_changed_frame_are_refused(agent):
-    proxy = RecordingProxy(agent)
-    thread = proxy.serve_one()
-    assert [r["op"] for r in talk(proxy.address, {"op": "clock", "id": 3}, {"op": "bye"})] == [
-        "clock", "bye",
-    ]  # fmt: skip
-    thread.join(30)
-    with socket.create_connection(agent, timeout=30) as s:
-        s.sendall(bytes(proxy.sent))
-        first, second = read_message(s), read_message(s)
-    assert first["op"] == "challenge" and second["code"] == "bad-token"
-
-    def flip(index, body):
-        if index == 2:
-            body = bytearray(body)
-            body[len(body) // 2] ^= 0x20
-        return bytes(body)
-
-    changer = RecordingProxy(agent, rewrite=flip)
-    changer.serve_one()
-    one_line_exit_2(check_via(changer.address), "bad-mac")
+    replies = replayed_handshake(agent)
+    assert [r["op"] for r in replies] == ["challenge", "error"]
+    assert replies[-1]["code"] == "bad-token"
+    one_line_exit_2(check_with_a_changed_frame(agent), "bad-mac")
     still_serves(agent)
 
 

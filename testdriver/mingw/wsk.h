@@ -123,36 +123,30 @@ typedef struct _WSK_PROVIDER_BASIC_DISPATCH {
     PFN_WSK_CLOSE_SOCKET WskCloseSocket;
 } WSK_PROVIDER_BASIC_DISPATCH, *PWSK_PROVIDER_BASIC_DISPATCH;
 
+/* The members after Basic that connection and stream sockets share, in the WDK's order. */
+#define WSKREPLAY_CONNECTED_MEMBERS                     \
+    PFN_WSK_BIND WskBind;                               \
+    PFN_WSK_CONNECT WskConnect;                         \
+    PFN_WSK_GET_LOCAL_ADDRESS WskGetLocalAddress;       \
+    PFN_WSK_GET_LOCAL_ADDRESS WskGetRemoteAddress;      \
+    PFN_WSK_SEND WskSend;                               \
+    PFN_WSK_RECEIVE WskReceive;                         \
+    PFN_WSK_DISCONNECT WskDisconnect;                   \
+    PFN_WSK_ANY WskRelease;                             \
+    PFN_WSK_ANY WskConnectEx;                           \
+    PFN_WSK_SEND_EX WskSendEx;                          \
+    PFN_WSK_ANY WskReceiveEx;
+
 typedef struct _WSK_PROVIDER_CONNECTION_DISPATCH {
     WSK_PROVIDER_BASIC_DISPATCH Basic;
-    PFN_WSK_BIND WskBind;
-    PFN_WSK_CONNECT WskConnect;
-    PFN_WSK_GET_LOCAL_ADDRESS WskGetLocalAddress;
-    PFN_WSK_GET_LOCAL_ADDRESS WskGetRemoteAddress;
-    PFN_WSK_SEND WskSend;
-    PFN_WSK_RECEIVE WskReceive;
-    PFN_WSK_DISCONNECT WskDisconnect;
-    PFN_WSK_ANY WskRelease;
-    PFN_WSK_ANY WskConnectEx;
-    PFN_WSK_SEND_EX WskSendEx;
-    PFN_WSK_ANY WskReceiveEx;
+    WSKREPLAY_CONNECTED_MEMBERS
 } WSK_PROVIDER_CONNECTION_DISPATCH, *PWSK_PROVIDER_CONNECTION_DISPATCH;
 
 typedef struct _WSK_PROVIDER_STREAM_DISPATCH {
     WSK_PROVIDER_BASIC_DISPATCH Basic;
     PFN_WSK_ANY WskListen;
     PFN_WSK_ANY WskAccept;
-    PFN_WSK_BIND WskBind;
-    PFN_WSK_CONNECT WskConnect;
-    PFN_WSK_GET_LOCAL_ADDRESS WskGetLocalAddress;
-    PFN_WSK_GET_LOCAL_ADDRESS WskGetRemoteAddress;
-    PFN_WSK_SEND WskSend;
-    PFN_WSK_RECEIVE WskReceive;
-    PFN_WSK_DISCONNECT WskDisconnect;
-    PFN_WSK_ANY WskRelease;
-    PFN_WSK_ANY WskConnectEx;
-    PFN_WSK_SEND_EX WskSendEx;
-    PFN_WSK_ANY WskReceiveEx;
+    WSKREPLAY_CONNECTED_MEMBERS
 } WSK_PROVIDER_STREAM_DISPATCH, *PWSK_PROVIDER_STREAM_DISPATCH;
 
 NTSTATUS WSKAPI WskRegister(PWSK_CLIENT_NPI WskClientNpi, PWSK_REGISTRATION WskRegistration);
