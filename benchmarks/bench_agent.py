@@ -29,11 +29,11 @@ sys.path.insert(0, str(REPO))
 
 from tests import wine  # noqa: E402
 from tests.agent_client import TOKEN  # noqa: E402
-from wskreplay.agent.protocol import TOKEN_ENV  # noqa: E402
+from wskreplay.formats.agentwire import TOKEN_ENV  # noqa: E402
+from wskreplay.generators.synth import synth_trace  # noqa: E402
 from wskreplay.replayer.engine import ReplayOptions  # noqa: E402
 from wskreplay.replayer.profile import load_profile  # noqa: E402
 from wskreplay.replayer.targets import agent as agent_target  # noqa: E402
-from wskreplay.synth import synth_trace  # noqa: E402
 
 overheads: list[int] = []
 _send = agent_target.AgentSession.send

@@ -21,8 +21,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from wskreplay.diff import DiffOptions, diff_traces  # noqa: E402
+from wskreplay.generators.synth import synth_trace  # noqa: E402
 from wskreplay.model import CallTable  # noqa: E402
-from wskreplay.synth import synth_trace  # noqa: E402
 from wskreplay.tracefile import read_trace, write_trace  # noqa: E402
 
 

@@ -25,8 +25,8 @@ import zstandard
 from timing import best_of
 
 from wskreplay.formats.wskt import BlockType
+from wskreplay.generators.synth import synth_trace
 from wskreplay.summary import call_records
-from wskreplay.synth import synth_trace
 from wskreplay.tracefile import TraceReader, write_trace
 
 

@@ -5,8 +5,8 @@
 
 Inputs, each at two sizes 10x apart (the larger by default >= 1 GB of packets and 1M
 packets):
-- a synthetic field recording (`wskreplay/fieldsim.py`): WskReplay.Recorder events plus one
-  PktMon event per packet, XPRESS-compressed 64 KiB buffers, 16 KiB sends;
+- a synthetic field recording (`wskreplay/generators/fieldsim.py`): WskReplay.Recorder
+  events plus one PktMon event per packet, XPRESS-compressed 64 KiB buffers, 16 KiB sends;
 - a TCP capture for ``--infer-calls`` (`benchmarks/gen_capture.py`).
 
 Each import runs as its own process (``/usr/bin/time``-style peak RSS from
@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 from bench_etl import rewrite_uncompressed  # noqa: E402
 from gen_capture import generate  # noqa: E402
 
-from wskreplay import fieldsim  # noqa: E402
+from wskreplay.generators import fieldsim  # noqa: E402
 
 
 def make_recording(path: Path, calls: int) -> None:

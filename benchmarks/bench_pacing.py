@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 from wskreplay.formats.etl_packets import read_capture  # noqa: E402
 from wskreplay.formats.pcap import PcapngWriter  # noqa: E402
 from wskreplay.formats.tcpip import TCP_ACK, TCP_PSH, build_tcp_frame  # noqa: E402
-from wskreplay.pacing_trace import pacing_trace  # noqa: E402
+from wskreplay.generators.pacing_trace import pacing_trace  # noqa: E402
 from wskreplay.replayer import netns  # noqa: E402
 from wskreplay.replayer.capture import WireCapture  # noqa: E402
 from wskreplay.replayer.engine import ReplayOptions  # noqa: E402

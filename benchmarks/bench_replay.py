@@ -36,9 +36,9 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 import wskreplay.replayer.engine as engine  # noqa: E402
+from wskreplay.generators.synth import synth_trace  # noqa: E402
 from wskreplay.replayer.engine import ReplayOptions, replay  # noqa: E402
 from wskreplay.replayer.profile import load_profile  # noqa: E402
-from wskreplay.synth import synth_trace  # noqa: E402
 from wskreplay.tracefile import read_trace, write_trace  # noqa: E402
 
 TIMED_REPLAY = """

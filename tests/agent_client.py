@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgpack
 
-from wskreplay.agent.protocol import (
+from wskreplay.formats.agentwire import (
     CLIENT_SIDE,
     HEADER,
     TOKEN_ENV,

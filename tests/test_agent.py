@@ -25,7 +25,7 @@ from tests.agent_client import (
     talk,
 )
 from tests.reset_race import raced_reset
-from wskreplay.agent.protocol import (
+from wskreplay.formats.agentwire import (
     CLIENT_SIDE,
     HEADER,
     TOKEN_ENV,

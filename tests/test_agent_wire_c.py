@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import wire_c
-from wskreplay.agent import protocol
+from wskreplay.formats import agentwire as protocol
 
 LIMIT = protocol.MAX_FRAME
 

@@ -1,6 +1,6 @@
 """What a replay takes from its recording (docs/emulator.md, "Calibration"), on the shipped
-traces, whose ground truth is known from how they were made (wskreplay/synth.py,
-wskreplay/fieldsim.py, the SMB2 capture)."""
+traces, whose ground truth is known from how they were made (wskreplay/generators/synth.py,
+wskreplay/generators/fieldsim.py, the SMB2 capture)."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from wskreplay import fieldsim
 from wskreplay.formats.wskt import BlockType, WsktFile
+from wskreplay.generators import fieldsim
 from wskreplay.recorder.etw_schema import read_recorder_events
 from wskreplay.recorder.journal import read_journal
 from wskreplay.tracefile import TraceReader, recover, verify

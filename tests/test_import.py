@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wskreplay import fieldsim
 from wskreplay.formats import ntstatus as nt
+from wskreplay.generators import fieldsim
 from wskreplay.model import Direction, Stream
 from wskreplay.tracefile import read_trace
 

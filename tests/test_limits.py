@@ -13,8 +13,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from wskreplay.agent import protocol
 from wskreplay.errors import InputError
+from wskreplay.formats import agentwire as protocol
 from wskreplay.formats import etl, pcap, xpress
 from wskreplay.formats.wskt import BlockType, BlockWriter, pack_body
 from wskreplay.recorder.tcp import MAX_CONNECTIONS

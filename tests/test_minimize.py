@@ -14,10 +14,10 @@ import pytest
 from wskreplay.checking import replay_trace
 from wskreplay.diff import DiffOptions, diff_traces
 from wskreplay.formats import ntstatus as nt
+from wskreplay.generators.synth import synth_trace
 from wskreplay.minimize.ddmin import ddmin, smallest_holding
 from wskreplay.minimize.reduce import Selection, candidate
 from wskreplay.model import CallTable, Direction, Trace
-from wskreplay.synth import synth_trace
 from wskreplay.tracefile import read_trace, write_trace
 
 from .conftest import REPO, assert_one_line_error, run_cli

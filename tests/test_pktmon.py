@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from wskreplay import fieldsim
 from wskreplay.formats import event_metadata, pcap, pktmon
 from wskreplay.formats.etl_packets import etl_frames
 from wskreplay.formats.etl_writer import EtlWriter
 from wskreplay.formats.tcpip import build_tcp_frame
+from wskreplay.generators import fieldsim
 
 from .conftest import SHARED_DATA, assert_one_line_error, run_cli
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wskreplay.synth import synth_trace
+from wskreplay.generators.synth import synth_trace
 from wskreplay.tracefile import TraceReader, write_trace
 
 

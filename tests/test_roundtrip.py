@@ -10,8 +10,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 
 from wskreplay.formats import ntstatus
+from wskreplay.generators.synth import synth_trace
 from wskreplay.model import Direction, Trace
-from wskreplay.synth import synth_trace
 from wskreplay.tracefile import TraceReader, read_trace, write_trace
 
 from .strategies import traces

@@ -16,8 +16,8 @@ from tests.reset_race import raced_reset
 from tests.tshark_oracle import follow
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats.tcpip import TCP_RST
+from wskreplay.generators.pacing_trace import pacing_trace
 from wskreplay.model import Direction
-from wskreplay.pacing_trace import pacing_trace
 from wskreplay.replayer.engine import ReplayOptions
 from wskreplay.replayer.profile import load_profile
 from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket

@@ -32,8 +32,8 @@ from tests.agent_client import (
     talk,
 )
 from tests.tshark_oracle import follow, stream_count
-from wskreplay.agent.protocol import HEADER, TOKEN_ENV, encode
 from wskreplay.formats import ntstatus as nt
+from wskreplay.formats.agentwire import HEADER, TOKEN_ENV, encode
 from wskreplay.model import Direction, Trace
 from wskreplay.recorder.importer import ImportOptions, import_sources
 from wskreplay.replayer.engine import ReplayOptions, replay

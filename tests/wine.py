@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from tests.agent_client import TOKEN
-from wskreplay.agent.protocol import TOKEN_ENV
+from wskreplay.formats.agentwire import TOKEN_ENV
 
 from .conftest import REPO
 

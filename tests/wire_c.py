@@ -1,5 +1,5 @@
 """The C agent's wire codec (testdriver/wire.c, sha256.c) built for this machine with gcc
-and loaded with ctypes, so the Python reference (wskreplay/agent/protocol.py) can be its
+and loaded with ctypes, so the Python reference (wskreplay/formats/agentwire.py) can be its
 oracle: the same messages accepted and refused, the same handshake values and tags."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     python traces/make_samples.py
 
 - field.etl: a synthetic field recording in the real ETL layout (WskReplay.Recorder events
-  plus PktMon packets, XPRESS-compressed buffers), from wskreplay/fieldsim.py, seed 7;
+  plus PktMon packets, XPRESS-compressed buffers), from wskreplay/generators/fieldsim.py, seed 7;
 - field.wskt: ``wskreplay import traces/field.etl``;
 - smb2-inferred.wskt: ``wskreplay import --infer-calls`` of the SMB2 capture in captures/.
 """
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wskreplay import fieldsim
+from wskreplay.generators import fieldsim
 
 HERE = Path(__file__).resolve().parent
 SMB2_CAPTURE = HERE / "captures" / "suricata-verify__smb2-01_smb2-peter.pcap"

@@ -88,7 +88,7 @@ def main(ctx: click.Context) -> None:
 @click.option("--no-compress", is_flag=True, help="Store blocks without zstd.")
 def synth(out: str, calls: int, sockets: int, seed: int, redact: bool, no_compress: bool) -> None:
     """Write a synthetic but realistic trace, deterministic for a seed."""
-    from wskreplay.synth import synth_trace
+    from wskreplay.generators.synth import synth_trace
 
     trace = synth_trace(calls=calls, sockets=sockets, seed=seed)
     write_trace(out, trace, redact=redact, zstd_level=None if no_compress else 3)
@@ -1017,8 +1017,8 @@ def agent_serve(
     allow_dest: tuple[str, ...],
 ) -> None:
     """Serve replayers: each call they send is made on a real kernel socket here."""
-    from wskreplay.agent.protocol import read_token
     from wskreplay.agent.server import AgentLimits, parse_allow_dest, parse_listen, serve
+    from wskreplay.formats.agentwire import read_token
 
     host, port = parse_listen(listen)
     token = read_token(token_file)

@@ -18,15 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from wskreplay.agent import protocol
 from wskreplay.agent.server import AgentLimits, Client
 from wskreplay.errors import InputError, TargetError
+from wskreplay.formats import agentwire as protocol
 from wskreplay.formats import event_metadata, pcap, pktmon, tracelogging, wsk, xpress
 from wskreplay.formats.etl import EtlFile
 from wskreplay.formats.etl_packets import etl_frames
 from wskreplay.formats.pcap import read_frames
 from wskreplay.formats.tcpip import DecodeOptions, decode
 from wskreplay.formats.wskt import WsktFile
+from wskreplay.replayer.targets.agent import event_from_wire
 from wskreplay.tracefile import TraceReader, verify
 
 HERE = Path(__file__).resolve().parent
@@ -285,7 +286,7 @@ def _agent_message(agent: Client, message: dict) -> None:
     if isinstance(events, list):
         for item in events:
             try:
-                protocol.event_from_wire(item, 0)
+                event_from_wire(item, 0)
             except protocol.ProtocolError:
                 pass
 

@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from wskreplay import __version__
-from wskreplay.agent.protocol import (
+from wskreplay.errors import WskReplayError
+from wskreplay.formats import ntstatus as nt
+from wskreplay.formats.agentwire import (
     AGENT_SIDE,
     MAX_FRAME,
     NONCE_BYTES,
@@ -34,19 +36,28 @@ from wskreplay.agent.protocol import (
     ProtocolError,
     agent_proof,
     encode,
-    event_to_wire,
     field,
+    is_loopback,
     nonce_field,
     session_key,
 )
-from wskreplay.errors import WskReplayError
-from wskreplay.formats import ntstatus as nt
 from wskreplay.replayer.profile import profile_from_dict
 from wskreplay.replayer.targets.socket_session import OpenOptions, SessionEvent, SocketSession
-from wskreplay.replayer.wsk_socket import Completed, Returned
+from wskreplay.replayer.wsk_socket import Completed, Returned, Violation
 
 HELLO_TIMEOUT_S = 10.0
 DRAIN_S = 2.0
+
+
+def event_to_wire(e: SessionEvent) -> list[Any]:
+    """A session's event as the protocol's array (docs/agent-protocol.md, "Events")."""
+    if isinstance(e, Returned):
+        return ["returned", e.irp, e.status, e.time_ns]
+    if isinstance(e, Completed):
+        return ["completed", e.irp, e.status, e.information, e.time_ns]
+    if isinstance(e, Violation):
+        return ["violation", e.irp, e.kind, e.detail, e.time_ns]
+    return ["reset", e.socket, e.status, e.time_ns]
 
 
 @dataclass(frozen=True)
@@ -294,13 +305,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise WskReplayError(f"--listen {text}: expected HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def serve(

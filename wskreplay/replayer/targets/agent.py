@@ -20,27 +20,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wskreplay.agent.protocol import (
+from wskreplay.errors import TargetError
+from wskreplay.formats import ntstatus as nt
+from wskreplay.formats.agentwire import (
     CLIENT_SIDE,
     DEFAULT_PORT,
     Channel,
     ProtocolError,
     client_handshake,
-    event_from_wire,
     raise_if_error,
     read_token,
 )
-from wskreplay.errors import TargetError
-from wskreplay.formats import ntstatus as nt
 from wskreplay.model import Trace
 from wskreplay.replayer.engine import ReplayOptions
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket
-from wskreplay.replayer.targets.socket_session import OpenOptions, SessionEvent
-from wskreplay.replayer.wsk_socket import Completed, Returned
+from wskreplay.replayer.targets.socket_session import OpenOptions, PeerReset, SessionEvent
+from wskreplay.replayer.wsk_socket import Completed, Returned, Violation
 
 CONNECT_TIMEOUT_S = 10.0
 CLOCK_SAMPLES = 8
+
+
+def event_from_wire(item: Any, shift_ns: int) -> SessionEvent:
+    """An event as the agent sent it, its time moved onto our clock by ``shift_ns``."""
+    if not isinstance(item, list) or not item:
+        raise ProtocolError("malformed", f"not an event: {str(item)[:80]}")
+    try:
+        kind = item[0]
+        if kind == "returned":
+            return Returned(_opt_int(item[1]), int(item[2]), int(item[3]) + shift_ns)
+        if kind == "completed":
+            return Completed(int(item[1]), int(item[2]), int(item[3]), int(item[4]) + shift_ns)
+        if kind == "violation":
+            return Violation(_opt_int(item[1]), str(item[2]), str(item[3]), int(item[4]) + shift_ns)
+        if kind == "reset":
+            return PeerReset(int(item[1]), int(item[3]) + shift_ns, int(item[2]))
+    except (IndexError, TypeError, ValueError):
+        pass
+    raise ProtocolError("malformed", f"not an event: {str(item)[:80]}")
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def parse_agent_address(text: str) -> tuple[str, int]:

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from wskreplay.agent.server import is_loopback
 from wskreplay.errors import TargetError
 from wskreplay.formats import ntstatus as nt
+from wskreplay.formats.agentwire import is_loopback
 from wskreplay.formats.tcpip import TCP_RST
 from wskreplay.model import CallTable, Clock, Direction, SegmentTable, Stream, Trace
 from wskreplay.policies import policies_of

@@ -1,0 +1,124 @@
+"""Every import between the package's parts points down the floors of docs/architecture.md:
+a part may import its own modules and any part on a lower floor, never one on its own
+floor or above. Read from the source (``ast``), so an import inside a function counts too.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+PACKAGE = REPO / "wskreplay"
+
+FLOORS: list[set[str]] = [
+    {"wskreplay", "errors", "_moved"},
+    {"formats"},
+    {"digest", "spill", "policies", "model"},
+    {"tracefile"},
+    {"summary"},
+    {"recorder", "diff"},
+    {"replayer"},
+    {"agent", "checking", "fidelity", "minimize", "generators", "console", "etwview"},
+    {"pytest_plugin"},
+    {"cli"},
+    {"__main__"},
+]  # fmt: skip
+FLOOR = {part: n for n, parts in enumerate(FLOORS) for part in parts}
+DEPRECATED_PATHS = {
+    "wskreplay.agent.protocol",
+    "wskreplay.synth",
+    "wskreplay.fieldsim",
+    "wskreplay.pacing_trace",
+}
+"""Modules kept for one release at their old place, forwarding (with a warning) to where
+their names live now: they point wherever their names went."""
+
+
+def part_of(module: str) -> str:
+    """``wskreplay.replayer.engine`` -> ``replayer``; the package itself -> ``wskreplay``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "wskreplay"
+
+
+def imports() -> list[tuple[str, str, int]]:
+    """(importing module, imported module, line) for every import of the package."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            found += [(module, n, node.lineno) for n in names if n.split(".")[0] == "wskreplay"]
+    return found
+
+
+def test_every_part_has_a_floor():
+    parts = {part_of(importer) for importer, _, _ in imports() if importer not in DEPRECATED_PATHS}
+    parts |= {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+              if (p.suffix == ".py" or (p / "__init__.py").exists())
+              and f"wskreplay.{p.stem}" not in DEPRECATED_PATHS}  # fmt: skip
+    parts.discard("__init__")
+    assert parts <= set(FLOOR), f"parts without a floor: {sorted(parts - set(FLOOR))}"
+
+
+def test_imports_point_down_the_floors():
+    upward = [
+        f"{importer}:{line} imports {imported} ({part_of(imported)}, floor "
+        f"{FLOOR[part_of(imported)]}; {part_of(importer)} is on floor {FLOOR[part_of(importer)]})"
+        for importer, imported, line in imports()
+        if part_of(importer) != part_of(imported)
+        and importer not in DEPRECATED_PATHS
+        and FLOOR[part_of(imported)] >= FLOOR[part_of(importer)]
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_check_finds_an_upward_import(tmp_path, monkeypatch):
+    """The rule bites: the replayer importing the agent (what it did before the agent
+    protocol's wire moved to formats) is reported."""
+    fake = tmp_path / "wskreplay"
+    (fake / "replayer").mkdir(parents=True)
+    (fake / "replayer" / "__init__.py").write_text("from wskreplay.agent import server\n")
+    (fake / "agent").mkdir()
+    (fake / "agent" / "__init__.py").write_text("")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    try:
+        test_imports_point_down_the_floors()
+    except AssertionError as exc:
+        assert "wskreplay.replayer:1 imports wskreplay.agent (agent, floor 7" in str(exc)
+    else:
+        raise AssertionError("an upward import went unnoticed")
+
+
+def test_the_old_path_of_the_agent_protocol_forwards_with_a_warning():
+    from wskreplay.agent import protocol, server
+    from wskreplay.formats import agentwire
+    from wskreplay.replayer.targets import agent
+
+    for name, home in (("read_token", agentwire), ("Channel", agentwire),
+                       ("event_to_wire", server), ("event_from_wire", agent)):  # fmt: skip
+        with pytest.warns(DeprecationWarning, match=home.__name__):
+            assert getattr(protocol, name) is getattr(home, name)
+    with pytest.raises(AttributeError):
+        protocol.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("old", ["synth", "fieldsim", "pacing_trace"])
+def test_the_generators_old_paths_forward_with_a_warning(old):
+    import importlib
+
+    module = importlib.import_module(f"wskreplay.{old}")
+    home = importlib.import_module(f"wskreplay.generators.{old}")
+    name = {"synth": "synth_trace", "fieldsim": "FieldRecording", "pacing_trace": "pacing_trace"}
+    with pytest.warns(DeprecationWarning, match=home.__name__):
+        assert getattr(module, name[old]) is getattr(home, name[old])
