@@ -22,8 +22,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from wskreplay.diff import DiffOptions, diff_traces  # noqa: E402
 from wskreplay.generators.synth import synth_trace  # noqa: E402
-from wskreplay.model import CallTable  # noqa: E402
-from wskreplay.tracefile import read_trace, write_trace  # noqa: E402
+from wskreplay.trace import read_trace, write_trace  # noqa: E402
+from wskreplay.trace.model import CallTable  # noqa: E402
 
 
 def jittered(trace, seed: int):

@@ -26,8 +26,8 @@ from timing import best_of
 
 from wskreplay.formats.wskt import BlockType
 from wskreplay.generators.synth import synth_trace
-from wskreplay.summary import call_records
-from wskreplay.tracefile import TraceReader, write_trace
+from wskreplay.trace import TraceReader, write_trace
+from wskreplay.trace.summary import call_records
 
 
 def naive_records(trace) -> list[dict]:

@@ -87,7 +87,7 @@ def wskreplay_import(*args: str) -> list[str]:
 
 
 def calls_in(trace: Path) -> int:
-    from wskreplay.tracefile import TraceReader
+    from wskreplay.trace import TraceReader
 
     with TraceReader(trace) as r:
         return len(r.call_column("seq"))

@@ -39,7 +39,7 @@ import wskreplay.replayer.engine as engine  # noqa: E402
 from wskreplay.generators.synth import synth_trace  # noqa: E402
 from wskreplay.replayer.engine import ReplayOptions, replay  # noqa: E402
 from wskreplay.replayer.profile import load_profile  # noqa: E402
-from wskreplay.tracefile import read_trace, write_trace  # noqa: E402
+from wskreplay.trace import read_trace, write_trace  # noqa: E402
 
 TIMED_REPLAY = """
 import json, sys, time
@@ -47,7 +47,7 @@ import wskreplay.replayer.engine
 assert not wskreplay.replayer.engine.__file__.endswith(".so")
 from wskreplay.replayer.engine import ReplayOptions, replay
 from wskreplay.replayer.profile import load_profile
-from wskreplay.tracefile import read_trace
+from wskreplay.trace import read_trace
 trace = read_trace(sys.argv[1])
 t = time.perf_counter()
 out = replay(trace, ReplayOptions(load_profile()))

@@ -28,8 +28,8 @@ sys.path.insert(0, str(HERE.parent))
 from tests.conftest import run_measured  # noqa: E402
 from wskreplay.formats import ntstatus as nt  # noqa: E402
 from wskreplay.formats.tcpip import TCP_ACK, TCP_PSH  # noqa: E402
-from wskreplay.model import CallTable, Clock, Direction, SegmentTable, Socket  # noqa: E402
-from wskreplay.tracefile import TraceWriter  # noqa: E402
+from wskreplay.trace import TraceWriter  # noqa: E402
+from wskreplay.trace.model import CallTable, Clock, Direction, SegmentTable, Socket  # noqa: E402
 
 SOCKETS = 4
 CALL_BYTES = 1 << 20

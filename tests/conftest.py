@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from wskreplay.model import (
+from wskreplay.trace import write_trace
+from wskreplay.trace.model import (
     CallTable,
     Clock,
     Direction,
@@ -19,7 +20,6 @@ from wskreplay.model import (
     Socket,
     Trace,
 )
-from wskreplay.tracefile import write_trace
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

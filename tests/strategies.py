@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from wskreplay.model import (
+from wskreplay.trace.model import (
     CALL_SCHEMA,
     SEGMENT_SCHEMA,
     CallTable,

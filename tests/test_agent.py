@@ -35,13 +35,13 @@ from wskreplay.formats.agentwire import (
     frame_tag,
     read_message,
 )
-from wskreplay.model import Direction
 from wskreplay.replayer import netns
 from wskreplay.replayer.engine import ReplayOptions
 from wskreplay.replayer.profile import load_profile
 from wskreplay.replayer.targets.agent import AgentTargetOptions, replay_agent
 from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket
-from wskreplay.tracefile import read_trace
+from wskreplay.trace import read_trace
+from wskreplay.trace.model import Direction
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="capturing on loopback needs root")
 

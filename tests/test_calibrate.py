@@ -9,7 +9,7 @@ import pytest
 from wskreplay.formats import ntstatus as nt
 from wskreplay.replayer import calibrate
 from wskreplay.replayer.profile import load_profile
-from wskreplay.tracefile import read_trace
+from wskreplay.trace import read_trace
 
 from .conftest import REPO
 

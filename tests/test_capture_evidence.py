@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from wskreplay.diff.compare import diff_traces
-from wskreplay.model import Direction, Trace, awaited_calls
 from wskreplay.recorder.importer import ImportOptions, import_sources
 from wskreplay.replayer import calibrate
 from wskreplay.replayer.calibrate import estimate_path, release_pieces
 from wskreplay.replayer.engine import ReplayOptions, replay
 from wskreplay.replayer.profile import load_profile
 from wskreplay.replayer.sent import missed_sends
-from wskreplay.tracefile import read_trace
+from wskreplay.trace import read_trace
+from wskreplay.trace.model import Direction, Trace, awaited_calls
 
 from .conftest import REPO, SHARED_DATA
 

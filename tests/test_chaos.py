@@ -10,8 +10,8 @@ import pytest
 
 from wskreplay.checking import replay_trace
 from wskreplay.formats import ntstatus as nt
-from wskreplay.model import CallTable, Direction, Event, Trace
-from wskreplay.tracefile import read_trace, write_trace
+from wskreplay.trace import read_trace, write_trace
+from wskreplay.trace.model import CallTable, Direction, Event, Trace
 
 from .conftest import REPO, assert_one_line_error, run_cli
 

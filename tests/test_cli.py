@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from wskreplay.formats import ntstatus
-from wskreplay.tracefile import read_trace
+from wskreplay.trace import read_trace
 
 from .conftest import SAMPLE_TRACE, assert_one_line_error, run_cli
 

@@ -8,8 +8,8 @@ import pytest
 
 from wskreplay.errors import InputError
 from wskreplay.formats.wskt import BLOCK_HEADER_SIZE, FILE_HEADER, BlockType
-from wskreplay.model import CallTable
-from wskreplay.tracefile import TraceReader, read_trace, recover, verify
+from wskreplay.trace import TraceReader, read_trace, recover, verify
+from wskreplay.trace.model import CallTable
 
 from .conftest import assert_one_line_error, run_cli
 

@@ -12,8 +12,8 @@ import pytest
 from wskreplay.diff import DiffOptions, diff_traces, parse_tolerance
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
-from wskreplay.model import CallTable, Direction, SegmentTable, Trace
-from wskreplay.tracefile import read_trace, write_trace
+from wskreplay.trace import read_trace, write_trace
+from wskreplay.trace.model import CallTable, Direction, SegmentTable, Trace
 
 from .conftest import REPO, assert_one_line_error, run_cli
 

@@ -22,7 +22,7 @@ from wskreplay.formats.wskt import BlockType, WsktFile
 from wskreplay.generators import fieldsim
 from wskreplay.recorder.etw_schema import read_recorder_events
 from wskreplay.recorder.journal import read_journal
-from wskreplay.tracefile import TraceReader, recover, verify
+from wskreplay.trace import TraceReader, recover, verify
 
 from .conftest import REPO, assert_one_line_error, run_cli
 

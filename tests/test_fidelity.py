@@ -17,13 +17,13 @@ from wskreplay.fidelity import measure
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import pcap
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
-from wskreplay.model import COMPLETED, COMPLETION_UNKNOWN, Trace, awaited_calls
 from wskreplay.policies import ResetPolicy
 from wskreplay.recorder.importer import ImportOptions, import_sources
 from wskreplay.recorder.infer import InferOptions, infer_trace
 from wskreplay.replayer.calibrate import UNKNOWN_WINDOW, estimate_path
 from wskreplay.replayer.engine import ReplayOptions, replay
 from wskreplay.replayer.profile import load_profile
+from wskreplay.trace.model import COMPLETED, COMPLETION_UNKNOWN, Trace, awaited_calls
 
 from . import capgen
 from .conftest import SHARED_DATA

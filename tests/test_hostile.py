@@ -20,7 +20,7 @@ from wskreplay.formats.wskt import (
     file_header,
     pack_body,
 )
-from wskreplay.tracefile import read_trace, verify
+from wskreplay.trace import read_trace, verify
 
 from .conftest import assert_one_line_error, run_cli
 

@@ -11,8 +11,8 @@ import pytest
 
 from wskreplay.formats import ntstatus as nt
 from wskreplay.generators import fieldsim
-from wskreplay.model import Direction, Stream
-from wskreplay.tracefile import read_trace
+from wskreplay.trace import read_trace
+from wskreplay.trace.model import Direction, Stream
 
 from .conftest import REPO, SHARED_DATA, assert_one_line_error, run_cli
 

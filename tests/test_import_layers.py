@@ -17,9 +17,8 @@ PACKAGE = REPO / "wskreplay"
 FLOORS: list[set[str]] = [
     {"wskreplay", "errors", "_moved"},
     {"formats"},
-    {"digest", "spill", "policies", "model"},
-    {"tracefile"},
-    {"summary"},
+    {"policies"},
+    {"trace"},
     {"recorder", "diff"},
     {"replayer"},
     {"agent", "checking", "fidelity", "minimize", "generators", "console", "etwview"},
@@ -33,6 +32,11 @@ DEPRECATED_PATHS = {
     "wskreplay.synth",
     "wskreplay.fieldsim",
     "wskreplay.pacing_trace",
+    "wskreplay.model",
+    "wskreplay.tracefile",
+    "wskreplay.spill",
+    "wskreplay.digest",
+    "wskreplay.summary",
 }
 """Modules kept for one release at their old place, forwarding (with a warning) to where
 their names live now: they point wherever their names went."""
@@ -95,7 +99,7 @@ def test_the_check_finds_an_upward_import(tmp_path, monkeypatch):
     try:
         test_imports_point_down_the_floors()
     except AssertionError as exc:
-        assert "wskreplay.replayer:1 imports wskreplay.agent (agent, floor 7" in str(exc)
+        assert "wskreplay.replayer:1 imports wskreplay.agent (agent, floor 6" in str(exc)
     else:
         raise AssertionError("an upward import went unnoticed")
 
@@ -122,3 +126,24 @@ def test_the_generators_old_paths_forward_with_a_warning(old):
     name = {"synth": "synth_trace", "fieldsim": "FieldRecording", "pacing_trace": "pacing_trace"}
     with pytest.warns(DeprecationWarning, match=home.__name__):
         assert getattr(module, name[old]) is getattr(home, name[old])
+
+
+@pytest.mark.parametrize(
+    "old, name, new",
+    [
+        ("model", "Trace", "wskreplay.trace.model"),
+        ("model", "CallTable", "wskreplay.trace.model"),
+        ("tracefile", "read_trace", "wskreplay.trace"),
+        ("tracefile", "TraceReader", "wskreplay.trace"),
+        ("tracefile", "recover", "wskreplay.trace"),
+        ("spill", "StreamSink", "wskreplay.trace.spill"),
+        ("digest", "file_sha256", "wskreplay.trace.digest"),
+        ("summary", "trace_info", "wskreplay.trace.summary"),
+    ],
+)
+def test_the_traces_old_paths_forward_with_a_warning(old, name, new):
+    import importlib
+
+    module = importlib.import_module(f"wskreplay.{old}")
+    with pytest.warns(DeprecationWarning, match=new):
+        assert getattr(module, name) is getattr(importlib.import_module(new), name)

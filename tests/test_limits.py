@@ -18,7 +18,7 @@ from wskreplay.formats import agentwire as protocol
 from wskreplay.formats import etl, pcap, xpress
 from wskreplay.formats.wskt import BlockType, BlockWriter, pack_body
 from wskreplay.recorder.tcp import MAX_CONNECTIONS
-from wskreplay.tracefile import verify
+from wskreplay.trace import verify
 
 from .capgen import tiny_connections_pcap
 from .conftest import REPO, SHARED_DATA, assert_one_line_error, run_cli, run_measured

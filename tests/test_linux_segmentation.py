@@ -20,8 +20,8 @@ import pytest
 
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
-from wskreplay.model import CallTable, Direction
-from wskreplay.tracefile import read_trace, write_trace
+from wskreplay.trace import read_trace, write_trace
+from wskreplay.trace.model import CallTable, Direction
 
 from .conftest import run_cli
 from .linux_tcp import capture_transfer

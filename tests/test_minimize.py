@@ -17,8 +17,8 @@ from wskreplay.formats import ntstatus as nt
 from wskreplay.generators.synth import synth_trace
 from wskreplay.minimize.ddmin import ddmin, smallest_holding
 from wskreplay.minimize.reduce import Selection, candidate
-from wskreplay.model import CallTable, Direction, Trace
-from wskreplay.tracefile import read_trace, write_trace
+from wskreplay.trace import read_trace, write_trace
+from wskreplay.trace.model import CallTable, Direction, Trace
 
 from .conftest import REPO, assert_one_line_error, run_cli
 

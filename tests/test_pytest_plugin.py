@@ -11,8 +11,8 @@ import sys
 import numpy as np
 
 from wskreplay.formats import ntstatus as nt
-from wskreplay.model import CallTable
-from wskreplay.tracefile import read_trace, write_trace
+from wskreplay.trace import read_trace, write_trace
+from wskreplay.trace.model import CallTable
 
 from .conftest import REPO
 

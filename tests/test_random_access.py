@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wskreplay.generators.synth import synth_trace
-from wskreplay.tracefile import TraceReader, write_trace
+from wskreplay.trace import TraceReader, write_trace
 
 
 @pytest.fixture(scope="module")

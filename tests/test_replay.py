@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from wskreplay.formats import ntstatus as nt
-from wskreplay.model import Direction
-from wskreplay.tracefile import read_trace
+from wskreplay.trace import read_trace
+from wskreplay.trace.model import Direction
 
 from .conftest import REPO, assert_one_line_error, run_cli
 

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 
 from wskreplay.formats import ntstatus
 from wskreplay.generators.synth import synth_trace
-from wskreplay.model import Direction, Trace
-from wskreplay.tracefile import TraceReader, read_trace, write_trace
+from wskreplay.trace import TraceReader, read_trace, write_trace
+from wskreplay.trace.model import Direction, Trace
 
 from .strategies import traces
 

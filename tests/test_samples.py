@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from wskreplay.formats import ntstatus as nt
-from wskreplay.tracefile import read_trace
+from wskreplay.trace import read_trace
 
 from .conftest import REPO, run_cli
 

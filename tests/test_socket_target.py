@@ -17,11 +17,11 @@ from tests.tshark_oracle import follow
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats.tcpip import TCP_RST
 from wskreplay.generators.pacing_trace import pacing_trace
-from wskreplay.model import Direction
 from wskreplay.replayer.engine import ReplayOptions
 from wskreplay.replayer.profile import load_profile
 from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket
-from wskreplay.tracefile import read_trace, write_trace
+from wskreplay.trace import read_trace, write_trace
+from wskreplay.trace.model import Direction
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 

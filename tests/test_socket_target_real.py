@@ -16,11 +16,11 @@ from tests.reset_race import raced_reset
 from wskreplay.diff.compare import diff_traces
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats.tcpip import TCP_RST
-from wskreplay.model import Direction, Trace
 from wskreplay.recorder.importer import ImportOptions, import_sources
 from wskreplay.replayer.engine import ReplayOptions
 from wskreplay.replayer.profile import load_profile
 from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket
+from wskreplay.trace.model import Direction, Trace
 
 from .conftest import SHARED_DATA
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from wskreplay.formats import ntstatus as nt
-from wskreplay.tracefile import read_trace
+from wskreplay.trace import read_trace
 
 from .conftest import REPO, assert_one_line_error, run_cli
 

@@ -8,7 +8,7 @@ import pytest
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.generators.synth import synth_trace
-from wskreplay.model import Direction
+from wskreplay.trace.model import Direction
 
 
 @pytest.fixture(scope="module")

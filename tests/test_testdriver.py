@@ -34,12 +34,12 @@ from tests.agent_client import (
 from tests.tshark_oracle import follow, stream_count
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats.agentwire import HEADER, TOKEN_ENV, encode
-from wskreplay.model import Direction, Trace
 from wskreplay.recorder.importer import ImportOptions, import_sources
 from wskreplay.replayer.engine import ReplayOptions, replay
 from wskreplay.replayer.profile import load_profile
 from wskreplay.replayer.targets.agent import AgentTargetOptions, replay_agent
-from wskreplay.tracefile import read_trace
+from wskreplay.trace import read_trace
+from wskreplay.trace.model import Direction, Trace
 
 from .conftest import REPO, SHARED_DATA
 

@@ -17,7 +17,7 @@ from wskreplay.formats.wskt import (
     BlockWriter,
     pack_body,
 )
-from wskreplay.tracefile import TraceReader, read_trace, verify
+from wskreplay.trace import TraceReader, read_trace, verify
 
 from .conftest import assert_one_line_error, run_cli, tiny_trace
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from wskreplay.diff import DiffOptions, DiffResult, Tolerance, diff_traces, parse_tolerance
 from wskreplay.diff.compare import Difference
-from wskreplay.digest import file_sha256
 from wskreplay.errors import InputError
-from wskreplay.model import Trace
 from wskreplay.replayer.dispatch import Target, replay_on
 from wskreplay.replayer.engine import ReplayOptions, replay
 from wskreplay.replayer.profile import load_profile
-from wskreplay.tracefile import read_trace
+from wskreplay.trace import read_trace
+from wskreplay.trace.digest import file_sha256
+from wskreplay.trace.model import Trace
 
 SIDECAR_SUFFIX = ".wskreplay.toml"
 SNAPSHOT_SUFFIX = ".expected.wskt"

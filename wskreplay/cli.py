@@ -17,7 +17,7 @@ import click
 from wskreplay import __version__
 from wskreplay.errors import InputError, Terminated, WskReplayError
 from wskreplay.recorder.tcp import MAX_CONNECTIONS, CaptureOptions
-from wskreplay.tracefile import TraceReader, VerifyReport, recover, verify, write_trace
+from wskreplay.trace import TraceReader, VerifyReport, recover, verify, write_trace
 
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR = 0, 1, 2
 
@@ -104,7 +104,7 @@ def synth(out: str, calls: int, sockets: int, seed: int, redact: bool, no_compre
 def info(trace: str, as_json: bool) -> None:
     """Summarise a trace: sockets, calls, bytes, statuses, duration."""
     from wskreplay.console import print_info
-    from wskreplay.summary import trace_info
+    from wskreplay.trace.summary import trace_info
 
     with TraceReader(trace) as reader:
         summary = trace_info(reader)
@@ -198,7 +198,7 @@ def export(
         if frames.error is not None:
             raise frames.error
         return
-    from wskreplay.summary import call_records
+    from wskreplay.trace.summary import call_records
 
     with TraceReader(source) as reader:
         out = sys.stdout if jsonl == "-" else open(jsonl, "w", encoding="utf-8")
@@ -649,10 +649,10 @@ def replay_cmd(
     """Re-issue a trace's calls on a target (default: the emulator); write what happened
     as a trace."""
     from wskreplay.console import import_progress, print_replay_summary
-    from wskreplay.digest import file_sha256
     from wskreplay.replayer.dispatch import replay_on
     from wskreplay.replayer.engine import replay_until
-    from wskreplay.tracefile import read_trace
+    from wskreplay.trace import read_trace
+    from wskreplay.trace.digest import file_sha256
 
     if out is None and until is None and not step and break_on is None:
         raise click.UsageError("give -o OUT.wskt (or --step, --break-on STATUS, --until CALL_N)")
@@ -818,7 +818,7 @@ def diff_cmd(
 ) -> int:
     """Compare trace B with trace A: exit 0 within tolerance, 1 differences, 2 error."""
     from wskreplay.diff import diff_traces
-    from wskreplay.tracefile import read_trace
+    from wskreplay.trace import read_trace
 
     options = replace(
         _diff_options(align, tolerances, strict_segmentation), socket_map=_socket_map(socket_map)
@@ -940,10 +940,10 @@ def minimize_cmd(
 ) -> None:
     """Delta-debug a failing trace down to the smallest one that still fails the same way:
     sockets, then calls, then payload bytes; each candidate replayed on the target."""
-    from wskreplay.digest import file_sha256
     from wskreplay.minimize import minimize, provenance
     from wskreplay.replayer.dispatch import replay_on
-    from wskreplay.tracefile import read_trace
+    from wskreplay.trace import read_trace
+    from wskreplay.trace.digest import file_sha256
 
     options, target = _replay_options(**given)
     limits = _diff_options("order", tolerances, strict_segmentation)

@@ -1,14 +1,5 @@
-"""Digests of whole files (a trace's sources, a replay's original)."""
+"""Deprecated path, kept for one release: see :mod:`wskreplay.trace.digest`."""
 
-from __future__ import annotations
+from wskreplay._moved import forwarder
 
-import hashlib
-import os
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+__getattr__ = forwarder(__name__, "wskreplay.trace.digest")

@@ -13,10 +13,10 @@ import numpy as np
 
 from wskreplay.diff.compare import DiffOptions, diff_traces
 from wskreplay.errors import WskReplayError
-from wskreplay.model import COMPLETED, Trace
 from wskreplay.recorder.importer import ImportOptions, import_sources
 from wskreplay.replayer.engine import ReplayOptions, replay
 from wskreplay.replayer.profile import load_profile
+from wskreplay.trace.model import COMPLETED, Trace
 
 STATUS_KINDS = ("status", "completed", "completion_status", "information", "inserted",
                 "removed", "socket")  # fmt: skip

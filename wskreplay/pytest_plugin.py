@@ -29,8 +29,8 @@ from wskreplay.checking import (
 from wskreplay.diff import DiffOptions, DiffResult, Tolerance, diff_traces, parse_tolerance
 from wskreplay.diff.report import print_diff
 from wskreplay.errors import WskReplayError
-from wskreplay.model import Trace
-from wskreplay.tracefile import read_trace, write_trace
+from wskreplay.trace import read_trace, write_trace
+from wskreplay.trace.model import Trace
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -160,7 +160,8 @@ def line_coverage(names: list[str]) -> None:
     modules = [
         "formats/pcap.py", "formats/etl.py", "formats/etl_packets.py", "formats/tcpip.py",
         "formats/xpress.py", "formats/tracelogging.py", "formats/wsk.py", "formats/wskt.py",
-        "tracefile.py", "formats/agentwire.py", "formats/layers/walk.py",
+        "trace/reader.py", "trace/verify.py", "trace/blocks.py", "formats/agentwire.py",
+        "formats/layers/walk.py",
         "formats/layers/link.py", "formats/layers/wifi.py", "formats/layers/ip.py",
         "formats/layers/tunnels.py", "formats/layers/fragments.py", "formats/layers/report.py",
         "formats/layers/decode.py", "formats/pktmon.py", "formats/event_metadata.py",

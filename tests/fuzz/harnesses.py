@@ -28,7 +28,7 @@ from wskreplay.formats.pcap import read_frames
 from wskreplay.formats.tcpip import DecodeOptions, decode
 from wskreplay.formats.wskt import WsktFile
 from wskreplay.replayer.targets.agent import event_from_wire
-from wskreplay.tracefile import TraceReader, verify
+from wskreplay.trace import TraceReader, verify
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"

@@ -25,7 +25,7 @@ from wskreplay.formats import wsk, xpress  # noqa: E402
 from wskreplay.formats.etl import EtlFile  # noqa: E402
 from wskreplay.generators.synth import synth_trace  # noqa: E402
 from wskreplay.replayer.profile import load_profile  # noqa: E402
-from wskreplay.tracefile import TraceReader, write_trace  # noqa: E402
+from wskreplay.trace import TraceReader, write_trace  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 TRACES = REPO / "traces"

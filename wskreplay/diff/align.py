@@ -15,8 +15,8 @@ import numpy as np
 
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
-from wskreplay.model import Direction, Trace
-from wskreplay.spill import RELEASE_EVERY, release
+from wskreplay.trace.model import Direction, Trace
+from wskreplay.trace.spill import RELEASE_EVERY, release
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from wskreplay.diff.tolerance import (
 )
 from wskreplay.diff.wire import first_wire_ns, segmentation
 from wskreplay.formats import ntstatus as nt
-from wskreplay.model import (
+from wskreplay.trace.model import (
     COMPLETED,
     COMPLETION_UNKNOWN,
     NOT_COMPLETED,
@@ -59,7 +59,7 @@ from wskreplay.model import (
     awaited_calls,
     time_span_ns,
 )
-from wskreplay.spill import RELEASE_EVERY, StreamBytes, release
+from wskreplay.trace.spill import RELEASE_EVERY, StreamBytes, release
 
 KINDS = (
     "socket",

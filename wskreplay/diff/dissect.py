@@ -18,7 +18,7 @@ from wskreplay.diff.compare import Difference, DiffResult
 from wskreplay.errors import InputError
 from wskreplay.formats.pcap import LINKTYPE_ETHERNET, PcapngWriter
 from wskreplay.formats.tcpip import TCP_ACK, TCP_PSH, build_tcp_frame
-from wskreplay.model import Direction, Trace
+from wskreplay.trace.model import Direction, Trace
 
 TRANSPORT_LAYERS = {"eth", "ip", "ipv6", "tcp", "frame", "_ws.malformed"}
 """Layers rebuilt by wskreplay itself: their fields say nothing about the difference."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wskreplay.diff.align import calls_of
-from wskreplay.model import Trace
+from wskreplay.trace.model import Trace
 
 QUANTILES = {"median": 0.5, "p90": 0.9, "p99": 0.99}
 METRICS = {

@@ -7,7 +7,7 @@ import numpy as np
 
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats.tcpip import TCP_FIN, TCP_PSH, TCP_RST
-from wskreplay.model import Direction, Trace
+from wskreplay.trace.model import Direction, Trace
 
 
 def first_wire_ns(trace: Trace) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
-from wskreplay.model import CallTable, Clock, Direction, Socket, Stream, Trace
+from wskreplay.trace.model import CallTable, Clock, Direction, Socket, Stream, Trace
 
 
 def pacing_trace(

@@ -16,7 +16,7 @@ import numpy as np
 
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
-from wskreplay.model import CallTable, Clock, Direction, Event, SegmentTable, Socket, Trace
+from wskreplay.trace.model import CallTable, Clock, Direction, Event, SegmentTable, Socket, Trace
 
 MSS = 1460
 NS_PER_BYTE = 8

@@ -28,7 +28,7 @@ from wskreplay.minimize.predicate import (
     target_divergence,
 )
 from wskreplay.minimize.reduce import Selection, candidate
-from wskreplay.model import Trace
+from wskreplay.trace.model import Trace
 
 Replay = Callable[[Trace], Trace]
 KEPT_CALLS_LISTED = 10_000

@@ -26,8 +26,8 @@ import numpy as np
 from wskreplay.diff import DiffResult
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
-from wskreplay.model import Trace
-from wskreplay.tracefile import write_trace
+from wskreplay.trace import write_trace
+from wskreplay.trace.model import Trace
 
 PRECEDENCE = (
     ("status", "completed", "completion_status", "information", "violation"),

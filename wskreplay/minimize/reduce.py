@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from wskreplay.formats import ntstatus as nt
-from wskreplay.model import CallTable, Direction, SegmentTable, Stream, Trace
+from wskreplay.trace.model import CallTable, Direction, SegmentTable, Stream, Trace
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wskreplay.formats.tcpip import TCP_FIN, TCP_RST, TcpPackets
-from wskreplay.model import Direction, Event, SegmentTable, Stream
 from wskreplay.policies import DEFAULT_RESET, ResetPolicy
 from wskreplay.recorder import tcp
 from wskreplay.recorder.correlate import merge_intervals
+from wskreplay.trace.model import Direction, Event, SegmentTable, Stream
 
 WINDOW = 4 << 20
 """Bytes of a stream assembled at a time when it is written (the writer's chunk size)."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wskreplay.formats import ntstatus, wsk
-from wskreplay.model import Event, Socket
 from wskreplay.recorder.etw_schema import ORIGINS, RecorderEvent
+from wskreplay.trace.model import Event, Socket
 
 CATEGORIES = {wsk.WSK_FLAG_CONNECTION_SOCKET: "connection", wsk.WSK_FLAG_STREAM_SOCKET: "stream"}
 UNKNOWN_ORIGIN = "unknown"

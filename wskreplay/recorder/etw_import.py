@@ -27,7 +27,6 @@ import numpy as np
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus, pcap
 from wskreplay.formats.tcpip import DecodeReport
-from wskreplay.model import CallTable, Clock, Direction, Event, SegmentTable, Trace
 from wskreplay.recorder import tcp
 from wskreplay.recorder.build import (
     StreamLayout,
@@ -44,6 +43,7 @@ from wskreplay.recorder.correlate import (
     infer_completion_policy,
     merge_intervals,
 )
+from wskreplay.trace.model import CallTable, Clock, Direction, Event, SegmentTable, Trace
 
 
 @dataclass

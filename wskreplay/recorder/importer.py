@@ -17,21 +17,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from wskreplay.digest import file_sha256
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus, pcap
 from wskreplay.formats.etl import EtlEvent, EtlFile
 from wskreplay.formats.etl_packets import etl_frames, read_capture
 from wskreplay.formats.tcpip import DecodeReport
-from wskreplay.model import (
-    COMPLETED,
-    COMPLETION_UNKNOWN,
-    NOT_COMPLETED,
-    CallTable,
-    Clock,
-    Direction,
-    Trace,
-)
 from wskreplay.recorder.build import StreamLayout
 from wskreplay.recorder.calls import recorded_from_events
 from wskreplay.recorder.etw_import import trace_from_recording
@@ -44,7 +34,17 @@ from wskreplay.recorder.etw_schema import (
 from wskreplay.recorder.infer import InferOptions, infer_trace
 from wskreplay.recorder.journal import is_journal, read_journal
 from wskreplay.recorder.tcp import CaptureOptions
-from wskreplay.tracefile import TraceWriter
+from wskreplay.trace import TraceWriter
+from wskreplay.trace.digest import file_sha256
+from wskreplay.trace.model import (
+    COMPLETED,
+    COMPLETION_UNKNOWN,
+    NOT_COMPLETED,
+    CallTable,
+    Clock,
+    Direction,
+    Trace,
+)
 
 
 class Progress(Protocol):

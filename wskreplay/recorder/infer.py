@@ -33,7 +33,11 @@ import numpy as np
 
 from wskreplay.formats import ntstatus, pcap, wsk
 from wskreplay.formats.tcpip import TCP_PSH, DecodeReport, TcpPackets, address
-from wskreplay.model import (
+from wskreplay.policies import ResetPolicy
+from wskreplay.recorder import tcp
+from wskreplay.recorder.build import StreamLayout, connection_segments, wire_events
+from wskreplay.recorder.correlate import NEVER, WireView
+from wskreplay.trace.model import (
     COMPLETED,
     COMPLETION_UNKNOWN,
     CallTable,
@@ -44,10 +48,6 @@ from wskreplay.model import (
     Socket,
     Trace,
 )
-from wskreplay.policies import ResetPolicy
-from wskreplay.recorder import tcp
-from wskreplay.recorder.build import StreamLayout, connection_segments, wire_events
-from wskreplay.recorder.correlate import NEVER, WireView
 
 DEFAULT_IDLE_GAP_NS = 1_000_000
 IRP_BASE = 0xFFFF_A000_0000_0000

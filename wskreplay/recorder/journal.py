@@ -18,9 +18,9 @@ from typing import Any
 
 from wskreplay.errors import InputError
 from wskreplay.formats.wskt import FILE_HEADER, WsktFile
-from wskreplay.model import Clock, Event
 from wskreplay.recorder.etw_schema import PROVIDER_NAME, SCHEMA_VERSION, RecorderEvent, decode
-from wskreplay.tracefile import TraceReader, TraceWriter
+from wskreplay.trace import TraceReader, TraceWriter
+from wskreplay.trace.model import Clock, Event
 
 KIND = "recorder"
 FLUSH_EVENTS = 256

@@ -41,9 +41,9 @@ from wskreplay.formats.tcpip import (
     endpoint,
     tcp_options,
 )
-from wskreplay.model import Direction as Direction_
-from wskreplay.model import SegmentTable
 from wskreplay.policies import Flow, ResetPolicy, accepted_resets
+from wskreplay.trace.model import Direction as Direction_
+from wskreplay.trace.model import SegmentTable
 
 Buffer = memoryview | JoinedBuffer
 """Where segment payloads are: the capture's bytes (and any reassembled datagrams)."""

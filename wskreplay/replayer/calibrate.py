@@ -18,11 +18,11 @@ from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.formats.tcpip import TCP_RST
-from wskreplay.model import Direction, Trace
 from wskreplay.policies import policies_of
 from wskreplay.replayer.peer import HEADER_BYTES, PathParams
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.sent import merged, missed_sends, serialization_ns
+from wskreplay.trace.model import Direction, Trace
 
 
 def outbound_data(trace: Trace, socket: int) -> np.ndarray:

@@ -19,10 +19,10 @@ import numpy as np
 
 from wskreplay.errors import TargetError, WskReplayError
 from wskreplay.formats.etl_packets import read_capture
-from wskreplay.model import Direction, Event, SegmentTable, Stream
 from wskreplay.recorder import tcp
 from wskreplay.recorder.build import assemble_stream, connection_segments, wire_events
 from wskreplay.replayer.netns import in_namespace
+from wskreplay.trace.model import Direction, Event, SegmentTable, Stream
 
 READY_TIMEOUT_S = 15.0
 SETTLE_S = 0.3

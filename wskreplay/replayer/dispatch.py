@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wskreplay.errors import InputError
-from wskreplay.model import Trace
 from wskreplay.replayer.engine import ReplayOptions, replay
+from wskreplay.trace.model import Trace
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,6 @@ import numpy as np
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
-from wskreplay.model import (
-    CallTable,
-    Clock,
-    Direction,
-    Event,
-    SegmentTable,
-    Stream,
-    Trace,
-    awaited_calls,
-    time_span_ns,
-)
 from wskreplay.replayer.calibrate import (
     calibrated_path,
     inferred_profile,
@@ -48,6 +37,17 @@ from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.targets.emulator import EmulatedConnection, WireSegment
 from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest, Violation
+from wskreplay.trace.model import (
+    CallTable,
+    Clock,
+    Direction,
+    Event,
+    SegmentTable,
+    Stream,
+    Trace,
+    awaited_calls,
+    time_span_ns,
+)
 
 WOULD_BUGCHECK = 0xE0570001
 """Not a Windows status (customer bit set): the status column of a call whose Length ran

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
-from wskreplay.model import Direction, Trace
 from wskreplay.policies import DEFAULT_RESET, Flow, ResetPolicy, accepted_resets
 from wskreplay.replayer.peer import PeerAction, PeerScript
 from wskreplay.replayer.sent import departures, merged, missed_sends
+from wskreplay.trace.model import Direction, Trace
 
 
 def _flow(trace: Trace, rows: np.ndarray) -> Flow:

@@ -24,11 +24,11 @@ import numpy as np
 
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
-from wskreplay.model import COMPLETED, Direction, Event, Trace, time_span_ns
 from wskreplay.replayer.engine import lifecycle_events, peer_reset_ns
 from wskreplay.replayer.pacing import lateness_summary, precise_sleeps, wait_until
 from wskreplay.replayer.targets.socket_session import PeerReset, SessionEvent
 from wskreplay.replayer.wsk_socket import Completed, Returned, Violation
+from wskreplay.trace.model import COMPLETED, Direction, Event, Trace, time_span_ns
 
 WAIT_LIMIT_NS = 10_000_000_000
 """The longest a call waits for a completion or a reset it depends on."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from wskreplay.formats.tcpip import TCP_ACK, TCP_RST
-from wskreplay.model import Direction, Trace
 from wskreplay.replayer.peer import HEADER_BYTES
+from wskreplay.trace.model import Direction, Trace
 
 
 def serialization_ns(length: np.ndarray, rate_bps: int | None) -> np.ndarray:

@@ -13,9 +13,9 @@ import json
 from collections.abc import Callable
 
 from wskreplay.formats import ntstatus as nt
-from wskreplay.model import Trace
 from wskreplay.replayer.engine import ReplayOptions, Step, socket_state, steps
 from wskreplay.replayer.wsk_socket import Completed, Returned, Violation
+from wskreplay.trace.model import Trace
 
 PROMPT = "[Enter] next, s state, c continue, q quit > "
 

@@ -14,7 +14,7 @@ from wskreplay.diff.distributions import METRICS, latencies
 from wskreplay.diff.report.terminal import verdict
 from wskreplay.diff.wire import first_wire_ns
 from wskreplay.formats import ntstatus as nt
-from wskreplay.model import Direction, Trace
+from wskreplay.trace.model import Direction, Trace
 
 TIMELINE_CALLS = 60
 """Calls drawn per socket timeline (the first ones, and those around a difference)."""

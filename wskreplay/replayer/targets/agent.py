@@ -31,12 +31,12 @@ from wskreplay.formats.agentwire import (
     raise_if_error,
     read_token,
 )
-from wskreplay.model import Trace
 from wskreplay.replayer.engine import ReplayOptions
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket
 from wskreplay.replayer.targets.socket_session import OpenOptions, PeerReset, SessionEvent
 from wskreplay.replayer.wsk_socket import Completed, Returned, Violation
+from wskreplay.trace.model import Trace
 
 CONNECT_TIMEOUT_S = 10.0
 CLOCK_SAMPLES = 8

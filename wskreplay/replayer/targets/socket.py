@@ -36,7 +36,6 @@ from wskreplay.errors import TargetError
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats.agentwire import is_loopback
 from wskreplay.formats.tcpip import TCP_RST
-from wskreplay.model import CallTable, Clock, Direction, SegmentTable, Stream, Trace
 from wskreplay.policies import policies_of
 from wskreplay.replayer import netns
 from wskreplay.replayer.calibrate import estimate_path, inferred_profile, sender_mss
@@ -48,6 +47,7 @@ from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.realtime import RealtimeOptions, RealtimeRun, replay_origin, run_calls
 from wskreplay.replayer.socket_peer import PeerConnection, write_plan
 from wskreplay.replayer.targets.socket_session import OpenOptions, SocketSession
+from wskreplay.trace.model import CallTable, Clock, Direction, SegmentTable, Stream, Trace
 
 SENDER_ADDR, PEER_ADDR = "192.0.2.1", "192.0.2.2"
 LOOPBACK = "127.0.0.1"

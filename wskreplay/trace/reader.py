@@ -1,0 +1,427 @@
+"""Reading traces: :class:`TraceReader` gives random access through the footer index,
+:func:`read_trace` the whole :class:`~wskreplay.trace.model.Trace`."""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from wskreplay.errors import InputError
+from wskreplay.formats import columns as colcodec
+from wskreplay.formats.wskt import (
+    CALL_COLUMNS,
+    MAX_BLOCK_ROWS,
+    MAX_GAP_BYTES,
+    SEGMENT_COLUMNS,
+    BlockRef,
+    BlockType,
+    Damage,
+    WsktFile,
+)
+from wskreplay.trace.blocks import (
+    FAULT_AROUND_BYTES,
+    FILE_HEADER_SIZE,
+    calls_entry,
+    entry_ok,
+    events_entry,
+    is_event,
+    segments_entry,
+    socket_from_wire,
+    stream_entry,
+)
+from wskreplay.trace.model import (
+    CallTable,
+    Clock,
+    DigestPiece,
+    Direction,
+    Event,
+    SegmentTable,
+    Socket,
+    Stream,
+    Trace,
+)
+from wskreplay.trace.spill import StreamSink
+
+
+@dataclass
+class BlockInfo:
+    ref: BlockRef
+    entry: dict[str, Any]
+
+
+class TraceReader:
+    """Random access to a .wskt trace: by call number, by time, by socket.
+
+    An intact file is read through its footer index; a damaged one (no trailer, a bad
+    block) raises :class:`InputError`. With ``mode="scan"`` the footer is not used: every
+    intact block is found by walking and decoding the file, and ``damages`` says what was
+    lost (``verify`` and ``recover`` read this way).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, mode: str = "index") -> None:
+        if mode not in ("index", "scan"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.file = WsktFile(path)
+        self.path = self.file.path
+        self.damages: list[Damage] = []
+        try:
+            indexed = None if mode == "scan" else self._from_index()
+            if indexed is None and mode == "index":
+                raise InputError(
+                    self.path,
+                    "no valid footer index: the trace is incomplete or damaged "
+                    "(run 'wskreplay verify' / 'wskreplay recover')",
+                    self.file.size,
+                )
+            self.indexed = indexed is not None
+            self.blocks = indexed if indexed is not None else self._from_scan()
+            self._load_head()
+        except BaseException:
+            self.file.close()
+            raise
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> TraceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _from_index(self) -> list[BlockInfo] | None:
+        offset = self.file.trailer_index_offset()
+        if offset is None:
+            return None
+        try:
+            ref = self.file.block_at(offset)
+            body = self.file.body(ref)
+        except InputError:
+            return None
+        if ref.type != BlockType.INDEX or not isinstance(body, dict):
+            return None
+        entries = body.get("blocks")
+        if not isinstance(entries, list):
+            return None
+        blocks = []
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("o"), int):
+                raise InputError(self.path, "index entry without a block offset", offset)
+            if not entry_ok(entry) or not FILE_HEADER_SIZE <= entry["o"] < offset:
+                raise InputError(
+                    self.path, f"malformed index entry for offset {entry['o']}", offset
+                )
+            bref = self.file.block_at(entry["o"])
+            self.file.note_read(FAULT_AROUND_BYTES)
+            if bref.type != entry.get("t"):
+                raise InputError(
+                    self.path,
+                    f"index says block type {entry.get('t')}, header says {bref.type}",
+                    bref.offset,
+                )
+            blocks.append(BlockInfo(bref, entry))
+        return blocks
+
+    def _from_scan(self) -> list[BlockInfo]:
+        refs, self.damages = self.file.scan()
+        blocks = []
+        for ref in refs:
+            if ref.type == BlockType.INDEX:
+                continue
+            self.file.note_read(ref.end - ref.offset)
+            try:
+                entry = self._entry_from_body(ref)
+            except InputError as exc:
+                self.damages.append(Damage(ref.offset, ref.end - ref.offset, exc.what))
+                continue
+            blocks.append(BlockInfo(ref, entry))
+        self.damages.sort(key=lambda d: d.offset)
+        return blocks
+
+    def _entry_from_body(self, ref: BlockRef) -> dict[str, Any]:
+        if ref.type == BlockType.CALLS:
+            return calls_entry(self._calls(ref))
+        if ref.type == BlockType.SEGMENTS:
+            return segments_entry(self._segments(ref))
+        if ref.type == BlockType.STREAM:
+            return stream_entry(self._stream_body(ref))
+        if ref.type == BlockType.EVENTS:
+            return events_entry(self._events(ref))
+        if ref.type == BlockType.SOCKETS:
+            return {"n": len(self._sockets(ref))}
+        self._map_body(ref)
+        return {}
+
+    def _map_body(self, ref: BlockRef) -> dict[str, Any]:
+        body = self.file.body(ref)
+        if not isinstance(body, dict):
+            raise InputError(self.path, f"block type {ref.type} body is not a map", ref.offset)
+        return body
+
+    def _load_head(self) -> None:
+        meta_blocks = [b for b in self.blocks if b.ref.type == BlockType.META]
+        self.metadata: dict[str, Any] = {}
+        self.clock = Clock()
+        self.redacted = False
+        self.tool = None
+        if meta_blocks:
+            body = self._map_body(meta_blocks[0].ref)
+            self.metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+            c = body.get("clock") if isinstance(body.get("clock"), dict) else {}
+            try:
+                self.clock = Clock(
+                    int(c.get("zero_utc_ns", 0)),
+                    str(c.get("type", "synthetic")),
+                    c.get("qpc_frequency"),
+                )
+            except (TypeError, ValueError):
+                raise InputError(self.path, "bad clock record", meta_blocks[0].ref.offset) from None
+            self.redacted = bool(body.get("redacted", False))
+            self.tool = body.get("tool")
+        elif self.indexed:
+            raise InputError(self.path, "no META block", FILE_HEADER_SIZE)
+        self.sockets: dict[int, Socket] = {}
+        for b in self.blocks:
+            if b.ref.type == BlockType.SOCKETS:
+                for sock in self._sockets(b.ref):
+                    self.sockets[sock.id] = sock
+        self._call_blocks = [b for b in self.blocks if b.ref.type == BlockType.CALLS]
+        self._call_k0 = [b.entry.get("k0", 0) for b in self._call_blocks]
+
+    @property
+    def format_version(self) -> str:
+        return f"{self.file.header.major}.{self.file.header.minor}"
+
+    def _check_rows(self, n: Any, ref: BlockRef, kind: str) -> None:
+        if not isinstance(n, int) or not 0 <= n <= MAX_BLOCK_ROWS:
+            raise InputError(
+                self.path, f"{kind} block row count {n!r} outside [0, {MAX_BLOCK_ROWS}]", ref.offset
+            )
+
+    def _sockets(self, ref: BlockRef) -> list[Socket]:
+        records = self._map_body(ref).get("sockets", [])
+        try:
+            return [socket_from_wire(rec) for rec in records]
+        except (TypeError, ValueError) as exc:
+            raise InputError(self.path, f"bad socket record: {exc}", ref.offset) from None
+
+    def _calls(self, ref: BlockRef) -> CallTable:
+        body = self._map_body(ref)
+        n = body.get("n")
+        self._check_rows(n, ref, "calls")
+        cols = colcodec.decode_columns(
+            CALL_COLUMNS, body.get("cols"), n, path=self.path, offset=ref.offset
+        )
+        blob = body.get("ctl", b"")
+        try:
+            return CallTable(cols, blob if isinstance(blob, bytes) else b"")
+        except ValueError as exc:
+            raise InputError(self.path, f"bad calls block: {exc}", ref.offset) from None
+
+    def _segments(self, ref: BlockRef) -> SegmentTable:
+        body = self._map_body(ref)
+        n = body.get("n")
+        self._check_rows(n, ref, "segments")
+        cols = colcodec.decode_columns(
+            SEGMENT_COLUMNS, body.get("cols"), n, path=self.path, offset=ref.offset
+        )
+        return SegmentTable(cols)
+
+    def _stream_body(self, ref: BlockRef) -> dict[str, Any]:
+        body = self._map_body(ref)
+        ok = all(isinstance(body.get(k), int) and body[k] >= 0 for k in ("s", "d", "o"))
+        if ok and "b" in body:
+            ok = isinstance(body["b"], bytes)
+        elif ok:
+            ok = isinstance(body.get("n"), int) and body["n"] >= 0
+            if ok and "h" in body:
+                h = body["h"]
+                ok = (
+                    isinstance(h, list)
+                    and all(
+                        isinstance(p, list)
+                        and len(p) == 2
+                        and isinstance(p[0], int)
+                        and p[0] >= 0
+                        and isinstance(p[1], bytes)
+                        for p in h
+                    )
+                    and sum(p[0] for p in h) == body["n"]
+                )
+        if not ok or body.get("d") not in (0, 1, 2):
+            raise InputError(self.path, "malformed stream chunk", ref.offset)
+        return body
+
+    def _events(self, ref: BlockRef) -> list[Event]:
+        records = self._map_body(ref).get("events", [])
+        try:
+            events = [Event(r["t"], r["k"], r.get("s"), r.get("a") or {}) for r in records]
+            if all(is_event(e) for e in events):
+                return events
+            raise ValueError
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise InputError(self.path, "malformed event record", ref.offset) from None
+
+    def call_blocks(self, socket: int | None = None) -> Iterator[CallTable]:
+        for b in self._call_blocks:
+            if socket is None or socket in b.entry.get("s", ()):
+                table = self._calls(b.ref)
+                yield table if socket is None else table.take(table.column("socket") == socket)
+
+    def calls(self, socket: int | None = None) -> CallTable:
+        return CallTable.concat(self.call_blocks(socket))
+
+    def call_column(self, name: str) -> np.ndarray:
+        """One call field for every call, as a numpy array."""
+        return np.concatenate(
+            [t.column(name) for t in self.call_blocks()]
+            or [np.empty(0, dict(CallTable.SCHEMA)[name])]
+        )
+
+    def call(self, seq: int) -> Any:
+        """The call with sequence number ``seq`` (calls are stored in sequence order)."""
+        i = bisect.bisect_right(self._call_k0, seq) - 1
+        for b in self._call_blocks[max(i, 0) : i + 2]:
+            if b.entry.get("k0", 0) <= seq <= b.entry.get("k1", -1):
+                table = self._calls(b.ref)
+                hits = np.flatnonzero(table.column("seq") == seq)
+                if len(hits):
+                    return table[int(hits[0])]
+        raise KeyError(seq)
+
+    def calls_between(self, t0: int, t1: int) -> CallTable:
+        """Calls issued in [t0, t1) ns, reading only the blocks that can hold them."""
+        parts = []
+        for b in self._call_blocks:
+            if b.entry.get("t1", 0) >= t0 and b.entry.get("t0", 0) < t1:
+                table = self._calls(b.ref)
+                issue = table.column("issue_ns")
+                parts.append(table.take((issue >= t0) & (issue < t1)))
+        return CallTable.concat(parts)
+
+    def segment_blocks(self, socket: int | None = None) -> Iterator[SegmentTable]:
+        for b in self.blocks:
+            if b.ref.type == BlockType.SEGMENTS and (
+                socket is None or socket in b.entry.get("s", ())
+            ):
+                table = self._segments(b.ref)
+                yield table if socket is None else table.take(table.column("socket") == socket)
+
+    def segments(self, socket: int | None = None) -> SegmentTable:
+        return SegmentTable.concat(self.segment_blocks(socket))
+
+    def events(self) -> list[Event]:
+        out: list[Event] = []
+        for b in self.blocks:
+            if b.ref.type == BlockType.EVENTS:
+                out.extend(self._events(b.ref))
+        return out
+
+    def stream_keys(self) -> list[tuple[int, Direction]]:
+        keys = {
+            (b.entry["s"][0], Direction(b.entry["sd"]))
+            for b in self.blocks
+            if b.ref.type == BlockType.STREAM
+        }
+        return sorted(keys)
+
+    def stream_lengths(self) -> dict[tuple[int, Direction], int]:
+        """Each stream's length from the index alone (no stream bytes are read)."""
+        out: dict[tuple[int, Direction], int] = {}
+        for b in self.blocks:
+            if b.ref.type == BlockType.STREAM:
+                key = (b.entry["s"][0], Direction(b.entry["sd"]))
+                out[key] = max(out.get(key, 0), b.entry["so"] + b.entry["sn"])
+        return out
+
+    def payload_bytes(self) -> int:
+        """Stream bytes physically stored in the file (0 when redacted)."""
+        return sum(
+            b.entry["sn"]
+            for b in self.blocks
+            if b.ref.type == BlockType.STREAM and b.entry.get("k") == "data"
+        )
+
+    def stream(self, socket: int, direction: Direction) -> Stream:
+        """One stream, assembled a chunk at a time: in memory up to SPILL_BYTES, else in an
+        unnamed temporary file that is mapped (its pages and the trace's are released as it
+        is written, so reading a long stream does not hold it in memory)."""
+        blocks = [
+            b
+            for b in self.blocks
+            if b.ref.type == BlockType.STREAM
+            and b.entry["s"][0] == socket
+            and b.entry["sd"] == int(direction)
+        ]
+        return _assemble_stream(self, socket, Direction(direction), blocks)
+
+    def read(self) -> Trace:
+        """The whole trace in memory."""
+        return Trace(
+            metadata=dict(self.metadata),
+            clock=self.clock,
+            sockets=dict(self.sockets),
+            calls=self.calls(),
+            streams={key: self.stream(*key) for key in self.stream_keys()},
+            segments=self.segments(),
+            events=self.events(),
+        )
+
+
+def _assemble_stream(
+    reader: TraceReader, socket: int, direction: Direction, blocks: list[BlockInfo]
+) -> Stream:
+    """One stream from its chunks; gaps are what no data or digest chunk covers. Spans
+    come from the index entries, and each chunk's body must agree with its entry."""
+    blocks = sorted(blocks, key=lambda b: b.entry["so"])
+    spans = [(b.entry["so"], b.entry["so"] + b.entry["sn"]) for b in blocks]
+    length = max((end for _, end in spans), default=0)
+    covered = sorted(span for b, span in zip(blocks, spans, strict=True) if b.entry["k"] != "gap")
+    gaps: list[tuple[int, int]] = []
+    pos = 0
+    for start, end in covered:
+        if start > pos:
+            gaps.append((pos, start))
+        pos = max(pos, end)
+    if pos < length:
+        gaps.append((pos, length))
+    has_digests = reader.redacted or any(b.entry["k"] == "digest" for b in blocks)
+    missing = sum(end - start for start, end in gaps)
+    if not has_digests and missing > MAX_GAP_BYTES:
+        raise InputError(
+            reader.path,
+            f"stream {socket}/{direction.name}: {missing} bytes of gaps, more than the "
+            f"{MAX_GAP_BYTES} that can be held in memory",
+        )
+    sink = None if has_digests else StreamSink(length)
+    digests: list[DigestPiece] | None = [] if has_digests else None
+    for b in blocks:
+        if b.entry["k"] == "gap":
+            continue
+        c = reader._stream_body(b.ref)
+        size = len(c["b"]) if "b" in c else c["n"]
+        if c["o"] != b.entry["so"] or size != b.entry["sn"]:
+            raise InputError(
+                reader.path, "stream chunk disagrees with its index entry", b.ref.offset
+            )
+        if "b" in c and sink is not None:
+            if sink.write(c["o"], c["b"]):
+                reader.file.release_pages()
+        elif "h" in c and digests is not None:
+            at = c["o"]
+            for n, digest in c["h"]:
+                digests.append(DigestPiece(at, n, digest))
+                at += n
+    data = sink.finish() if sink is not None else None
+    reader.file.release_pages()
+    return Stream(socket, direction, length, data, gaps, digests)
+
+
+def read_trace(path: str | os.PathLike[str]) -> Trace:
+    with TraceReader(path) as reader:
+        return reader.read()
