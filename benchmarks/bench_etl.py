@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE))
 
 from timing import best_of  # noqa: E402
 
-from wskreplay.etwview import _decoded, etl_summary  # noqa: E402
+from wskreplay.cli.etwview import _decoded, etl_summary  # noqa: E402
 from wskreplay.formats import xpress  # noqa: E402
 from wskreplay.formats.etl import BUFFER_HEADER_SIZE, EtlFile, filetime_to_ns  # noqa: E402
 from wskreplay.formats.etl_writer import EtlWriter  # noqa: E402
