@@ -284,6 +284,16 @@ def main() -> None:
             best_of(args.repeat, lambda: ours(big_ng)),
         )
     )
+    os.environ["WSKREPLAY_PURE_PYTHON"] = "1"
+    rows.append(
+        (
+            "wskreplay streams, pcapng input, reference walk",
+            big_ng.name,
+            n,
+            best_of(args.repeat, lambda: ours(big_ng)),
+        )
+    )
+    del os.environ["WSKREPLAY_PURE_PYTHON"]
     t = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "wskreplay", "streams", str(big), "--json"],

@@ -353,7 +353,50 @@ def _tsresol(raw: bytes) -> int:
     return 2**exponent if value & 0x80 else 10**exponent
 
 
+def interface_block(path: str, buf: memoryview, pos: int, end: int, endian: str) -> Interface:
+    """The interface an IDB at ``pos`` (ending at ``end``) describes."""
+    linktype, _, snaplen = struct.unpack_from(endian + "HHI", buf, pos + 8)
+    opts = _options(buf, pos + 16, end - 4, endian)
+    info = Interface(linktype, snaplen, 10**6)
+    try:
+        if 9 in opts:
+            info.tsresol = _tsresol(opts[9][0])
+        if 14 in opts and len(opts[14][0]) == 8:
+            info.tsoffset = struct.unpack(endian + "q", opts[14][0])[0]
+    except ValueError as exc:
+        raise InputError(path, f"interface block with bad option: {exc}", pos) from None
+    if 2 in opts:
+        info.name = opts[2][0].decode("utf-8", "replace")
+    if 13 in opts and len(opts[13][0]) == 1:
+        info.fcslen = opts[13][0][0]
+    return info
+
+
+def epb_direction(buf: memoryview, opt_start: int, opt_end: int, endian: str) -> int:
+    """The direction an EPB's epb_flags option gives (DIRECTION_UNKNOWN without one)."""
+    flag = DIRECTION_UNKNOWN
+    if opt_start < opt_end:
+        flags = _options(buf, opt_start, opt_end, endian).get(2)
+        if flags and len(flags[0]) == 4:
+            flag = struct.unpack(endian + "I", flags[0])[0] & 0x3
+    return flag if flag in (DIRECTION_IN, DIRECTION_OUT) else DIRECTION_UNKNOWN
+
+
 def _walk_pcapng(
+    path: str, buf: memoryview, cols: _Columns, interfaces: list[Interface], comments: list[str]
+) -> None:
+    """The pcapng walk: the block-at-a-time reference, or, where a file allows it, the
+    same result gathered with numpy (:mod:`wskreplay.formats.pcapng_fast`; a test keeps
+    them identical). ``WSKREPLAY_PURE_PYTHON=1`` selects the reference."""
+    if os.environ.get("WSKREPLAY_PURE_PYTHON") != "1":
+        from wskreplay.formats.pcapng_fast import walk_pcapng_fast
+
+        if walk_pcapng_fast(path, buf, cols, interfaces, comments):
+            return
+    _walk_pcapng_blocks(path, buf, cols, interfaces, comments)
+
+
+def _walk_pcapng_blocks(
     path: str, buf: memoryview, cols: _Columns, interfaces: list[Interface], comments: list[str]
 ) -> None:
     size = len(buf)
@@ -409,32 +452,12 @@ def _walk_pcapng(
             offset.append(pos + 28)
             caplen.append(incl)
             origlen.append(orig)
-            opt_start = pos + 28 + ((incl + 3) & ~3)
-            flag = DIRECTION_UNKNOWN
-            if opt_start < end - 4:
-                flags = _options(buf, opt_start, end - 4, endian).get(2)
-                if flags and len(flags[0]) == 4:
-                    flag = struct.unpack(endian + "I", flags[0])[0] & 0x3
-            direction.append(flag if flag in (DIRECTION_IN, DIRECTION_OUT) else DIRECTION_UNKNOWN)
+            direction.append(epb_direction(buf, pos + 28 + ((incl + 3) & ~3), end - 4, endian))
         elif btype == PCAPNG_IDB:
             if blen < 20:
                 raise InputError(path, f"interface block too short: {blen} bytes", pos)
-            linktype, _, snaplen = struct.unpack_from(endian + "HHI", buf, pos + 8)
-            opts = _options(buf, pos + 16, end - 4, endian)
-            info = Interface(linktype, snaplen, 10**6)
-            try:
-                if 9 in opts:
-                    info.tsresol = _tsresol(opts[9][0])
-                if 14 in opts and len(opts[14][0]) == 8:
-                    info.tsoffset = struct.unpack(endian + "q", opts[14][0])[0]
-            except ValueError as exc:
-                raise InputError(path, f"interface block with bad option: {exc}", pos) from None
-            if 2 in opts:
-                info.name = opts[2][0].decode("utf-8", "replace")
-            if 13 in opts and len(opts[13][0]) == 1:
-                info.fcslen = opts[13][0][0]
             section_ifaces.append(len(interfaces))
-            interfaces.append(info)
+            interfaces.append(interface_block(path, buf, pos, end, endian))
         elif btype == PCAPNG_SPB:
             if blen < 16:
                 raise InputError(path, f"simple packet block too short: {blen} bytes", pos)

@@ -1,0 +1,168 @@
+"""The pcapng walk with numpy: the block loop only follows lengths and keeps where each
+Enhanced Packet Block starts; their fields, checks and timestamps are gathered for all of
+them at once, as the pcap walk does for its records. Only the blocks with options are
+read one by one (their epb_flags).
+
+It takes the files whose every block it can vouch for: one little-endian section, EPBs
+and interface blocks (any other block is skipped as the reference skips it), timestamps
+at a power-of-ten resolution within 1677..2262. For anything else, or any block the
+reference would refuse, it changes nothing and answers False: the caller then runs the
+reference (``pcap._walk_pcapng_blocks``), which also reports the error where there is
+one. tests/test_pcapng_fast.py keeps both identical.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from wskreplay.errors import InputError
+from wskreplay.formats.pcap import (
+    DIRECTION_UNKNOWN,
+    PCAPNG_BOM,
+    PCAPNG_EPB,
+    PCAPNG_IDB,
+    PCAPNG_OPB,
+    PCAPNG_SHB,
+    PCAPNG_SPB,
+    Interface,
+    _Columns,
+    _options,
+    epb_direction,
+    interface_block,
+)
+
+_HEAD = struct.Struct("<II").unpack_from
+_WORD = struct.Struct("<I").unpack_from
+_HALF = struct.Struct("<H").unpack_from
+INT64_MAX = (1 << 63) - 1
+
+
+def walk_pcapng_fast(
+    path: str, buf: memoryview, cols: _Columns, interfaces: list[Interface], comments: list[str]
+) -> bool:
+    """Fill ``cols``, ``interfaces`` and ``comments`` as the reference walk would, and say
+    True; or change nothing and say False."""
+    if interfaces or cols.ts or len(buf) < 28:
+        return False
+    found = _blocks(path, buf)
+    if found is None:
+        return False
+    epb_at, idb_at, found_ifaces, found_comments = found
+    at = np.asarray(epb_at, dtype=np.int64)
+    declared = np.searchsorted(np.asarray(idb_at, dtype=np.int64), at)
+    gathered = _packets(buf, at, declared, found_ifaces)
+    if gathered is None:
+        return False
+    cols.ts, cols.iface, cols.offset, cols.caplen, cols.origlen, cols.direction = gathered
+    interfaces.extend(found_ifaces)
+    comments.extend(found_comments)
+    return True
+
+
+def _blocks(
+    path: str, buf: memoryview
+) -> tuple[list[int], list[int], list[Interface], list[str]] | None:
+    """Where each EPB and each interface block starts, the interfaces and the section's
+    comments; None where a block needs the reference."""
+    size = len(buf)
+    epb_at: list[int] = []
+    add = epb_at.append
+    idb_at: list[int] = []
+    ifaces: list[Interface] = []
+    notes: list[str] = []
+    pos = 0
+    try:
+        while pos < size:
+            btype, blen = _HEAD(buf, pos)
+            if btype == PCAPNG_EPB:
+                if blen < 32 or blen % 4 or blen > size - pos:
+                    return None
+                add(pos)
+                pos += blen
+                continue
+            if size - pos < 12 or blen < 12 or blen % 4 or blen > size - pos:
+                return None
+            end = pos + blen
+            if btype == PCAPNG_SHB:
+                if pos != 0 or blen < 28 or _WORD(buf, pos + 8)[0] != PCAPNG_BOM:
+                    return None
+                if _HALF(buf, pos + 12)[0] != 1:
+                    return None
+                opts = _options(buf, pos + 24, end - 4, "<")
+                notes.extend(c.decode("utf-8", "replace") for c in opts.get(1, []))
+            elif btype == PCAPNG_IDB:
+                if blen < 20:
+                    return None
+                ifaces.append(interface_block(path, buf, pos, end, "<"))
+                idb_at.append(pos)
+            elif btype in (PCAPNG_SPB, PCAPNG_OPB):
+                return None
+            if _WORD(buf, end - 4)[0] != blen:
+                return None
+            pos = end
+    except (struct.error, InputError):
+        return None
+    return epb_at, idb_at, ifaces, notes
+
+
+def _packets(
+    buf: memoryview, at: np.ndarray, declared: np.ndarray, ifaces: list[Interface]
+) -> tuple[np.ndarray, ...] | None:
+    """Per EPB: time (ns), interface, frame offset, captured and original length,
+    direction; None where one needs the reference. ``declared``: how many interfaces the
+    file had declared before each EPB."""
+    n = len(at)
+    empty = np.empty(0, np.int64)
+    if not n:
+        return empty, empty, empty, empty, empty, np.empty(0, np.uint8)
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    words = np.ndarray((len(raw) - 3,), dtype="<u4", buffer=raw, strides=(1,))
+    blen = words[at + 4].astype(np.int64)
+    ifid = words[at + 8].astype(np.int64)
+    ticks = (words[at + 12].astype(np.uint64) << np.uint64(32)) | words[at + 16]
+    incl = words[at + 20].astype(np.int64)
+    orig = words[at + 24].astype(np.int64)
+    end = at + blen
+    if (
+        (incl > blen - 32).any()
+        or (ifid >= declared).any()
+        or (words[end - 4].astype(np.int64) != blen).any()
+    ):
+        return None
+    ts = np.empty(n, np.int64)
+    for gi in np.unique(ifid).tolist():
+        mine = ifid == gi
+        got = _nanoseconds(ticks[mine], ifaces[gi])
+        if got is None:
+            return None
+        ts[mine] = got
+    opt_start = at + 28 + ((incl + 3) & ~3)
+    direction = np.full(n, DIRECTION_UNKNOWN, np.uint8)
+    for i in np.flatnonzero(opt_start < end - 4).tolist():
+        direction[i] = epb_direction(buf, int(opt_start[i]), int(end[i]) - 4, "<")
+    return ts, ifid, at + 28, incl, orig, direction
+
+
+def _nanoseconds(ticks: np.ndarray, info: Interface) -> np.ndarray | None:
+    """``ticks * 10**9 // tsresol + tsoffset * 10**9`` as the reference computes it, for a
+    power-of-ten resolution and times that fit in 64 bits; None otherwise."""
+    resol, offset = info.tsresol, info.tsoffset * 1_000_000_000
+    exponent = len(str(resol)) - 1
+    if resol != 10**exponent:
+        return None
+    lo, hi = int(ticks.min()), int(ticks.max())
+    if not -INT64_MAX - 1 <= offset <= INT64_MAX:
+        return None
+    if exponent <= 9:
+        scale = 10 ** (9 - exponent)
+        if hi * scale > INT64_MAX or hi * scale + offset > INT64_MAX:
+            return None
+        if lo * scale + offset < -INT64_MAX - 1:
+            return None
+        return ticks.astype(np.int64) * scale + offset
+    divisor = 10 ** (exponent - 9)
+    if hi // divisor + offset > INT64_MAX or lo // divisor + offset < -INT64_MAX - 1:
+        return None
+    return (ticks // np.uint64(divisor)).astype(np.int64) + offset
