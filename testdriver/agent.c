@@ -905,7 +905,7 @@ static void serve_client(const options *opt, SOCKET s, const struct sockaddr_sto
 
 static int usage(const char *why)
 {
-    fprintf(stderr, "wskreplay-agent: %s\nusage: wskreplay-agent.exe [--listen HOST:PORT] [--token-file FILE] [--allow-dest CIDR]...\n", why);
+    fprintf(stderr, "wskreplay-agent: %s (usage: wskreplay-agent.exe [--listen HOST:PORT] [--token-file FILE] [--allow-dest CIDR]...)\n", why);
     return 2;
 }
 

@@ -264,6 +264,22 @@ def test_ipv6_which_wine_cannot_bind_is_reported(machine):
         machine.stop_agent(proc)
 
 
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--bogus"], ["unknown or incomplete option --bogus", "usage:"]),
+        (["--allow-dest", "10.0.0.0/99"], ["--allow-dest 10.0.0.0/99"]),
+        (["--listen", "nowhere"], ["--listen nowhere: expected HOST:PORT"]),
+    ],
+)
+def test_the_agents_bad_arguments_are_one_line_and_exit_2(machine, args, words):
+    proc = machine.run(str(wine.BUILD / "wskreplay-agent.exe"), *args)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("wskreplay-agent:")]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stdout
+    for word in words:
+        assert word in lines[0]
+
+
 def test_a_wrong_token_is_refused(agent, tmp_path):
     replies = talk(agent, token="not-the-token-at-all")
     assert replies[-1]["code"] == "bad-token" and "agent did not prove" in replies[-1]["message"]

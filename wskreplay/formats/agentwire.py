@@ -66,8 +66,10 @@ def session_key(token: str, client_nonce: bytes, agent_nonce: bytes) -> bytes:
     return _hmac(token.encode(), b"wskreplay-v2 session key" + client_nonce + agent_nonce)
 
 
-def frame_tag(key: bytes, side: bytes, sequence: int, body: bytes) -> bytes:
-    return _hmac(key, side + SEQUENCE.pack(sequence) + body)
+def frame_tag(key: bytes, side: bytes, sequence: int, body: bytes | memoryview) -> bytes:
+    mac = hmac.new(key, side + SEQUENCE.pack(sequence), hashlib.sha256)
+    mac.update(body)
+    return mac.digest()
 
 
 def _hmac(key: bytes, data: bytes) -> bytes:
@@ -89,10 +91,11 @@ class Channel:
 
     def send(self, message: dict[str, Any]) -> None:
         body = msgpack.packb(message, use_bin_type=True)
+        tag = b""
         if self.key is not None:
-            body += frame_tag(self.key, self.side, self.sent, body)
+            tag = frame_tag(self.key, self.side, self.sent, body)
             self.sent += 1
-        self.sock.sendall(HEADER.pack(len(body)) + body)
+        self.sock.sendall(b"".join((HEADER.pack(len(body) + len(tag)), body, tag)))
 
     def read_frame(self) -> bytes:
         return read_frame(self.sock, self.limit)
@@ -101,7 +104,8 @@ class Channel:
         """The message of a frame read by :meth:`read_frame`, its tag checked when keyed."""
         if self.key is None:
             return decode(frame, self.limit)
-        body, tag = frame[:-TAG_BYTES], frame[-TAG_BYTES:]
+        view = memoryview(frame)
+        body, tag = view[:-TAG_BYTES], view[-TAG_BYTES:]
         if len(frame) < TAG_BYTES or not hmac.compare_digest(
             tag, frame_tag(self.key, self.peer_side, self.received, body)
         ):
@@ -144,7 +148,7 @@ def read_message(sock: socket.socket, limit: int = MAX_FRAME) -> dict[str, Any]:
     return decode(read_frame(sock, limit), limit)
 
 
-def decode(body: bytes, limit: int = MAX_FRAME) -> dict[str, Any]:
+def decode(body: bytes | memoryview, limit: int = MAX_FRAME) -> dict[str, Any]:
     try:
         message = msgpack.unpackb(
             body,

@@ -37,6 +37,8 @@ _HEAD = struct.Struct("<II").unpack_from
 _WORD = struct.Struct("<I").unpack_from
 _HALF = struct.Struct("<H").unpack_from
 INT64_MAX = (1 << 63) - 1
+POWERS_OF_TEN = {10**k: k for k in range(19)}
+"""The resolutions if_tsresol can give in base 10 (10**0 .. 10**18 ticks a second)."""
 
 
 def walk_pcapng_fast(
@@ -149,8 +151,8 @@ def _nanoseconds(ticks: np.ndarray, info: Interface) -> np.ndarray | None:
     """``ticks * 10**9 // tsresol + tsoffset * 10**9`` as the reference computes it, for a
     power-of-ten resolution and times that fit in 64 bits; None otherwise."""
     resol, offset = info.tsresol, info.tsoffset * 1_000_000_000
-    exponent = len(str(resol)) - 1
-    if resol != 10**exponent:
+    exponent = POWERS_OF_TEN.get(resol)
+    if exponent is None:
         return None
     lo, hi = int(ticks.min()), int(ticks.max())
     if not -INT64_MAX - 1 <= offset <= INT64_MAX:
