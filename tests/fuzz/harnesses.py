@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from wskreplay.agent.server import AgentLimits, Client
+from wskreplay.diff import UNREAD_COLUMNS
 from wskreplay.errors import InputError, TargetError
 from wskreplay.formats import agentwire as protocol
 from wskreplay.formats import event_metadata, pcap, pktmon, tracelogging, wsk, xpress
@@ -28,7 +29,8 @@ from wskreplay.formats.pcap import read_frames
 from wskreplay.formats.tcpip import DecodeOptions, decode
 from wskreplay.formats.wskt import WsktFile
 from wskreplay.replayer.targets.agent import event_from_wire
-from wskreplay.trace import TraceReader, verify
+from wskreplay.trace import Trace, TraceReader, verify
+from wskreplay.trace.inplace import check_unread, window
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
@@ -233,16 +235,43 @@ def wskt(data: bytes) -> None:
             f.trailer_index_offset()
     except InputError:
         return
+    whole = None
     for mode in ("index", "scan"):
         try:
             with TraceReader(path, mode=mode) as reader:
-                reader.read()
+                trace = reader.read()
+                whole = trace if mode == "index" else whole
         except InputError:
             pass
+    _wskt_in_place(path, whole)
     try:
         verify(path)
     except InputError:
         pass
+
+
+def _wskt_in_place(path: str, whole: Trace | None) -> None:
+    """Read as ``diff`` reads (streams in place, columns deferred): it fails exactly where
+    the whole read fails, and otherwise sees the same trace."""
+    try:
+        reader = TraceReader(path)
+    except InputError:
+        assert whole is None
+        return
+    try:
+        trace = reader.read(streams="in-place", defer=UNREAD_COLUMNS)
+        check_unread(trace.streams.values())
+        same = trace.calls == whole.calls and trace.segments == whole.segments if whole else False
+        for key, stream in trace.streams.items():
+            mine = bytes(window(stream.data, 0, stream.length)) if stream.data is not None else None
+            theirs = whole.streams[key].data if whole is not None else None
+            same = same and mine == (bytes(theirs) if theirs is not None else None)
+    except InputError:
+        assert whole is None, "the in-place read failed where the whole read did not"
+        return
+    finally:
+        reader.close()
+    assert whole is not None and same, "the in-place read differs from the whole read"
 
 
 def agent_messages(data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -79,16 +80,29 @@ def diff_cmd(
     html_out: str | None,
     dissect: bool,
 ) -> int:
-    """Compare trace B with trace A: exit 0 within tolerance, 1 differences, 2 error."""
-    from wskreplay.diff import diff_traces
+    """Compare trace B with trace A: exit 0 within tolerance, 1 differences, 2 error.
+
+    Stream bytes are compared where the files hold them, and columns no comparison reads
+    stay undecoded; every stream chunk is still checked before the report.
+    WSKREPLAY_PURE_PYTHON=1 reads both traces whole instead (the reference path)."""
+    from wskreplay.diff import UNREAD_COLUMNS, diff_traces
     from wskreplay.trace import read_trace
+    from wskreplay.trace.inplace import check_unread
+
+    def read(path: str) -> Any:
+        if os.environ.get("WSKREPLAY_PURE_PYTHON") == "1":
+            return read_trace(path)
+        return read_trace(path, streams="in-place", defer=UNREAD_COLUMNS)
 
     options = replace(
         build_diff_options(align, tolerances, strict_segmentation),
         socket_map=parse_socket_map(socket_map),
     )
-    baseline = read_trace(noise) if noise is not None else None
-    trace_a, trace_b = read_trace(a), read_trace(b)
+    baseline = read(noise) if noise is not None else None
+    trace_a, trace_b = read(a), read(b)
     result = diff_traces(trace_a, trace_b, options, noise=baseline)
+    for trace in (trace_a, trace_b, baseline):
+        if trace is not None:
+            check_unread(trace.streams.values())
     outputs = (json_out, junit_out, html_out)
     return report(result, outputs, (trace_a, trace_b), a=a, b=b, dissect=dissect)

@@ -4,7 +4,21 @@
 timing against tolerances and the wire (``compare``), and returns a :class:`DiffResult`
 that the reports render (``report``)."""
 
-from wskreplay.diff.compare import Difference, DiffOptions, DiffResult, diff_traces
+from wskreplay.diff.compare import (
+    UNREAD_COLUMNS,
+    Difference,
+    DiffOptions,
+    DiffResult,
+    diff_traces,
+)
 from wskreplay.diff.tolerance import Tolerance, parse_tolerance
 
-__all__ = ["DiffOptions", "DiffResult", "Difference", "Tolerance", "diff_traces", "parse_tolerance"]
+__all__ = [
+    "UNREAD_COLUMNS",
+    "DiffOptions",
+    "DiffResult",
+    "Difference",
+    "Tolerance",
+    "diff_traces",
+    "parse_tolerance",
+]

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wskreplay.diff.streambytes import same_bytes
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
+from wskreplay.trace.inplace import StreamInFile
 from wskreplay.trace.model import Direction, Trace
 from wskreplay.trace.spill import RELEASE_EVERY, release
 
@@ -71,9 +73,7 @@ def calls_of(trace: Trace, sid: int | None) -> np.ndarray:
     """Indices of the socket's calls, in issue order."""
     if sid is None:
         return np.empty(0, np.int64)
-    calls = trace.calls
-    mine = np.flatnonzero(calls.column("socket") == sid)
-    return mine[np.argsort(calls.column("issue_ns")[mine], kind="stable")]
+    return trace.calls.rows_of(sid)
 
 
 def align_in_order(ia: np.ndarray, ib: np.ndarray) -> Alignment:
@@ -102,7 +102,8 @@ def call_keys(trace: Trace, index: np.ndarray) -> list[tuple]:
         stream = trace.streams.get((sockets[rows[0]], direction))
         if stream is None or stream.data is None:
             continue
-        data, size, gaps = memoryview(stream.data), len(stream.data), stream.gaps
+        data = stream.data if isinstance(stream.data, StreamInFile) else memoryview(stream.data)
+        size, gaps = len(stream.data), stream.gaps
         blake = hashlib.blake2b
         hashed = 0
         for k in rows:
@@ -139,7 +140,7 @@ def keys_all_equal(a: Trace, ia: np.ndarray, b: Trace, ib: np.ndarray) -> bool:
         if held_a != held_b:
             return False
         if held_a and (
-            sa.gaps != sb.gaps or memoryview(sa.data) != memoryview(sb.data)  # type: ignore[union-attr, arg-type]
+            sa.gaps != sb.gaps or not same_bytes(sa.data, sb.data)  # type: ignore[union-attr]
         ):
             return False
     return True

@@ -41,6 +41,7 @@ from wskreplay.diff.align import (
 )
 from wskreplay.diff.distributions import Shift, shifts
 from wskreplay.diff.runs import Run, runs
+from wskreplay.diff.streambytes import first_difference
 from wskreplay.diff.tolerance import (
     METRICS,
     Tolerance,
@@ -59,7 +60,6 @@ from wskreplay.trace.model import (
     awaited_calls,
     time_span_ns,
 )
-from wskreplay.trace.spill import RELEASE_EVERY, StreamBytes, release
 
 KINDS = (
     "socket",
@@ -75,6 +75,9 @@ KINDS = (
     "segmentation",
 )
 CONTEXT_BYTES = 16
+UNREAD_COLUMNS = ("offset", "irp", "irql", "ack", "window")
+"""Call and segment columns no comparison reads: ``diff`` leaves them in the file
+(``read_trace(defer=...)``) unless a report asks for whole rows."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,7 @@ def diff_traces(
     wire_a, wire_b = first_wire_ns(a), first_wire_ns(b)
     end_a = (time_span_ns(a) or (0, 0))[1]
     sockets = match_sockets(a, b, dict(options.socket_map))
+    basis_of_timing: _TimingBasis | None = None
     for sa, sb in sockets:
         if sa is None or sb is None:
             only = "B" if sa is None else "A"
@@ -219,7 +223,9 @@ def diff_traces(
         differences += found
         not_compared["completions"] += unknown
         if per_call_timing:
-            differences += _timing(a, b, sa, pairs, tolerances, wire_a, wire_b)
+            if basis_of_timing is None:
+                basis_of_timing = _TimingBasis.of(a, b, (wire_a, wire_b))
+            differences += _timing(a, b, sa, pairs, tolerances, basis_of_timing)
         directions = (Direction.OUT, Direction.IN) if align == "order" else (Direction.IN,)
         if align != "order":
             differences += _call_bytes(a, b, sa, sb, pairs)
@@ -254,20 +260,23 @@ def diff_traces(
         tolerated,
         moved,
         not_compared=not_compared,
-        runs=runs(differences, KINDS, _call_ranks(a)),
+        runs=runs(differences, KINDS, _call_ranks(a, differences)),
         tolerances=tolerances,
         tolerance_basis=basis,
     )
 
 
-def _call_ranks(trace: Trace) -> dict[int, int]:
-    """Call index -> its position among its socket's calls."""
-    sockets = trace.calls.column("socket").astype(np.int64)
-    order = np.argsort(sockets, kind="stable")
-    first = np.searchsorted(sockets[order], sockets[order], side="left")
-    ranks = np.empty(len(order), np.int64)
-    ranks[order] = np.arange(len(order)) - first
-    return dict(enumerate(ranks.tolist()))
+def _call_ranks(trace: Trace, differences: list[Difference]) -> dict[int, int]:
+    """Call index -> its position among its socket's calls (in index order), for the calls
+    the differences name."""
+    wanted = np.array(sorted({d.call_a for d in differences if d.call_a is not None}), np.int64)
+    sockets = trace.calls.column("socket")[wanted]
+    ranks = np.empty(len(wanted), np.int64)
+    for sid in np.unique(sockets).tolist():
+        mine = sockets == sid
+        members = np.sort(trace.calls.rows_of(sid))
+        ranks[mine] = np.searchsorted(members, wanted[mine])
+    return dict(zip(wanted.tolist(), ranks.tolist(), strict=True))
 
 
 def _unpaired(a: Trace, b: Trace, sid: int, pairs: Alignment) -> list[Difference]:
@@ -374,26 +383,42 @@ def replay_speed(metadata: Mapping[str, Any]) -> float | None:
     return float(speed) if isinstance(speed, int | float) and speed > 0 else None
 
 
+@dataclass(frozen=True)
+class _TimingBasis:
+    """What every socket's per-call timing is measured against, found once per diff."""
+
+    anchors: tuple[int, int]
+    speed: float | None
+    awaited: np.ndarray
+    """``awaited_calls`` of A's calls."""
+    wire: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def of(cls, a: Trace, b: Trace, wire: tuple[np.ndarray, np.ndarray]) -> _TimingBasis:
+        anchors = issue_anchors(a, b)
+        return cls(anchors, replay_speed(b.metadata), awaited_calls(a.calls), wire)
+
+
 def _awaited_lateness(
     a: Trace,
     b: Trace,
     ia: np.ndarray,
     ib: np.ndarray,
-    anchors: tuple[int, int],
-    speed: float = 1.0,
+    basis: _TimingBasis,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per aligned pair: the call A's call waited for (``awaited_calls``, -1 for none) and
     how much later, from each trace's anchor (:func:`issue_anchors`), B completed it than
     A did (0 where not later or not completed in both). A replayed call waits for that completion
     (docs/emulator.md, "Dependencies"), so this much of its lateness is the completion's,
     already judged on the awaited call, not its own."""
-    awaited = awaited_calls(a.calls)[ia]
+    awaited = basis.awaited[ia]
+    speed = 1.0 if basis.speed is None else basis.speed
     partner = np.full(len(a.calls), -1, np.int64)
     partner[ia] = ib
     in_b = np.where(awaited >= 0, partner[np.maximum(awaited, 0)], -1)
     done_b = b.calls.column("completed") == COMPLETED
     known = (in_b >= 0) & done_b[np.maximum(in_b, 0)]
-    first_a, first_b = anchors
+    first_a, first_b = basis.anchors
     done_at_a = a.calls.column("completion_ns").astype(np.int64)[np.maximum(awaited, 0)] - first_a
     done_at_a = (done_at_a / speed).astype(np.int64)
     done_at_b = b.calls.column("completion_ns").astype(np.int64)[np.maximum(in_b, 0)] - first_b
@@ -407,15 +432,13 @@ def _timing(
     sid: int,
     pairs: Alignment,
     tolerances: Mapping[str, Tolerance],
-    wire_a: np.ndarray,
-    wire_b: np.ndarray,
+    basis: _TimingBasis,
 ) -> list[Difference]:
     both = (pairs.a >= 0) & (pairs.b >= 0)
     ia, ib = pairs.a[both], pairs.b[both]
-    anchors = issue_anchors(a, b)
+    (wire_a, wire_b), anchors, speed = basis.wire, basis.anchors, basis.speed
     va, vb = _metric_values(a, ia, wire_a, anchors[0]), _metric_values(b, ib, wire_b, anchors[1])
-    speed = replay_speed(b.metadata)
-    awaited, late = _awaited_lateness(a, b, ia, ib, anchors, 1.0 if speed is None else speed)
+    awaited, late = _awaited_lateness(a, b, ia, ib, basis)
     if speed is not None:
         va["issue"] = (va["issue"] / speed).astype(np.int64)
     vb["issue"] = vb["issue"] - late
@@ -468,23 +491,6 @@ def _call_at(trace: Trace, sid: int, direction: Direction, offset: int) -> int |
     return int(mine[hit[0]]) if len(hit) else None
 
 
-def _first_difference(
-    da: StreamBytes | bytes, db: StreamBytes | bytes, start: int, end: int
-) -> int | None:
-    """The first offset in ``[start, end)`` where the two differ, compared a window at a
-    time (a mapped stream's pages are released after each window: memory stays bounded)."""
-    for lo in range(start, end, RELEASE_EVERY):
-        count = min(RELEASE_EVERY, end - lo)
-        differ = np.flatnonzero(
-            np.frombuffer(da, np.uint8, count, lo) != np.frombuffer(db, np.uint8, count, lo)
-        )
-        if len(differ):
-            return lo + int(differ[0])
-        release(da)
-        release(db)
-    return None
-
-
 def _known_ranges(length: int, gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The ranges of ``[0, length)`` outside ``gaps``."""
     out, at = [], 0
@@ -523,7 +529,7 @@ def _stream_bytes(
     unknown = n - sum(end - start for start, end in known)
     at = None
     for start, end in known:
-        at = _first_difference(da, db, start, end)
+        at = first_difference(da, db, start, end)
         if at is not None:
             break
     if at is None and la != lb:
@@ -606,24 +612,23 @@ def _call_bytes(a: Trace, b: Trace, sid: int, sb: int, pairs: Alignment) -> list
 
 
 def _segmentation(a: Trace, b: Trace, sa: int, sb: int) -> list[Difference]:
-    cut_a, cut_b = segmentation(a, sa), segmentation(b, sb)
-    if cut_a == cut_b:
+    (len_a, flags_a), (len_b, flags_b) = segmentation(a, sa), segmentation(b, sb)
+    n = min(len(len_a), len(len_b))
+    differ = np.flatnonzero((len_a[:n] != len_b[:n]) | (flags_a[:n] != flags_b[:n]))
+    if not len(differ) and len(len_a) == len(len_b):
         return []
-    k = next(
-        (i for i, (x, y) in enumerate(zip(cut_a, cut_b, strict=False)) if x != y),
-        min(len(cut_a), len(cut_b)),
-    )
-    shown_a = cut_a[k] if k < len(cut_a) else None
-    shown_b = cut_b[k] if k < len(cut_b) else None
+    k = int(differ[0]) if len(differ) else n
+    shown_a = (int(len_a[k]), int(flags_a[k])) if k < len(len_a) else None
+    shown_b = (int(len_b[k]), int(flags_b[k])) if k < len(len_b) else None
     return [
         Difference(
             "segmentation",
             sa,
             None,
             None,
-            f"outbound segments: {len(cut_a)} in A, {len(cut_b)} in B; first difference at "
+            f"outbound segments: {len(len_a)} in A, {len(len_b)} in B; first difference at "
             f"segment {k}: {shown_a} in A, {shown_b} in B (length, flags)",
-            {"segments": len(cut_a), "at": k, "segment": shown_a},
-            {"segments": len(cut_b), "at": k, "segment": shown_b},
+            {"segments": len(len_a), "at": k, "segment": shown_a},
+            {"segments": len(len_b), "at": k, "segment": shown_b},
         )
     ]

@@ -75,7 +75,7 @@ class Shift:
 def latencies(trace: Trace, metric: str, wire_ns: np.ndarray, sid: int | None) -> np.ndarray:
     """The metric's values (ns) for the socket's calls (every socket's when None)."""
     calls = trace.calls
-    index = np.arange(len(calls)) if sid is None else calls_of(trace, sid)
+    index: slice | np.ndarray = slice(None) if sid is None else calls_of(trace, sid)
     issue = calls.column("issue_ns")[index].astype(np.int64)
     if metric == "completion":
         done = calls.column("completed")[index] == 1

@@ -53,12 +53,31 @@ def _to_i64(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def sort_by_keys(keys: list[np.ndarray]) -> np.ndarray:
+    """The stable order that sorts rows by ``keys`` (at least one; the first primary), as
+    ``np.lexsort(keys[::-1])`` gives it. Non-negative integer keys whose combined span
+    fits 16 bits (sockets, directions) are sorted as one key by numpy's radix sort, 10x
+    faster than lexsort on millions of rows."""
+    if all(k.dtype.kind in "ui" for k in keys) and len(keys[0]):
+        highs = [int(k.max()) for k in keys]
+        span = 1
+        for high in highs:
+            span *= high + 1
+        if min(int(k.min()) for k in keys) >= 0 and span < 1 << 16:
+            combined = keys[0].astype(np.uint16)
+            for k, high in zip(keys[1:], highs[1:], strict=True):
+                combined *= np.uint16(high + 1)
+                combined += k.astype(np.uint16)
+            return np.argsort(combined, kind="stable")
+    return np.lexsort(keys[::-1])
+
+
 def _group_order(
     cols: Mapping[str, np.ndarray], group: tuple[str, ...], n: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stable order that brings each group's rows together, and which sorted rows start one."""
     keys = [np.asarray(cols[g]) for g in reversed(group)]
-    order = np.lexsort(keys) if keys else np.arange(n)
+    order = sort_by_keys([np.asarray(cols[g]) for g in group]) if keys else np.arange(n)
     first = np.ones(n, dtype=bool)
     if n > 1:
         same = np.ones(n - 1, dtype=bool)
@@ -109,8 +128,17 @@ def encode_transform(spec: ColumnSpec, cols: Mapping[str, np.ndarray]) -> np.nda
     raise ValueError(f"unknown transform {spec.transform!r}")
 
 
-def decode_transform(spec: ColumnSpec, e: np.ndarray, cols: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Invert :func:`encode_transform`; ``cols`` holds the already decoded columns."""
+GroupOrders = dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]
+
+
+def decode_transform(
+    spec: ColumnSpec,
+    e: np.ndarray,
+    cols: Mapping[str, np.ndarray],
+    orders: GroupOrders | None = None,
+) -> np.ndarray:
+    """Invert :func:`encode_transform`; ``cols`` holds the already decoded columns.
+    ``orders`` keeps each group's order for the block's later columns of the same group."""
     n = len(e)
     if spec.transform == "plain":
         return e
@@ -124,7 +152,10 @@ def decode_transform(spec: ColumnSpec, e: np.ndarray, cols: Mapping[str, np.ndar
             v[off] = e[off]
         return v
     if spec.transform == "next":
-        order, first = _group_order(cols, spec.group, n)
+        known = orders.get(spec.group) if orders is not None else None
+        order, first = known if known is not None else _group_order(cols, spec.group, n)
+        if orders is not None:
+            orders[spec.group] = (order, first)
         d = e[order] + _shifted_lengths(cols, spec, order, first)
         cs = np.cumsum(d, dtype=np.int64)
         starts = np.flatnonzero(first)
@@ -211,12 +242,13 @@ def decode_columns(
     if not isinstance(encoded, dict):
         raise InputError(path, "column map is not a msgpack map", offset)
     cols: dict[str, np.ndarray] = {}
+    orders: GroupOrders = {}
     try:
         for spec in specs:
             if spec.name in encoded:
                 e = unpack(encoded[spec.name], n, where=f"column {spec.name!r}")
                 cols[spec.name] = _from_i64(
-                    decode_transform(spec, e, cols), spec.dtype, f"column {spec.name!r}"
+                    decode_transform(spec, e, cols, orders), spec.dtype, f"column {spec.name!r}"
                 )
             else:
                 cols[spec.name] = np.full(n, spec.default, dtype=spec.dtype)

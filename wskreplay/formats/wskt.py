@@ -251,6 +251,12 @@ class WsktFile:
         if self._map is not None:
             self._map.madvise(mmap.MADV_DONTNEED)
 
+    def release_range(self, offset: int, length: int) -> None:
+        """Drop the pages of ``[offset, offset + length)`` from this process's memory."""
+        if self._map is not None and length > 0:
+            start = offset - offset % mmap.PAGESIZE
+            self._map.madvise(mmap.MADV_DONTNEED, start, min(offset + length, self.size) - start)
+
     def note_read(self, n: int) -> None:
         """Count ``n`` bytes read through the mapping; release the pages every 64 MiB."""
         self._read_since_release += n

@@ -97,12 +97,10 @@ def awaited_calls(calls: CallTable) -> np.ndarray:
     for the same completion, and diff measures the call's issue time from it."""
     n = len(calls)
     out = np.full(n, -1, np.int64)
-    sockets = calls.column("socket")
     issue = calls.column("issue_ns").astype(np.int64)
     completion = calls.column("completion_ns").astype(np.int64)
     done = calls.column("completed") == COMPLETED
-    for sid in np.unique(sockets).tolist():
-        mine = np.flatnonzero(sockets == sid)
+    for mine in calls.rows_by(("socket",), "issue_ns").values():
         finished = mine[done[mine]]
         if not len(finished):
             continue

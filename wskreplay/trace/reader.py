@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,7 @@ from wskreplay.trace.blocks import (
     socket_from_wire,
     stream_entry,
 )
+from wskreplay.trace.inplace import StreamInFile
 from wskreplay.trace.model import (
     CallTable,
     Clock,
@@ -46,6 +49,7 @@ from wskreplay.trace.model import (
     Trace,
 )
 from wskreplay.trace.spill import StreamSink
+from wskreplay.trace.tables import DeferredColumns
 
 
 @dataclass
@@ -190,6 +194,8 @@ class TraceReader:
             if b.ref.type == BlockType.SOCKETS:
                 for sock in self._sockets(b.ref):
                     self.sockets[sock.id] = sock
+        self._blocks_at = {b.ref.offset: b for b in self.blocks}
+        self._last_chunk: tuple[int, bytes] | None = None
         self._call_blocks = [b for b in self.blocks if b.ref.type == BlockType.CALLS]
         self._call_k0 = [b.entry.get("k0", 0) for b in self._call_blocks]
 
@@ -273,8 +279,13 @@ class TraceReader:
                 table = self._calls(b.ref)
                 yield table if socket is None else table.take(table.column("socket") == socket)
 
-    def calls(self, socket: int | None = None) -> CallTable:
-        return CallTable.concat(self.call_blocks(socket))
+    def calls(self, socket: int | None = None, *, defer: Iterable[str] = ()) -> CallTable:
+        """The calls (of one socket); the ``defer`` columns are decoded when first read."""
+        if socket is not None:
+            return CallTable.concat(self.call_blocks(socket))
+        table = self._table(BlockType.CALLS, frozenset(defer))
+        assert isinstance(table, CallTable)
+        return table
 
     def call_column(self, name: str) -> np.ndarray:
         """One call field for every call, as a numpy array."""
@@ -312,8 +323,58 @@ class TraceReader:
                 table = self._segments(b.ref)
                 yield table if socket is None else table.take(table.column("socket") == socket)
 
-    def segments(self, socket: int | None = None) -> SegmentTable:
-        return SegmentTable.concat(self.segment_blocks(socket))
+    def segments(self, socket: int | None = None, *, defer: Iterable[str] = ()) -> SegmentTable:
+        """The segments (of one socket); the ``defer`` columns are decoded when first read."""
+        if socket is not None:
+            return SegmentTable.concat(self.segment_blocks(socket))
+        table = self._table(BlockType.SEGMENTS, frozenset(defer))
+        assert isinstance(table, SegmentTable)
+        return table
+
+    def _table(self, kind: BlockType, defer: frozenset[str]) -> CallTable | SegmentTable:
+        """Every block of a kind as one table, each block's columns copied into place as it
+        is decoded (the blocks are never all held at once). Deferred columns are left out
+        and decoded from the blocks again when first read."""
+        cls: type[CallTable] | type[SegmentTable] = (
+            CallTable if kind == BlockType.CALLS else SegmentTable
+        )
+        blocks = [b for b in self.blocks if b.ref.type == kind]
+        rows = sum(b.entry.get("n", 0) for b in blocks)
+        schema = dict(cls.SCHEMA)
+        cols = {name: np.empty(rows, dtype) for name, dtype in cls.SCHEMA if name not in defer}
+        blobs: list[bytes] = []
+        at = 0
+        for b in blocks:
+            part = self._calls(b.ref) if kind == BlockType.CALLS else self._segments(b.ref)
+            n = len(part)
+            if at + n > rows:
+                raise InputError(self.path, f"more rows than the index's {rows}", b.ref.offset)
+            for name, arr in cols.items():
+                arr[at : at + n] = part.column(name)
+            if isinstance(part, CallTable):
+                blobs.append(part.control_blob)
+            at += n
+        if at != rows:
+            raise InputError(self.path, f"the blocks hold {at} rows, the index says {rows}")
+        self.file.release_pages()
+        columns: Mapping[str, np.ndarray] = cols
+        if defer:
+            loaders = {name: partial(self._column, blocks, name, rows) for name in defer}
+            columns = DeferredColumns(cols, loaders, rows, schema)
+        if cls is CallTable:
+            return CallTable(columns, b"".join(blobs))
+        return SegmentTable(columns)
+
+    def _column(self, blocks: list[BlockInfo], name: str, rows: int) -> np.ndarray:
+        """One column of every block (a deferred column, on first read)."""
+        parts = [
+            (self._calls(b.ref) if b.ref.type == BlockType.CALLS else self._segments(b.ref)).column(
+                name
+            )
+            for b in blocks
+        ]
+        self.file.release_pages()
+        return np.concatenate(parts) if parts else np.empty(0)
 
     def events(self) -> list[Event]:
         out: list[Event] = []
@@ -347,10 +408,12 @@ class TraceReader:
             if b.ref.type == BlockType.STREAM and b.entry.get("k") == "data"
         )
 
-    def stream(self, socket: int, direction: Direction) -> Stream:
+    def stream(self, socket: int, direction: Direction, *, in_place: bool = False) -> Stream:
         """One stream, assembled a chunk at a time: in memory up to SPILL_BYTES, else in an
         unnamed temporary file that is mapped (its pages and the trace's are released as it
-        is written, so reading a long stream does not hold it in memory)."""
+        is written, so reading a long stream does not hold it in memory). With
+        ``in_place``, its bytes stay in this file (:class:`StreamInFile`, read while the
+        reader stays open; a stream whose chunks overlap is assembled all the same)."""
         blocks = [
             b
             for b in self.blocks
@@ -358,23 +421,57 @@ class TraceReader:
             and b.entry["s"][0] == socket
             and b.entry["sd"] == int(direction)
         ]
-        return _assemble_stream(self, socket, Direction(direction), blocks)
+        return _assemble_stream(self, socket, Direction(direction), blocks, in_place=in_place)
 
-    def read(self) -> Trace:
-        """The whole trace in memory."""
+    def stream_chunk(self, offset: int) -> bytes:
+        """The bytes of the data chunk whose block is at ``offset``, checked against its
+        index entry; the last one asked for is kept."""
+        if self._last_chunk is not None and self._last_chunk[0] == offset:
+            return self._last_chunk[1]
+        info = self._blocks_at[offset]
+        c = self._stream_body(info.ref)
+        data = c.get("b")
+        if (
+            c["o"] != info.entry["so"]
+            or not isinstance(data, bytes)
+            or len(data) != info.entry["sn"]
+        ):
+            raise InputError(
+                self.path, "stream chunk disagrees with its index entry", info.ref.offset
+            )
+        self.file.release_range(info.ref.offset, info.ref.end - info.ref.offset)
+        self._last_chunk = (offset, data)
+        return data
+
+    def read(self, *, streams: str = "memory", defer: Iterable[str] = ()) -> Trace:
+        """The whole trace. ``streams="in-place"`` leaves stream bytes in the file
+        (:meth:`stream`); ``defer`` names call and segment columns decoded when first read.
+        Both read from the file later: the reader must stay open while the trace is used."""
+        if streams not in ("memory", "in-place"):
+            raise ValueError(f"unknown streams mode {streams!r}")
+        defer = frozenset(defer)
+        unknown = defer - {name for name, _ in (*CallTable.SCHEMA, *SegmentTable.SCHEMA)}
+        if unknown:
+            raise ValueError(f"unknown columns {sorted(unknown)}")
+        in_place = streams == "in-place"
         return Trace(
             metadata=dict(self.metadata),
             clock=self.clock,
             sockets=dict(self.sockets),
-            calls=self.calls(),
-            streams={key: self.stream(*key) for key in self.stream_keys()},
-            segments=self.segments(),
+            calls=self.calls(defer=defer & {name for name, _ in CallTable.SCHEMA}),
+            streams={key: self.stream(*key, in_place=in_place) for key in self.stream_keys()},
+            segments=self.segments(defer=defer & {name for name, _ in SegmentTable.SCHEMA}),
             events=self.events(),
         )
 
 
 def _assemble_stream(
-    reader: TraceReader, socket: int, direction: Direction, blocks: list[BlockInfo]
+    reader: TraceReader,
+    socket: int,
+    direction: Direction,
+    blocks: list[BlockInfo],
+    *,
+    in_place: bool = False,
 ) -> Stream:
     """One stream from its chunks; gaps are what no data or digest chunk covers. Spans
     come from the index entries, and each chunk's body must agree with its entry."""
@@ -398,6 +495,13 @@ def _assemble_stream(
             f"stream {socket}/{direction.name}: {missing} bytes of gaps, more than the "
             f"{MAX_GAP_BYTES} that can be held in memory",
         )
+    if in_place and not has_digests:
+        chunks = [
+            (b.entry["so"], b.entry["sn"], b.ref.offset) for b in blocks if b.entry["k"] != "gap"
+        ]
+        if all(x[0] + x[1] <= y[0] for x, y in itertools.pairwise(chunks)):
+            data = StreamInFile(length, chunks, reader.stream_chunk)
+            return Stream(socket, direction, length, data, gaps)
     sink = None if has_digests else StreamSink(length)
     digests: list[DigestPiece] | None = [] if has_digests else None
     for b in blocks:
@@ -405,7 +509,7 @@ def _assemble_stream(
             continue
         c = reader._stream_body(b.ref)
         size = len(c["b"]) if "b" in c else c["n"]
-        if c["o"] != b.entry["so"] or size != b.entry["sn"]:
+        if c["o"] != b.entry["so"] or size != b.entry["sn"] or stream_entry(c)["k"] != b.entry["k"]:
             raise InputError(
                 reader.path, "stream chunk disagrees with its index entry", b.ref.offset
             )
@@ -422,6 +526,20 @@ def _assemble_stream(
     return Stream(socket, direction, length, data, gaps, digests)
 
 
-def read_trace(path: str | os.PathLike[str]) -> Trace:
+def read_trace(
+    path: str | os.PathLike[str], *, streams: str = "memory", defer: Iterable[str] = ()
+) -> Trace:
+    """The whole trace. ``streams="in-place"`` leaves stream bytes in the file
+    (:class:`~wskreplay.trace.inplace.StreamInFile`), ``defer`` the named columns (decoded
+    on first read); with either, the file stays open while the trace is used, and a damaged
+    chunk is reported when it is read."""
+    defer = tuple(defer)
+    if streams == "in-place" or defer:
+        reader = TraceReader(path)
+        try:
+            return reader.read(streams=streams, defer=defer)
+        except BaseException:
+            reader.close()
+            raise
     with TraceReader(path) as reader:
-        return reader.read()
+        return reader.read(streams=streams)

@@ -4,16 +4,80 @@ hold millions of each; rows are read as :class:`~wskreplay.trace.records.SendCal
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields
 from typing import ClassVar, TypeVar
 
 import numpy as np
 
+from wskreplay.formats.columns import sort_by_keys
 from wskreplay.formats.wskt import CALL_COLUMNS, SEGMENT_COLUMNS
 from wskreplay.trace.records import Direction, Segment, SendCall
 
 TableT = TypeVar("TableT", bound="ColumnTable")
+_NO_ROWS = np.empty(0, np.int64)
+_NO_ROWS.flags.writeable = False
+
+
+class DeferredColumns(dict[str, np.ndarray]):
+    """A table's columns, some of them decoded only when first read (``loaders``): a
+    column asked for by name is decoded alone; whatever walks every column (rows, ``take``,
+    equality) decodes the rest first. A trace read for one job (``diff``) then holds only
+    the columns that job reads."""
+
+    def __init__(
+        self,
+        decoded: Mapping[str, np.ndarray],
+        loaders: Mapping[str, Callable[[], np.ndarray]],
+        rows: int,
+        dtypes: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(decoded)
+        self._loaders = dict(loaders)
+        self.rows = rows
+        self._dtypes = dict(dtypes or {})
+
+    def pending(self, name: str) -> bool:
+        return name in self._loaders
+
+    def rebuilt(
+        self, decoded: Mapping[str, np.ndarray], dtypes: Mapping[str, str]
+    ) -> DeferredColumns:
+        return DeferredColumns(decoded, self._loaders, self.rows, dtypes)
+
+    def __missing__(self, name: str) -> np.ndarray:
+        loader = self._loaders.get(name)
+        if loader is None:
+            raise KeyError(name)
+        arr = np.ascontiguousarray(loader(), dtype=self._dtypes.get(name))
+        if arr.shape != (self.rows,):
+            raise ValueError(f"column {name!r}: shape {arr.shape}, expected ({self.rows},)")
+        del self._loaders[name]
+        self[name] = arr
+        return arr
+
+    def _decode_all(self) -> None:
+        for name in list(self._loaders):
+            self[name]  # noqa: B018 (decodes it)
+
+    def __iter__(self) -> Iterator[str]:
+        self._decode_all()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        return super().__len__() + len(self._loaders)
+
+    def items(self):  # type: ignore[override]
+        self._decode_all()
+        return super().items()
+
+    def values(self):  # type: ignore[override]
+        self._decode_all()
+        return super().values()
+
+    def keys(self):  # type: ignore[override]
+        self._decode_all()
+        return super().keys()
 
 
 class ColumnTable:
@@ -22,16 +86,21 @@ class ColumnTable:
     SCHEMA: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, columns: Mapping[str, np.ndarray]) -> None:
-        n = None
+        n = columns.rows if isinstance(columns, DeferredColumns) else None
         cols: dict[str, np.ndarray] = {}
         for name, dtype in self.SCHEMA:
+            if isinstance(columns, DeferredColumns) and columns.pending(name):
+                continue
             arr = np.ascontiguousarray(columns[name], dtype=dtype)
             if arr.ndim != 1 or (n is not None and len(arr) != n):
                 raise ValueError(f"column {name!r}: shape {arr.shape}, expected ({n},)")
             n = len(arr)
             cols[name] = arr
+        if isinstance(columns, DeferredColumns):
+            cols = columns.rebuilt(cols, dict(self.SCHEMA))
         self._cols = cols
         self._n = n or 0
+        self._groups: dict[tuple[tuple[str, ...], str], dict[tuple[int, ...], np.ndarray]] = {}
 
     @classmethod
     def empty(cls: type[TableT]) -> TableT:
@@ -61,6 +130,36 @@ class ColumnTable:
     @property
     def columns(self) -> dict[str, np.ndarray]:
         return {name: self.column(name) for name, _ in self.SCHEMA}
+
+    def rows_by(self, keys: tuple[str, ...], order: str) -> dict[tuple[int, ...], np.ndarray]:
+        """Row indices grouped by the values of the ``keys`` columns, each group ordered by
+        the ``order`` column (ties in row order). Sorted once per table and kept: a table's
+        columns do not change once it is built."""
+        cached = self._groups.get((keys, order))
+        if cached is not None:
+            return cached
+        cols = [self._cols[k] for k in keys]
+        by = self._cols[order]
+        if self._n > 1 and not bool(np.all(by[1:] >= by[:-1])):
+            first = np.argsort(by, kind="stable")
+            rows = first[sort_by_keys([c[first] for c in cols])]
+        else:
+            rows = sort_by_keys(cols)
+        groups: dict[tuple[int, ...], np.ndarray] = {}
+        if self._n:
+            ordered = [c[rows] for c in cols]
+            change = np.zeros(self._n - 1, bool)
+            for c in ordered:
+                change |= c[1:] != c[:-1]
+            starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+            ends = np.append(starts[1:], self._n)
+            firsts = [c[starts].tolist() for c in ordered]
+            for g, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+                part = rows[lo:hi]
+                part.flags.writeable = False
+                groups[tuple(f[g] for f in firsts)] = part
+        self._groups[(keys, order)] = groups
+        return groups
 
     def __len__(self) -> int:
         return self._n
@@ -92,6 +191,10 @@ NOT_COMPLETED, COMPLETED, COMPLETION_UNKNOWN = 0, 1, 2
 
 class CallTable(ColumnTable):
     SCHEMA = CALL_SCHEMA
+
+    def rows_of(self, socket: int) -> np.ndarray:
+        """The socket's calls (row indices) in issue order."""
+        return self.rows_by(("socket",), "issue_ns").get((socket,), _NO_ROWS)
 
     def __init__(self, columns: Mapping[str, np.ndarray], control_blob: bytes = b"") -> None:
         super().__init__(columns)
@@ -229,6 +332,11 @@ SEGMENT_SCHEMA: tuple[tuple[str, str], ...] = tuple((c.name, c.dtype) for c in S
 
 class SegmentTable(ColumnTable):
     SCHEMA = SEGMENT_SCHEMA
+
+    def rows_of(self, socket: int, direction: Direction) -> np.ndarray:
+        """The socket's segments in one direction (row indices) in time order."""
+        groups = self.rows_by(("socket", "direction"), "time_ns")
+        return groups.get((socket, int(direction)), _NO_ROWS)
 
     def row(self, i: int) -> Segment:
         c = {name: arr[i].item() for name, arr in self._cols.items()}
