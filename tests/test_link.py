@@ -3,6 +3,7 @@ from captures on both ends by tshark."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -97,3 +98,31 @@ def test_rate_serializes_frames():
     way = LinkDirection(LinkSpec(rate_bps=8_000_000), 0)
     first, second = way.admit(0, 976), way.admit(0, 976)
     assert (first, second) == (1_000_000, 2_000_000)
+
+
+def test_frames_for_a_device_not_up_yet_are_dropped_not_fatal():
+    """One end up and speaking (ARP, IPv6 neighbour discovery) while the other is still
+    down: the kernel refuses the forwarded frames (EIO); the forwarder counts every one
+    dropped and keeps running."""
+    with netns.namespace("f") as ns:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m",
+             "wskreplay.replayer.link_forwarder", "wskrfa", "wskrfb", "seed=1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            netns.run("ip", "-n", ns, "addr", "add", "198.51.100.1/24", "dev", "wskrfa")
+            netns.run("ip", "-n", ns, "link", "set", "wskrfa", "up")
+            send = "import socket; socket.socket(2, 2).sendto(b'x', ('198.51.100.2', 9))"
+            netns.run("ip", "netns", "exec", ns, sys.executable, "-c", send)
+            time.sleep(1.0)
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            out, err = proc.communicate(input="", timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    counts = json.loads(out.strip().splitlines()[-1])
+    assert counts["a_to_b_dropped"] >= 1
+    assert counts["a_to_b_dropped"] == counts["a_to_b_forwarded"]

@@ -9,6 +9,7 @@ it ended; the TAP devices go with it) or on SIGTERM, and prints its counts as JS
 
 from __future__ import annotations
 
+import errno
 import heapq
 import json
 import os
@@ -28,7 +29,9 @@ MAX_FRAME = 65_536
 def forward(fd_a: int, fd_b: int, spec: LinkSpec, control: int) -> dict[str, int]:
     """Forward until ``control`` (a pipe) reaches end of file or says anything. Waits are
     select()'s (microsecond timeouts, 1 ns timer slack): no spinning, which would take a
-    core from the replay it serves."""
+    core from the replay it serves. A frame for a device that is not up (yet: one end can
+    come up and speak before the other) is dropped, as a cable to a switched-off port
+    drops it (the kernel answers EIO)."""
     ways = {fd_a: (LinkDirection(spec, 0), fd_b), fd_b: (LinkDirection(spec, 1), fd_a)}
     due: list[tuple[int, int, int, bytes]] = []
     order = 0
@@ -39,7 +42,9 @@ def forward(fd_a: int, fd_b: int, spec: LinkSpec, control: int) -> dict[str, int
             _, _, out_fd, frame = heapq.heappop(due)
             try:
                 os.write(out_fd, frame)
-            except BlockingIOError:
+            except OSError as exc:
+                if not isinstance(exc, BlockingIOError) and exc.errno != errno.EIO:
+                    raise
                 ways[fd_a if out_fd == fd_b else fd_b][0].dropped += 1
         timeout = None if not due else max(due[0][0] - now, 0) / 1e9
         ready, _, _ = select.select([fd_a, fd_b, control], [], [], timeout)
