@@ -85,8 +85,12 @@ def test_agent_gives_the_socket_targets_results(agent, name, monkeypatch):
         assert {i for i in range(len(r)) if not a[i] == b[i] == r[i]} <= raced
     for sid in recorded.sockets:
         key = (sid, Direction.OUT)
-        assert bytes(via_agent.streams[key].data) == bytes(direct.streams[key].data) or raced
-        assert bytes(recorded.streams[key].data).startswith(bytes(via_agent.streams[key].data))
+        x, y = via_agent.streams[key], direct.streams[key]
+        pairs = enumerate(zip(x.data, y.data, strict=False))
+        at = next((k for k, (p, q) in pairs if p != q), None)
+        shown = f"{len(x.data)}/{len(y.data)} bytes, differ at {at}, gaps {x.gaps}/{y.gaps}"
+        assert bytes(x.data) == bytes(y.data) or raced, shown
+        assert bytes(recorded.streams[key].data).startswith(bytes(x.data))
     assert via_agent.metadata["target"]["kind"] == "agent"
     assert via_agent.metadata["target"]["clock_error_ns"] < 5_000_000
 

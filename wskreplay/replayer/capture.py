@@ -27,6 +27,11 @@ from wskreplay.trace.model import Direction, Event, SegmentTable, Stream
 READY_TIMEOUT_S = 15.0
 SETTLE_S = 0.3
 """dumpcap says it is capturing a moment before it is: the wait after it says so."""
+QUIET_S = 0.3
+"""libpcap hands dumpcap a block of packets when it fills or 250 ms after its first
+packet, and packets in a block not yet handed over are lost when dumpcap is stopped: the
+capture is stopped only once its file has not grown for this long."""
+DRAIN_TIMEOUT_S = 5.0
 
 
 class WireCapture:
@@ -72,8 +77,22 @@ class WireCapture:
         value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        time.sleep(SETTLE_S if kind is None else 0)
+        if kind is None:
+            self._drain()
         self._stop()
+
+    def _drain(self) -> None:
+        """Wait until the capture file has not grown for QUIET_S (at most DRAIN_TIMEOUT_S):
+        a loaded machine's dumpcap can be late writing the replay's last packets."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        size, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            now_size = self.path.stat().st_size if self.path.exists() else 0
+            if now_size != size:
+                size, quiet_since = now_size, time.monotonic()
+            elif time.monotonic() - quiet_since >= QUIET_S:
+                return
+            time.sleep(0.02)
 
     def _stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
