@@ -2,6 +2,8 @@
 
 - ``wskreplay.formats._xpress`` (C): without a C compiler the build goes on and wskreplay
   uses the pure-Python XPRESS decompressor.
+- ``wskreplay.formats._walk`` (C): the capture walks' loop that follows each record's
+  length; without it, the same loop in Python.
 - The emulator's state machines (``wskreplay/replayer``: the WSK layer, the TCP sender, the
   peers, the connection and the replay engine) compiled by mypyc from the same Python
   source, 1.3-2x faster (docs/performance.md). Set ``WSKREPLAY_PURE_PYTHON=1`` to
@@ -22,7 +24,8 @@ COMPILED = [
 ]
 
 ext_modules = [
-    Extension("wskreplay.formats._xpress", ["wskreplay/formats/_xpress.c"], optional=True)
+    Extension("wskreplay.formats._xpress", ["wskreplay/formats/_xpress.c"], optional=True),
+    Extension("wskreplay.formats._walk", ["wskreplay/formats/_walk.c"], optional=True),
 ]
 if os.environ.get("WSKREPLAY_PURE_PYTHON") != "1":
     try:

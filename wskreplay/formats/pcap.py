@@ -18,7 +18,7 @@ import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -272,10 +272,13 @@ def _walk_pcap(
         raise InputError(path, f"unsupported pcap version {major}.{minor}", 4)
     interfaces.append(Interface(network & 0x0FFFFFFF, snaplen, 10**9 if nano else 10**6))
     frac_limit = 10**9 if nano else 10**6
-    starts = _record_starts(buf, 24, endian, release)
+    native = walk_accelerator()
+    if native is not None:
+        at = np.frombuffer(native.pcap_record_starts(buf, 24, endian == ">", release), np.int64)
+    else:
+        at = np.array(_record_starts(buf, 24, endian, release), dtype=np.int64)
     raw = np.frombuffer(buf, dtype=np.uint8)
     words = np.ndarray((len(raw) - 3,), dtype=endian + "u4", buffer=raw, strides=(1,))
-    at = np.array(starts, dtype=np.int64)
     whole = at + 16 <= len(buf)
     sec, frac, incl, orig = (np.zeros(len(at), np.int64) for _ in range(4))
     for lo in range(0, len(at), 1 << 16):
@@ -308,6 +311,19 @@ def _walk_pcap(
                 f"record cut short: frame of {incl[first_bad]} bytes, {len(buf) - pos - 16} present"
             )
         raise InputError(path, what, pos)
+
+
+def walk_accelerator() -> Any:
+    """The C twin of the walks' sequential loops (``formats/_walk.c``), or None: not built,
+    or ``WSKREPLAY_PURE_PYTHON=1`` (the Python loops are the reference; a test keeps them
+    identical)."""
+    if os.environ.get("WSKREPLAY_PURE_PYTHON") == "1":
+        return None
+    try:
+        from wskreplay.formats import _walk
+    except ImportError:
+        return None
+    return _walk
 
 
 def _record_starts(

@@ -13,6 +13,7 @@ one. tests/test_pcapng_fast.py keeps both identical.
 
 from __future__ import annotations
 
+import array
 import struct
 
 import numpy as np
@@ -31,6 +32,7 @@ from wskreplay.formats.pcap import (
     _options,
     epb_direction,
     interface_block,
+    walk_accelerator,
 )
 
 _HEAD = struct.Struct("<II").unpack_from
@@ -65,18 +67,25 @@ def walk_pcapng_fast(
 
 def _blocks(
     path: str, buf: memoryview
-) -> tuple[list[int], list[int], list[Interface], list[str]] | None:
+) -> tuple[array.array[int], list[int], list[Interface], list[str]] | None:
     """Where each EPB and each interface block starts, the interfaces and the section's
-    comments; None where a block needs the reference."""
+    comments; None where a block needs the reference. Runs of EPBs are followed in C where
+    the extension is built (``formats/_walk.c``), else here."""
     size = len(buf)
-    epb_at: list[int] = []
+    epb_at = array.array("q")
     add = epb_at.append
     idb_at: list[int] = []
     ifaces: list[Interface] = []
     notes: list[str] = []
     pos = 0
+    native = walk_accelerator()
     try:
         while pos < size:
+            if native is not None:
+                starts, pos = native.pcapng_epb_run(buf, pos, PCAPNG_EPB)
+                epb_at.frombytes(starts)
+                if pos >= size:
+                    break
             btype, blen = _HEAD(buf, pos)
             if btype == PCAPNG_EPB:
                 if blen < 32 or blen % 4 or blen > size - pos:

@@ -1,0 +1,115 @@
+"""The C loops of the capture walks (wskreplay/formats/_walk.c) find exactly the records and
+blocks the Python loops find: every shared capture, generated pcap and pcapng files whole,
+cut and damaged, both byte orders and resolutions."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wskreplay.formats import pcap, pcapng_fast
+
+from .conftest import SHARED_DATA
+from .test_pcapng_fast import COLUMNS, blocks, idb, shb
+
+
+def read(path) -> object:
+    try:
+        frames = pcap.read_frames(path)
+    except Exception as exc:  # noqa: BLE001 - a refusal is compared too
+        return type(exc).__name__, str(exc)
+    return (
+        [getattr(frames, c).tolist() for c in COLUMNS],
+        frames.interfaces,
+        frames.comments,
+        str(frames.error),
+        frames.wrapped_times,
+    )
+
+
+def both_loops(path) -> tuple[object, object]:
+    native = read(path)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pcap, "walk_accelerator", lambda: None)
+        m.setattr(pcapng_fast, "walk_accelerator", lambda: None)
+        python = read(path)
+    return native, python
+
+
+def test_the_extension_is_built():
+    assert pcap.walk_accelerator() is not None
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in SHARED_DATA.glob("*/*") if ".pcap" in p.name),
+    ids=lambda p: p.name,
+)
+def test_every_shared_capture(path):
+    native, python = both_loops(path)
+    assert native == python
+
+
+def pcap_file(big: bool, nano: bool, records: list[tuple[int, int, bytes, int]]) -> bytes:
+    e = ">" if big else "<"
+    magic = pcap.PCAP_MAGIC_NS if nano else pcap.PCAP_MAGIC_US
+    head = struct.pack(e + "IHHiIII", magic, 2, 4, 0, 0, 65535, 1)
+    return head + b"".join(
+        struct.pack(e + "IIII", sec, frac, len(data), len(data) + extra) + data
+        for sec, frac, data, extra in records
+    )
+
+
+records = st.lists(
+    st.tuples(
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 1_100_000_000),
+        st.binary(max_size=60),
+        st.integers(0, 5),
+    ),  # fmt: skip
+    max_size=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.booleans(), st.booleans(), records, st.data())
+def test_generated_pcap_whole_and_damaged(tmp_path_factory, big, nano, recs, data):
+    body = pcap_file(big, nano, recs)
+    how = data.draw(st.sampled_from(["whole", "cut", "flip"]))
+    at = data.draw(st.integers(0, len(body) - 1))
+    if how == "cut":
+        body = body[:at]
+    elif how == "flip":
+        body = body[:at] + bytes([body[at] ^ data.draw(st.integers(1, 255))]) + body[at + 1 :]
+    path = tmp_path_factory.mktemp("pcap") / "x.pcap"
+    path.write_bytes(body)
+    native, python = both_loops(path)
+    assert native == python
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.none() | st.text(max_size=10), st.lists(blocks, max_size=12), st.data())
+def test_generated_pcapng_whole_and_damaged(tmp_path_factory, comment, parts, data):
+    body = shb(comment) + idb(1, None, None) + b"".join(parts)
+    how = data.draw(st.sampled_from(["whole", "cut", "flip"]))
+    at = data.draw(st.integers(0, len(body) - 1))
+    if how == "cut":
+        body = body[:at]
+    elif how == "flip":
+        body = body[:at] + bytes([body[at] ^ data.draw(st.integers(1, 255))]) + body[at + 1 :]
+    path = tmp_path_factory.mktemp("ng") / "x.pcapng"
+    path.write_bytes(body)
+    native, python = both_loops(path)
+    assert native == python
+
+
+def test_pages_are_released_every_65536_records():
+    body = memoryview(pcap_file(False, False, [(1, 0, b"", 0)] * 200_000))
+    calls = []
+    starts = pcap.walk_accelerator().pcap_record_starts(body, 24, False, lambda: calls.append(1))
+    python = pcap._record_starts(body, 24, "<", lambda: calls.append(2))
+    assert len(starts) == 8 * 200_000 and len(python) == 200_000
+    assert calls == [1, 1, 1, 2, 2, 2]

@@ -1,0 +1,112 @@
+/* The capture walks' one sequential loop, in C: following each pcap record's (or pcapng
+ * block's) length to the next one. The C twin of pcap._record_starts and of the EPB run
+ * in pcapng_fast._blocks: the same offsets, every read bounded by the buffer. Offsets come
+ * back as native int64s in a bytes object (numpy reads it without a copy). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+#define RELEASE_EVERY 0x10000
+
+static uint32_t word(const uint8_t *p, int big) {
+    if (big)
+        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+typedef struct {
+    int64_t *at;
+    Py_ssize_t n, cap;
+} Offsets;
+
+static int offsets_add(Offsets *o, int64_t pos) {
+    if (o->n == o->cap) {
+        Py_ssize_t cap = o->cap ? o->cap * 2 : 4096;
+        int64_t *grown = PyMem_Realloc(o->at, (size_t)cap * sizeof(int64_t));
+        if (grown == NULL) return -1;
+        o->at = grown;
+        o->cap = cap;
+    }
+    o->at[o->n++] = pos;
+    return 0;
+}
+
+static PyObject *offsets_finish(Offsets *o) {
+    PyObject *out = PyBytes_FromStringAndSize((const char *)o->at, o->n * (Py_ssize_t)sizeof(int64_t));
+    PyMem_Free(o->at);
+    return out;
+}
+
+/* pcap_record_starts(buffer, pos, big_endian, release) -> bytes: the offset of every record
+ * header from pos on. A last header too short to hold its length is still listed (the
+ * caller reports it cut short). release() is called every 65536 records. */
+static PyObject *pcap_record_starts(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer in;
+    Py_ssize_t pos;
+    int big;
+    PyObject *release;
+    if (!PyArg_ParseTuple(args, "y*npO", &in, &pos, &big, &release)) return NULL;
+    const uint8_t *buf = (const uint8_t *)in.buf;
+    const Py_ssize_t size = in.len;
+    Offsets o = {NULL, 0, 0};
+    while (pos >= 0 && pos < size) {
+        if (offsets_add(&o, pos) < 0) goto fail;
+        if (size - pos < 12) break;
+        pos += 16 + (Py_ssize_t)word(buf + pos + 8, big);
+        if (!(o.n & (RELEASE_EVERY - 1))) {
+            PyObject *r = PyObject_CallNoArgs(release);
+            if (r == NULL) goto fail;
+            Py_DECREF(r);
+        }
+    }
+    PyBuffer_Release(&in);
+    return offsets_finish(&o);
+fail:
+    PyBuffer_Release(&in);
+    PyMem_Free(o.at);
+    if (!PyErr_Occurred()) PyErr_NoMemory();
+    return NULL;
+}
+
+/* pcapng_epb_run(buffer, pos, epb_type) -> (bytes, stop): the offsets of consecutive
+ * little-endian Enhanced Packet Blocks from pos whose length is sound (>= 32, a multiple of
+ * 4, inside the buffer), and where the run stops: the first block that is not one. */
+static PyObject *pcapng_epb_run(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer in;
+    Py_ssize_t pos;
+    unsigned long epb_type;
+    if (!PyArg_ParseTuple(args, "y*nk", &in, &pos, &epb_type)) return NULL;
+    const uint8_t *buf = (const uint8_t *)in.buf;
+    const Py_ssize_t size = in.len;
+    Offsets o = {NULL, 0, 0};
+    while (pos >= 0 && size - pos >= 8) {
+        uint32_t type = word(buf + pos, 0), len = word(buf + pos + 4, 0);
+        if (type != epb_type || len < 32 || len % 4 || (Py_ssize_t)len > size - pos) break;
+        if (offsets_add(&o, pos) < 0) {
+            PyBuffer_Release(&in);
+            PyMem_Free(o.at);
+            return PyErr_NoMemory();
+        }
+        pos += len;
+    }
+    PyBuffer_Release(&in);
+    PyObject *starts = offsets_finish(&o);
+    if (starts == NULL) return NULL;
+    return Py_BuildValue("Nn", starts, pos);
+}
+
+static PyMethodDef methods[] = {
+    {"pcap_record_starts", pcap_record_starts, METH_VARARGS,
+     "Offsets of the pcap record headers from pos (native int64s)."},
+    {"pcapng_epb_run", pcapng_epb_run, METH_VARARGS,
+     "Offsets of the run of sound Enhanced Packet Blocks from pos, and where it stops."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_walk", NULL, -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__walk(void) { return PyModule_Create(&module); }
