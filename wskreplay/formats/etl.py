@@ -11,6 +11,7 @@ without loading the whole file.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import mmap
 import os
@@ -154,9 +155,15 @@ def filetime_to_ns(filetime: int) -> int:
     return (filetime - FILETIME_UNIX_EPOCH) * 100
 
 
-def guid_text(raw: bytes) -> str:
+def guid_text(raw: bytes | memoryview) -> str:
     """A GUID's canonical lower-case text (first three fields little-endian on disk)."""
-    return str(uuid.UUID(bytes_le=bytes(raw)))
+    return _guid_text(bytes(raw))
+
+
+@functools.lru_cache(maxsize=4096)
+def _guid_text(raw: bytes) -> str:
+    """A recording names a handful of providers in millions of events: each text once."""
+    return str(uuid.UUID(bytes_le=raw))
 
 
 @dataclass
