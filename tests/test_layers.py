@@ -337,3 +337,30 @@ def test_pcapng_fcs_length_is_honoured(v4, tmp_path):
             w.packet(ts, 105, frame)
     doc = check_against_tshark(path)
     assert doc["frames"]["tcp"] == len(v4)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "replay/zeek__tunnels_gtp_gtp1_gn_normal_incl_fragmentation.pcap",
+        "replay/tcpdump__bigtcp-ipv4.pcap",
+        "replay/zeek__dce-rpc_mapi.pcap",
+        "replay/zeek__tunnels_Teredo.pcap",
+    ],
+)
+def test_decoding_in_chunks_changes_nothing(name):
+    """Chunks end by frame count or by bytes of capture (jumbo frames); a datagram whose
+    fragments straddle chunks, a tunnel, a long capture: the same segments and report."""
+    from dataclasses import fields
+
+    from wskreplay.formats.tcpip import decode
+
+    frames = read_capture(str(SHARED_DATA / name))
+    whole = decode(frames, chunk=len(frames) + 1, chunk_bytes=1 << 62)
+    for rows, span in ((1, 1 << 62), (7, 1 << 62), (1 << 17, 3000), (5, 1)):
+        part = decode(frames, chunk=rows, chunk_bytes=span)
+        for f in fields(whole.segments):
+            assert (
+                getattr(part.segments, f.name).tolist() == getattr(whole.segments, f.name).tolist()
+            )
+        assert part.report.as_dict() == whole.report.as_dict()

@@ -4,6 +4,7 @@ limit (docs/security.md) with a one-line error, before the memory is spent."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import struct
 import sys
@@ -20,7 +21,7 @@ from wskreplay.formats.wskt import BlockType, BlockWriter, pack_body
 from wskreplay.recorder.tcp import MAX_CONNECTIONS
 from wskreplay.trace import verify
 
-from .capgen import tiny_connections_pcap
+from .capgen import Endpoint, tcp_frame, tiny_connections_pcap, write_pcap
 from .conftest import REPO, SHARED_DATA, assert_one_line_error, run_cli, run_measured
 
 FIELD_ETL = REPO / "traces" / "field.etl"
@@ -295,3 +296,24 @@ def test_distinct_vlan_stacks_past_the_path_limit_keep_their_tcp(tmp_path):
     assert doc["frames"] == {"read": len(frames), "tcp": 0, "other": len(frames), "undecoded": 0}
     assert len(doc["encapsulations"]) <= walk.MAX_PATHS
     assert peak_kib < 1 << 20, f"peak RSS {peak_kib} KiB"
+
+
+def test_streams_of_a_large_capture_do_not_keep_its_payload_resident(tmp_path):
+    """300 MB of payload in 9,000-byte segments on 4 connections: hashing every stream
+    reads all of it, and the capture's mapped pages are released as that goes (the peak
+    RSS stays under half the capture's size; before, the whole capture stayed resident)."""
+    chunk = bytes(range(256)) * 35 + b"x" * 40
+    packets = []
+    for k in range(34_000):
+        conn = k % 4
+        client, server = Endpoint("10.0.0.1", 40000 + conn), Endpoint("10.0.0.2", 445)
+        seq = 1 + (k // 4) * len(chunk)
+        packets.append((k * 1000, tcp_frame(client, server, seq, 1, 0x18, chunk)))
+    path = tmp_path / "large.pcap"
+    write_pcap(path, packets)
+    doc, peak_kib = _streams_measured(path)
+    size = path.stat().st_size
+    assert size > 300_000_000 and len(doc["connections"]) == 4
+    expected = hashlib.sha256(chunk * (34_000 // 4)).hexdigest()
+    assert all(c["client_to_server"]["sha256"] == expected for c in doc["connections"])
+    assert peak_kib * 1024 < size // 2, f"peak RSS {peak_kib} KiB for a {size}-byte capture"

@@ -6,7 +6,8 @@
 #include <Python.h>
 #include <stdint.h>
 
-#define RELEASE_EVERY 0x10000
+#define RELEASE_RECORDS 0x10000
+#define RELEASE_SPAN ((Py_ssize_t)64 << 20)
 
 static uint32_t word(const uint8_t *p, int big) {
     if (big)
@@ -39,7 +40,8 @@ static PyObject *offsets_finish(Offsets *o) {
 
 /* pcap_record_starts(buffer, pos, big_endian, release) -> bytes: the offset of every record
  * header from pos on. A last header too short to hold its length is still listed (the
- * caller reports it cut short). release() is called every 65536 records. */
+ * caller reports it cut short). release() is called every 65536 records or 64 MiB of
+ * file, as pcap._record_starts calls it. */
 static PyObject *pcap_record_starts(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer in;
@@ -50,14 +52,16 @@ static PyObject *pcap_record_starts(PyObject *self, PyObject *args) {
     const uint8_t *buf = (const uint8_t *)in.buf;
     const Py_ssize_t size = in.len;
     Offsets o = {NULL, 0, 0};
+    Py_ssize_t since = pos;
     while (pos >= 0 && pos < size) {
         if (offsets_add(&o, pos) < 0) goto fail;
         if (size - pos < 12) break;
         pos += 16 + (Py_ssize_t)word(buf + pos + 8, big);
-        if (!(o.n & (RELEASE_EVERY - 1))) {
+        if (!(o.n % RELEASE_RECORDS) || pos - since >= RELEASE_SPAN) {
             PyObject *r = PyObject_CallNoArgs(release);
             if (r == NULL) goto fail;
             Py_DECREF(r);
+            since = pos;
         }
     }
     PyBuffer_Release(&in);

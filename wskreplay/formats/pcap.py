@@ -16,7 +16,7 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
@@ -249,6 +249,12 @@ def read_frames(path: str | os.PathLike[str]) -> Frames:
     return frames
 
 
+RELEASE_RECORDS = 1 << 16
+RELEASE_SPAN = 64 << 20
+"""The walks release the capture's mapped pages every RELEASE_RECORDS records or every
+RELEASE_SPAN bytes of file they move through, whichever comes first."""
+
+
 def _release(keep: object) -> None:
     if isinstance(keep, mmap.mmap):
         keep.madvise(mmap.MADV_DONTNEED)
@@ -281,8 +287,8 @@ def _walk_pcap(
     words = np.ndarray((len(raw) - 3,), dtype=endian + "u4", buffer=raw, strides=(1,))
     whole = at + 16 <= len(buf)
     sec, frac, incl, orig = (np.zeros(len(at), np.int64) for _ in range(4))
-    for lo in range(0, len(at), 1 << 16):
-        part = slice(lo, lo + (1 << 16))
+    for lo, hi in release_spans(at, len(at)):
+        part = slice(lo, hi)
         ok = whole[part]
         ok_at = at[part][ok]
         for k, col in enumerate((sec, frac, incl, orig)):
@@ -329,20 +335,34 @@ def walk_accelerator() -> Any:
 def _record_starts(
     buf: memoryview, pos: int, endian: str, release: Callable[[], None]
 ) -> list[int]:
-    """Offsets of pcap record headers: the one loop that must follow each length field."""
+    """Offsets of pcap record headers: the one loop that must follow each length field.
+    ``release()`` every RELEASE_RECORDS records or RELEASE_SPAN bytes of file."""
     size = len(buf)
     incl_at = struct.Struct(endian + "8xI").unpack_from
     starts: list[int] = []
     add = starts.append
+    since = pos
     try:
         while pos < size:
             add(pos)
             pos += 16 + incl_at(buf, pos)[0]
-            if not len(starts) & 0xFFFF:
+            if not len(starts) % RELEASE_RECORDS or pos - since >= RELEASE_SPAN:
                 release()
+                since = pos
     except struct.error:
         pass
     return starts
+
+
+def release_spans(starts: np.ndarray, n: int) -> Iterator[tuple[int, int]]:
+    """``[lo, hi)`` ranges of the ``n`` sorted record offsets ``starts``: at most
+    RELEASE_RECORDS records, spanning at most RELEASE_SPAN bytes (one record at least)."""
+    lo = 0
+    while lo < n:
+        reach = int(np.searchsorted(starts, int(starts[lo]) + RELEASE_SPAN, side="left"))
+        hi = min(lo + RELEASE_RECORDS, max(reach, lo + 1), n)
+        yield lo, hi
+        lo = hi
 
 
 def _options(buf: memoryview, start: int, end: int, endian: str) -> dict[int, list[bytes]]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -148,10 +148,13 @@ class Direction:
         for at, n in zip(self.pieces.at.tolist(), self.pieces.length.tolist(), strict=True):
             yield buffer[at : at + n]
 
-    def sha256(self, buffer: Buffer) -> str:
+    def sha256(self, buffer: Buffer, read: Callable[[int], None] | None = None) -> str:
+        """The bytes present, hashed; ``read`` is told each piece's length as it goes."""
         h = hashlib.sha256()
         for chunk in self.chunks(buffer):
             h.update(chunk)
+            if read is not None:
+                read(len(chunk))
         return h.hexdigest()
 
 
@@ -534,19 +537,48 @@ def _paths_in_order(ids: np.ndarray, paths: list[tuple[str, ...]]) -> list[tuple
     return [paths[int(p)] for p in uniq[np.argsort(first)]]
 
 
-def _direction_summary(d: Direction, buffer: Buffer) -> dict:
+def _direction_summary(
+    d: Direction, buffer: Buffer, read: Callable[[int], None] | None = None
+) -> dict:
     return {
         "bytes": d.present,
-        "sha256": d.sha256(buffer),
+        "sha256": d.sha256(buffer, read),
         "segments": d.segments,
         "gaps": [[s, e] for s, e in d.gaps],
     }
 
 
+RELEASE_BYTES = 64 << 20
+FAULT_AROUND_BYTES = 64 << 10
+"""What reading one piece of a mapped file can map: Linux maps the pages around a fault."""
+
+
+class _PageReleaser:
+    """Releases the capture's mapped pages once the pieces read since the last release
+    may have mapped RELEASE_BYTES (each piece counts its length and the pages the kernel
+    maps around it), so a walk over every stream (hashing, dumping) keeps a bounded part
+    of the capture resident, however its connections interleave."""
+
+    def __init__(self, frames: pcap.Frames) -> None:
+        self.frames = frames
+        self.read = 0
+
+    def note(self, n: int) -> None:
+        self.read += n + FAULT_AROUND_BYTES
+        if self.read >= RELEASE_BYTES:
+            self.read = 0
+            self.frames.release_pages()
+
+
 def streams_summary(result: Reassembly) -> dict:
     """The ``wskreplay streams --json`` document (times are UTC nanoseconds)."""
     buffer = result.buffer
-    return {
+    pages = _PageReleaser(result.frames)
+
+    def direction(d: Direction) -> dict:
+        return _direction_summary(d, buffer, pages.note)
+
+    doc = {
         "file": result.frames.path,
         "packets": result.counts["packets"],
         "tcp_packets": result.counts["tcp_packets"],
@@ -561,12 +593,14 @@ def streams_summary(result: Reassembly) -> dict:
                 "syn": c.syn,
                 "fin": c.fin,
                 "rst": c.rst,
-                "client_to_server": _direction_summary(c.to_server, buffer),
-                "server_to_client": _direction_summary(c.to_client, buffer),
+                "client_to_server": direction(c.to_server),
+                "server_to_client": direction(c.to_client),
             }
             for c in result.connections
         ],
     }
+    result.frames.release_pages()
+    return doc
 
 
 def _encapsulation(c: Connection) -> dict:
@@ -582,11 +616,14 @@ def dump_streams(result: Reassembly, folder: str) -> list[str]:
 
     os.makedirs(folder, exist_ok=True)
     paths = []
+    pages = _PageReleaser(result.frames)
     for i, c in enumerate(result.connections):
         for name, d in (("client_to_server", c.to_server), ("server_to_client", c.to_client)):
             path = os.path.join(folder, f"{i:05d}-{name}.bin")
             with open(path, "wb") as f:
                 for chunk in d.chunks(result.buffer):
                     f.write(chunk)
+                    pages.note(len(chunk))
             paths.append(path)
+    result.frames.release_pages()
     return paths

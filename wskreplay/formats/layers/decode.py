@@ -4,7 +4,7 @@ frames at a time, then over the IP datagrams reassembled from fragments."""
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -25,6 +25,9 @@ from wskreplay.formats.layers.walk import (
 )
 
 DECODE_CHUNK = 1 << 17
+DECODE_CHUNK_BYTES = 64 << 20
+"""A chunk also ends where its frames span this much of the capture: a capture of jumbo
+frames would otherwise map gigabytes between two releases of its pages."""
 MAX_REASSEMBLY_DEPTH = 4
 """Fragments inside reassembled datagrams are reassembled again, this many levels deep."""
 
@@ -112,17 +115,35 @@ class Decoded:
     """Where the segments' offsets point: the capture, and any reassembled datagrams."""
 
 
+def _chunks(frames: pcap.Frames, rows: int, span: int) -> Iterator[tuple[int, int]]:
+    """``[lo, hi)`` ranges of at most ``rows`` frames, and, where the frames lie in file
+    order, spanning at most ``span`` bytes of it (one frame at least)."""
+    n, offsets = len(frames), frames.offset
+    in_order = n < 2 or bool(np.all(offsets[1:] >= offsets[:-1]))
+    lo = 0
+    while lo < n:
+        hi = min(lo + rows, n)
+        if in_order:
+            reach = int(np.searchsorted(offsets, int(offsets[lo]) + span, side="left"))
+            hi = min(hi, max(reach, lo + 1))
+        yield lo, hi
+        lo = hi
+
+
 def decode(
-    frames: pcap.Frames, options: DecodeOptions | None = None, chunk: int = DECODE_CHUNK
+    frames: pcap.Frames,
+    options: DecodeOptions | None = None,
+    chunk: int = DECODE_CHUNK,
+    chunk_bytes: int = DECODE_CHUNK_BYTES,
 ) -> Decoded:
     """Every TCP segment of ``frames``, a chunk at a time (a mapped capture's pages go
-    between chunks, so a large file is not held in memory)."""
+    between chunks, so a large file is not held in memory); the chunks do not change the
+    result."""
     walk_options = (options or DecodeOptions()).walk_options()
     report = DecodeReport()
     sink = Reassembler()
     parts: list[TcpPackets] = []
-    for lo in range(0, len(frames), chunk):
-        hi = min(lo + chunk, len(frames))
+    for lo, hi in _chunks(frames, chunk, chunk_bytes):
         w = Walk(frames.buffer, _initial_units(frames, lo, hi), report.paths, walk_options, sink)
         w.run()
         report.add_units(
