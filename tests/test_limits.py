@@ -300,8 +300,9 @@ def test_distinct_vlan_stacks_past_the_path_limit_keep_their_tcp(tmp_path):
 
 def test_streams_of_a_large_capture_do_not_keep_its_payload_resident(tmp_path):
     """300 MB of payload in 9,000-byte segments on 4 connections: hashing every stream
-    reads all of it, and the capture's mapped pages are released as that goes (the peak
-    RSS stays under half the capture's size; before, the whole capture stayed resident)."""
+    reads all of it, and the capture's mapped pages are released as that goes: the peak RSS
+    is the interpreter, the columns and at most 64 MiB of mapped capture (about 150 MB),
+    where the whole capture used to stay resident (354 MB)."""
     chunk = bytes(range(256)) * 35 + b"x" * 40
     packets = []
     for k in range(34_000):
@@ -316,4 +317,4 @@ def test_streams_of_a_large_capture_do_not_keep_its_payload_resident(tmp_path):
     assert size > 300_000_000 and len(doc["connections"]) == 4
     expected = hashlib.sha256(chunk * (34_000 // 4)).hexdigest()
     assert all(c["client_to_server"]["sha256"] == expected for c in doc["connections"])
-    assert peak_kib * 1024 < size // 2, f"peak RSS {peak_kib} KiB for a {size}-byte capture"
+    assert peak_kib * 1024 < 200_000_000, f"peak RSS {peak_kib} KiB for a {size}-byte capture"
