@@ -87,6 +87,12 @@ def test_deferred_columns_are_decoded_only_when_read():
     assert np.array_equal(trace.calls.column("irp"), whole.calls.column("irp"))
     assert not trace.calls._cols.pending("irp")
     assert trace.segments[3] == whole.segments[3] and not trace.segments._cols.pending("ack")
+    copied = copy.deepcopy(trace)
+    assert type(copied.calls._cols) is dict and copied.calls == whole.calls
+    for key, stream in copy.deepcopy(
+        read_trace(TRACES / "sample.wskt", streams="in-place")
+    ).streams.items():
+        assert isinstance(stream.data, bytearray) and stream.data == whole.streams[key].data
     with pytest.raises(ValueError, match="unknown columns"):
         read_trace(TRACES / "sample.wskt", defer=("nonsense",))
 

@@ -84,6 +84,17 @@ def epb(ifid: int, ticks: int, data: bytes, flags: int | None) -> bytes:
     return block(pcap.PCAPNG_EPB, body)
 
 
+def damaged(body: bytes, data: st.DataObject) -> bytes:
+    """``body`` whole, cut short, or with one byte changed, as hypothesis draws it."""
+    how = data.draw(st.sampled_from(["whole", "cut", "flip"]))
+    at = data.draw(st.integers(0, len(body) - 1))
+    if how == "cut":
+        return body[:at]
+    if how == "flip":
+        return body[:at] + bytes([body[at] ^ data.draw(st.integers(1, 255))]) + body[at + 1 :]
+    return body
+
+
 blocks = st.one_of(
     st.builds(idb, st.sampled_from([1, 101, 127]),
               st.none() | st.sampled_from([3, 6, 9, 12, 0x80 | 20, 19]),
@@ -98,13 +109,7 @@ blocks = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.none() | st.text(max_size=10), st.lists(blocks, max_size=12), st.data())
 def test_generated_files_whole_and_damaged(tmp_path_factory, comment, parts, data):
-    body = shb(comment) + idb(1, None, None) + b"".join(parts)
-    how = data.draw(st.sampled_from(["whole", "cut", "flip"]))
-    at = data.draw(st.integers(0, len(body) - 1))
-    if how == "cut":
-        body = body[:at]
-    elif how == "flip":
-        body = body[:at] + bytes([body[at] ^ data.draw(st.integers(1, 255))]) + body[at + 1 :]
+    body = damaged(shb(comment) + idb(1, None, None) + b"".join(parts), data)
     path = tmp_path_factory.mktemp("ng") / "x.pcapng"
     path.write_bytes(body)
     with pytest.MonkeyPatch.context() as monkeypatch:

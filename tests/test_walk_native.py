@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from wskreplay.formats import pcap, pcapng_fast
 
 from .conftest import SHARED_DATA
-from .test_pcapng_fast import COLUMNS, blocks, idb, shb
+from .test_pcapng_fast import COLUMNS, blocks, damaged, idb, shb
 
 
 def read(path) -> object:
@@ -77,13 +77,7 @@ records = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(st.booleans(), st.booleans(), records, st.data())
 def test_generated_pcap_whole_and_damaged(tmp_path_factory, big, nano, recs, data):
-    body = pcap_file(big, nano, recs)
-    how = data.draw(st.sampled_from(["whole", "cut", "flip"]))
-    at = data.draw(st.integers(0, len(body) - 1))
-    if how == "cut":
-        body = body[:at]
-    elif how == "flip":
-        body = body[:at] + bytes([body[at] ^ data.draw(st.integers(1, 255))]) + body[at + 1 :]
+    body = damaged(pcap_file(big, nano, recs), data)
     path = tmp_path_factory.mktemp("pcap") / "x.pcap"
     path.write_bytes(body)
     native, python = both_loops(path)
@@ -93,13 +87,7 @@ def test_generated_pcap_whole_and_damaged(tmp_path_factory, big, nano, recs, dat
 @settings(max_examples=300, deadline=None)
 @given(st.none() | st.text(max_size=10), st.lists(blocks, max_size=12), st.data())
 def test_generated_pcapng_whole_and_damaged(tmp_path_factory, comment, parts, data):
-    body = shb(comment) + idb(1, None, None) + b"".join(parts)
-    how = data.draw(st.sampled_from(["whole", "cut", "flip"]))
-    at = data.draw(st.integers(0, len(body) - 1))
-    if how == "cut":
-        body = body[:at]
-    elif how == "flip":
-        body = body[:at] + bytes([body[at] ^ data.draw(st.integers(1, 255))]) + body[at + 1 :]
+    body = damaged(shb(comment) + idb(1, None, None) + b"".join(parts), data)
     path = tmp_path_factory.mktemp("ng") / "x.pcapng"
     path.write_bytes(body)
     native, python = both_loops(path)

@@ -68,6 +68,10 @@ class StreamInFile:
         self._loaded.add(where)
         return self._load(where)
 
+    def __reduce__(self) -> tuple:
+        """Copied or pickled as the assembled bytes (the chunks are read from a file)."""
+        return (bytearray, (bytes(self.window(0, self.length)),))
+
     def check_unread(self) -> None:
         """Load every chunk no read has touched, so a damaged one is reported even when
         nothing needed its bytes."""

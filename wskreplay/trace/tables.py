@@ -79,6 +79,10 @@ class DeferredColumns(dict[str, np.ndarray]):
         self._decode_all()
         return super().keys()
 
+    def __reduce__(self) -> tuple:
+        """Copied or pickled as a plain dict of every column (the loaders read a file)."""
+        return (dict, (dict(self.items()),))
+
 
 class ColumnTable:
     """Rows stored as one numpy array per field; rows read as friendly objects on demand."""
