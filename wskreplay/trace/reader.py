@@ -439,7 +439,8 @@ class TraceReader:
             raise InputError(
                 self.path, "stream chunk disagrees with its index entry", info.ref.offset
             )
-        self.file.release_range(info.ref.offset, info.ref.end - info.ref.offset)
+        start = max(info.ref.offset - FAULT_AROUND_BYTES, 0)
+        self.file.release_range(start, info.ref.end + FAULT_AROUND_BYTES - start)
         self._last_chunk = (offset, data)
         return data
 
