@@ -281,18 +281,15 @@ def _call_ranks(trace: Trace, differences: list[Difference]) -> dict[int, int]:
 
 def _unpaired(a: Trace, b: Trace, sid: int, pairs: Alignment) -> list[Difference]:
     out = []
+    length_a, length_b = a.calls.column("length"), b.calls.column("length")
     for k in np.flatnonzero(pairs.a < 0).tolist():
         j = int(pairs.b[k])
-        call = b.calls[j]
-        out.append(
-            Difference("inserted", sid, None, j, f"call {j} of B ({call.length} bytes) not in A")
-        )
+        detail = f"call {j} of B ({int(length_b[j])} bytes) not in A"
+        out.append(Difference("inserted", sid, None, j, detail))
     for k in np.flatnonzero(pairs.b < 0).tolist():
         i = int(pairs.a[k])
-        call = a.calls[i]
-        out.append(
-            Difference("removed", sid, i, None, f"call {i} of A ({call.length} bytes) not in B")
-        )
+        detail = f"call {i} of A ({int(length_a[i])} bytes) not in B"
+        out.append(Difference("removed", sid, i, None, detail))
     return out
 
 
@@ -582,7 +579,8 @@ def _call_bytes(a: Trace, b: Trace, sid: int, sb: int, pairs: Alignment) -> list
         differ = np.flatnonzero(np.frombuffer(xa, np.uint8, n) != np.frombuffer(xb, np.uint8, n))
         at = int(differ[0]) if len(differ) else n
         lo, hi = max(at - CONTEXT_BYTES, 0), at + CONTEXT_BYTES
-        start_a, start_b = a.calls[i].stream_offset, b.calls[j].stream_offset
+        start_a = int(a.calls.column("stream_offset")[i])
+        start_b = int(b.calls.column("stream_offset")[j])
         out.append(
             Difference(
                 "wire",

@@ -77,7 +77,7 @@ def _group_order(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stable order that brings each group's rows together, and which sorted rows start one."""
     keys = [np.asarray(cols[g]) for g in reversed(group)]
-    order = sort_by_keys([np.asarray(cols[g]) for g in group]) if keys else np.arange(n)
+    order = sort_by_keys(keys[::-1]) if keys else np.arange(n)
     first = np.ones(n, dtype=bool)
     if n > 1:
         same = np.ones(n - 1, dtype=bool)

@@ -44,6 +44,9 @@ MAX_GAP_BYTES = 1 << 28
 """Most bytes of gaps a stream may have for it to be assembled in memory."""
 RELEASE_BYTES = 64 << 20
 """Bytes read through a file's mapping between two releases of its pages."""
+FAULT_AROUND_BYTES = 64 << 10
+"""What touching one byte of a mapped file can map (Linux maps the pages around a fault):
+counted by whoever reads a mapping piece by piece, so its releases keep up."""
 
 
 class BlockType(IntEnum):

@@ -41,6 +41,7 @@ from wskreplay.formats.tcpip import (
     endpoint,
     tcp_options,
 )
+from wskreplay.formats.wskt import FAULT_AROUND_BYTES
 from wskreplay.policies import Flow, ResetPolicy, accepted_resets
 from wskreplay.trace.model import Direction as Direction_
 from wskreplay.trace.model import SegmentTable
@@ -548,14 +549,9 @@ def _direction_summary(
     }
 
 
-RELEASE_BYTES = 64 << 20
-FAULT_AROUND_BYTES = 64 << 10
-"""What reading one piece of a mapped file can map: Linux maps the pages around a fault."""
-
-
 class _PageReleaser:
     """Releases the capture's mapped pages once the pieces read since the last release
-    may have mapped RELEASE_BYTES (each piece counts its length and the pages the kernel
+    may have mapped RELEASE_SPAN bytes (each piece counts its length and the pages the kernel
     maps around it), so a walk over every stream (hashing, dumping) keeps a bounded part
     of the capture resident, however its connections interleave."""
 
@@ -565,7 +561,7 @@ class _PageReleaser:
 
     def note(self, n: int) -> None:
         self.read += n + FAULT_AROUND_BYTES
-        if self.read >= RELEASE_BYTES:
+        if self.read >= pcap.RELEASE_SPAN:
             self.read = 0
             self.frames.release_pages()
 

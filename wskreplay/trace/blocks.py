@@ -26,9 +26,6 @@ FILE_HEADER_SIZE = FILE_HEADER.size
 DEFAULT_BLOCK_ROWS = 65536
 DEFAULT_STREAM_CHUNK = 4 << 20
 DEFAULT_REDACT_PIECE = 64 << 10
-FAULT_AROUND_BYTES = 64 << 10
-"""What touching one block header maps (the kernel maps pages around a fault): counted so
-walking the index of a file of many blocks releases its pages as reading bodies does."""
 
 
 def socket_to_wire(s: Socket) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from wskreplay.errors import InputError
 from wskreplay.formats import columns as colcodec
 from wskreplay.formats.wskt import (
     CALL_COLUMNS,
+    FAULT_AROUND_BYTES,
     MAX_BLOCK_ROWS,
     MAX_GAP_BYTES,
     SEGMENT_COLUMNS,
@@ -26,7 +27,6 @@ from wskreplay.formats.wskt import (
     WsktFile,
 )
 from wskreplay.trace.blocks import (
-    FAULT_AROUND_BYTES,
     FILE_HEADER_SIZE,
     calls_entry,
     entry_ok,
@@ -334,47 +334,50 @@ class TraceReader:
     def _table(self, kind: BlockType, defer: frozenset[str]) -> CallTable | SegmentTable:
         """Every block of a kind as one table, each block's columns copied into place as it
         is decoded (the blocks are never all held at once). Deferred columns are left out
-        and decoded from the blocks again when first read."""
+        and decoded from the blocks again, together, when first read."""
         cls: type[CallTable] | type[SegmentTable] = (
             CallTable if kind == BlockType.CALLS else SegmentTable
         )
         blocks = [b for b in self.blocks if b.ref.type == kind]
         rows = sum(b.entry.get("n", 0) for b in blocks)
-        schema = dict(cls.SCHEMA)
-        cols = {name: np.empty(rows, dtype) for name, dtype in cls.SCHEMA if name not in defer}
+        wanted = [name for name, _ in cls.SCHEMA if name not in defer]
         blobs: list[bytes] = []
+        cols = self._columns(cls, blocks, rows, wanted, blobs)
+        columns: Mapping[str, np.ndarray] = cols
+        if defer:
+            load = partial(self._columns, cls, blocks, rows)
+            columns = DeferredColumns(cols, defer, load, rows, dict(cls.SCHEMA))
+        if cls is CallTable:
+            return CallTable(columns, b"".join(blobs))
+        return SegmentTable(columns)
+
+    def _columns(
+        self,
+        cls: type[CallTable] | type[SegmentTable],
+        blocks: list[BlockInfo],
+        rows: int,
+        names: list[str],
+        blobs: list[bytes] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The named columns of every block, copied into place block by block (and each
+        calls block's control blob appended to ``blobs``)."""
+        dtypes = dict(cls.SCHEMA)
+        cols = {name: np.empty(rows, dtypes[name]) for name in names}
         at = 0
         for b in blocks:
-            part = self._calls(b.ref) if kind == BlockType.CALLS else self._segments(b.ref)
+            part = self._calls(b.ref) if cls is CallTable else self._segments(b.ref)
             n = len(part)
             if at + n > rows:
                 raise InputError(self.path, f"more rows than the index's {rows}", b.ref.offset)
             for name, arr in cols.items():
                 arr[at : at + n] = part.column(name)
-            if isinstance(part, CallTable):
+            if blobs is not None and isinstance(part, CallTable):
                 blobs.append(part.control_blob)
             at += n
         if at != rows:
             raise InputError(self.path, f"the blocks hold {at} rows, the index says {rows}")
         self.file.release_pages()
-        columns: Mapping[str, np.ndarray] = cols
-        if defer:
-            loaders = {name: partial(self._column, blocks, name, rows) for name in defer}
-            columns = DeferredColumns(cols, loaders, rows, schema)
-        if cls is CallTable:
-            return CallTable(columns, b"".join(blobs))
-        return SegmentTable(columns)
-
-    def _column(self, blocks: list[BlockInfo], name: str, rows: int) -> np.ndarray:
-        """One column of every block (a deferred column, on first read)."""
-        parts = [
-            (self._calls(b.ref) if b.ref.type == BlockType.CALLS else self._segments(b.ref)).column(
-                name
-            )
-            for b in blocks
-        ]
-        self.file.release_pages()
-        return np.concatenate(parts) if parts else np.empty(0)
+        return cols
 
     def events(self) -> list[Event]:
         out: list[Event] = []
@@ -423,22 +426,24 @@ class TraceReader:
         ]
         return _assemble_stream(self, socket, Direction(direction), blocks, in_place=in_place)
 
+    def _chunk_body(self, info: BlockInfo) -> dict[str, Any]:
+        """A stream chunk's body, which must agree with its index entry (offset, size,
+        kind: data, digests or gap)."""
+        c = self._stream_body(info.ref)
+        found = (c["o"], len(c["b"]) if "b" in c else c["n"], stream_entry(c)["k"])
+        if found != (info.entry["so"], info.entry["sn"], info.entry["k"]):
+            raise InputError(
+                self.path, "stream chunk disagrees with its index entry", info.ref.offset
+            )
+        return c
+
     def stream_chunk(self, offset: int) -> bytes:
         """The bytes of the data chunk whose block is at ``offset``, checked against its
         index entry; the last one asked for is kept."""
         if self._last_chunk is not None and self._last_chunk[0] == offset:
             return self._last_chunk[1]
         info = self._blocks_at[offset]
-        c = self._stream_body(info.ref)
-        data = c.get("b")
-        if (
-            c["o"] != info.entry["so"]
-            or not isinstance(data, bytes)
-            or len(data) != info.entry["sn"]
-        ):
-            raise InputError(
-                self.path, "stream chunk disagrees with its index entry", info.ref.offset
-            )
+        data = self._chunk_body(info)["b"]
         start = max(info.ref.offset - FAULT_AROUND_BYTES, 0)
         self.file.release_range(start, info.ref.end + FAULT_AROUND_BYTES - start)
         self._last_chunk = (offset, data)
@@ -508,12 +513,7 @@ def _assemble_stream(
     for b in blocks:
         if b.entry["k"] == "gap":
             continue
-        c = reader._stream_body(b.ref)
-        size = len(c["b"]) if "b" in c else c["n"]
-        if c["o"] != b.entry["so"] or size != b.entry["sn"] or stream_entry(c)["k"] != b.entry["k"]:
-            raise InputError(
-                reader.path, "stream chunk disagrees with its index entry", b.ref.offset
-            )
+        c = reader._chunk_body(b)
         if "b" in c and sink is not None:
             if sink.write(c["o"], c["b"]):
                 reader.file.release_pages()

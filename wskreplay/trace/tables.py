@@ -20,52 +20,57 @@ _NO_ROWS.flags.writeable = False
 
 
 class DeferredColumns(dict[str, np.ndarray]):
-    """A table's columns, some of them decoded only when first read (``loaders``): a
-    column asked for by name is decoded alone; whatever walks every column (rows, ``take``,
-    equality) decodes the rest first. A trace read for one job (``diff``) then holds only
-    the columns that job reads."""
+    """A table's columns, some of them decoded only when first read (``pending``, decoded
+    by ``load(names)``): a column asked for by name is decoded alone; whatever walks every
+    column (rows, ``take``, equality) decodes the rest first, in one ``load``. A trace read
+    for one job (``diff``) then holds only the columns that job reads."""
 
     def __init__(
         self,
         decoded: Mapping[str, np.ndarray],
-        loaders: Mapping[str, Callable[[], np.ndarray]],
+        pending: Iterable[str],
+        load: Callable[[list[str]], Mapping[str, np.ndarray]],
         rows: int,
         dtypes: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(decoded)
-        self._loaders = dict(loaders)
+        self._pending = [name for name in pending if name not in decoded]
+        self._load = load
         self.rows = rows
         self._dtypes = dict(dtypes or {})
 
     def pending(self, name: str) -> bool:
-        return name in self._loaders
+        return name in self._pending
 
     def rebuilt(
         self, decoded: Mapping[str, np.ndarray], dtypes: Mapping[str, str]
     ) -> DeferredColumns:
-        return DeferredColumns(decoded, self._loaders, self.rows, dtypes)
+        return DeferredColumns(decoded, self._pending, self._load, self.rows, dtypes)
 
     def __missing__(self, name: str) -> np.ndarray:
-        loader = self._loaders.get(name)
-        if loader is None:
+        if name not in self._pending:
             raise KeyError(name)
-        arr = np.ascontiguousarray(loader(), dtype=self._dtypes.get(name))
-        if arr.shape != (self.rows,):
-            raise ValueError(f"column {name!r}: shape {arr.shape}, expected ({self.rows},)")
-        del self._loaders[name]
-        self[name] = arr
-        return arr
+        self._decode([name])
+        return super().__getitem__(name)
+
+    def _decode(self, names: list[str]) -> None:
+        for name, arr in self._load(names).items():
+            arr = np.ascontiguousarray(arr, dtype=self._dtypes.get(name))
+            if arr.shape != (self.rows,):
+                raise ValueError(f"column {name!r}: shape {arr.shape}, expected ({self.rows},)")
+            self[name] = arr
+        self._pending = [name for name in self._pending if name not in names]
 
     def _decode_all(self) -> None:
-        for name in list(self._loaders):
-            self[name]  # noqa: B018 (decodes it)
+        if self._pending:
+            self._decode(list(self._pending))
 
     def __iter__(self) -> Iterator[str]:
         self._decode_all()
         return super().__iter__()
 
     def __len__(self) -> int:
-        return super().__len__() + len(self._loaders)
+        return super().__len__() + len(self._pending)
 
     def items(self):  # type: ignore[override]
         self._decode_all()
@@ -80,7 +85,7 @@ class DeferredColumns(dict[str, np.ndarray]):
         return super().keys()
 
     def __reduce__(self) -> tuple:
-        """Copied or pickled as a plain dict of every column (the loaders read a file)."""
+        """Copied or pickled as a plain dict of every column (``load`` reads a file)."""
         return (dict, (dict(self.items()),))
 
 
