@@ -28,17 +28,23 @@ def precise_sleeps() -> None:
 def wait_until(deadline_ns: int, meanwhile: Callable[[int], None]) -> None:
     """Return at ``deadline_ns`` (monotonic); ``meanwhile(ns)`` is given the time to spend
     (it may return early) until the last stretch, which is spun."""
+    approach(deadline_ns, meanwhile)
+    spin_until(deadline_ns)
+
+
+def approach(deadline_ns: int, meanwhile: Callable[[int], None]) -> None:
+    """Return once ``deadline_ns`` is at most SPIN_NS away (or past), ``meanwhile(ns)``
+    given the time until then: what ``wait_until`` does before it spins."""
     clock = time.monotonic_ns
-    while True:
-        left = deadline_ns - clock()
-        if left <= 0:
-            return
-        if left > SPIN_NS:
-            meanwhile(left - SPIN_NS)
-        else:
-            while clock() < deadline_ns:
-                pass
-            return
+    while (left := deadline_ns - clock()) > SPIN_NS:
+        meanwhile(left - SPIN_NS)
+
+
+def spin_until(deadline_ns: int) -> None:
+    """Return at ``deadline_ns`` (monotonic), spinning: no sleep's wake-up to wait for."""
+    clock = time.monotonic_ns
+    while clock() < deadline_ns:
+        pass
 
 
 def lateness_summary(lateness_ns: np.ndarray) -> dict[str, int]:

@@ -25,7 +25,7 @@ import numpy as np
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.replayer.engine import lifecycle_events, peer_reset_ns
-from wskreplay.replayer.pacing import lateness_summary, precise_sleeps, wait_until
+from wskreplay.replayer.pacing import approach, lateness_summary, precise_sleeps, wait_until
 from wskreplay.replayer.targets.socket_session import PeerReset, SessionEvent
 from wskreplay.replayer.wsk_socket import Completed, Returned, Violation
 from wskreplay.trace.model import COMPLETED, Direction, Event, Trace, time_span_ns
@@ -51,7 +51,12 @@ class Session(Protocol):
         control_info: bytes | None = None,
         irql: int | None = None,
         recorded_at_once: bool = False,
-    ) -> tuple[int, list[SessionEvent]]: ...
+        at: int | None = None,
+    ) -> tuple[int, list[SessionEvent]]:
+        """One WskSendEx; its issue time and what happened before it returned. ``at``:
+        when the call is due (monotonic); the session waits for it, spinning, as late as
+        it can before the call's I/O (the caller has let the rest of the wait pass)."""
+        ...
 
     def disconnect(self, sid: int, *, abortive: bool) -> list[SessionEvent]: ...
 
@@ -302,7 +307,7 @@ def run_calls(
                     t = max(t, reset_at[sid] + scaled(issued - recorded))
             if speed is not None:
                 lag[sid] = t - plan
-                wait_until(t, pump)
+                approach(t, pump)
             actual, outputs = session.send(
                 sid,
                 i + 1,
@@ -311,6 +316,7 @@ def run_calls(
                 calls.control_info(i) if control_len[i] >= 0 else None,
                 None if irql_of[i] < 0 else irql_of[i],
                 at_once[i],
+                at=t if speed is not None else None,
             )
             scheduled[i] = trace_time(t)
             lateness[i] = actual - t if speed is not None else 0

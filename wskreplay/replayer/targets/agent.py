@@ -32,6 +32,7 @@ from wskreplay.formats.agentwire import (
     read_token,
 )
 from wskreplay.replayer.engine import ReplayOptions
+from wskreplay.replayer.pacing import spin_until
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket
 from wskreplay.replayer.targets.socket_session import OpenOptions, PeerReset, SessionEvent
@@ -179,7 +180,10 @@ class AgentSession:
         control_info: bytes | None = None,
         irql: int | None = None,
         recorded_at_once: bool = False,
+        at: int | None = None,
     ) -> tuple[int, list[SessionEvent]]:
+        if at is not None:
+            spin_until(at)
         sent_at = self.now()
         reply = self._request(
             {"op": "send", "socket": sid, "irp": irp, "flags": flags, "payload": payload,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from wskreplay.errors import TargetError
 from wskreplay.formats import ntstatus as nt
 from wskreplay.replayer.netns import entered
+from wskreplay.replayer.pacing import spin_until
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.wsk_socket import (
     Completed,
@@ -163,10 +164,19 @@ class SocketSession:
         control_info: bytes | None = None,
         irql: int | None = None,
         recorded_at_once: bool = False,
+        at: int | None = None,
     ) -> tuple[int, list[SessionEvent]]:
-        """One WskSendEx; its issue time and what happened before it returned."""
+        """One WskSendEx; its issue time and what happened before it returned.
+
+        ``at``: when the call is due (monotonic). The WSK state machine takes the call
+        first, while waiting, and its bytes reach the kernel at ``at``: the machine's work
+        (6-50 us) no longer stands between the due time and the wire. Nothing reads the
+        kernel in between, so what the machine sees, and in what order, is what it would
+        see if it worked after the wait. The issue time, for the machine and returned, is
+        ``at``, or the time of the call if that is later (as without ``at``, the bytes then
+        follow by the machine's work)."""
         k = self._kernel(sid)
-        t = self.now()
+        t = self.now() if at is None else max(at, self.now())
         req = SendRequest(t, irp, flags, len(payload), None, control_info, irql, recorded_at_once)
         out: list[SessionEvent] = []
         transmitted = False
@@ -176,6 +186,8 @@ class SocketSession:
                 k.queue.append((memoryview(payload), e.nodelay))
             else:
                 out.append(e)
+        if at is not None:
+            spin_until(t)
         if transmitted:
             out += self._push(k, t)
             if irp is not None:
