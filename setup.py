@@ -4,6 +4,9 @@
   uses the pure-Python XPRESS decompressor.
 - ``wskreplay.formats._walk`` (C): the capture walks' loop that follows each record's
   length; without it, the same loop in Python.
+- ``wskreplay.formats._pieces`` (C, OpenSSL's libcrypto, headers from ``libssl-dev``): a
+  stream's scattered payloads hashed in one call without the GIL; without it, hashlib
+  one payload at a time.
 - The emulator's state machines (``wskreplay/replayer``: the WSK layer, the TCP sender, the
   peers, the connection and the replay engine) compiled by mypyc from the same Python
   source, 1.3-2x faster (docs/performance.md). Set ``WSKREPLAY_PURE_PYTHON=1`` to
@@ -26,6 +29,12 @@ COMPILED = [
 ext_modules = [
     Extension("wskreplay.formats._xpress", ["wskreplay/formats/_xpress.c"], optional=True),
     Extension("wskreplay.formats._walk", ["wskreplay/formats/_walk.c"], optional=True),
+    Extension(
+        "wskreplay.formats._pieces",
+        ["wskreplay/formats/_pieces.c"],
+        libraries=["crypto"],
+        optional=True,
+    ),
 ]
 if os.environ.get("WSKREPLAY_PURE_PYTHON") != "1":
     try:

@@ -126,6 +126,6 @@ def test_the_fast_walk_takes_a_plain_file(tmp_path):
     cols = pcap._Columns()
     interfaces: list = []
     comments: list = []
-    assert walk_pcapng_fast("x", memoryview(body), cols, interfaces, comments)
+    assert walk_pcapng_fast("x", memoryview(body), cols, interfaces, comments, lambda: None)
     assert np.array_equal(cols.ts, (10**15 + np.arange(50)) * 1000)
     assert comments == ["hi"] and len(interfaces) == 1

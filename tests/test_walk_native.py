@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from wskreplay.formats import pcap, pcapng_fast
 
 from .conftest import SHARED_DATA
-from .test_pcapng_fast import COLUMNS, blocks, damaged, idb, shb
+from .test_pcapng_fast import COLUMNS, blocks, damaged, epb, idb, shb
 
 
 def read(path) -> object:
@@ -94,10 +94,27 @@ def test_generated_pcapng_whole_and_damaged(tmp_path_factory, comment, parts, da
     assert native == python
 
 
+def test_pcapng_pages_are_released_every_65536_blocks(monkeypatch, tmp_path):
+    """The C run, the fast walk's Python loop and the reference walk each release the
+    mapped pages every 65,536 blocks (the gathers after the fast walk's Python loop release
+    too), and once more at the end."""
+    path = tmp_path / "many.pcapng"
+    path.write_bytes(shb(None) + idb(1, None, None) + epb(0, 1, b"", None) * 200_000)
+    releases = {}
+    for name, native in (("c", pcap.walk_accelerator()), ("python", None), ("reference", None)):
+        calls: list[int] = []
+        monkeypatch.setattr(pcap, "_release", lambda keep, calls=calls: calls.append(1))
+        monkeypatch.setattr(pcapng_fast, "walk_accelerator", lambda native=native: native)
+        monkeypatch.setenv("WSKREPLAY_PURE_PYTHON", "1" if name == "reference" else "0")
+        assert len(pcap.read_frames(path)) == 200_000
+        releases[name] = len(calls)
+    assert releases == {"c": 3 + 1, "python": 3 + 4 + 1, "reference": 3 + 1}
+
+
 def test_pages_are_released_every_65536_records():
     body = memoryview(pcap_file(False, False, [(1, 0, b"", 0)] * 200_000))
     calls = []
-    starts = pcap.walk_accelerator().pcap_record_starts(body, 24, False, lambda: calls.append(1))
+    records = pcap.walk_accelerator().pcap_records(body, 24, False, lambda: calls.append(1))
     python = pcap._record_starts(body, 24, "<", lambda: calls.append(2))
-    assert len(starts) == 8 * 200_000 and len(python) == 200_000
+    assert len(records) == 5 * 8 * 200_000 and len(python) == 200_000
     assert calls == [1, 1, 1, 2, 2, 2]

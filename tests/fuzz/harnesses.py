@@ -18,16 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.reassembly_oracle import assert_same, both
 from wskreplay.agent.server import AgentLimits, Client
 from wskreplay.diff import UNREAD_COLUMNS
 from wskreplay.errors import InputError, TargetError
 from wskreplay.formats import agentwire as protocol
-from wskreplay.formats import event_metadata, pcap, pktmon, tracelogging, wsk, xpress
+from wskreplay.formats import event_metadata, pcap, pieces, pktmon, tracelogging, wsk, xpress
 from wskreplay.formats.etl import EtlFile
 from wskreplay.formats.etl_packets import etl_frames
 from wskreplay.formats.pcap import read_frames
 from wskreplay.formats.tcpip import DecodeOptions, decode
 from wskreplay.formats.wskt import WsktFile
+from wskreplay.recorder import tcp
 from wskreplay.replayer.targets.agent import event_from_wire
 from wskreplay.trace import Trace, TraceReader, verify
 from wskreplay.trace.inplace import check_unread, window
@@ -70,7 +72,10 @@ def _file(data: bytes, suffix: str) -> str:
 
 
 def capture(data: bytes) -> None:
-    """pcap and pcapng (and gzip of either): the record walk, then every frame's headers."""
+    """pcap and pcapng (and gzip of either): the record walk, then every frame's headers,
+    then the connections reassembled at once and one at a time (the same in every field),
+    and their streams hashed by the C hashing and by the Python reference (the same
+    digests)."""
     try:
         frames = read_frames(_file(data, ".pcap"))
     except InputError:
@@ -78,6 +83,20 @@ def capture(data: bytes) -> None:
     for i in range(len(frames)):
         frames.frame(i).tobytes()
     decode(frames)
+    try:
+        result = tcp.reassemble(frames)
+    except InputError:
+        return
+    assert_same(*both(frames))
+    native = [
+        d.sha256(result.buffer) for c in result.connections for d in (c.to_server, c.to_client)
+    ]
+    reference = [
+        pieces.sha256_reference(result.buffer, d.pieces.at, d.pieces.length, 0, lambda n: None)
+        for c in result.connections
+        for d in (c.to_server, c.to_client)
+    ]
+    assert native == reference, "the C hashing and the reference differ"
 
 
 def etl(data: bytes) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from typing import Any
 
@@ -10,6 +9,7 @@ import click
 
 from wskreplay.cli.app import EXIT_OK, EXIT_PROBLEM, main
 from wskreplay.cli.options import build_diff_options, diff_options, parse_socket_map
+from wskreplay.formats.reference import reference_asked
 
 
 def report(
@@ -90,7 +90,7 @@ def diff_cmd(
     from wskreplay.trace.inplace import check_unread
 
     def read(path: str) -> Any:
-        if os.environ.get("WSKREPLAY_PURE_PYTHON") == "1":
+        if reference_asked():
             return read_trace(path)
         return read_trace(path, streams="in-place", defer=UNREAD_COLUMNS)
 

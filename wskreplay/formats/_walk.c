@@ -1,7 +1,8 @@
 /* The capture walks' one sequential loop, in C: following each pcap record's (or pcapng
- * block's) length to the next one. The C twin of pcap._record_starts and of the EPB run
- * in pcapng_fast._blocks: the same offsets, every read bounded by the buffer. Offsets come
- * back as native int64s in a bytes object (numpy reads it without a copy). */
+ * block's) length to the next one. The C twin of pcap._record_starts (with the header
+ * fields pcap._walk_pcap then gathers) and of the EPB run in pcapng_fast._blocks: the same
+ * values, every read bounded by the buffer. They come back as native int64s in a bytes
+ * object (numpy reads it without a copy). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -38,11 +39,13 @@ static PyObject *offsets_finish(Offsets *o) {
     return out;
 }
 
-/* pcap_record_starts(buffer, pos, big_endian, release) -> bytes: the offset of every record
- * header from pos on. A last header too short to hold its length is still listed (the
- * caller reports it cut short). release() is called every 65536 records or 64 MiB of
+/* pcap_records(buffer, pos, big_endian, release) -> bytes: for every record header from pos
+ * on, five native int64s: its offset and its four fields (seconds, fraction, captured and
+ * original length), read in the same pass. A last header too short to hold its length is
+ * still listed (the caller reports it cut short); a header cut short has zero fields, as
+ * pcap._walk_pcap gathers them. release() is called every 65536 records or 64 MiB of
  * file, as pcap._record_starts calls it. */
-static PyObject *pcap_record_starts(PyObject *self, PyObject *args) {
+static PyObject *pcap_records(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer in;
     Py_ssize_t pos;
@@ -52,12 +55,25 @@ static PyObject *pcap_record_starts(PyObject *self, PyObject *args) {
     const uint8_t *buf = (const uint8_t *)in.buf;
     const Py_ssize_t size = in.len;
     Offsets o = {NULL, 0, 0};
-    Py_ssize_t since = pos;
+    Py_ssize_t since = pos, records = 0;
     while (pos >= 0 && pos < size) {
+        const int whole = size - pos >= 16;
         if (offsets_add(&o, pos) < 0) goto fail;
+        for (int k = 0; k < 4; k++) {
+            if (offsets_add(&o, 0) < 0) goto fail;
+        }
+        records++;
         if (size - pos < 12) break;
-        pos += 16 + (Py_ssize_t)word(buf + pos + 8, big);
-        if (!(o.n % RELEASE_RECORDS) || pos - since >= RELEASE_SPAN) {
+        int64_t *row = o.at + o.n - 5;
+        const uint32_t incl = word(buf + pos + 8, big);
+        if (whole) {
+            row[1] = word(buf + pos, big);
+            row[2] = word(buf + pos + 4, big);
+            row[3] = incl;
+            row[4] = word(buf + pos + 12, big);
+        }
+        pos += 16 + (Py_ssize_t)incl;
+        if (!(records % RELEASE_RECORDS) || pos - since >= RELEASE_SPAN) {
             PyObject *r = PyObject_CallNoArgs(release);
             if (r == NULL) goto fail;
             Py_DECREF(r);
@@ -73,39 +89,65 @@ fail:
     return NULL;
 }
 
-/* pcapng_epb_run(buffer, pos, epb_type) -> (bytes, stop): the offsets of consecutive
+/* pcapng_epb_run(buffer, pos, epb_type, release) -> (bytes, stop): the consecutive
  * little-endian Enhanced Packet Blocks from pos whose length is sound (>= 32, a multiple of
- * 4, inside the buffer), and where the run stops: the first block that is not one. */
+ * 4, inside the buffer), each as EPB_FIELDS native int64s read in the same pass
+ * (pcapng_fast._gather_fields gathers the same): its offset, total length, interface id,
+ * timestamp high and low words, captured and original length, and the trailing copy of its
+ * length; and where the run stops: the first block that is not one. release() is called
+ * every 65536 blocks or 64 MiB of file, as the Python walks call it. */
+#define EPB_FIELDS 8
 static PyObject *pcapng_epb_run(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer in;
     Py_ssize_t pos;
     unsigned long epb_type;
-    if (!PyArg_ParseTuple(args, "y*nk", &in, &pos, &epb_type)) return NULL;
+    PyObject *release;
+    if (!PyArg_ParseTuple(args, "y*nkO", &in, &pos, &epb_type, &release)) return NULL;
     const uint8_t *buf = (const uint8_t *)in.buf;
     const Py_ssize_t size = in.len;
     Offsets o = {NULL, 0, 0};
+    Py_ssize_t since = pos;
     while (pos >= 0 && size - pos >= 8) {
         uint32_t type = word(buf + pos, 0), len = word(buf + pos + 4, 0);
         if (type != epb_type || len < 32 || len % 4 || (Py_ssize_t)len > size - pos) break;
-        if (offsets_add(&o, pos) < 0) {
-            PyBuffer_Release(&in);
-            PyMem_Free(o.at);
-            return PyErr_NoMemory();
+        const int64_t row[EPB_FIELDS] = {
+            pos,
+            len,
+            word(buf + pos + 8, 0),
+            word(buf + pos + 12, 0),
+            word(buf + pos + 16, 0),
+            word(buf + pos + 20, 0),
+            word(buf + pos + 24, 0),
+            word(buf + pos + len - 4, 0),
+        };
+        for (int k = 0; k < EPB_FIELDS; k++) {
+            if (offsets_add(&o, row[k]) < 0) goto fail;
         }
         pos += len;
+        if (!((o.n / EPB_FIELDS) % RELEASE_RECORDS) || pos - since >= RELEASE_SPAN) {
+            PyObject *r = PyObject_CallNoArgs(release);
+            if (r == NULL) goto fail;
+            Py_DECREF(r);
+            since = pos;
+        }
     }
     PyBuffer_Release(&in);
-    PyObject *starts = offsets_finish(&o);
-    if (starts == NULL) return NULL;
-    return Py_BuildValue("Nn", starts, pos);
+    PyObject *rows = offsets_finish(&o);
+    if (rows == NULL) return NULL;
+    return Py_BuildValue("Nn", rows, pos);
+fail:
+    PyBuffer_Release(&in);
+    PyMem_Free(o.at);
+    if (!PyErr_Occurred()) PyErr_NoMemory();
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
-    {"pcap_record_starts", pcap_record_starts, METH_VARARGS,
-     "Offsets of the pcap record headers from pos (native int64s)."},
+    {"pcap_records", pcap_records, METH_VARARGS,
+     "Offset, seconds, fraction, captured and original length of each pcap record from pos."},
     {"pcapng_epb_run", pcapng_epb_run, METH_VARARGS,
-     "Offsets of the run of sound Enhanced Packet Blocks from pos, and where it stops."},
+     "The fields of the run of sound Enhanced Packet Blocks from pos, and where it stops."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from wskreplay.errors import InputError
+from wskreplay.formats.reference import accelerator, reference_asked
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -209,7 +210,7 @@ def read_frames(path: str | os.PathLike[str]) -> Frames:
     if magic_le == PCAPNG_SHB:
         fmt = "pcapng"
         try:
-            _walk_pcapng(path, buf, cols, interfaces, comments)
+            _walk_pcapng(path, buf, cols, interfaces, comments, lambda: _release(keep))
         except InputError as exc:
             error = exc
     elif magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or magic_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
@@ -280,20 +281,11 @@ def _walk_pcap(
     frac_limit = 10**9 if nano else 10**6
     native = walk_accelerator()
     if native is not None:
-        at = np.frombuffer(native.pcap_record_starts(buf, 24, endian == ">", release), np.int64)
+        records = np.frombuffer(native.pcap_records(buf, 24, endian == ">", release), np.int64)
+        at, sec, frac, incl, orig = (np.ascontiguousarray(c) for c in records.reshape(-1, 5).T)
+        whole = at + 16 <= len(buf)
     else:
-        at = np.array(_record_starts(buf, 24, endian, release), dtype=np.int64)
-    raw = np.frombuffer(buf, dtype=np.uint8)
-    words = np.ndarray((len(raw) - 3,), dtype=endian + "u4", buffer=raw, strides=(1,))
-    whole = at + 16 <= len(buf)
-    sec, frac, incl, orig = (np.zeros(len(at), np.int64) for _ in range(4))
-    for lo, hi in release_spans(at, len(at)):
-        part = slice(lo, hi)
-        ok = whole[part]
-        ok_at = at[part][ok]
-        for k, col in enumerate((sec, frac, incl, orig)):
-            col[part][ok] = words[ok_at + 4 * k]
-        release()
+        at, sec, frac, incl, orig, whole = _gather_records(buf, endian, release)
     bad = ~whole | (incl > MAX_RECORD_BYTES) | (at + 16 + incl > len(buf)) | (frac >= frac_limit)
     first_bad = int(np.argmax(bad)) if bad.any() else len(at)
     keep = slice(0, first_bad)
@@ -323,13 +315,27 @@ def walk_accelerator() -> Any:
     """The C twin of the walks' sequential loops (``formats/_walk.c``), or None: not built,
     or ``WSKREPLAY_PURE_PYTHON=1`` (the Python loops are the reference; a test keeps them
     identical)."""
-    if os.environ.get("WSKREPLAY_PURE_PYTHON") == "1":
-        return None
-    try:
-        from wskreplay.formats import _walk
-    except ImportError:
-        return None
-    return _walk
+    return accelerator("_walk")
+
+
+def _gather_records(
+    buf: memoryview, endian: str, release: Callable[[], None]
+) -> tuple[np.ndarray, ...]:
+    """The reference of ``_walk.pcap_records``: the record offsets, then their four header
+    fields gathered for every whole header (zeros for one cut short), and which are whole."""
+    at = np.array(_record_starts(buf, 24, endian, release), dtype=np.int64)
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    words = np.ndarray((len(raw) - 3,), dtype=endian + "u4", buffer=raw, strides=(1,))
+    whole = at + 16 <= len(buf)
+    sec, frac, incl, orig = (np.zeros(len(at), np.int64) for _ in range(4))
+    for lo, hi in release_spans(at, len(at)):
+        part = slice(lo, hi)
+        ok = whole[part]
+        ok_at = at[part][ok]
+        for k, col in enumerate((sec, frac, incl, orig)):
+            col[part][ok] = words[ok_at + 4 * k]
+        release()
+    return at, sec, frac, incl, orig, whole
 
 
 def _record_starts(
@@ -419,21 +425,49 @@ def epb_direction(buf: memoryview, opt_start: int, opt_end: int, endian: str) ->
 
 
 def _walk_pcapng(
-    path: str, buf: memoryview, cols: _Columns, interfaces: list[Interface], comments: list[str]
+    path: str,
+    buf: memoryview,
+    cols: _Columns,
+    interfaces: list[Interface],
+    comments: list[str],
+    release: Callable[[], None],
 ) -> None:
     """The pcapng walk: the block-at-a-time reference, or, where a file allows it, the
     same result gathered with numpy (:mod:`wskreplay.formats.pcapng_fast`; a test keeps
-    them identical). ``WSKREPLAY_PURE_PYTHON=1`` selects the reference."""
-    if os.environ.get("WSKREPLAY_PURE_PYTHON") != "1":
+    them identical). ``WSKREPLAY_PURE_PYTHON=1`` selects the reference. Both call
+    ``release()`` as the pcap walk does (``ReleaseClock``)."""
+    if not reference_asked():
         from wskreplay.formats.pcapng_fast import walk_pcapng_fast
 
-        if walk_pcapng_fast(path, buf, cols, interfaces, comments):
+        if walk_pcapng_fast(path, buf, cols, interfaces, comments, release):
             return
-    _walk_pcapng_blocks(path, buf, cols, interfaces, comments)
+    _walk_pcapng_blocks(path, buf, cols, interfaces, comments, ReleaseClock(release))
+
+
+class ReleaseClock:
+    """Calls ``release()`` every RELEASE_RECORDS records or RELEASE_SPAN bytes of file a
+    walk moves through, whichever comes first (the rule of ``_record_starts``)."""
+
+    def __init__(self, release: Callable[[], None], pos: int = 0) -> None:
+        self.release = release
+        self.records = 0
+        self.since = pos
+
+    def passed(self, pos: int) -> None:
+        """One more record walked; the walk is now at ``pos``."""
+        self.records += 1
+        if not self.records % RELEASE_RECORDS or pos - self.since >= RELEASE_SPAN:
+            self.release()
+            self.since = pos
 
 
 def _walk_pcapng_blocks(
-    path: str, buf: memoryview, cols: _Columns, interfaces: list[Interface], comments: list[str]
+    path: str,
+    buf: memoryview,
+    cols: _Columns,
+    interfaces: list[Interface],
+    comments: list[str],
+    clock: ReleaseClock,
 ) -> None:
     size = len(buf)
     pos = 0
@@ -531,6 +565,7 @@ def _walk_pcapng_blocks(
         if trailer != blen:
             raise InputError(path, f"block length {blen} does not match its trailer {trailer}", pos)
         pos = end
+        clock.passed(pos)
 
 
 class PcapngWriter:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import array
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +30,12 @@ from wskreplay.formats.pcap import (
     PCAPNG_SHB,
     PCAPNG_SPB,
     Interface,
+    ReleaseClock,
     _Columns,
     _options,
     epb_direction,
     interface_block,
+    release_spans,
     walk_accelerator,
 )
 
@@ -44,19 +48,25 @@ POWERS_OF_TEN = {10**k: k for k in range(19)}
 
 
 def walk_pcapng_fast(
-    path: str, buf: memoryview, cols: _Columns, interfaces: list[Interface], comments: list[str]
+    path: str,
+    buf: memoryview,
+    cols: _Columns,
+    interfaces: list[Interface],
+    comments: list[str],
+    release: Callable[[], None],
 ) -> bool:
     """Fill ``cols``, ``interfaces`` and ``comments`` as the reference walk would, and say
-    True; or change nothing and say False."""
+    True; or change nothing and say False. ``release()`` is called as the reference walk
+    calls it, as the blocks are walked and as their fields are gathered."""
     if interfaces or cols.ts or len(buf) < 28:
         return False
-    found = _blocks(path, buf)
+    native = walk_accelerator()
+    found = _blocks(path, buf, native, release)
     if found is None:
         return False
-    epb_at, idb_at, found_ifaces, found_comments = found
-    at = np.asarray(epb_at, dtype=np.int64)
-    declared = np.searchsorted(np.asarray(idb_at, dtype=np.int64), at)
-    gathered = _packets(buf, at, declared, found_ifaces)
+    fields, idb_at, found_ifaces, found_comments = found
+    declared = np.searchsorted(np.asarray(idb_at, dtype=np.int64), fields[:, 0])
+    gathered = _packets(buf, fields, declared, found_ifaces, release)
     if gathered is None:
         return False
     cols.ts, cols.iface, cols.offset, cols.caplen, cols.origlen, cols.direction = gathered
@@ -66,32 +76,36 @@ def walk_pcapng_fast(
 
 
 def _blocks(
-    path: str, buf: memoryview
-) -> tuple[array.array[int], list[int], list[Interface], list[str]] | None:
-    """Where each EPB and each interface block starts, the interfaces and the section's
-    comments; None where a block needs the reference. Runs of EPBs are followed in C where
-    the extension is built (``formats/_walk.c``), else here."""
+    path: str, buf: memoryview, native: Any, release: Callable[[], None]
+) -> tuple[np.ndarray, list[int], list[Interface], list[str]] | None:
+    """The EPBs' fields (EPB_FIELDS a row), where each interface block starts, the
+    interfaces and the section's comments; None where a block needs the reference. Runs of
+    EPBs are followed and their fields read by ``native`` (the C walk of
+    ``formats/_walk.c``) where it is built; else here, and the fields gathered."""
     size = len(buf)
     epb_at = array.array("q")
     add = epb_at.append
+    runs: list[bytes] = []
     idb_at: list[int] = []
     ifaces: list[Interface] = []
     notes: list[str] = []
     pos = 0
-    native = walk_accelerator()
+    clock = ReleaseClock(release)
     try:
         while pos < size:
             if native is not None:
-                starts, pos = native.pcapng_epb_run(buf, pos, PCAPNG_EPB)
-                epb_at.frombytes(starts)
+                rows, pos = native.pcapng_epb_run(buf, pos, PCAPNG_EPB, release)
+                if rows:
+                    runs.append(rows)
                 if pos >= size:
                     break
             btype, blen = _HEAD(buf, pos)
             if btype == PCAPNG_EPB:
-                if blen < 32 or blen % 4 or blen > size - pos:
-                    return None
+                if native is not None or blen < 32 or blen % 4 or blen > size - pos:
+                    return None  # (the C run stops at an EPB only when it is unsound)
                 add(pos)
                 pos += blen
+                clock.passed(pos)
                 continue
             if size - pos < 12 or blen < 12 or blen % 4 or blen > size - pos:
                 return None
@@ -115,32 +129,50 @@ def _blocks(
             pos = end
     except (struct.error, InputError):
         return None
-    return epb_at, idb_at, ifaces, notes
+    if native is not None:
+        joined = runs[0] if len(runs) == 1 else b"".join(runs)
+        return np.frombuffer(joined, np.int64).reshape(-1, EPB_FIELDS), idb_at, ifaces, notes
+    return _gather_fields(buf, np.asarray(epb_at, dtype=np.int64), release), idb_at, ifaces, notes
+
+
+EPB_FIELDS = 8
+"""Per EPB: offset, total length, interface id, timestamp high and low words, captured and
+original length, trailing length (what ``_walk.pcapng_epb_run`` reads)."""
+
+
+def _gather_fields(buf: memoryview, at: np.ndarray, release: Callable[[], None]) -> np.ndarray:
+    """The EPB_FIELDS values of the EPBs at ``at``, gathered (the C walk's reference)."""
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    words = np.ndarray((len(raw) - 3,), dtype="<u4", buffer=raw, strides=(1,))
+    fields = np.empty((len(at), EPB_FIELDS), np.int64)
+    fields[:, 0] = at
+    for lo, hi in release_spans(at, len(at)):
+        part = at[lo:hi]
+        for k in range(1, EPB_FIELDS - 1):
+            fields[lo:hi, k] = words[part + 4 * k]
+        fields[lo:hi, EPB_FIELDS - 1] = words[part + fields[lo:hi, 1] - 4]
+        release()
+    return fields
 
 
 def _packets(
-    buf: memoryview, at: np.ndarray, declared: np.ndarray, ifaces: list[Interface]
+    buf: memoryview,
+    fields: np.ndarray,
+    declared: np.ndarray,
+    ifaces: list[Interface],
+    release: Callable[[], None],
 ) -> tuple[np.ndarray, ...] | None:
-    """Per EPB: time (ns), interface, frame offset, captured and original length,
-    direction; None where one needs the reference. ``declared``: how many interfaces the
-    file had declared before each EPB."""
-    n = len(at)
+    """Per EPB (``fields``: EPB_FIELDS values each): time (ns), interface, frame offset,
+    captured and original length, direction; None where one needs the reference.
+    ``declared``: how many interfaces the file had declared before each EPB."""
+    n = len(fields)
     empty = np.empty(0, np.int64)
     if not n:
         return empty, empty, empty, empty, empty, np.empty(0, np.uint8)
-    raw = np.frombuffer(buf, dtype=np.uint8)
-    words = np.ndarray((len(raw) - 3,), dtype="<u4", buffer=raw, strides=(1,))
-    blen = words[at + 4].astype(np.int64)
-    ifid = words[at + 8].astype(np.int64)
-    ticks = (words[at + 12].astype(np.uint64) << np.uint64(32)) | words[at + 16]
-    incl = words[at + 20].astype(np.int64)
-    orig = words[at + 24].astype(np.int64)
+    at, blen, ifid, ticks_hi, ticks_lo, incl, orig, trailer = fields.T
+    ticks = (ticks_hi.astype(np.uint64) << np.uint64(32)) | ticks_lo.astype(np.uint64)
     end = at + blen
-    if (
-        (incl > blen - 32).any()
-        or (ifid >= declared).any()
-        or (words[end - 4].astype(np.int64) != blen).any()
-    ):
+    if (incl > blen - 32).any() or (ifid >= declared).any() or (trailer != blen).any():
         return None
     ts = np.empty(n, np.int64)
     for gi in np.unique(ifid).tolist():
@@ -151,9 +183,11 @@ def _packets(
         ts[mine] = got
     opt_start = at + 28 + ((incl + 3) & ~3)
     direction = np.full(n, DIRECTION_UNKNOWN, np.uint8)
+    clock = ReleaseClock(release, int(at[0]))
     for i in np.flatnonzero(opt_start < end - 4).tolist():
         direction[i] = epb_direction(buf, int(opt_start[i]), int(end[i]) - 4, "<")
-    return ts, ifid, at + 28, incl, orig, direction
+        clock.passed(int(end[i]))
+    return ts, ifid.copy(), at + 28, incl.copy(), orig.copy(), direction
 
 
 def _nanoseconds(ticks: np.ndarray, info: Interface) -> np.ndarray | None:

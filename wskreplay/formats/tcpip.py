@@ -68,8 +68,10 @@ TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 def address(hi: int, lo: int) -> str:
     """``hi``/``lo`` as text: dotted IPv4 for IPv4-mapped addresses, else IPv6."""
-    ip = ipaddress.IPv6Address((int(hi) << 64) | int(lo))
-    return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
+    hi, lo = int(hi), int(lo)
+    if hi == 0 and lo >> 32 == 0xFFFF:
+        return f"{lo >> 24 & 255}.{lo >> 16 & 255}.{lo >> 8 & 255}.{lo & 255}"
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
 def endpoint(hi: int, lo: int, port: int) -> str:

@@ -19,15 +19,18 @@ Rules (each matches what ``tshark -z follow,tcp,raw`` outputs, checked by the te
 
 from __future__ import annotations
 
-import hashlib
 import heapq
+import os
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from wskreplay.errors import InputError
-from wskreplay.formats import pcap
+from wskreplay.formats import pcap, pieces
+from wskreplay.formats.reference import reference_asked
 from wskreplay.formats.tcpip import (
     TCP_ACK,
     TCP_FIN,
@@ -149,14 +152,10 @@ class Direction:
         for at, n in zip(self.pieces.at.tolist(), self.pieces.length.tolist(), strict=True):
             yield buffer[at : at + n]
 
-    def sha256(self, buffer: Buffer, read: Callable[[int], None] | None = None) -> str:
-        """The bytes present, hashed; ``read`` is told each piece's length as it goes."""
-        h = hashlib.sha256()
-        for chunk in self.chunks(buffer):
-            h.update(chunk)
-            if read is not None:
-                read(len(chunk))
-        return h.hexdigest()
+    def sha256(self, buffer: Buffer, read: Callable[[int], None] = lambda cost: None) -> str:
+        """The bytes present, hashed; ``read`` is told what the reads may have mapped of
+        the capture (``pieces.sha256``)."""
+        return sha256_of([self], buffer, read)[0]
 
 
 @dataclass
@@ -439,7 +438,12 @@ def reassemble(frames: pcap.Frames, options: CaptureOptions | None = None) -> Re
             "(raise it with --max-connections; each costs about 11 KB of memory)",
         )
     paths = decoded.report.paths.paths
-    connections = [_connection(seg, rows, decoded.buffer, paths) for rows in groups]
+    if reference_asked():
+        connections = [_connection(seg, rows, decoded.buffer, paths) for rows in groups]
+    else:
+        from wskreplay.recorder import tcp_batch
+
+        connections = tcp_batch.connections(seg, groups, decoded.buffer, paths)
     frames.release_pages()
     counts = {"packets": len(frames), "tcp_packets": len(seg)}
     return Reassembly(frames, seg, connections, counts, decoded.report, decoded.buffer)
@@ -538,42 +542,99 @@ def _paths_in_order(ids: np.ndarray, paths: list[tuple[str, ...]]) -> list[tuple
     return [paths[int(p)] for p in uniq[np.argsort(first)]]
 
 
-def _direction_summary(
-    d: Direction, buffer: Buffer, read: Callable[[int], None] | None = None
-) -> dict:
+HASH_THREADS = min(4, os.cpu_count() or 1)
+"""Streams hashed at once by ``streams_summary`` when the hashing is compiled: it runs
+without the GIL, so each thread keeps a core busy."""
+
+
+def _direction_summary(d: Direction, digest: str) -> dict:
     return {
         "bytes": d.present,
-        "sha256": d.sha256(buffer, read),
+        "sha256": digest,
         "segments": d.segments,
         "gaps": [[s, e] for s, e in d.gaps],
     }
 
 
 class _PageReleaser:
-    """Releases the capture's mapped pages once the pieces read since the last release
-    may have mapped RELEASE_SPAN bytes (each piece counts its length and the pages the kernel
-    maps around it), so a walk over every stream (hashing, dumping) keeps a bounded part
-    of the capture resident, however its connections interleave."""
+    """Releases the capture's mapped pages once the reads since the last release may have
+    mapped RELEASE_SPAN bytes, so a walk over every stream (hashing, dumping) keeps a
+    bounded part of the capture resident, however its connections interleave, on any
+    number of threads.
+
+    What the reads may have mapped is bounded by their cost (each piece its length and
+    the pages the kernel maps around a fault); once that bound is reached, the file pages
+    the process holds (``/proc/self/statm``) say whether it was: far less where a
+    stream's pieces share pages (on a 1,113-connection capture, releasing by the cost
+    alone made 465 releases where 10 do, and cost 30% of the hashing: each release makes
+    the other threads' reads fault again)."""
 
     def __init__(self, frames: pcap.Frames) -> None:
         self.frames = frames
         self.read = 0
+        self.resident = _file_pages()
+        self._lock = threading.Lock()
 
-    def note(self, n: int) -> None:
-        self.read += n + FAULT_AROUND_BYTES
-        if self.read >= pcap.RELEASE_SPAN:
+    def note(self, cost: int) -> None:
+        with self._lock:
+            self.read += cost
+            if self.read < pcap.RELEASE_SPAN:
+                return
             self.read = 0
-            self.frames.release_pages()
+            resident = _file_pages()
+            if resident is not None and self.resident is not None:
+                if resident - self.resident < pcap.RELEASE_SPAN:
+                    return
+        self.frames.release_pages()
+        with self._lock:
+            self.resident = _file_pages()
+
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _file_pages() -> int | None:
+    """Bytes of file-backed pages the process has resident; None where Linux's /proc
+    does not say."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[2]) * PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def sha256_of(
+    directions: list[Direction], buffer: Buffer, read: Callable[[int], None] = lambda cost: None
+) -> list[str]:
+    """Each direction's sha256 (``pieces.sha256``, in one call)."""
+    runs = [(d.pieces.at, d.pieces.length) for d in directions]
+    return pieces.sha256(buffer, runs, FAULT_AROUND_BYTES, read)
+
+
+def _digests(directions: list[Direction], buffer: Buffer, pages: _PageReleaser) -> list[str]:
+    """Each direction's sha256, on HASH_THREADS threads when the hashing is compiled (in
+    Python it would hold the GIL: one at a time), each thread given a few runs of
+    directions of about equal numbers of pieces. Hashing while ``reassemble`` runs was
+    tried and is slower: a thread done with a stream waits for the GIL
+    (docs/performance.md)."""
+    if pieces.pieces_accelerator() is None or HASH_THREADS < 2 or len(directions) < 2:
+        return sha256_of(directions, buffer, pages.note)
+    counts = np.cumsum([len(d.pieces.at) + 1 for d in directions])
+    marks = np.linspace(0, counts[-1], 4 * HASH_THREADS + 1)[1:-1]
+    cuts = [0, *np.searchsorted(counts, marks, side="right").tolist(), len(directions)]
+
+    def run(lo: int, hi: int) -> list[str]:
+        return sha256_of(directions[lo:hi], buffer, pages.note)
+
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        runs = pool.map(run, cuts[:-1], cuts[1:])
+        return [digest for run_digests in runs for digest in run_digests]
 
 
 def streams_summary(result: Reassembly) -> dict:
     """The ``wskreplay streams --json`` document (times are UTC nanoseconds)."""
-    buffer = result.buffer
-    pages = _PageReleaser(result.frames)
-
-    def direction(d: Direction) -> dict:
-        return _direction_summary(d, buffer, pages.note)
-
+    directions = [d for c in result.connections for d in (c.to_server, c.to_client)]
+    each = iter(_digests(directions, result.buffer, _PageReleaser(result.frames)))
     doc = {
         "file": result.frames.path,
         "packets": result.counts["packets"],
@@ -589,8 +650,8 @@ def streams_summary(result: Reassembly) -> dict:
                 "syn": c.syn,
                 "fin": c.fin,
                 "rst": c.rst,
-                "client_to_server": direction(c.to_server),
-                "server_to_client": direction(c.to_client),
+                "client_to_server": _direction_summary(c.to_server, next(each)),
+                "server_to_client": _direction_summary(c.to_client, next(each)),
             }
             for c in result.connections
         ],
@@ -608,8 +669,6 @@ def _encapsulation(c: Connection) -> dict:
 
 def dump_streams(result: Reassembly, folder: str) -> list[str]:
     """Write each direction's bytes present (gaps left out) to ``folder``; return the paths."""
-    import os
-
     os.makedirs(folder, exist_ok=True)
     paths = []
     pages = _PageReleaser(result.frames)
@@ -619,7 +678,7 @@ def dump_streams(result: Reassembly, folder: str) -> list[str]:
             with open(path, "wb") as f:
                 for chunk in d.chunks(result.buffer):
                     f.write(chunk)
-                    pages.note(len(chunk))
+                    pages.note(len(chunk) + FAULT_AROUND_BYTES)
             paths.append(path)
     result.frames.release_pages()
     return paths

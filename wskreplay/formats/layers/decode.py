@@ -24,7 +24,10 @@ from wskreplay.formats.layers.walk import (
     reason_text,
 )
 
-DECODE_CHUNK = 1 << 17
+DECODE_CHUNK = 1 << 14
+"""Frames decoded at a time: each field is gathered from every frame of a chunk at once,
+and a chunk of 16,384 frames spans few enough pages that those gathers stay within the
+CPU's TLB (131,072 frames: 15% slower, docs/performance.md)."""
 DECODE_CHUNK_BYTES = 64 << 20
 """A chunk also ends where its frames span this much of the capture: a capture of jumbo
 frames would otherwise map gigabytes between two releases of its pages."""
