@@ -1,6 +1,6 @@
 """The C loops of the capture walks (wskreplay/formats/_walk.c) find exactly the records and
-blocks the Python loops find: every shared capture, generated pcap and pcapng files whole,
-cut and damaged, both byte orders and resolutions."""
+blocks the Python loops find: every shared capture, generated pcap files whole, cut and
+damaged, both byte orders and resolutions (generated pcapng files: tests/test_pcapng_fast.py)."""
 
 from __future__ import annotations
 
@@ -13,29 +13,15 @@ from hypothesis import strategies as st
 from wskreplay.formats import pcap, pcapng_fast
 
 from .conftest import SHARED_DATA
-from .test_pcapng_fast import COLUMNS, blocks, damaged, epb, idb, shb
-
-
-def read(path) -> object:
-    try:
-        frames = pcap.read_frames(path)
-    except Exception as exc:  # noqa: BLE001 - a refusal is compared too
-        return type(exc).__name__, str(exc)
-    return (
-        [getattr(frames, c).tolist() for c in COLUMNS],
-        frames.interfaces,
-        frames.comments,
-        str(frames.error),
-        frames.wrapped_times,
-    )
+from .test_pcapng_fast import damaged, epb, idb, read_outcome, shb
 
 
 def both_loops(path) -> tuple[object, object]:
-    native = read(path)
+    native = read_outcome(path)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(pcap, "walk_accelerator", lambda: None)
         m.setattr(pcapng_fast, "walk_accelerator", lambda: None)
-        python = read(path)
+        python = read_outcome(path)
     return native, python
 
 
@@ -79,16 +65,6 @@ records = st.lists(
 def test_generated_pcap_whole_and_damaged(tmp_path_factory, big, nano, recs, data):
     body = damaged(pcap_file(big, nano, recs), data)
     path = tmp_path_factory.mktemp("pcap") / "x.pcap"
-    path.write_bytes(body)
-    native, python = both_loops(path)
-    assert native == python
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.none() | st.text(max_size=10), st.lists(blocks, max_size=12), st.data())
-def test_generated_pcapng_whole_and_damaged(tmp_path_factory, comment, parts, data):
-    body = damaged(shb(comment) + idb(1, None, None) + b"".join(parts), data)
-    path = tmp_path_factory.mktemp("ng") / "x.pcapng"
     path.write_bytes(body)
     native, python = both_loops(path)
     assert native == python

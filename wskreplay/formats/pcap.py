@@ -282,7 +282,8 @@ def _walk_pcap(
     native = walk_accelerator()
     if native is not None:
         records = np.frombuffer(native.pcap_records(buf, 24, endian == ">", release), np.int64)
-        at, sec, frac, incl, orig = (np.ascontiguousarray(c) for c in records.reshape(-1, 5).T)
+        at, sec, frac, incl, orig = records.reshape(-1, 5).T
+        incl, orig = incl.copy(), orig.copy()
         whole = at + 16 <= len(buf)
     else:
         at, sec, frac, incl, orig, whole = _gather_records(buf, endian, release)
@@ -342,19 +343,17 @@ def _record_starts(
     buf: memoryview, pos: int, endian: str, release: Callable[[], None]
 ) -> list[int]:
     """Offsets of pcap record headers: the one loop that must follow each length field.
-    ``release()`` every RELEASE_RECORDS records or RELEASE_SPAN bytes of file."""
+    ``release()`` as ``ReleaseClock`` says."""
     size = len(buf)
     incl_at = struct.Struct(endian + "8xI").unpack_from
     starts: list[int] = []
     add = starts.append
-    since = pos
+    clock = ReleaseClock(release, pos)
     try:
         while pos < size:
             add(pos)
             pos += 16 + incl_at(buf, pos)[0]
-            if not len(starts) % RELEASE_RECORDS or pos - since >= RELEASE_SPAN:
-                release()
-                since = pos
+            clock.passed(pos)
     except struct.error:
         pass
     return starts
@@ -446,7 +445,7 @@ def _walk_pcapng(
 
 class ReleaseClock:
     """Calls ``release()`` every RELEASE_RECORDS records or RELEASE_SPAN bytes of file a
-    walk moves through, whichever comes first (the rule of ``_record_starts``)."""
+    walk moves through, whichever comes first (``formats/_walk.c`` follows the same rule)."""
 
     def __init__(self, release: Callable[[], None], pos: int = 0) -> None:
         self.release = release

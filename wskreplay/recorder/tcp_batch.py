@@ -21,6 +21,7 @@ from wskreplay.recorder.tcp import (
     Connection,
     Direction,
     Pieces,
+    _assemble,
     _assemble_with_holes,
     _copies_agree,
     _infer_window_scale,
@@ -336,8 +337,6 @@ def _assemble_each(
     buffer: Buffer,
 ) -> tuple[list[Pieces], list[bool]]:
     """``tcp._assemble`` a direction at a time (streams too far apart for one sort key)."""
-    from wskreplay.recorder.tcp import _assemble
-
     out = []
     for a, b in zip(kept.starts.tolist(), kept.ends.tolist(), strict=True):
         out.append(_assemble(starts[a:b], lens[a:b], offs[a:b], buffer))
