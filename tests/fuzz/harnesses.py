@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.etl_outcome import both_passes
 from tests.reassembly_oracle import assert_same, both
 from wskreplay.agent.server import AgentLimits, Client
 from wskreplay.diff import UNREAD_COLUMNS
@@ -101,9 +102,13 @@ def capture(data: bytes) -> None:
 
 def etl(data: bytes) -> None:
     """The ETL buffer walk (compressed buffers inflated), every record decoded, PktMon and
-    NDIS packets assembled into frames and their headers decoded."""
+    NDIS packets assembled into frames and their headers decoded; the batch pass (tried
+    whatever the share of packets) gives what the reference pass gives, error included."""
+    path = _file(data, ".etl")
+    fast, reference, _ = both_passes(path)
+    assert fast == reference, "the batch pass and the reference pass differ"
     try:
-        log = EtlFile(_file(data, ".etl"))
+        log = EtlFile(path)
         log.count_records()
         frames = etl_frames(log.path, etl=log, other=lambda event: None)
     except InputError:
@@ -217,10 +222,22 @@ def tracelogging_metadata(data: bytes) -> None:
     schema, payload = data[2 : 2 + cut], data[2 + cut :]
     try:
         tracelogging.provider_name(schema)
-        tracelogging.decode(schema, payload)
-        tracelogging.decode(schema, payload, pointer_size=4)
     except tracelogging.TraceLoggingError:
         pass
+    for pointer_size in (8, 4):
+        outcomes = []
+        for decode_one in (tracelogging.decode, _decode_reference):
+            try:
+                outcomes.append(repr(decode_one(schema, payload, pointer_size)))
+            except tracelogging.TraceLoggingError as exc:
+                outcomes.append(str(exc))
+        assert outcomes[0] == outcomes[1], "the planned decode and the reference differ"
+
+
+def _decode_reference(schema: bytes, payload: bytes, pointer_size: int) -> tuple:
+    return tracelogging.decode_reference(
+        tracelogging.parse_schema(bytes(schema)), payload, pointer_size
+    )
 
 
 def cmsghdr(data: bytes) -> None:

@@ -3,6 +3,7 @@
  * size the caller expects. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <string.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -43,12 +44,21 @@ static PyObject *xpress_decompress(PyObject *self, PyObject *args) {
         }
         count--;
         if (!((flags >> count) & 1)) {
-            if (pos >= n) break;
-            if (o >= size) {
+            /* A run of literals (the zero flag bits from this one down) copied at once. */
+            const uint32_t below = flags & ((2u << count) - 1);
+            Py_ssize_t run = below ? count - (31 - __builtin_clz(below)) : count + 1;
+            if (run > n - pos) run = n - pos;
+            if (run <= 0) break;
+            if (run > size - o) {
+                pos += size - o;
+                o = size;
                 snprintf(msg, sizeof msg, "literal at input %zd past the expected %zd bytes", pos, size);
                 break;
             }
-            dst[o++] = src[pos++];
+            memcpy(dst + o, src + pos, (size_t)run);
+            o += run;
+            pos += run;
+            count -= (int)(run - 1);
             continue;
         }
         if (pos >= n) break;
@@ -97,7 +107,12 @@ static PyObject *xpress_decompress(PyObject *self, PyObject *args) {
             snprintf(msg, sizeof msg, "match at input %zd runs past the expected %zd bytes", pos, size);
             break;
         }
-        for (Py_ssize_t i = 0; i < length; i++, o++) dst[o] = dst[o - offset];
+        if (offset >= length) {
+            memcpy(dst + o, dst + o - offset, (size_t)length);
+            o += length;
+        } else {
+            for (Py_ssize_t i = 0; i < length; i++, o++) dst[o] = dst[o - offset];
+        }
     }
     if (!msg[0] && o != size)
         snprintf(msg, sizeof msg, "decompressed to %zd bytes, expected %zd", o, size);

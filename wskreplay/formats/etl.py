@@ -311,7 +311,8 @@ class EtlFile:
         return ns
 
     def _records(self, info: BufferInfo) -> Iterator[tuple[bytes | memoryview, int, int, int]]:
-        """(buffer bytes, record offset, record size, header type) for each record."""
+        """(buffer bytes, record offset, record size, header type) for each record; the
+        reference of ``_walk.etl_records``."""
         buf = self.buffer_bytes(info)
         pos = BUFFER_HEADER_SIZE
         end = len(buf)
@@ -329,7 +330,14 @@ class EtlFile:
                         f"buffer at {info.offset}: unknown record header type 0x{kind:02X}",
                         pos,
                     )
-                size = u16(buf, pos + (4 if kind in SIZE_AT_4 else 0))[0]
+                size_at = pos + (4 if kind in SIZE_AT_4 else 0)
+                if size_at + 2 > end:
+                    raise InputError(
+                        self.path,
+                        f"buffer at {info.offset}: record header cut short at the buffer's end",
+                        pos,
+                    )
+                size = u16(buf, size_at)[0]
                 need = HEADER_SIZES[kind]
             elif top == 0x90:
                 kind, size, need = WPP_MESSAGE, marker & 0xFFFF, 8

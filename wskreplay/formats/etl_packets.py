@@ -20,6 +20,7 @@ types that are not a link layer (PktMon's HTTP type) are counted as not decoded.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import tempfile
 from array import array
@@ -29,8 +30,8 @@ from collections.abc import Callable
 import numpy as np
 
 from wskreplay.errors import InputError
-from wskreplay.formats import event_metadata, pcap, pktmon
-from wskreplay.formats.etl import EtlEvent, EtlFile
+from wskreplay.formats import etl_batch, event_metadata, pcap, pieces, pktmon
+from wskreplay.formats.etl import BufferInfo, EtlEvent, EtlFile
 
 PKTMON_PROVIDER = pktmon.PROVIDER
 PKTMON_PACKET, PKTMON_DROP = pktmon.PACKET, pktmon.DROP
@@ -61,41 +62,46 @@ def _linktype(packet_type: int, frame: bytes | memoryview) -> int:
 
 class _Columns:
     """One row per PktMon appearance, in arrival order (compact: a long recording holds
-    millions)."""
+    millions). Filled a row at a time by the reference, or all at once from the columns
+    ``etl_batch`` gathers."""
+
+    NAMES = {
+        "packet": "q",
+        "time": "q",
+        "component": "i",
+        "edge": "i",
+        "direction": "b",
+        "linktype": "h",
+        "original": "i",
+        "buffer": "q",
+        "at": "i",
+        "length": "i",
+    }
 
     def __init__(self) -> None:
-        self.packet = array("q")
-        self.time = array("q")
-        self.component = array("i")
-        self.edge = array("i")
-        self.direction = array("b")
-        self.linktype = array("h")
-        self.original = array("i")
-        self.buffer = array("q")
-        self.at = array("i")
-        self.length = array("i")
+        self._rows = {name: array(code) for name, code in self.NAMES.items()}
+        self._arrays: dict[str, np.ndarray] | None = None
+        self._append = [col.append for col in self._rows.values()]
 
     def add(self, *values: int) -> None:
-        for col, value in zip(
-            (
-                self.packet,
-                self.time,
-                self.component,
-                self.edge,
-                self.direction,
-                self.linktype,
-                self.original,
-                self.buffer,
-                self.at,
-                self.length,
-            ),
-            values,
-            strict=True,
-        ):
-            col.append(value)
+        for append, value in zip(self._append, values, strict=True):
+            append(value)
+
+    def fill(self, arrays: dict[str, np.ndarray]) -> None:
+        """Every row at once, a column each, with the types of the row-at-a-time columns."""
+        self._arrays = {
+            name: np.ascontiguousarray(arrays[name], dtype=np.dtype(code))
+            for name, code in self.NAMES.items()
+        }
+
+    def __len__(self) -> int:
+        return len(self.numpy("packet"))
 
     def numpy(self, name: str) -> np.ndarray:
-        return np.frombuffer(getattr(self, name), dtype=getattr(self, name).typecode)
+        if self._arrays is not None:
+            return self._arrays[name]
+        col = self._rows[name]
+        return np.frombuffer(col, dtype=col.typecode)
 
 
 class _PktMon:
@@ -119,14 +125,18 @@ class _PktMon:
         self.ndis_unfinished = 0
 
     def schema(self, ev: EtlEvent) -> event_metadata.EventSchema:
-        key = (ev.id, ev.version)
+        return self.schema_for((ev.id, ev.version), ev.record_offset)
+
+    def schema_for(self, key: tuple[int, int], where: int) -> event_metadata.EventSchema:
+        """The schema events of ``key`` are read with from here on (the file's, else the
+        built-in one)."""
         schema = self.schemas.get(key) or pktmon.BUILTIN.get(key)
         if schema is None:
             raise InputError(
                 self.path,
-                f"PktMon event {ev.id} version {ev.version}: the file describes no layout for "
+                f"PktMon event {key[0]} version {key[1]}: the file describes no layout for "
                 "it and the built-in one is for version 0; not read",
-                ev.record_offset,
+                where,
             )
         self.used.setdefault(key, schema)
         return schema
@@ -222,7 +232,7 @@ class _PktMon:
         """Row of each packet's frame: the appearance nearest the wire; among equals the
         first of an inbound packet and the last of an outbound one."""
         rows = self.rows
-        if not len(rows.packet):
+        if not len(rows):
             return np.empty(0, np.int64)
         packet = rows.numpy("packet")
         comp, edge = rows.numpy("component"), rows.numpy("edge")
@@ -266,6 +276,15 @@ def etl_frames(
     how many bytes of the file were read, now and then."""
     etl = etl if etl is not None else EtlFile(path)
     reader = _PktMon(path, {})
+    others: list[EtlEvent] = []
+    dispatch = Dispatch(path, reader, others.append)
+    if etl_batch.read(path, etl, reader, dispatch, progress):
+        if other is not None:
+            for ev in others:
+                other(ev)
+        return _frames(path, etl, reader, dispatch.finish())
+    del others
+    reader = _PktMon(path, {})
     ndis = _read(path, etl, reader, other, progress)
     if reader.relayout:
         reader = _PktMon(path, reader.schemas)
@@ -282,26 +301,45 @@ def _read(
     other: Callable[[EtlEvent], None] | None,
     progress: Callable[[int, int], None] | None,
 ) -> list[tuple[int, bytes, int, int, int]]:
-    ndis: list[tuple[int, bytes, int, int, int]] = []
-    pending: tuple[int, bytearray, int] | None = None
+    """One pass over every event, in time order: the reference of ``etl_batch.read``."""
+    dispatch = Dispatch(path, reader, other)
     total = etl.buffers[-1].offset + etl.buffers[-1].size
     for count, ev in enumerate(etl.events()):
         if not count & 0x3FFF:
             etl.release_pages()
             if progress is not None:
                 progress(ev.buffer_offset, total)
+        dispatch(ev)
+    return dispatch.finish()
+
+
+class Dispatch:
+    """Where each event of a pass goes: NDIS fragments into frames, PktMon events and
+    EventMetadata schemas to the PktMon reader, every other event to ``other``."""
+
+    def __init__(
+        self, path: str, reader: _PktMon, other: Callable[[EtlEvent], None] | None
+    ) -> None:
+        self.path, self.reader, self.other = path, reader, other
+        self.ndis: list[tuple[int, bytes, int, int, int]] = []
+        self.pending: tuple[int, bytearray, int] | None = None
+
+    def __call__(self, ev: EtlEvent) -> None:
         if ev.provider_guid == NDIS_PROVIDER and ev.id == NDIS_FRAGMENT:
-            pending = _ndis_fragment(path, ev, pending, ndis)
+            self.pending = _ndis_fragment(self.path, ev, self.pending, self.ndis)
         elif ev.provider_guid == PKTMON_PROVIDER:
-            reader.event(ev)
+            self.reader.event(ev)
         elif (
             ev.provider_guid == event_metadata.PROVIDER_GUID and ev.id == event_metadata.EVENT_INFO
         ):
-            reader.learn(ev)
-        elif other is not None:
-            other(ev)
-    reader.ndis_unfinished = int(pending is not None)
-    return ndis
+            self.reader.learn(ev)
+        elif self.other is not None:
+            self.other(ev)
+
+    def finish(self) -> list[tuple[int, bytes, int, int, int]]:
+        """The NDIS frames; a frame whose last fragment never came is counted."""
+        self.reader.ndis_unfinished = int(self.pending is not None)
+        return self.ndis
 
 
 def _ndis_fragment(
@@ -353,52 +391,45 @@ def _ndis_fragment(
 def _frames(
     path: str, etl: EtlFile, reader: _PktMon, ndis: list[tuple[int, bytes, int, int, int]]
 ) -> pcap.Frames:
+    """The chosen PktMon appearances and the NDIS frames, in time order (PktMon's first
+    among equal times)."""
     rows = reader.rows
     chosen = reader.chosen()
-    pick = {name: rows.numpy(name)[chosen] for name in ("time", "direction", "linktype")}
-    where = [
-        (int(b), int(a), int(n))
-        for b, a, n in zip(
-            rows.numpy("buffer")[chosen].tolist(),
-            rows.numpy("at")[chosen].tolist(),
-            rows.numpy("length")[chosen].tolist(),
-            strict=True,
-        )
-    ]
-    entries = [
-        (int(t), w, int(o), int(d), int(lt))
-        for t, w, o, d, lt in zip(
-            pick["time"].tolist(),
-            where,
-            rows.numpy("original")[chosen].tolist(),
-            pick["direction"].tolist(),
-            pick["linktype"].tolist(),
-            strict=True,
-        )
-    ]
-    entries += [(ts, data, n, d, lt) for ts, data, n, d, lt in ndis]
-    entries.sort(key=lambda e: e[0])
-    buffer, spill = _copy_frames(etl, [e[1] for e in entries])
-    caplens = [len(e[1]) if isinstance(e[1], bytes) else e[1][2] for e in entries]
-    offsets = np.concatenate(([0], np.cumsum(caplens, dtype=np.int64)[:-1])) if entries else []
-    linktypes = sorted({e[4] for e in entries})
-    iface_of = {lt: i for i, lt in enumerate(linktypes)}
+    pick = {name: rows.numpy(name)[chosen].astype(np.int64) for name in _Columns.NAMES}
+    ndis_time, ndis_length, ndis_direction, ndis_linktype = (
+        np.array([frame[k] for frame in ndis], dtype=np.int64) for k in (0, 2, 3, 4)
+    )
+    time_ns = np.concatenate((pick["time"], ndis_time))
+    order = np.argsort(time_ns, kind="stable")
+    caplen = np.concatenate((pick["length"], ndis_length))[order]
+    offset = np.zeros(len(order), np.int64)
+    np.cumsum(caplen[:-1], out=offset[1:])
+    linktype = np.concatenate((pick["linktype"], ndis_linktype))[order]
+    linktypes, interface = np.unique(linktype, return_inverse=True)
+    placed = np.empty(len(order), np.int64)
+    placed[order] = offset
+    buffer, spill = _copy_frames(
+        etl,
+        int(caplen.sum()),
+        (pick["buffer"], pick["at"], pick["length"], placed[: len(chosen)]),
+        [(data, int(to)) for (_, data, *_), to in zip(ndis, placed[len(chosen) :], strict=True)],
+    )
     frames = pcap.Frames(
         path=path,
         format="etl",
         buffer=buffer,
-        time_ns=np.array([e[0] for e in entries], dtype=np.int64),
-        interface=np.array([iface_of[e[4]] for e in entries], dtype=np.int32),
-        linktype=np.array([e[4] for e in entries], dtype=np.int32),
-        offset=np.array(offsets, dtype=np.int64),
-        caplen=np.array(caplens, dtype=np.int64),
-        origlen=np.array([e[2] for e in entries], dtype=np.int64),
-        direction=np.array([e[3] for e in entries], dtype=np.uint8),
-        interfaces=[pcap.Interface(lt, 0, 10**9) for lt in linktypes],
+        time_ns=time_ns[order],
+        interface=interface.reshape(-1).astype(np.int32),
+        linktype=linktype.astype(np.int32),
+        offset=offset,
+        caplen=caplen,
+        origlen=np.concatenate((pick["original"], ndis_length))[order],
+        direction=np.concatenate((pick["direction"], ndis_direction))[order].astype(np.uint8),
+        interfaces=[pcap.Interface(int(lt), 0, 10**9) for lt in linktypes.tolist()],
     )
     frames._keep = spill  # type: ignore[attr-defined]
     frames.notes = {
-        "pktmon_appearances": len(rows.packet),
+        "pktmon_appearances": len(rows),
         "pktmon_packets": len(chosen),
         "pktmon_drops": reader.drops,
         "pktmon_not_frames": sum(reader.not_frames.values()),
@@ -417,41 +448,80 @@ def _frames(
 
 
 def _copy_frames(
-    etl: EtlFile, sources: list[bytes | tuple[int, int, int]]
+    etl: EtlFile,
+    total: int,
+    pktmon_frames: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ndis_frames: list[tuple[bytes, int]],
 ) -> tuple[memoryview, mmap.mmap | None]:
-    """One buffer holding every chosen frame in order, and the map behind it.
+    """One buffer of ``total`` bytes holding every chosen frame where the frame table puts
+    it, and the map behind it.
 
-    A PktMon frame is given by where it lies (buffer offset, offset in the inflated
-    buffer, length) and copied in a second pass over its buffer, so the frames are held
-    once, never as per-event copies as well. They are written to an unnamed temporary file
-    and mapped: like a pcap's, their pages can leave memory once read (``release_pages``),
-    so a large recording does not have to fit in RAM."""
-    sizes = [len(x) if isinstance(x, bytes) else x[2] for x in sources]
-    total = sum(sizes)
+    A PktMon frame is given by where it lies (buffer offset, offset in the inflated buffer,
+    length) and where it goes, and is copied in a second pass over its buffer, so the
+    frames are held once, never as per-event copies as well. They are written to an
+    unnamed temporary file and mapped: like a pcap's, their pages can leave memory once
+    read (``release_pages``), so a large recording does not have to fit in RAM. The file
+    is written with ``pwrite`` a batch at a time (writing through the map costs a page
+    fault a page, 8x slower)."""
     if not total:
         return memoryview(b""), None
     with tempfile.TemporaryFile(prefix="wskreplay-frames-") as spill:
         spill.truncate(total)
-        out = mmap.mmap(spill.fileno(), total)
-    by_buffer: dict[int, list[tuple[int, int, int]]] = {}
-    dst = 0
-    for src, n in zip(sources, sizes, strict=True):
-        if isinstance(src, bytes):
-            out[dst : dst + n] = src
-        else:
-            by_buffer.setdefault(src[0], []).append((src[1], n, dst))
-        dst += n
-    infos = {b.offset: b for b in etl.buffers}
-    for k, offset in enumerate(sorted(by_buffer)):
-        raw = etl.buffer_bytes(infos[offset])
-        for at, n, to in by_buffer[offset]:
-            out[to : to + n] = raw[at : at + n]
-        if k % 1024 == 1023:
+        fd = spill.fileno()
+        for data, to in ndis_frames:
+            _write_at(fd, data, to)
+        buffer, at, length, to = pktmon_frames
+        by_buffer = np.argsort(buffer, kind="stable")
+        in_order = buffer[by_buffer]
+        infos = {b.offset: b for b in etl.buffers}
+        wanted = [infos[o] for o in np.unique(buffer).tolist()]
+        for batch, parts in etl_batch.inflated(etl, wanted):
+            lo = np.searchsorted(in_order, batch[0].offset, side="left")
+            hi = np.searchsorted(in_order, batch[-1].offset, side="right")
+            mine = by_buffer[lo:hi]
+            _write_frames(fd, batch, parts, buffer[mine], at[mine], length[mine], to[mine])
             etl.release_pages()
-            out.madvise(mmap.MADV_DONTNEED)
-    etl.release_pages()
-    out.madvise(mmap.MADV_DONTNEED)
+        out = mmap.mmap(fd, total, access=mmap.ACCESS_READ)
     return memoryview(out), out
+
+
+def _write_frames(
+    fd: int,
+    batch: list[BufferInfo],
+    parts: list[bytes | memoryview],
+    buffer: np.ndarray,
+    at: np.ndarray,
+    length: np.ndarray,
+    to: np.ndarray,
+) -> None:
+    """The frames that lie in ``batch``'s inflated buffers (one row each: its buffer, where
+    in it, its length, where it goes), gathered in the order they go in the file and
+    written a run of adjacent frames at a time."""
+    offsets = np.array([b.offset for b in batch], np.int64)
+    sizes = np.array([len(p) for p in parts], np.int64)
+    base = np.cumsum(sizes) - sizes
+    mine = np.argsort(to, kind="stable")
+    source = base[np.searchsorted(offsets, buffer[mine])] + at[mine]
+    n = length[mine]
+    staged_at = np.cumsum(n) - n
+    staged = bytearray(int(n.sum()))
+    pieces.copy(staged, staged_at, b"".join(parts), source, n)
+    dest = to[mine]
+    breaks = np.flatnonzero(dest[1:] != dest[:-1] + n[:-1]) + 1
+    firsts = np.concatenate(([0], breaks)).tolist()
+    ends = np.concatenate((breaks, [len(mine)])).tolist()
+    view = memoryview(staged)
+    for first, end in zip(firsts, ends, strict=True):
+        lo = int(staged_at[first])
+        hi = int(staged_at[end - 1] + n[end - 1])
+        _write_at(fd, view[lo:hi], int(dest[first]))
+
+
+def _write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
 
 
 def read_capture(path: str) -> pcap.Frames:

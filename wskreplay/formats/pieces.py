@@ -76,3 +76,26 @@ def sha256_reference(
     if cost:
         read(cost)
     return h.hexdigest()
+
+
+def copy(target: Any, to: np.ndarray, source: Any, at: np.ndarray, length: np.ndarray) -> None:
+    """``target[to[i] : to[i] + length[i]] = source[at[i] : at[i] + length[i]]`` for every
+    piece; a piece outside either buffer is a ValueError before anything is copied."""
+    native = pieces_accelerator()
+    if native is None or isinstance(source, JoinedBuffer):
+        copy_reference(target, to, source, at, length)
+        return
+    as64 = [np.ascontiguousarray(v, dtype=np.int64) for v in (to, at, length)]
+    native.copy(target, as64[0], source, as64[1], as64[2])
+
+
+def copy_reference(
+    target: Any, to: np.ndarray, source: Any, at: np.ndarray, length: np.ndarray
+) -> None:
+    """``copy`` a piece at a time in Python: the reference of the C twin."""
+    pieces = list(zip(to.tolist(), at.tolist(), length.tolist(), strict=True))
+    for t, a, n in pieces:
+        if min(t, a, n) < 0 or a + n > len(source) or t + n > len(target):
+            raise ValueError(f"piece ({n} bytes from {a} to {t}) is outside its buffers")
+    for t, a, n in pieces:
+        target[t : t + n] = source[a : a + n]

@@ -154,6 +154,12 @@ class PacketLayout:
 
     fixed: struct.Struct
     names: tuple[str, ...]
+    fields: tuple[tuple[str, int, int], ...] = ()
+    """(name, offset, size) of each named field in the fixed part, for readers that
+    gather a field of many events at once."""
+
+    def same(self, other: PacketLayout) -> bool:
+        return (self.fixed.format, self.names) == (other.fixed.format, other.names)
 
     def unpack(self, payload: bytes | memoryview) -> dict[str, int]:
         return dict(zip(self.names, self.fixed.unpack_from(payload), strict=True))
@@ -163,7 +169,7 @@ def packet_layout(schema: EventSchema, path: str) -> PacketLayout:
     """The layout ``schema`` describes, or an error naming the event if this reader cannot
     take it."""
     what = f"PktMon event {schema.event_id} version {schema.version}"
-    fmt, names = "<", []
+    fmt, names, fields, at = "<", [], [], 0
     for k, p in enumerate(schema.properties):
         if p.name == "Payload":
             logged = schema.index("LoggedPayloadSize")
@@ -184,14 +190,16 @@ def packet_layout(schema: EventSchema, path: str) -> PacketLayout:
                 raise InputError(path, f"{what}: field {p.name} is not an integer; not read")
             fmt += _STRUCT_CODE[size]
             names.append(p.name)
+            fields.append((p.name, at, size))
         else:
             fmt += f"{size}x"
+        at += size
     else:
         raise InputError(path, f"{what}: no Payload field; not read")
     missing = [n for n in REQUIRED if n not in names]
     if missing:
         raise InputError(path, f"{what}: no {', '.join(missing)} field; not read")
-    return PacketLayout(struct.Struct(fmt), tuple(names))
+    return PacketLayout(struct.Struct(fmt), tuple(names), tuple(fields))
 
 
 MINIPORTS = {2, 6, 7, 9, 14}

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from wskreplay.formats.reference import reference_asked
+
 EXT_SCHEMA = 11
 EXT_TRAITS = 12
 CHANNEL_TRACELOGGING = 11
@@ -264,8 +266,26 @@ def _skip(fields: tuple[Field, ...], i: int, members: int) -> int:
 
 
 def decode(schema_item: bytes, payload: bytes, pointer_size: int = 8) -> tuple[str, dict[str, Any]]:
-    """(event name, field values) of one TraceLogging event; the payload must be used up."""
-    schema = parse_schema(bytes(schema_item))
+    """(event name, field values) of one TraceLogging event; the payload must be used up.
+
+    Events of a flat schema (numbers and counted binaries) are read by its :func:`_plan`;
+    the field-by-field walk, the reference, reads the others and any payload the plan does
+    not fit exactly (and so names its fault), and every event with
+    ``WSKREPLAY_PURE_PYTHON=1``."""
+    raw = bytes(schema_item)
+    schema = parse_schema(raw)
+    plan = None if reference_asked() else _plan(raw)
+    if plan is not None:
+        values = _run_plan(plan, bytes(payload))
+        if values is not None:
+            return schema.name, values
+    return decode_reference(schema, payload, pointer_size)
+
+
+def decode_reference(
+    schema: Schema, payload: bytes, pointer_size: int = 8
+) -> tuple[str, dict[str, Any]]:
+    """``decode`` a field at a time."""
     p = _Payload(bytes(payload), pointer_size)
     values, _ = _values(p, schema.fields, 0, len(schema.fields), 0)
     if p.pos != len(p.data):
@@ -273,6 +293,60 @@ def decode(schema_item: bytes, payload: bytes, pointer_size: int = 8) -> tuple[s
             f"event {schema.name!r}: {len(p.data) - p.pos} payload bytes left after the last field"
         )
     return schema.name, values
+
+
+_COUNTED = (14, 25)
+"""In-types of binaries counted by a u16 before them, read as hex."""
+
+
+@lru_cache(maxsize=4096)
+def _plan(raw: bytes) -> tuple[tuple[struct.Struct | None, tuple[str, ...]], ...] | None:
+    """A flat schema's reading as steps: a ``struct`` over a run of numbers (and their
+    names), or None and one name for a counted binary. None for any other schema: arrays,
+    structs, strings, pointers, booleans, chars."""
+    steps: list[tuple[struct.Struct | None, tuple[str, ...]]] = []
+    run_format, run_names = "<", []
+    for f in parse_schema(raw).fields:
+        if f.array or f.out_type in (OUT_BOOLEAN, OUT_STRING):
+            return None
+        if f.in_type in FIXED_SIZES and f.in_type != 13:
+            run_format += FIXED_SIZES[f.in_type][1:]
+            run_names.append(f.name)
+        elif f.in_type in _COUNTED:
+            if run_names:
+                steps.append((struct.Struct(run_format), tuple(run_names)))
+                run_format, run_names = "<", []
+            steps.append((None, (f.name,)))
+        else:
+            return None
+    if run_names:
+        steps.append((struct.Struct(run_format), tuple(run_names)))
+    return tuple(steps)
+
+
+def _run_plan(
+    plan: tuple[tuple[struct.Struct | None, tuple[str, ...]], ...], data: bytes
+) -> dict[str, Any] | None:
+    """The values ``plan`` reads from ``data``, or None where it does not fit exactly."""
+    out: dict[str, Any] = {}
+    pos, end = 0, len(data)
+    for run, names in plan:
+        if run is None:
+            if pos + 2 > end:
+                return None
+            n = data[pos] | data[pos + 1] << 8
+            pos += 2
+            if pos + n > end:
+                return None
+            out[names[0]] = data[pos : pos + n].hex()
+            pos += n
+            continue
+        if pos + run.size > end:
+            return None
+        for name, value in zip(names, run.unpack_from(data, pos), strict=True):
+            out[name] = value
+        pos += run.size
+    return out if pos == end else None
 
 
 def encode_traits(provider: str) -> bytes:

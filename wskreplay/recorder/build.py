@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wskreplay.formats import pieces
 from wskreplay.formats.tcpip import TCP_FIN, TCP_RST, TcpPackets
 from wskreplay.policies import DEFAULT_RESET, ResetPolicy
 from wskreplay.recorder import tcp
@@ -60,6 +61,20 @@ class StreamLayout:
             self._ends = self.starts + self.lens
         return self._ends
 
+    def _overlays_within(self, lo: int, hi: int) -> tuple[int, int]:
+        """The run of (sorted) overlays that may reach into [lo, hi): from the first whose
+        end, or an earlier one's, passes lo, to the last that starts before hi."""
+        if not self.overlays:
+            return 0, 0
+        starts = getattr(self, "_overlay_starts", None)
+        if starts is None or len(starts) != len(self.overlays):
+            self._overlay_starts = np.array([o for o, _ in self.overlays], dtype=np.int64)
+            ends = np.array([o + len(r) for o, r in self.overlays], dtype=np.int64)
+            self._overlay_reach = np.maximum.accumulate(ends)
+        first = int(np.searchsorted(self._overlay_reach, lo, side="right"))
+        last = int(np.searchsorted(self._overlay_starts, hi, side="left"))
+        return first, max(first, last)
+
     def gaps(self) -> list[tuple[int, int]]:
         starts = [self.starts, np.array([o for o, _ in self.overlays], dtype=np.int64)]
         ends = [
@@ -81,15 +96,15 @@ class StreamLayout:
         if len(self.starts) and self.buffer is not None:
             first = int(np.searchsorted(self.ends, lo, side="right"))
             last = int(np.searchsorted(self.starts, hi, side="left"))
-            for s, at, n in zip(
-                self.starts[first:last].tolist(),
-                self.ats[first:last].tolist(),
-                self.lens[first:last].tolist(),
-                strict=True,
-            ):
-                a, b = max(s, lo), min(s + n, hi)
-                out[a - lo : b - lo] = self.buffer[at + a - s : at + b - s]
-        for offset, raw in self.overlays:
+            s = self.starts[first:last]
+            a = np.maximum(s, lo)
+            n = np.minimum(s + self.lens[first:last], hi) - a
+            some = n > 0
+            pieces.copy(
+                out, (a - lo)[some], self.buffer, (self.ats[first:last] + a - s)[some], n[some]
+            )
+        first, last = self._overlays_within(lo, hi)
+        for offset, raw in self.overlays[first:last]:
             a, b = max(offset, lo), min(offset + len(raw), hi)
             if a < b:
                 out[a - lo : b - lo] = raw[a - offset : b - offset]
