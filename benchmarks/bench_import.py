@@ -2,6 +2,7 @@
 
     pip install -e '.[test,bench]'     # etl-parser, dpkt
     python benchmarks/bench_import.py [--dir bench-out] [--etl-calls 60000] [--packets 1000000]
+                                      [--only etl|capture]
 
 Inputs, each at two sizes 10x apart (the larger by default >= 1 GB of packets and 1M
 packets):
@@ -13,7 +14,8 @@ Each import runs as its own process (``/usr/bin/time``-style peak RSS from
 ``getrusage(RUSAGE_CHILDREN)``), as a user runs it. Peers: etl-parser parsing the records
 of the small recording rewritten uncompressed (it reads no compressed buffers), and for
 the captures dpkt decoding every Ethernet/IP/TCP header and ``tshark -q -z conv,tcp``
-(reads every packet, tracks TCP conversations).
+(reads every packet, tracks TCP conversations). Each recording is also imported by the
+reference path (``WSKREPLAY_PURE_PYTHON=1``), and the two traces compared byte for byte.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ sys.exit(code)
 """
 
 
-def run_measured(cmd: list[str]) -> tuple[float, int]:
+def run_measured(cmd: list[str], *, reference: bool = False) -> tuple[float, int]:
     """Wall seconds and the command's own peak RSS in bytes (``cmd`` is wskreplay's argv).
 
     Linux carries a process's peak RSS across fork and exec, so a child forked straight
@@ -76,6 +78,7 @@ def run_measured(cmd: list[str]) -> tuple[float, int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "WSKREPLAY_PURE_PYTHON": "1" if reference else "0"},
     )
     elapsed = time.perf_counter() - t
     kib = int(proc.stderr.rsplit("peak-rss-kib", 1)[1].split()[0])
@@ -124,13 +127,22 @@ def main() -> None:
     ap.add_argument("--dir", default="bench-out")
     ap.add_argument("--etl-calls", type=int, default=60_000, help="16 KiB sends, larger size")
     ap.add_argument("--packets", type=int, default=1_000_000, help="capture, larger size")
+    ap.add_argument("--only", choices=("etl", "capture"), help="one of the two sections")
     args = ap.parse_args()
     out = Path(args.dir)
     out.mkdir(exist_ok=True)
+    if args.only != "capture":
+        bench_etl(out, args.etl_calls)
+    if args.only != "etl":
+        bench_capture(out, args.packets)
+    print(f"(cores: {os.cpu_count()})")
+
+
+def bench_etl(out: Path, etl_calls: int) -> None:
 
     print("== .etl recording (events + PktMon packets, compressed buffers) ==")
     rows = []
-    for calls in (args.etl_calls // 10, args.etl_calls):
+    for calls in (etl_calls // 10, etl_calls):
         etl = out / f"field-{calls}.etl"
         if not etl.exists():
             make_recording(etl, calls)
@@ -140,9 +152,18 @@ def main() -> None:
         n = calls_in(trace)
         rows.append((etl, size, seconds, peak))
         print(
-            f"{etl.name}: {size / 1e6:.0f} MB, {n} calls: {seconds:.1f} s, "
+            f"{etl.name}: {size / 1e6:.0f} MB, {n} calls: {seconds:.2f} s, "
             f"{size / 1e6 / seconds:.0f} MB/s, {n / seconds:.0f} calls/s, "
             f"peak RSS {peak / 1e6:.0f} MB ({peak / size:.2f}x input)"
+        )
+        slow, slow_peak = run_measured(
+            wskreplay_import(str(etl), "-o", str(out / "reference.wskt")), reference=True
+        )
+        same = (out / "reference.wskt").read_bytes() == trace.read_bytes()
+        print(
+            f"  reference path (WSKREPLAY_PURE_PYTHON=1), same run: {slow:.2f} s, "
+            f"{size / 1e6 / slow:.0f} MB/s, peak RSS {slow_peak / 1e6:.0f} MB: "
+            f"{slow / seconds:.2f}x the time; traces {'identical' if same else 'DIFFER'}"
         )
     small = rows[0][0]
     plain = out / "field-small-uncompressed.etl"
@@ -154,8 +175,10 @@ def main() -> None:
         f"etl-parser only parsing its records {theirs:.1f} s: import is {theirs / ours:.1f}x faster"
     )
 
+
+def bench_capture(out: Path, packets_large: int) -> None:
     print("== capture, import --infer-calls ==")
-    for packets in (args.packets // 10, args.packets):
+    for packets in (packets_large // 10, packets_large):
         cap = out / f"capture-{packets}.pcap"
         if not cap.exists():
             generate(str(cap), packets=packets)
@@ -184,7 +207,6 @@ def main() -> None:
         for name, t in peers:
             line += f"; {name} {t:.1f} s ({t / seconds:.1f}x import's time)"
         print(line)
-    print(f"(cores: {os.cpu_count()})")
 
 
 if __name__ == "__main__":

@@ -235,20 +235,19 @@ class _PktMon:
         if not len(rows):
             return np.empty(0, np.int64)
         packet = rows.numpy("packet")
+        seen, first = np.unique(packet, return_index=True)
+        if len(seen) == len(packet):
+            return np.arange(len(packet), dtype=np.int64)
         comp, edge = rows.numpy("component"), rows.numpy("edge")
-        pairs = np.unique(np.stack([comp, edge], axis=1), axis=0)
-        unknown = 1 << 30
-        table = {
-            (c, e): d if (d := self.components.distance(c, e)) is not None else unknown
-            for c, e in pairs.tolist()
-        }
         key = comp.astype(np.int64) << 32 | edge.astype(np.int64)
-        lookup = {c << 32 | e: d for (c, e), d in table.items()}
-        uniq, inverse = np.unique(key, return_inverse=True)
-        distance = np.array([lookup[k] for k in uniq.tolist()], np.int64)[inverse.reshape(-1)]
+        pairs, inverse = np.unique(key, return_inverse=True)
+        unknown = 1 << 30
+        per_pair = [self.components.distance(k >> 32, k & 0xFFFFFFFF) for k in pairs.tolist()]
+        distance = np.array([unknown if d is None else d for d in per_pair], np.int64)
+        distance = distance[inverse.reshape(-1)]
         order = np.arange(len(packet))
-        first_of = np.full(int(packet.max()) + 1, len(packet), np.int64)
-        np.minimum.at(first_of, packet, order)
+        first_of = np.empty(int(packet.max()) + 1, np.int64)
+        first_of[seen] = first
         outbound = rows.numpy("direction")[first_of[packet]] == pcap.DIRECTION_OUT
         tie = np.where(outbound, -order, order)
         best = np.lexsort((tie, distance, packet))

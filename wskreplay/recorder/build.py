@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wskreplay.formats import pieces
+from wskreplay.formats.reference import reference_asked
 from wskreplay.formats.tcpip import TCP_FIN, TCP_RST, TcpPackets
 from wskreplay.policies import DEFAULT_RESET, ResetPolicy
 from wskreplay.recorder import tcp
@@ -112,6 +113,33 @@ class StreamLayout:
             a, b = max(a, lo), min(b, hi)
             if a < b:
                 out[a - lo : b - lo] = bytes(b - a)
+        return out
+
+    def windows(self, lo: np.ndarray, hi: np.ndarray) -> bytearray:
+        """``window(lo[i], hi[i])`` of every i, one after another, copied in one go where
+        the stream is wire pieces alone (no overlays, no holes); a window at a time is the
+        reference (``WSKREPLAY_PURE_PYTHON=1``)."""
+        simple = not (self.overlays or self.holes) and self.buffer is not None
+        if not simple or not len(self.starts) or reference_asked():
+            ranges = zip(lo.tolist(), hi.tolist(), strict=True)
+            return bytearray().join(self.window(a, b) for a, b in ranges)
+        first = np.searchsorted(self.ends, lo, side="right")
+        count = np.maximum(np.searchsorted(self.starts, hi, side="left") - first, 0)
+        call = np.repeat(np.arange(len(lo)), count)
+        piece = np.arange(len(call)) - np.repeat(np.cumsum(count) - count, count) + first[call]
+        s = self.starts[piece]
+        a = np.maximum(s, lo[call])
+        n = np.minimum(s + self.lens[piece], hi[call]) - a
+        placed = np.cumsum(hi - lo) - (hi - lo)
+        out = bytearray(int((hi - lo).sum()))
+        some = n > 0
+        pieces.copy(
+            out,
+            (placed[call] + a - lo[call])[some],
+            self.buffer,
+            (self.ats[piece] + a - s)[some],
+            n[some],
+        )
         return out
 
     def spans(self, size: int = WINDOW) -> Iterator[tuple[int, memoryview]]:
