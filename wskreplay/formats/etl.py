@@ -86,16 +86,16 @@ TIME_AT = {
 CLOCKS = {1: "qpc", 2: "system-time", 3: "cycles"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExtendedItem:
     type: int
     data: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class EtlEvent:
     """One record. Kernel (SYSTEM/compact/PERFINFO) records have no provider GUID; their
-    ``id`` is the HookId (group << 8 | type)."""
+    ``id`` is the HookId (group << 8 | type). Slotted: a pass may hold many."""
 
     header_type: int
     pointer_size: int

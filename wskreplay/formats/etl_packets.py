@@ -24,7 +24,7 @@ import os
 import struct
 import tempfile
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 import numpy as np
@@ -275,12 +275,11 @@ def etl_frames(
     how many bytes of the file were read, now and then."""
     etl = etl if etl is not None else EtlFile(path)
     reader = _PktMon(path, {})
-    others: list[EtlEvent] = []
+    others: deque[EtlEvent] = deque()
     dispatch = Dispatch(path, reader, others.append)
     if etl_batch.read(path, etl, reader, dispatch, progress):
-        if other is not None:
-            for ev in others:
-                other(ev)
+        while others and other is not None:
+            other(others.popleft())  # each event let go as what other keeps of it is made
         return _frames(path, etl, reader, dispatch.finish())
     del others
     reader = _PktMon(path, {})
