@@ -287,9 +287,12 @@ class EtlFile:
             buffer_size=buffer_size,
         )
 
-    def to_ns(self, timestamp: int, offset: int | None = None, where: str = "") -> int:
+    def to_ns(
+        self, timestamp: int, offset: int | None = None, buffer_offset: int | None = None
+    ) -> int:
         """A record's raw timestamp as UTC nanoseconds, by the logfile's clock type; one
-        that does not fit in 64 bits of nanoseconds (years 1678-2262) is an error."""
+        that does not fit in 64 bits of nanoseconds (years 1678-2262) is an error naming
+        the record (its offset, in the buffer at ``buffer_offset`` when given)."""
         h = self.header
         if h.clock == "system-time":
             ns = filetime_to_ns(timestamp)
@@ -302,6 +305,7 @@ class EtlFile:
             ticks = (timestamp - h.header_timestamp) * 10_000_000 // freq
             ns = filetime_to_ns(h.start_filetime + ticks)
         if not -(1 << 63) <= ns < 1 << 63:
+            where = "" if buffer_offset is None else f"buffer at {buffer_offset}: "
             raise InputError(
                 self.path,
                 f"{where}timestamp {timestamp} is outside the years 1678-2262 "
@@ -408,7 +412,7 @@ class EtlFile:
             kind,
             pointer,
             ts,
-            self.to_ns(ts, pos, f"buffer at {info.offset}: "),
+            self.to_ns(ts, pos, info.offset),
             None,
             0,
             buffer_offset=info.offset,
