@@ -55,6 +55,24 @@ reference pass, which streams them, is faster."""
 EVENT_HEADER_SIZE = 0x50
 _PKTMON_GUID = np.frombuffer(uuid.UUID(pktmon.PROVIDER).bytes_le, np.uint8)
 _ETHERTYPES = (0x0800, 0x86DD, 0x8100, 0x0806)
+ROW_TYPES = {
+    "key": np.int64,
+    "rank": np.int32,
+    "seq": np.int64,
+    "time": np.int64,
+    "group": np.uint64,
+    "component": np.int32,
+    "edge": np.int32,
+    "direction": np.int8,
+    "linktype": np.int16,
+    "original": np.int32,
+    "buffer": np.int64,
+    "at": np.int32,
+    "length": np.int32,
+}
+"""The columns kept of every packet appearance until the pass ends (the row-at-a-time
+columns' types, and what orders them)."""
+MERGE_KEYS = ("key", "rank", "seq")
 _MAX_TICKS_PER_SECOND = 10**11
 """Clock frequencies above this could overflow the int64 tick arithmetic: the reference."""
 
@@ -282,21 +300,24 @@ class _Pass:
         )
         self.batches.append(
             {
-                "key": key[framed],
-                "rank": rank[framed],
-                "seq": seq[framed],
-                "time": self._to_ns(key[framed]),
-                "group": f["PktGroupId"][framed].astype(np.uint64),
-                "component": f["ComponentId"][framed],
-                "edge": f["EdgeId"][framed],
-                "direction": direction[framed],
-                "linktype": linktype[framed],
-                "original": f["OriginalPayloadSize"][framed],
-                "buffer": buffer_offset[framed],
-                "at": (frame - buffer_start)[framed],
-                "length": logged[framed],
+                name: np.ascontiguousarray(column[framed], dtype=ROW_TYPES[name])
+                for name, column in (
+                    ("key", key),
+                    ("rank", rank),
+                    ("seq", seq),
+                    ("group", f["PktGroupId"]),
+                    ("component", f["ComponentId"]),
+                    ("edge", f["EdgeId"]),
+                    ("direction", direction),
+                    ("linktype", linktype),
+                    ("original", f["OriginalPayloadSize"]),
+                    ("buffer", buffer_offset),
+                    ("at", frame - buffer_start),
+                    ("length", logged),
+                )
             }
         )
+        self.batches[-1]["time"] = self._to_ns(key[framed])
 
     def _to_ns(self, ts: np.ndarray) -> np.ndarray:
         """``EtlFile.to_ns`` of many timestamps, or Unsupported where int64 could overflow
@@ -339,16 +360,18 @@ class _Pass:
             raise Unsupported(f"PktMon event {kind} is described after its first use")
 
     def fill(self, reader: Any) -> None:
-        names = ["key", "rank", "seq", "time", "group", "component", "edge", "direction"]
-        names += ["linktype", "original", "buffer", "at", "length"]
-        cols = {
-            n: np.concatenate([b[n] for b in self.batches]) if self.batches else np.empty(0)
-            for n in names
-        }
-        order = np.lexsort((cols["seq"], cols["rank"], cols["key"]))
-        cols = {n: c[order] for n, c in cols.items()}
-        cols["packet"] = _numbered_ids(cols["group"].astype(np.uint64), cols["time"])
-        reader.rows.fill(cols)
+        """The packets' rows, in the reference's order, each column gathered and put in
+        order on its own (a recording holds millions of rows)."""
+
+        def column(name: str) -> np.ndarray:
+            parts = [b.pop(name) for b in self.batches]
+            return np.concatenate(parts) if parts else np.empty(0, ROW_TYPES[name])
+
+        order = np.lexsort((column("seq"), column("rank"), column("key")))
+        rows = {name: column(name)[order] for name in ROW_TYPES if name not in MERGE_KEYS}
+        rows["packet"] = _numbered_ids(rows.pop("group"), rows["time"])
+        self.batches.clear()
+        reader.rows.fill(rows)
         reader.drops = self.drops
         reader.not_frames.update(self.not_frames)
 
