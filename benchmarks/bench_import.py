@@ -8,6 +8,7 @@ Inputs, each at two sizes 10x apart (the larger by default >= 1 GB of packets an
 packets):
 - a synthetic field recording (`wskreplay/generators/fieldsim.py`): WskReplay.Recorder
   events plus one PktMon event per packet, XPRESS-compressed 64 KiB buffers, 16 KiB sends;
+  and one with PktMon's appearance at every component of the stack (1/7 the calls);
 - a TCP capture for ``--infer-calls`` (`benchmarks/gen_capture.py`).
 
 Each import runs as its own process (``/usr/bin/time``-style peak RSS from
@@ -37,10 +38,15 @@ from gen_capture import generate  # noqa: E402
 from wskreplay.generators import fieldsim  # noqa: E402
 
 
-def make_recording(path: Path, calls: int) -> None:
+def make_recording(path: Path, calls: int, layout: str = "numbered") -> None:
+    """``numbered``: one PktMon appearance a packet; ``described``: one at each component
+    of an Ethernet stack, with PktMon's component and schema events, as PktMon logs when
+    not told to watch the NICs alone."""
     rec = fieldsim.field_recording(seed=5, bulk_calls=calls)
     with open(path, "wb") as f:
-        fieldsim.write_field_etl(rec, f, compress=True, appearances=1, payload_cap=128)
+        fieldsim.write_field_etl(
+            rec, f, compress=True, appearances=1, payload_cap=128, pktmon_layout=layout
+        )
 
 
 PEAK_RSS_PROBE = """
@@ -142,10 +148,11 @@ def bench_etl(out: Path, etl_calls: int) -> None:
 
     print("== .etl recording (events + PktMon packets, compressed buffers) ==")
     rows = []
-    for calls in (etl_calls // 10, etl_calls):
-        etl = out / f"field-{calls}.etl"
+    inputs = [(etl_calls // 10, "numbered"), (etl_calls, "numbered"), (etl_calls // 7, "described")]
+    for calls, layout in inputs:
+        etl = out / f"field-{calls}.etl" if layout == "numbered" else out / f"{layout}-{calls}.etl"
         if not etl.exists():
-            make_recording(etl, calls)
+            make_recording(etl, calls, layout)
         trace = out / f"field-{calls}.wskt"
         seconds, peak = run_measured(wskreplay_import(str(etl), "-o", str(trace)))
         size = etl.stat().st_size
