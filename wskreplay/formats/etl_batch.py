@@ -231,8 +231,9 @@ class _Pass:
             self.last_key[cpu] = int(k[e])
 
     def _note_schema(self, ev: EtlEvent) -> None:
-        """An EventMetadata event: a PktMon schema as the file gives it. One that changes
-        a layout already gathered (or is given twice) needs the reference."""
+        """An EventMetadata event: a PktMon schema as the file gives it. One given twice,
+        or after packets of its kind were gathered in an earlier batch, leaves the file
+        to the reference (which may well agree: this pass does not judge)."""
         if ev.id != event_metadata.EVENT_INFO:
             return
         schema = event_metadata.decode_event_info(ev.payload, self.path, ev.record_offset)
