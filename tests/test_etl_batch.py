@@ -297,3 +297,34 @@ def test_record_header_cut_at_the_buffer_end_is_an_input_error(tmp_path):
 def reference_records_raising(etl: EtlFile, buf: bytes) -> None:
     etl.buffer_bytes = lambda info: buf
     list(etl._records(etl.buffers[0]))
+
+
+@pytest.mark.parametrize("component", [5, 1 << 31])
+def test_a_layout_widening_a_32_bit_column(tmp_path, component):
+    """A schema may give ComponentId 32 bits; a value past 31 is an error naming the record
+    in both passes (the reference used to fail with OverflowError)."""
+    fields = [(n, 8 if n == "ComponentId" else t) for n, t in pktmon.PACKET_FIELDS]
+    out = io.BytesIO()
+    w = EtlWriter(out, start_ns=fieldsim.START_NS)
+    w.event_schema(fieldsim.START_NS, pktmon.packet_schema(pktmon.PACKET, tuple(fields)))
+    frame = bytes(14) + bytes.fromhex("4500002800010000400600007f0000017f000002") + bytes(20)
+    for k in range(20):
+        n = len(frame)
+        fixed = struct.pack("<QHHHHIHHIIHH", k, 1, 1, 4, 1, component, 0, 0, 0, 0, n, n)
+        w.event(
+            fieldsim.START_NS + (k + 1) * 1000,
+            pktmon.PROVIDER,
+            pktmon.PACKET,
+            payload=fixed + frame,
+            keyword=0x10,
+        )
+    w.close()
+    path = tmp_path / "wide.etl"
+    path.write_bytes(out.getvalue())
+    fast, reference, taken = both_passes(path)
+    assert fast == reference
+    if component > pktmon.NARROW_MAX:
+        assert fast[0] == "error" and "ComponentId 2147483648 is above" in fast[1]
+        assert not taken
+    else:
+        assert len(fast[0]["time_ns"]) == 20 and taken

@@ -288,6 +288,8 @@ class _Pass:
         framed = linktype >= 0
         for t, n in zip(*np.unique(ptype[~framed], return_counts=True), strict=True):
             self.not_frames[int(t)] = self.not_frames.get(int(t), 0) + int(n)
+        if any((f[name][framed] > pktmon.NARROW_MAX).any() for name in pktmon.NARROW_FIELDS):
+            raise Unsupported("a PktMon field above 31 bits (the reference names it)")
         if (f["AppearanceCount"][framed] == 0).any():
             raise Unsupported("PktMon appearances not numbered")
         dirtag = f["DirTag"].astype(np.int64)

@@ -201,6 +201,14 @@ class _PktMon:
         if linktype < 0:
             self.not_frames[f["PacketType"]] += 1
             return
+        for name in pktmon.NARROW_FIELDS:
+            if f[name] > pktmon.NARROW_MAX:
+                raise InputError(
+                    self.path,
+                    f"PktMon event's {name} {f[name]} is above {pktmon.NARROW_MAX} "
+                    "(a layout giving it more than 31 bits)",
+                    ev.record_offset,
+                )
         component, edge = f["ComponentId"], f["EdgeId"]
         if f["AppearanceCount"]:
             pid = self.ids.numbered(f["PktGroupId"], ev.ts_ns)

@@ -82,6 +82,8 @@ PACKET_FIELDS = (
     ("OriginalPayloadSize", _U16),
     ("LoggedPayloadSize", _U16),
 )
+NARROW_FIELDS, NARROW_MAX = ("ComponentId", "EdgeId", "OriginalPayloadSize"), 0x7FFFFFFF
+"""Fields kept in 32-bit columns: a file's layout may make them wider, not their values."""
 REQUIRED = (
     "PktGroupId",
     "AppearanceCount",
