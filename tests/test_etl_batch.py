@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,13 +111,13 @@ def test_a_cpu_going_back_in_time_is_left_to_the_reference(tmp_path):
     """Two full buffers of one CPU swapped: its records go back in time, where the
     reference's merge is not a sort."""
     path = recording(tmp_path, compress=False, calls=80)
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(Path(path).read_bytes())
     starts = buffer_offsets(path)
     size = starts[1] - starts[0]
     a, b = starts[2], starts[3]
     assert starts[4] - b == size
     data[a : a + size], data[b : b + size] = data[b : b + size], data[a : a + size]
-    open(path, "wb").write(bytes(data))
+    Path(path).write_bytes(bytes(data))
     fast, reference, taken = both_passes(path)
     assert fast == reference
     assert not taken
@@ -146,10 +147,10 @@ def test_a_schema_after_its_events(tmp_path, changed):
 
 def test_damaged_recordings_give_the_reference_error(tmp_path):
     path = recording(tmp_path, compress=False)
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(Path(path).read_bytes())
     starts = buffer_offsets(path)
     data[starts[2] + 0x48 + 3] = 0x55
-    open(path, "wb").write(bytes(data))
+    Path(path).write_bytes(bytes(data))
     fast, reference, taken = both_passes(path)
     assert fast == reference and fast[0] == "error"
     assert not taken
