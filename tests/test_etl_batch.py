@@ -88,7 +88,8 @@ def buffer_offsets(path) -> list[int]:
         ("numbered", "pktmon", 3, True, 2, True),
         ("numbered", "pktmon", 2, False, 3, True),
         ("described", "pktmon", 1, True, 2, True),
-        ("24h2", "pktmon", 1, True, 2, False),
+        ("24h2", "pktmon", 1, True, 2, True),
+        ("24h2", "pktmon", 1, False, 3, True),
         ("numbered", "ndis", 1, True, 2, True),
     ],
 )
@@ -329,3 +330,26 @@ def test_a_layout_widening_a_32_bit_column(tmp_path, component):
         assert not taken
     else:
         assert len(fast[0]["time_ns"]) == 20 and taken
+
+
+def test_numbered_and_unnumbered_appearances_in_one_file(tmp_path):
+    """Both ways of grouping share the reference's packet numbers and its forgetting:
+    appearances alternate between numbered and not, some copies of one packet within the
+    gap at another component, some at the same one (another packet), on two CPUs."""
+    out = io.BytesIO()
+    w = EtlWriter(out, start_ns=fieldsim.START_NS)
+    for k in range(300):
+        ip = bytes.fromhex("450000280001000040060000") + struct.pack(">II", k // 3, 2)
+        frame = bytes(12) + b"\x08\x00" + ip + bytes(20)
+        at = fieldsim.START_NS + k * 700
+        w.pktmon_packet(at, k // 2, frame, appearance=k % 2, component=1 + k % 3, edge=k % 2)
+    w.close()
+    path = tmp_path / "mixed.etl"
+    path.write_bytes(out.getvalue())
+    data = bytearray(path.read_bytes())
+    for k, at in enumerate(buffer_offsets(path)):
+        data[at + 0x28] = k % 2
+    path.write_bytes(bytes(data))
+    fast, reference, taken = both_passes(path)
+    assert fast == reference and taken
+    assert 0 < fast[3]["pktmon_packets"] < fast[3]["pktmon_appearances"] == 300

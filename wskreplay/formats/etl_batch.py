@@ -9,12 +9,14 @@ inflated buffers (inflated on ``INFLATE_THREADS`` threads) is walked in C
 numpy; only the other events (the driver's own, PktMon's components, schemas, NDIS
 fragments) are built as events, and after the pass they go where the reference sends them
 (:class:`~wskreplay.formats.etl_packets.Dispatch`), in the reference's time order.
+Numbered appearances become packets with one sort; appearances that are not numbered
+(Windows 11 24H2 and later) are grouped by content as the reference groups them, in its
+order, their bytes read again from the buffers (``_Pass._ids_in_order``).
 
 The result is the reference's or nothing: :func:`read` returns None and the caller takes
 the reference pass whenever this one could differ from it or meets anything it does not
 handle (:class:`Unsupported`): a per-CPU stream whose time goes back (the reference's merge
-then depends on the heap's order), PktMon appearances not numbered (Windows 11 24H2 and
-later group them by content, an event at a time), packet events with extended items or
+then depends on the heap's order), packet events with extended items or
 outside EVENT records, a packet layout the file changes after using it, a time outside
 64-bit nanoseconds, and any damage (the reference names it).
 """
@@ -61,6 +63,7 @@ ROW_TYPES = {
     "seq": np.int64,
     "time": np.int64,
     "group": np.uint64,
+    "numbered": np.bool_,
     "component": np.int32,
     "edge": np.int32,
     "direction": np.int8,
@@ -73,6 +76,9 @@ ROW_TYPES = {
 """The columns kept of every packet appearance until the pass ends (the row-at-a-time
 columns' types, and what orders them)."""
 MERGE_KEYS = ("key", "rank", "seq")
+RELEASE_BUFFERS = 1024
+"""Buffers inflated again (to group unnumbered appearances) between releases of the file's
+pages."""
 _MAX_TICKS_PER_SECOND = 10**11
 """Clock frequencies above this could overflow the int64 tick arithmetic: the reference."""
 
@@ -290,8 +296,6 @@ class _Pass:
             self.not_frames[int(t)] = self.not_frames.get(int(t), 0) + int(n)
         if any((f[name][framed] > pktmon.NARROW_MAX).any() for name in pktmon.NARROW_FIELDS):
             raise Unsupported("a PktMon field above 31 bits (the reference names it)")
-        if (f["AppearanceCount"][framed] == 0).any():
-            raise Unsupported("PktMon appearances not numbered")
         dirtag = f["DirTag"].astype(np.int64)
         direction = np.select(
             [
@@ -309,6 +313,7 @@ class _Pass:
                     ("rank", rank),
                     ("seq", seq),
                     ("group", f["PktGroupId"]),
+                    ("numbered", f["AppearanceCount"] != 0),
                     ("component", f["ComponentId"]),
                     ("edge", f["EdgeId"]),
                     ("direction", direction),
@@ -372,11 +377,56 @@ class _Pass:
 
         order = np.lexsort((column("seq"), column("rank"), column("key")))
         rows = {name: column(name)[order] for name in ROW_TYPES if name not in MERGE_KEYS}
-        rows["packet"] = _numbered_ids(rows.pop("group"), rows["time"])
         self.batches.clear()
+        numbered = rows.pop("numbered")
+        if numbered.all():
+            rows["packet"] = _numbered_ids(rows.pop("group"), rows["time"])
+        else:
+            rows["packet"] = self._ids_in_order(rows, numbered)
+            del rows["group"]
         reader.rows.fill(rows)
         reader.drops = self.drops
         reader.not_frames.update(self.not_frames)
+
+    def _ids_in_order(self, rows: dict[str, np.ndarray], numbered: np.ndarray) -> np.ndarray:
+        """``pktmon.PacketIds`` over every appearance in the reference's order, as the
+        reference calls it: by group where numbered, else by the network bytes, read again
+        from the inflated buffers. Rows of one CPU come in its buffers' order, so about one
+        buffer a CPU is held at a time, each let go after its last row."""
+        ids = pktmon.PacketIds()
+        out = np.empty(len(numbered), np.int64)
+        by_content = np.flatnonzero(~numbered)
+        buffer = rows["buffer"]
+        last_row = dict(zip(buffer[by_content].tolist(), by_content.tolist(), strict=True))
+        infos = {b.offset: b for b in self.etl.buffers}
+        held: dict[int, Any] = {}
+        inflated = 0
+        columns = (rows["time"], rows["group"], numbered, buffer, rows["at"], rows["length"])
+        columns += (rows["linktype"], rows["component"], rows["edge"])
+        for i, (t, group, by_group, b, at, n, linktype, component, edge) in enumerate(
+            _rows_of(columns)
+        ):
+            if by_group:
+                out[i] = ids.numbered(group, t)
+                continue
+            raw = held.get(b)
+            if raw is None:
+                raw = held[b] = self.etl.buffer_bytes(infos[b])
+                inflated += 1
+                if not inflated % RELEASE_BUFFERS:
+                    self.etl.release_pages()
+            content = pktmon.network_bytes(raw[at : at + n], linktype)
+            out[i] = ids.by_content(t, component, edge, content)
+            if last_row[b] == i:
+                del held[b]
+        self.etl.release_pages()
+        return out
+
+
+def _rows_of(columns: tuple[np.ndarray, ...], step: int = 1 << 16) -> Iterator[tuple]:
+    """The columns' rows as Python values, ``step`` rows made at a time."""
+    for lo in range(0, len(columns[0]), step):
+        yield from zip(*(c[lo : lo + step].tolist() for c in columns), strict=True)
 
 
 def _numbered_ids(group: np.ndarray, time_ns: np.ndarray) -> np.ndarray:
