@@ -38,6 +38,7 @@ from wskreplay.formats.etl import (
     EVENT_32,
     EVENT_64,
     FILETIME_UNIX_EPOCH,
+    HEADER_SIZES,
     PERFINFO_32,
     PERFINFO_64,
     WPP_MESSAGE,
@@ -54,9 +55,8 @@ PACKET_SHARE = 2
 """The batch pass is taken when at least 1 in PACKET_SHARE records of the first batch is
 a packet event (0: always); with fewer, building the other events dominates and the
 reference pass, which streams them, is faster."""
-EVENT_HEADER_SIZE = 0x50
+EVENT_HEADER_SIZE = HEADER_SIZES[EVENT_64]
 _PKTMON_GUID = np.frombuffer(uuid.UUID(pktmon.PROVIDER).bytes_le, np.uint8)
-_ETHERTYPES = (0x0800, 0x86DD, 0x8100, 0x0806)
 ROW_TYPES = {
     "key": np.int64,
     "rank": np.int32,
@@ -181,6 +181,7 @@ class _Pass:
         if not packet.any():
             return
         sel = np.flatnonzero(packet)
+        offsets = np.array([i.offset for i in batch], np.int64)
         version = u8[pos[sel] + 0x2A].astype(np.int64)
         kinds = eid[sel].astype(np.int64) << 8 | version
         for code in np.unique(kinds).tolist():
@@ -194,7 +195,7 @@ class _Pass:
                 rank[mine],
                 seq[mine],
                 starts[buf[mine]],
-                np.array([i.offset for i in batch], np.int64)[buf[mine]],
+                offsets[buf[mine]],
             )
 
     def _control(
@@ -285,7 +286,9 @@ class _Pass:
         frame = payload + layout.fixed.size
         ptype = f["PacketType"].astype(np.int64)
         ethertype = _le(u8, np.where(logged >= 14, frame + 12, 0), 2).byteswap()
-        ethernet = (ptype == 1) | ((ptype == 2) & (logged >= 14) & np.isin(ethertype, _ETHERTYPES))
+        ethernet = (ptype == 1) | (
+            (ptype == 2) & (logged >= 14) & np.isin(ethertype, pktmon.ETHERNET_TYPES)
+        )
         linktype = np.select(
             [ethernet, ptype == 3, ptype == 2],
             [pcap.LINKTYPE_ETHERNET, pcap.LINKTYPE_RAW, pktmon.LINKTYPE_IEEE802_11],

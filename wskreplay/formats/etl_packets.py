@@ -54,8 +54,7 @@ def _linktype(packet_type: int, frame: bytes | memoryview) -> int:
     if packet_type == 3:
         return pcap.LINKTYPE_RAW
     if packet_type == 2:
-        ethertype = bytes(frame[12:14]) if len(frame) >= 14 else b""
-        ethernet = ethertype in (b"\x08\x00", b"\x86\xdd", b"\x81\x00", b"\x08\x06")
+        ethernet = len(frame) >= 14 and (frame[12] << 8 | frame[13]) in pktmon.ETHERNET_TYPES
         return pcap.LINKTYPE_ETHERNET if ethernet else LINKTYPE_IEEE802_11
     return -1
 

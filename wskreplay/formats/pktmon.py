@@ -82,6 +82,9 @@ PACKET_FIELDS = (
     ("OriginalPayloadSize", _U16),
     ("LoggedPayloadSize", _U16),
 )
+ETHERNET_TYPES = (0x0800, 0x86DD, 0x8100, 0x0806)
+"""EtherTypes (IPv4, IPv6, 802.1Q, ARP) that tell an Ethernet frame from an 802.11 one where
+PktMon's packet type 2 leaves it open."""
 NARROW_FIELDS, NARROW_MAX = ("ComponentId", "EdgeId", "OriginalPayloadSize"), 0x7FFFFFFF
 """Fields kept in 32-bit columns: a file's layout may make them wider, not their values."""
 REQUIRED = (
