@@ -23,6 +23,7 @@ from wskreplay.formats.layers.walk import (
     WalkOptions,
     reason_text,
 )
+from wskreplay.formats.reference import accelerator
 
 DECODE_CHUNK = 1 << 14
 """Frames decoded at a time: each field is gathered from every frame of a chunk at once,
@@ -77,6 +78,44 @@ class TcpPackets:
 
     def take(self, rows: np.ndarray) -> TcpPackets:
         return TcpPackets(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
+
+_COLUMN_TYPES = {
+    "src_hi": np.uint64,
+    "src_lo": np.uint64,
+    "dst_hi": np.uint64,
+    "dst_lo": np.uint64,
+    "path": np.int32,
+}
+"""The :class:`TcpPackets` columns that are not int64 (addresses as the walk keeps them)."""
+
+
+class _SegmentColumns:
+    """The chunks' segments written in place, one after another, into columns sized for
+    one segment a frame: no concatenation at the end, and no second copy of every column
+    at the peak (pages never written cost no memory). Grown when A-MSDUs make more."""
+
+    def __init__(self, capacity: int) -> None:
+        self.n = 0
+        self.columns = {
+            f.name: np.empty(capacity, _COLUMN_TYPES.get(f.name, np.int64))
+            for f in fields(TcpPackets)
+        }
+
+    def add(self, part: TcpPackets) -> None:
+        end = self.n + len(part)
+        if end > len(self.columns["frame"]):
+            grown = max(end, 2 * len(self.columns["frame"]))
+            for name, column in self.columns.items():
+                bigger = np.empty(grown, column.dtype)
+                bigger[: self.n] = column[: self.n]
+                self.columns[name] = bigger
+        for name, column in self.columns.items():
+            column[self.n : end] = getattr(part, name)
+        self.n = end
+
+    def packets(self) -> TcpPackets:
+        return TcpPackets(**{name: column[: self.n] for name, column in self.columns.items()})
 
 
 class JoinedBuffer:
@@ -145,9 +184,10 @@ def decode(
     walk_options = (options or DecodeOptions()).walk_options()
     report = DecodeReport()
     sink = Reassembler()
-    parts: list[TcpPackets] = []
+    chunks = _SegmentColumns(len(frames))
     for lo, hi in _chunks(frames, chunk, chunk_bytes):
         w = Walk(frames.buffer, _initial_units(frames, lo, hi), report.paths, walk_options, sink)
+        _take_plain_tcp(w, frames.buffer)
         w.run()
         report.add_units(
             w.u.frame,
@@ -157,17 +197,18 @@ def decode(
             frames.linktype,
             one_per_frame=not w.u.order.any(),
         )
-        parts.append(_segments(w, frames.time_ns, 0, None))
+        chunks.add(_segments(w, frames.time_ns, 0, None))
         frames.release_pages()
     for reason, (linktype, n, could_carry_tcp) in frames.skipped.items():
         report.skipped(linktype, reason, n, warn=could_carry_tcp)
     buffer = frames.buffer
+    parts = [chunks.packets()]
     if sink.completed or sink.failed or sink.pending:
         extra, more = _reassembled(frames, sink, report, walk_options, len(frames.buffer))
         parts += more
         if extra:
             buffer = JoinedBuffer([frames.buffer, *extra])
-    segments = TcpPackets.concat(parts) if parts else _no_segments()
+    segments = TcpPackets.concat(parts)
     if len(parts) > 1 and len(segments) and (np.diff(segments.frame) < 0).any():
         segments = segments.take(np.argsort(segments.frame, kind="stable"))
     return Decoded(segments, report, buffer)
@@ -195,6 +236,39 @@ def _initial_units(frames: pcap.Frames, lo: int, hi: int) -> Units:
         for i in fcs:
             u.end[iface == i] -= frames.interfaces[i].fcslen
     return u
+
+
+def _take_plain_tcp(w: Walk, buffer: memoryview) -> None:
+    """Take the chunk's plain Ethernet/IP/TCP frames to their outcome in C before the walk
+    (``formats/_layers.c``: the walk's own rules, for those layers only; every other unit
+    is left to the walk, the reference, which ``WSKREPLAY_PURE_PYTHON=1`` runs alone).
+
+    Only the paths the walk has already named are given: a path named here first would
+    take an id the walk would have given in another order."""
+    native = accelerator("_layers")
+    if native is None:
+        return
+    ids = w.paths.known
+    ethernet = ids(0, "ethernet")
+    if ethernet < 0:
+        return
+    u = w.u
+    native.plain_tcp(
+        buffer,
+        u.pos,
+        u.end,
+        u.code,
+        u.path,
+        u.ip_path,
+        u.ip_end,
+        u.src_hi,
+        u.src_lo,
+        u.dst_hi,
+        u.dst_lo,
+        ethernet,
+        ids(ethernet, "ipv4"),
+        ids(ethernet, "ipv6"),
+    )
 
 
 def _segments(w: Walk, time_ns: np.ndarray, base: int, frame_of: np.ndarray | None) -> TcpPackets:
@@ -232,15 +306,6 @@ def _segments(w: Walk, time_ns: np.ndarray, base: int, frame_of: np.ndarray | No
         captured_len=np.clip(end - payload, 0, wire),
         captured_header_len=np.clip(end - l4, 0, header),
         path=u.path[rows].astype(np.int32),
-    )
-
-
-def _no_segments() -> TcpPackets:
-    return TcpPackets(
-        **{
-            f.name: np.empty(0, np.int32 if f.name == "path" else np.int64)
-            for f in fields(TcpPackets)
-        }
     )
 
 

@@ -215,6 +215,10 @@ class PathTable:
         self.full = False
         """Whether :data:`MAX_PATHS` was reached (later labels were not recorded)."""
 
+    def known(self, parent: int, label: str) -> int:
+        """The id of ``label`` under ``parent`` if one was given already, else -1."""
+        return self._ids.get((parent, label), -1)
+
     def child(self, parent: int, label: str) -> int:
         key = (parent, label)
         found = self._ids.get(key)
