@@ -6,6 +6,8 @@
   length; without it, the same loop in Python.
 - ``wskreplay.formats._layers`` (C): the layer walk's common path (Ethernet, IPv4 or IPv6,
   TCP) for every frame of a chunk in one loop; without it, the walk takes every frame.
+- ``wskreplay.formats._pktmon`` (C): PktMon appearances grouped into packets by content
+  (Windows 11 24H2 recordings); without it, ``pktmon.PacketIds`` one appearance at a time.
 - ``wskreplay.formats._pieces`` (C, OpenSSL's libcrypto, headers from ``libssl-dev``): a
   stream's scattered payloads hashed in one call without the GIL; without it, hashlib
   one payload at a time.
@@ -32,6 +34,7 @@ ext_modules = [
     Extension("wskreplay.formats._xpress", ["wskreplay/formats/_xpress.c"], optional=True),
     Extension("wskreplay.formats._walk", ["wskreplay/formats/_walk.c"], optional=True),
     Extension("wskreplay.formats._layers", ["wskreplay/formats/_layers.c"], optional=True),
+    Extension("wskreplay.formats._pktmon", ["wskreplay/formats/_pktmon.c"], optional=True),
     Extension(
         "wskreplay.formats._pieces",
         ["wskreplay/formats/_pieces.c"],

@@ -8,7 +8,9 @@ Inputs, each at two sizes 10x apart (the larger by default >= 1 GB of packets an
 packets):
 - a synthetic field recording (`wskreplay/generators/fieldsim.py`): WskReplay.Recorder
   events plus one PktMon event per packet, XPRESS-compressed 64 KiB buffers, 16 KiB sends;
-  and one with PktMon's appearance at every component of the stack (1/7 the calls);
+  one with PktMon's appearance at every component of the stack (1/7 the calls); and one in
+  Windows 11 24H2's layout, whose appearances carry no group number and are grouped into
+  packets by their bytes (1/3 the calls);
 - a TCP capture for ``--infer-calls`` (`benchmarks/gen_capture.py`).
 
 Each import runs as its own process (``/usr/bin/time``-style peak RSS from
@@ -41,7 +43,8 @@ from wskreplay.generators import fieldsim  # noqa: E402
 def make_recording(path: Path, calls: int, layout: str = "numbered") -> None:
     """``numbered``: one PktMon appearance a packet; ``described``: one at each component
     of an Ethernet stack, with PktMon's component and schema events, as PktMon logs when
-    not told to watch the NICs alone."""
+    not told to watch the NICs alone; ``24h2``: Windows 11 24H2's packet event, with no
+    group number."""
     rec = fieldsim.field_recording(seed=5, bulk_calls=calls)
     with open(path, "wb") as f:
         fieldsim.write_field_etl(
@@ -148,7 +151,12 @@ def bench_etl(out: Path, etl_calls: int) -> None:
 
     print("== .etl recording (events + PktMon packets, compressed buffers) ==")
     rows = []
-    inputs = [(etl_calls // 10, "numbered"), (etl_calls, "numbered"), (etl_calls // 7, "described")]
+    inputs = [
+        (etl_calls // 10, "numbered"),
+        (etl_calls, "numbered"),
+        (etl_calls // 7, "described"),
+        (etl_calls // 3, "24h2"),
+    ]
     for calls, layout in inputs:
         etl = out / f"field-{calls}.etl" if layout == "numbered" else out / f"{layout}-{calls}.etl"
         if not etl.exists():

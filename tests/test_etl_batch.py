@@ -90,6 +90,7 @@ def buffer_offsets(path) -> list[int]:
         ("described", "pktmon", 1, True, 2, True),
         ("24h2", "pktmon", 1, True, 2, True),
         ("24h2", "pktmon", 1, False, 3, True),
+        ("24h2", "pktmon", 3, True, 2, True),
         ("numbered", "ndis", 1, True, 2, True),
     ],
 )
@@ -353,3 +354,14 @@ def test_numbered_and_unnumbered_appearances_in_one_file(tmp_path):
     fast, reference, taken = both_passes(path)
     assert fast == reference and taken
     assert 0 < fast[3]["pktmon_packets"] < fast[3]["pktmon_appearances"] == 300
+
+
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_grouping_by_content_a_few_rows_a_call(tmp_path, monkeypatch, block):
+    """The C grouping keeps its packets from one call to the next, and holds each buffer
+    until the call with its last row, however the rows fall into calls."""
+    path = recording(tmp_path, layout="24h2", source="pktmon", appearances=3, compress=True, cpus=3)
+    monkeypatch.setattr(etl_batch, "ID_BLOCK", block)
+    fast, reference, taken = both_passes(path)
+    assert fast == reference and taken
+    assert 2 * fast[3]["pktmon_packets"] < fast[3]["pktmon_appearances"]

@@ -76,6 +76,9 @@ ROW_TYPES = {
 """The columns kept of every packet appearance until the pass ends (the row-at-a-time
 columns' types, and what orders them)."""
 MERGE_KEYS = ("key", "rank", "seq")
+ID_BLOCK = 4096
+"""Appearances grouped by the C twin of ``pktmon.PacketIds`` per call (the buffers they
+need are held meanwhile)."""
 RELEASE_BUFFERS = 1024
 """Buffers inflated again (to group unnumbered appearances) between releases of the file's
 pages."""
@@ -395,7 +398,64 @@ class _Pass:
         """``pktmon.PacketIds`` over every appearance in the reference's order, as the
         reference calls it: by group where numbered, else by the network bytes, read again
         from the inflated buffers. Rows of one CPU come in its buffers' order, so about one
-        buffer a CPU is held at a time, each let go after its last row."""
+        buffer a CPU is held at a time, each let go after its last row.
+
+        Its C twin (``formats/_pktmon.c``) takes ID_BLOCK rows a call, with the buffers
+        those rows need; ``_ids_one_by_one`` is the reference."""
+        native = accelerator("_pktmon")
+        if native is None:
+            return self._ids_one_by_one(rows, numbered)
+        ids = native.PacketIds(
+            gap_ns=pktmon.APPEARANCE_GAP_NS,
+            span_ns=pktmon.NUMBERED_SPAN_NS,
+            match_bytes=pktmon.MATCH_BYTES,
+            ethernet=pcap.LINKTYPE_ETHERNET,
+            ieee80211=pktmon.LINKTYPE_IEEE802_11,
+        )
+        n = len(numbered)
+        out = np.empty(n, np.int64)
+        by_content = ~numbered
+        buffer = rows["buffer"]
+        content_rows = np.flatnonzero(by_content)
+        last_row = dict(zip(buffer[content_rows].tolist(), content_rows.tolist(), strict=True))
+        infos = {b.offset: b for b in self.etl.buffers}
+        held: dict[int, Any] = {}
+        inflated = 0
+
+        def block(name: str, lo: int, hi: int) -> np.ndarray:
+            column = (numbered if name == "numbered" else rows[name])[lo:hi]
+            if name == "group":
+                return column.view(np.int64)
+            return np.ascontiguousarray(column, np.int64)
+
+        for lo in range(0, n, ID_BLOCK):
+            hi = min(lo + ID_BLOCK, n)
+            wanted = by_content[lo:hi]
+            for b in np.unique(buffer[lo:hi][wanted]).tolist():
+                if b not in held:
+                    held[b] = self.etl.buffer_bytes(infos[b])
+                    inflated += 1
+                    if not inflated % RELEASE_BUFFERS:
+                        self.etl.release_pages()
+            offsets = np.array(sorted(held), np.int64)
+            which = np.full(hi - lo, -1, np.int64)
+            which[wanted] = np.searchsorted(offsets, buffer[lo:hi][wanted])
+            ids.assign(
+                out[lo:hi],
+                *(block(name, lo, hi) for name in ("time", "group", "numbered")),
+                which,
+                *(
+                    block(name, lo, hi)
+                    for name in ("at", "length", "linktype", "component", "edge")
+                ),
+                [held[b] for b in offsets.tolist()],
+            )
+            for b in [b for b in held if last_row[b] < hi]:
+                del held[b]
+        self.etl.release_pages()
+        return out
+
+    def _ids_one_by_one(self, rows: dict[str, np.ndarray], numbered: np.ndarray) -> np.ndarray:
         ids = pktmon.PacketIds()
         out = np.empty(len(numbered), np.int64)
         by_content = np.flatnonzero(~numbered)
