@@ -35,7 +35,7 @@ from wskreplay.recorder.infer import InferOptions, infer_trace
 from wskreplay.recorder.journal import is_journal, read_journal
 from wskreplay.recorder.tcp import CaptureOptions
 from wskreplay.trace import TraceWriter
-from wskreplay.trace.digest import file_sha256
+from wskreplay.trace.digest import DigestOnTheSide
 from wskreplay.trace.model import (
     COMPLETED,
     COMPLETION_UNKNOWN,
@@ -168,6 +168,7 @@ def import_sources(
     for path in inputs:
         if not os.path.isfile(path):
             raise InputError(path, "no such file")
+    digests = {p: DigestOnTheSide(p) for p in dict.fromkeys(inputs)}
     etls = [p for p in inputs if _is_etl(p)]
     journals = [p for p in inputs if p not in etls and is_journal(p)]
     captures = [p for p in inputs if p not in etls and p not in journals]
@@ -198,7 +199,7 @@ def import_sources(
             etls[0], captures[0] if captures else None, progress, options.capture
         )
     trace.metadata["sources"] = [
-        {"path": os.path.basename(p), "sha256": file_sha256(p), "bytes": os.path.getsize(p)}
+        {"path": os.path.basename(p), "sha256": digests[p].result(), "bytes": os.path.getsize(p)}
         for p in inputs
     ]
     progress.phase("selecting")
