@@ -320,4 +320,10 @@ def print_chaos_runs(trace: str, runs: list[Any], console: Console | None = None
     console.print(table)
     if diverged:
         console.print(f"diverging seeds: {' '.join(str(s) for s in diverged)}")
-        console.print(f"reproduce one: wskreplay check {trace} --chaos {diverged[0]}")
+        # One line, as typed: a long path must not wrap, nor its brackets read as markup.
+        console.print(
+            f"reproduce one: wskreplay check {trace} --chaos {diverged[0]}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
