@@ -16,9 +16,18 @@
 #include <stddef.h>
 #include <string.h>
 
+/* A place in an order of last use (the first member of what it orders). */
+typedef struct Link {
+    struct Link *prev, *next;
+} Link;
+
+typedef struct {
+    Link *oldest, *newest;
+} Order;
+
 typedef struct Open {
+    Link order;
     int64_t pid, last_ns;
-    struct Open *prev, *next;        /* the order of last use */
     struct KeyEntry *entry;          /* the packets that share its first bytes */
     int64_t (*components)[2];
     Py_ssize_t n_components, cap_components;
@@ -36,7 +45,8 @@ typedef struct KeyEntry {
 } KeyEntry;
 
 typedef struct Group {
-    struct Group *chain, *prev, *next;
+    Link order;
+    struct Group *chain;
     int64_t group, pid, last_ns;
 } Group;
 
@@ -46,10 +56,10 @@ typedef struct {
     int64_t gap_ns, span_ns;
     Py_ssize_t match_bytes;
     int ethernet, ieee80211;
-    Open *oldest, *newest;
+    Order open;
     KeyEntry **keys;
     size_t key_slots, n_keys;
-    Group *oldest_group, *newest_group;
+    Order by_group;
     Group **groups;
     size_t group_slots, n_groups;
 } PacketIds;
@@ -94,37 +104,27 @@ static int grow(void ***slots, size_t *n_slots, size_t entries, size_t chain_off
     return 0;
 }
 
-static void unlink_open(PacketIds *self, Open *p) {
-    if (p->prev) p->prev->next = p->next; else self->oldest = p->next;
-    if (p->next) p->next->prev = p->prev; else self->newest = p->prev;
-    p->prev = p->next = NULL;
+static void order_remove(Order *o, Link *l) {
+    if (l->prev) l->prev->next = l->next; else o->oldest = l->next;
+    if (l->next) l->next->prev = l->prev; else o->newest = l->prev;
+    l->prev = l->next = NULL;
 }
 
-static void append_open(PacketIds *self, Open *p) {
-    p->prev = self->newest;
-    p->next = NULL;
-    if (self->newest) self->newest->next = p; else self->oldest = p;
-    self->newest = p;
+static void order_append(Order *o, Link *l) {
+    l->prev = o->newest;
+    l->next = NULL;
+    if (o->newest) o->newest->next = l; else o->oldest = l;
+    o->newest = l;
 }
 
-static void unlink_group(PacketIds *self, Group *g) {
-    if (g->prev) g->prev->next = g->next; else self->oldest_group = g->next;
-    if (g->next) g->next->prev = g->prev; else self->newest_group = g->prev;
-    g->prev = g->next = NULL;
-}
-
-static void append_group(PacketIds *self, Group *g) {
-    g->prev = self->newest_group;
-    g->next = NULL;
-    if (self->newest_group) self->newest_group->next = g; else self->oldest_group = g;
-    self->newest_group = g;
-}
+#define OLDEST_OPEN(self) ((Open *)(self)->open.oldest)
+#define OLDEST_GROUP(self) ((Group *)(self)->by_group.oldest)
 
 static void drop_group(PacketIds *self, Group *g) {
     Group **link = &self->groups[mix(g->group) & (self->group_slots - 1)];
     while (*link != g) link = &(*link)->chain;
     *link = g->chain;
-    unlink_group(self, g);
+    order_remove(&self->by_group, &g->order);
     self->n_groups--;
     PyMem_Free(g);
 }
@@ -142,17 +142,17 @@ static void drop_open(PacketIds *self, Open *p) {
         PyMem_Free(e->packets);
         PyMem_Free(e);
     }
-    unlink_open(self, p);
+    order_remove(&self->open, &p->order);
     PyMem_Free(p->components);
     PyMem_Free(p->content);
     PyMem_Free(p);
 }
 
 static void expire(PacketIds *self, int64_t now) {
-    while (self->oldest_group && older_than(now, self->oldest_group->last_ns, self->span_ns))
-        drop_group(self, self->oldest_group);
-    while (self->oldest && older_than(now, self->oldest->last_ns, self->gap_ns))
-        drop_open(self, self->oldest);
+    while (OLDEST_GROUP(self) && older_than(now, OLDEST_GROUP(self)->last_ns, self->span_ns))
+        drop_group(self, OLDEST_GROUP(self));
+    while (OLDEST_OPEN(self) && older_than(now, OLDEST_OPEN(self)->last_ns, self->gap_ns))
+        drop_open(self, OLDEST_OPEN(self));
 }
 
 static int64_t numbered(PacketIds *self, int64_t group, int64_t now) {
@@ -160,7 +160,7 @@ static int64_t numbered(PacketIds *self, int64_t group, int64_t now) {
     Group *g = self->group_slots ? self->groups[mix(group) & (self->group_slots - 1)] : NULL;
     while (g != NULL && g->group != group) g = g->chain;
     if (g != NULL) {
-        unlink_group(self, g);
+        order_remove(&self->by_group, &g->order);
     } else {
         if (grow((void ***)&self->groups, &self->group_slots, self->n_groups,
                  offsetof(Group, chain), offsetof(Group, group), 1) < 0) return -1;
@@ -174,7 +174,7 @@ static int64_t numbered(PacketIds *self, int64_t group, int64_t now) {
         self->n_groups++;
     }
     g->last_ns = now;
-    append_group(self, g);
+    order_append(&self->by_group, &g->order);
     return g->pid;
 }
 
@@ -229,8 +229,8 @@ static int64_t by_content(PacketIds *self, int64_t now, int64_t component, int64
                 p->content = longer;
                 p->length = length;
             }
-            unlink_open(self, p);
-            append_open(self, p);
+            order_remove(&self->open, &p->order);
+            order_append(&self->open, &p->order);
             return p->pid;
         }
     } else {
@@ -274,7 +274,7 @@ static int64_t by_content(PacketIds *self, int64_t now, int64_t component, int64
     p->pid = self->next_pid++;
     p->entry = e;
     e->packets[e->n++] = p;
-    append_open(self, p);
+    order_append(&self->open, &p->order);
     return p->pid;
 }
 
@@ -378,8 +378,8 @@ static int init(PacketIds *self, PyObject *args, PyObject *kwargs) {
 }
 
 static void dealloc(PacketIds *self) {
-    while (self->oldest) drop_open(self, self->oldest);
-    while (self->oldest_group) drop_group(self, self->oldest_group);
+    while (OLDEST_OPEN(self)) drop_open(self, OLDEST_OPEN(self));
+    while (OLDEST_GROUP(self)) drop_group(self, OLDEST_GROUP(self));
     PyMem_Free(self->keys);
     PyMem_Free(self->groups);
     Py_TYPE(self)->tp_free((PyObject *)self);
