@@ -43,6 +43,27 @@ def test_the_generated_benchmark_capture(tmp_path):
     assert_same(batch, reference)
 
 
+@pytest.mark.parametrize("batch", [1, 500])
+def test_connections_a_batch_at_a_time(monkeypatch, tmp_path, batch):
+    """Each connection's result is its own rows': reassembling a few connections at a time
+    changes nothing, and the pages its reads mapped are let go between batches."""
+    path = tmp_path / "generated.pcap"
+    generate(str(path), 6_000, seed=8, per_connection=40)
+    monkeypatch.setattr(tcp_batch, "BATCH_SEGMENTS", batch)
+    frames = pcap.read_frames(path)
+    batched, reference = both(frames)
+    assert len(batched) > 50
+    assert_same(batched, reference)
+    notes: list[int] = []
+    decoded = tcp.decode(frames, tcp.CaptureOptions().decode)
+    groups = tcp._group_by_connection(decoded.segments)
+    tcp_batch.connections(
+        decoded.segments, groups, decoded.buffer, decoded.report.paths.paths, notes.append
+    )
+    looks = notes.count(tcp_batch.RELEASE_SPAN)
+    assert looks == len(groups) if batch == 1 else 0 < looks < len(groups)
+
+
 def test_thousands_of_one_packet_connections(tmp_path):
     path = tmp_path / "tiny.pcap"
     tiny_connections_pcap(path, 5000)
@@ -109,7 +130,7 @@ def test_reassemble_uses_the_batch_and_the_reference_on_request(monkeypatch, tmp
     path = tmp_path / "tiny.pcap"
     tiny_connections_pcap(path, 10)
     calls = []
-    monkeypatch.setattr(tcp_batch, "connections", lambda *a: calls.append(a) or [])
+    monkeypatch.setattr(tcp_batch, "connections", lambda *a, **k: calls.append(a) or [])
     assert tcp.reassemble(pcap.read_frames(path)).connections == [] and len(calls) == 1
     monkeypatch.setenv("WSKREPLAY_PURE_PYTHON", "1")
     assert len(tcp.reassemble(pcap.read_frames(path)).connections) == 10 and len(calls) == 1

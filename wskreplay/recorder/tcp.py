@@ -443,7 +443,9 @@ def reassemble(frames: pcap.Frames, options: CaptureOptions | None = None) -> Re
     else:
         from wskreplay.recorder import tcp_batch
 
-        connections = tcp_batch.connections(seg, groups, decoded.buffer, paths)
+        connections = tcp_batch.connections(
+            seg, groups, decoded.buffer, paths, read=_PageReleaser(frames).note
+        )
     frames.release_pages()
     counts = {"packets": len(frames), "tcp_packets": len(seg)}
     return Reassembly(frames, seg, connections, counts, decoded.report, decoded.buffer)
@@ -460,28 +462,33 @@ def _group_by_connection(seg: TcpPackets) -> list[np.ndarray]:
         (seg.src_hi == seg.dst_hi)
         & ((seg.src_lo < seg.dst_lo) | ((seg.src_lo == seg.dst_lo) & (seg.sport <= seg.dport)))
     )
-    cols = [
-        np.where(a_is_src, seg.src_hi, seg.dst_hi),
-        np.where(a_is_src, seg.src_lo, seg.dst_lo),
-        np.where(a_is_src, seg.sport, seg.dport).astype(np.uint64),
-        np.where(a_is_src, seg.dst_hi, seg.src_hi),
-        np.where(a_is_src, seg.dst_lo, seg.src_lo),
-        np.where(a_is_src, seg.dport, seg.sport).astype(np.uint64),
-    ]
+    pairs = [(seg.src_hi, seg.dst_hi), (seg.src_lo, seg.dst_lo), (seg.sport, seg.dport)]
+
+    def key_column(k: int) -> np.ndarray:
+        """Column ``k`` of the key (the lower endpoint's address halves and port, then the
+        other's), made when needed: all six at once held 48 bytes a segment."""
+        a, b = pairs[k % 3] if k < 3 else pairs[k % 3][::-1]
+        return np.where(a_is_src, a, b).astype(np.uint64, copy=False)
+
     h = np.full(len(seg), 0xCBF29CE484222325, dtype=np.uint64)
-    for col in cols:
-        h = (h ^ col) * np.uint64(0x100000001B3)
+    for k in range(6):
+        h = (h ^ key_column(k)) * np.uint64(0x100000001B3)
         h ^= h >> np.uint64(29)
     order = np.argsort(h, kind="stable")
     hs = h[order]
+    del h
     bounds = np.flatnonzero(hs[1:] != hs[:-1]) + 1
+    del hs
     starts = np.concatenate(([0], bounds))
     first_of = np.repeat(order[starts], np.diff(np.concatenate((starts, [len(order)]))))
     same = np.ones(len(order), dtype=bool)
-    for col in cols:
+    for k in range(6):
+        col = key_column(k)
         same &= col[order] == col[first_of]
+    del first_of
     groups = np.split(order, bounds)
     if not same.all():
+        cols = [key_column(k) for k in range(6)]
         exact = []
         for g in groups:
             keys = np.stack([c[g] for c in cols], axis=1)
