@@ -93,9 +93,9 @@ def reference_ids(rows) -> list[int]:
     return out
 
 
-def c_assign(ids, rows, buffers: list[bytes]) -> np.ndarray:
-    """The rows through one C object; their frames laid out across ``buffers`` (the
-    frames of row k in buffer k % 2)."""
+def c_assign(ids, rows) -> np.ndarray:
+    """The rows through the C object ``ids``; their frames laid out across two buffers
+    (row k's in buffer k % 2, the first starting with other bytes)."""
     n = len(rows)
     out = np.empty(n, np.int64)
     parts: list[bytearray] = [bytearray(b"junk"), bytearray()]
@@ -105,7 +105,6 @@ def c_assign(ids, rows, buffers: list[bytes]) -> np.ndarray:
             which[k] = k % 2
             at[k] = len(parts[k % 2])
             parts[k % 2] += frame + b"\xee"
-    buffers[:] = [bytes(p) for p in parts]
 
     def column(k):
         values = [r[k] for r in rows]
@@ -115,7 +114,7 @@ def c_assign(ids, rows, buffers: list[bytes]) -> np.ndarray:
 
     length = np.array([len(r[3]) for r in rows], np.int64)
     ids.assign(out, column(0), column(1), column(2), which, at, length, column(4), column(5),
-               column(6), buffers)  # fmt: skip
+               column(6), [bytes(p) for p in parts])  # fmt: skip
     return out
 
 
@@ -128,7 +127,7 @@ def test_the_same_ids_as_the_reference(rows, cuts):
     for size in [*cuts, len(rows)]:
         part = rows[lo : lo + size]
         if part:
-            got += c_assign(ids, part, []).tolist()
+            got += c_assign(ids, part).tolist()
         lo += size
     assert got == reference_ids(rows)
     assert ids.next == max(got) + 1
