@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wskreplay.errors import InputError
-from wskreplay.formats import etl_batch, pieces, pktmon, tracelogging
+from wskreplay.formats import etl_batch, etl_packets, pieces, pktmon, tracelogging
 from wskreplay.formats.etl import EtlFile
 from wskreplay.formats.etl_writer import EtlWriter
 from wskreplay.formats.reference import accelerator
@@ -365,3 +365,66 @@ def test_grouping_by_content_a_few_rows_a_call(tmp_path, monkeypatch, block):
     fast, reference, taken = both_passes(path)
     assert fast == reference and taken
     assert 2 * fast[3]["pktmon_packets"] < fast[3]["pktmon_appearances"]
+
+
+def second_passes(monkeypatch) -> list[int]:
+    """One entry each time the frames file is written by a second pass over the buffers."""
+    calls: list[int] = []
+    copy_frames = etl_packets._copy_frames
+    monkeypatch.setattr(etl_packets, "_copy_frames", lambda *a: calls.append(1) or copy_frames(*a))
+    return calls
+
+
+@pytest.mark.parametrize(
+    "appearances, cpus, early",
+    [(1, 1, True), (1, 3, True), (3, 1, False)],
+)
+def test_frames_written_in_the_first_pass(tmp_path, monkeypatch, appearances, cpus, early):
+    """The frames the first pass writes are the frames file when every packet has one
+    appearance and the file's order is the time order (buffers dealt round three CPUs in
+    time order too); with three appearances a packet, a second pass writes it. Either way
+    the result is the reference's (whose own pass always writes it: one call)."""
+    path = recording(
+        tmp_path,
+        layout="numbered",
+        source="pktmon",
+        appearances=appearances,
+        compress=True,
+        cpus=cpus,
+    )
+    second_pass = second_passes(monkeypatch)
+    fast, reference, taken = both_passes(path)
+    assert taken and fast == reference
+    assert fast[3]["pktmon_appearances"] == appearances * fast[3]["pktmon_packets"] > 100
+    assert second_pass == ([1] if early else [1, 1])
+
+
+def test_frames_of_cpus_whose_times_interleave_are_written_by_a_second_pass(tmp_path, monkeypatch):
+    """Two CPUs whose packets interleave in time: the first pass wrote them in file order,
+    which is not the frames file's, so a second pass writes that."""
+    out = io.BytesIO()
+    w = EtlWriter(out, start_ns=fieldsim.START_NS)
+
+    def packets(first: int, shift: int) -> None:
+        for k in range(first, first + 150):
+            ip = bytes.fromhex("450000280001000040060000") + struct.pack(">II", k, 2)
+            at = fieldsim.START_NS + (k - first) * 700 + shift
+            w.pktmon_packet(at, k, bytes(12) + b"\x08\x00" + ip + bytes(20), component=1)
+
+    packets(0, 0)
+    w._flush()
+    second_cpu_from = out.tell()
+    packets(150, 350)
+    w.close()
+    path = tmp_path / "interleaved.etl"
+    path.write_bytes(out.getvalue())
+    data = bytearray(out.getvalue())
+    for at in buffer_offsets(path):
+        data[at + 0x28] = 1 if at >= second_cpu_from else 0
+    path.write_bytes(bytes(data))
+    second_pass = second_passes(monkeypatch)
+    fast, reference, taken = both_passes(path)
+    assert taken and fast == reference and fast[3]["pktmon_packets"] == 300
+    times = fast[0]["time_ns"]
+    assert times == sorted(times) and 0 < times[1] - times[0] < 700  # the CPUs alternate
+    assert second_pass == [1, 1]

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import mmap
+import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from wskreplay.errors import InputError
-from wskreplay.formats import event_metadata, pcap, pktmon
+from wskreplay.formats import event_metadata, pcap, pieces, pktmon
 from wskreplay.formats.etl import (
     EVENT_32,
     EVENT_64,
@@ -116,6 +119,8 @@ def read(
         if reader.relayout or reader.held_error is not None:
             raise Unsupported("the file's PktMon schemas change a layout once used")
     except (Unsupported, InputError):
+        if walk.early is not None:
+            walk.early.close()
         return False
     walk.fill(reader)
     return True
@@ -138,6 +143,7 @@ class _Pass:
         """(time key, rank, seq) of the first packet event of each kind, in merge order."""
         self.drops = 0
         self.not_frames: dict[int, int] = {}
+        self.early: EarlyFrames | None = EarlyFrames()
 
     def run(self, progress: Callable[[int, int], None] | None) -> None:
         etl = self.etl
@@ -332,6 +338,13 @@ class _Pass:
             }
         )
         self.batches[-1]["time"] = self._to_ns(key[framed])
+        if self.early is not None:
+            groups = f["PktGroupId"][framed]
+            if (f["AppearanceCount"][framed] == 0).any() or len(np.unique(groups)) < len(groups):
+                self.early.close()
+                self.early = None
+            else:
+                self.batches[-1]["early_at"] = self.early.write(u8, frame[framed], logged[framed])
 
     def _to_ns(self, ts: np.ndarray) -> np.ndarray:
         """``EtlFile.to_ns`` of many timestamps, or Unsupported where int64 could overflow
@@ -383,6 +396,10 @@ class _Pass:
 
         order = np.lexsort((column("seq"), column("rank"), column("key")))
         rows = {name: column(name)[order] for name in ROW_TYPES if name not in MERGE_KEYS}
+        if self.early is not None and self.batches:
+            reader.early = self.early.in_order(column("early_at")[order])
+        elif self.early is not None:
+            self.early.close()
         self.batches.clear()
         numbered = rows.pop("numbered")
         if numbered.all():
@@ -483,6 +500,63 @@ class _Pass:
                 del held[b]
         self.etl.release_pages()
         return out
+
+
+class EarlyFrames:
+    """Every PktMon frame, written to a spill in the first pass as its batch is read, in
+    the hope that the frames file ``etl_packets._copy_frames`` would write is exactly
+    this one: so it is when every packet has one appearance and the file's order is the
+    time order (a one-CPU recording of the NICs, the default of ``pktmon start -c``).
+    Then the frames need no second pass over the buffers. Written while every appearance
+    read is numbered and its group new in its batch (else given up at once: a recording
+    of every component would write each packet several times); ``etl_packets._frames``
+    checks the rest, every frame's place, before it takes the file."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="wskreplay-frames-")
+        self.size = 0
+        self.at: np.ndarray | None = None
+
+    def write(self, u8: np.ndarray, source: np.ndarray, length: np.ndarray) -> np.ndarray:
+        """Append the frames at ``source`` (``length`` bytes each) in ``u8``; where each went."""
+        length = length.astype(np.int64)
+        staged_at = np.cumsum(length) - length
+        staged = bytearray(int(length.sum()))
+        pieces.copy(staged, staged_at, u8, source.astype(np.int64), length)
+        view = memoryview(staged)
+        offset = self.size
+        while view:
+            done = os.pwrite(self.file.fileno(), view, offset)
+            view, offset = view[done:], offset + done
+        out = staged_at + self.size
+        self.size += len(staged)
+        return out
+
+    def in_order(self, at: np.ndarray) -> EarlyFrames:
+        """Where each row's frame went, rows in the reference's order."""
+        self.at = at
+        return self
+
+    def is_file(self, total: int, chosen: np.ndarray, placed: np.ndarray, ndis: list) -> bool:
+        """Whether this is the frames file ``_copy_frames`` would write: no NDIS frame, and
+        every chosen frame (each row written, none left out) exactly where it would put it."""
+        return (
+            total > 0
+            and not ndis
+            and self.at is not None
+            and self.size == total
+            and len(chosen) == len(self.at)
+            and np.array_equal(self.at[chosen], placed[: len(chosen)])
+        )
+
+    def mapped(self) -> tuple[memoryview, mmap.mmap]:
+        """The frames file, mapped read-only (its pages can leave memory once read)."""
+        out = mmap.mmap(self.file.fileno(), self.size, access=mmap.ACCESS_READ)
+        self.file.close()
+        return memoryview(out), out
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _last_rows(buffer: np.ndarray, rows: np.ndarray) -> dict[int, int]:

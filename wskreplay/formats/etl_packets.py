@@ -122,6 +122,9 @@ class _PktMon:
         """The first event the built-in layout could not read, before the file said
         anything about its layout: an error only if the file never does."""
         self.ndis_unfinished = 0
+        self.early: etl_batch.EarlyFrames | None = None
+        """The frames the batch pass wrote as it read (``_frames`` takes them if they are
+        the frames file it would write)."""
 
     def schema(self, ev: EtlEvent) -> event_metadata.EventSchema:
         return self.schema_for((ev.id, ev.version), ev.record_offset)
@@ -413,12 +416,22 @@ def _frames(
     linktypes, interface = np.unique(linktype, return_inverse=True)
     placed = np.empty(len(order), np.int64)
     placed[order] = offset
-    buffer, spill = _copy_frames(
-        etl,
-        int(caplen.sum()),
-        (pick["buffer"], pick["at"], pick["length"], placed[: len(chosen)]),
-        [(data, int(to)) for (_, data, *_), to in zip(ndis, placed[len(chosen) :], strict=True)],
-    )
+    total = int(caplen.sum())
+    early = reader.early
+    if early is not None and early.is_file(total, chosen, placed, ndis):
+        buffer, spill = early.mapped()
+    else:
+        if early is not None:
+            early.close()
+        buffer, spill = _copy_frames(
+            etl,
+            total,
+            (pick["buffer"], pick["at"], pick["length"], placed[: len(chosen)]),
+            [
+                (data, int(to))
+                for (_, data, *_), to in zip(ndis, placed[len(chosen) :], strict=True)
+            ],
+        )
     frames = pcap.Frames(
         path=path,
         format="etl",
