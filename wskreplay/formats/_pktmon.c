@@ -25,6 +25,19 @@ typedef struct {
     Link *oldest, *newest;
 } Order;
 
+/* A node of a chained hash table (a member of what it files), and the table. */
+typedef struct Chained {
+    struct Chained *chain;
+    uint64_t hash;
+} Chained;
+
+typedef struct {
+    Chained **slots;
+    size_t n_slots, n;
+} Table;
+
+#define CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
 typedef struct Open {
     Link order;
     int64_t pid, last_ns;
@@ -36,8 +49,7 @@ typedef struct Open {
 } Open;
 
 typedef struct KeyEntry {
-    struct KeyEntry *chain;
-    uint64_t hash;
+    Chained filed;
     Py_ssize_t key_length;
     uint8_t key[64];
     Open **packets;                  /* in the order they were opened */
@@ -46,7 +58,7 @@ typedef struct KeyEntry {
 
 typedef struct Group {
     Link order;
-    struct Group *chain;
+    Chained filed;
     int64_t group, pid, last_ns;
 } Group;
 
@@ -57,11 +69,9 @@ typedef struct {
     Py_ssize_t match_bytes;
     int ethernet, ieee80211;
     Order open;
-    KeyEntry **keys;
-    size_t key_slots, n_keys;
+    Table keys;
     Order by_group;
-    Group **groups;
-    size_t group_slots, n_groups;
+    Table groups;
 } PacketIds;
 
 static uint64_t fnv(const uint8_t *p, Py_ssize_t n) {
@@ -79,29 +89,40 @@ static int older_than(int64_t now, int64_t last, int64_t limit) {
     return (__int128)now - (__int128)last > (__int128)limit;
 }
 
-/* Grow a chained table to twice its slots when it holds as many entries. */
-static int grow(void ***slots, size_t *n_slots, size_t entries, size_t chain_offset,
-                size_t hash_offset, int by_group) {
-    if (entries < *n_slots) return 0;
-    size_t bigger = *n_slots ? *n_slots * 2 : 1024;
-    void **fresh = PyMem_Calloc(bigger, sizeof(void *));
-    if (fresh == NULL) return -1;
-    for (size_t s = 0; s < *n_slots; s++) {
-        char *node = (*slots)[s];
-        while (node != NULL) {
-            char *after = *(char **)(node + chain_offset);
-            uint64_t h = by_group ? mix(*(int64_t *)(node + hash_offset))
-                                  : *(uint64_t *)(node + hash_offset);
-            size_t at = h & (bigger - 1);
-            *(void **)(node + chain_offset) = fresh[at];
-            fresh[at] = node;
-            node = after;
+/* The first node filed under ``hash`` (follow ``chain``; other hashes share slots). */
+static Chained *table_first(const Table *t, uint64_t hash) {
+    return t->n_slots ? t->slots[hash & (t->n_slots - 1)] : NULL;
+}
+
+/* File ``c`` under its hash, the table doubled first when it holds as many as its slots. */
+static int table_add(Table *t, Chained *c) {
+    if (t->n >= t->n_slots) {
+        size_t bigger = t->n_slots ? t->n_slots * 2 : 1024;
+        Chained **fresh = PyMem_Calloc(bigger, sizeof(Chained *));
+        if (fresh == NULL) return -1;
+        for (size_t s = 0; s < t->n_slots; s++) {
+            for (Chained *node = t->slots[s], *after; node != NULL; node = after) {
+                after = node->chain;
+                node->chain = fresh[node->hash & (bigger - 1)];
+                fresh[node->hash & (bigger - 1)] = node;
+            }
         }
+        PyMem_Free(t->slots);
+        t->slots = fresh;
+        t->n_slots = bigger;
     }
-    PyMem_Free(*slots);
-    *slots = fresh;
-    *n_slots = bigger;
+    Chained **slot = &t->slots[c->hash & (t->n_slots - 1)];
+    c->chain = *slot;
+    *slot = c;
+    t->n++;
     return 0;
+}
+
+static void table_remove(Table *t, Chained *c) {
+    Chained **link = &t->slots[c->hash & (t->n_slots - 1)];
+    while (*link != c) link = &(*link)->chain;
+    *link = c->chain;
+    t->n--;
 }
 
 static void order_remove(Order *o, Link *l) {
@@ -121,11 +142,8 @@ static void order_append(Order *o, Link *l) {
 #define OLDEST_GROUP(self) ((Group *)(self)->by_group.oldest)
 
 static void drop_group(PacketIds *self, Group *g) {
-    Group **link = &self->groups[mix(g->group) & (self->group_slots - 1)];
-    while (*link != g) link = &(*link)->chain;
-    *link = g->chain;
+    table_remove(&self->groups, &g->filed);
     order_remove(&self->by_group, &g->order);
-    self->n_groups--;
     PyMem_Free(g);
 }
 
@@ -135,10 +153,7 @@ static void drop_open(PacketIds *self, Open *p) {
     while (e->packets[k] != p) k++;
     memmove(e->packets + k, e->packets + k + 1, (size_t)(e->n - k - 1) * sizeof(Open *));
     if (--e->n == 0) {
-        KeyEntry **link = &self->keys[e->hash & (self->key_slots - 1)];
-        while (*link != e) link = &(*link)->chain;
-        *link = e->chain;
-        self->n_keys--;
+        table_remove(&self->keys, &e->filed);
         PyMem_Free(e->packets);
         PyMem_Free(e);
     }
@@ -157,21 +172,22 @@ static void expire(PacketIds *self, int64_t now) {
 
 static int64_t numbered(PacketIds *self, int64_t group, int64_t now) {
     expire(self, now);
-    Group *g = self->group_slots ? self->groups[mix(group) & (self->group_slots - 1)] : NULL;
-    while (g != NULL && g->group != group) g = g->chain;
+    const uint64_t h = mix(group);
+    Group *g = NULL;
+    for (Chained *c = table_first(&self->groups, h); c != NULL && g == NULL; c = c->chain)
+        if (CONTAINER(c, Group, filed)->group == group) g = CONTAINER(c, Group, filed);
     if (g != NULL) {
         order_remove(&self->by_group, &g->order);
     } else {
-        if (grow((void ***)&self->groups, &self->group_slots, self->n_groups,
-                 offsetof(Group, chain), offsetof(Group, group), 1) < 0) return -1;
         g = PyMem_Calloc(1, sizeof(Group));
         if (g == NULL) return -1;
+        g->filed.hash = h;
+        if (table_add(&self->groups, &g->filed) < 0) {
+            PyMem_Free(g);
+            return -1;
+        }
         g->group = group;
         g->pid = self->next_pid++;
-        size_t at = mix(group) & (self->group_slots - 1);
-        g->chain = self->groups[at];
-        self->groups[at] = g;
-        self->n_groups++;
     }
     g->last_ns = now;
     order_append(&self->by_group, &g->order);
@@ -198,10 +214,13 @@ static int64_t by_content(PacketIds *self, int64_t now, int64_t component, int64
     expire(self, now);
     const Py_ssize_t key_length = length < self->match_bytes ? length : self->match_bytes;
     const uint64_t h = fnv(content, key_length) ^ (uint64_t)key_length;
-    KeyEntry *e = self->key_slots ? self->keys[h & (self->key_slots - 1)] : NULL;
-    while (e != NULL && !(e->hash == h && e->key_length == key_length &&
-                          memcmp(e->key, content, (size_t)key_length) == 0))
-        e = e->chain;
+    KeyEntry *e = NULL;
+    for (Chained *c = table_first(&self->keys, h); c != NULL && e == NULL; c = c->chain) {
+        KeyEntry *k = CONTAINER(c, KeyEntry, filed);
+        if (c->hash == h && k->key_length == key_length &&
+            memcmp(k->key, content, (size_t)key_length) == 0)
+            e = k;
+    }
     if (e != NULL) {
         for (Py_ssize_t k = 0; k < e->n; k++) {
             Open *p = e->packets[k];
@@ -234,17 +253,15 @@ static int64_t by_content(PacketIds *self, int64_t now, int64_t component, int64
             return p->pid;
         }
     } else {
-        if (grow((void ***)&self->keys, &self->key_slots, self->n_keys,
-                 offsetof(KeyEntry, chain), offsetof(KeyEntry, hash), 0) < 0) return -1;
         e = PyMem_Calloc(1, sizeof(KeyEntry));
         if (e == NULL) return -1;
-        e->hash = h;
+        e->filed.hash = h;
+        if (table_add(&self->keys, &e->filed) < 0) {
+            PyMem_Free(e);
+            return -1;
+        }
         e->key_length = key_length;
         memcpy(e->key, content, (size_t)key_length);
-        size_t at = h & (self->key_slots - 1);
-        e->chain = self->keys[at];
-        self->keys[at] = e;
-        self->n_keys++;
     }
     Open *p = PyMem_Calloc(1, sizeof(Open));
     if (p == NULL) return -1;
@@ -380,8 +397,8 @@ static int init(PacketIds *self, PyObject *args, PyObject *kwargs) {
 static void dealloc(PacketIds *self) {
     while (OLDEST_OPEN(self)) drop_open(self, OLDEST_OPEN(self));
     while (OLDEST_GROUP(self)) drop_group(self, OLDEST_GROUP(self));
-    PyMem_Free(self->keys);
-    PyMem_Free(self->groups);
+    PyMem_Free(self->keys.slots);
+    PyMem_Free(self->groups.slots);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

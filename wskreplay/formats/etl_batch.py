@@ -523,11 +523,7 @@ class EarlyFrames:
         staged_at = np.cumsum(length) - length
         staged = bytearray(int(length.sum()))
         pieces.copy(staged, staged_at, u8, source.astype(np.int64), length)
-        view = memoryview(staged)
-        offset = self.size
-        while view:
-            done = os.pwrite(self.file.fileno(), view, offset)
-            view, offset = view[done:], offset + done
+        write_at(self.file.fileno(), staged, self.size)
         out = staged_at + self.size
         self.size += len(staged)
         return out
@@ -557,6 +553,14 @@ class EarlyFrames:
 
     def close(self) -> None:
         self.file.close()
+
+
+def write_at(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """All of ``data`` at ``offset`` of the file (``pwrite`` may write less at a time)."""
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
 
 
 def _last_rows(buffer: np.ndarray, rows: np.ndarray) -> dict[int, int]:

@@ -20,7 +20,6 @@ types that are not a link layer (PktMon's HTTP type) are counted as not decoded.
 from __future__ import annotations
 
 import mmap
-import os
 import struct
 import tempfile
 from array import array
@@ -487,7 +486,7 @@ def _copy_frames(
         spill.truncate(total)
         fd = spill.fileno()
         for data, to in ndis_frames:
-            _write_at(fd, data, to)
+            etl_batch.write_at(fd, data, to)
         buffer, at, length, to = pktmon_frames
         by_buffer = np.argsort(buffer, kind="stable")
         in_order = buffer[by_buffer]
@@ -532,14 +531,7 @@ def _write_frames(
     for first, end in zip(firsts, ends, strict=True):
         lo = int(staged_at[first])
         hi = int(staged_at[end - 1] + n[end - 1])
-        _write_at(fd, view[lo:hi], int(dest[first]))
-
-
-def _write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        done = os.pwrite(fd, view, offset)
-        view, offset = view[done:], offset + done
+        etl_batch.write_at(fd, view[lo:hi], int(dest[first]))
 
 
 def read_capture(path: str) -> pcap.Frames:
