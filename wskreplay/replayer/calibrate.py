@@ -22,7 +22,7 @@ from wskreplay.policies import policies_of
 from wskreplay.replayer.peer import HEADER_BYTES, PathParams
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.sent import merged, missed_sends, serialization_ns
-from wskreplay.trace.model import Direction, Trace
+from wskreplay.trace.model import Direction, SocketPart, Trace, socket_parts
 
 
 def outbound_data(trace: Trace, socket: int) -> np.ndarray:
@@ -36,15 +36,20 @@ def outbound_data(trace: Trace, socket: int) -> np.ndarray:
 
 
 def inferred_profile(
-    trace: Trace, profile: TransportProfile, completion: str | None = None
+    trace: Trace,
+    profile: TransportProfile,
+    completion: str | None = None,
+    parts: dict[int, SocketPart] | None = None,
 ) -> TransportProfile:
     """``profile`` completed with what ``trace`` shows (``completion`` overrides the
-    recorded completion policy)."""
+    recorded completion policy; ``parts``: the trace's :func:`socket_parts`, when the
+    caller has them)."""
+    parts = socket_parts(trace) if parts is None else parts
     recorded = (trace.metadata.get("completion_policy") or {}).get("policy")
     policy = completion or (
         recorded if recorded in ("on-ack", "on-transmit") else profile.completion.policy
     )
-    latency = completion_latency_ns(trace, policy)
+    latency = completion_latency_ns(trace, policy, parts)
     profile = profile.with_changes(
         "completion",
         policy=policy,
@@ -57,9 +62,13 @@ def inferred_profile(
     flags = set(profile.send.supported_flags)
     calls = trace.calls
     success = nt.success_mask(calls.column("status"))
-    for i in np.flatnonzero(success & (calls.column("control_len") >= 0)).tolist():
+    sent = {
+        calls.control_info(i)
+        for i in np.flatnonzero(success & (calls.column("control_len") >= 0)).tolist()
+    }
+    for raw in sent:
         try:
-            pairs |= {(m.level, m.type) for m in wsk.decode_cmsgs(calls.control_info(i), layout)}
+            pairs |= {(m.level, m.type) for m in wsk.decode_cmsgs(raw, layout)}
         except InputError:
             pass  # a malformed chain the recorded transport took: nothing to learn
     if (success & (calls.column("flags") & wsk.WSK_FLAG_OOB != 0)).any():
@@ -70,22 +79,22 @@ def inferred_profile(
     mss = (trace.metadata.get("capture") or {}).get("mss")
     if isinstance(mss, int) and 0 < mss <= 65535:
         profile = profile.with_changes("tcp", mss=mss)
-    if profile.tcp.nagle and nagle_broken(trace, profile.tcp.mss):
+    if profile.tcp.nagle and nagle_broken(trace, profile.tcp.mss, parts):
         profile = profile.with_changes("tcp", nagle=False)
-    flight = -(-max_flight_bytes(trace) // profile.tcp.mss)
+    flight = -(-max_flight_bytes(trace, parts) // profile.tcp.mss)
     if flight > profile.tcp.initial_cwnd_segments:
         profile = profile.with_changes("tcp", initial_cwnd_segments=flight)
     return profile
 
 
-def max_flight_bytes(trace: Trace) -> int:
+def max_flight_bytes(trace: Trace, parts: dict[int, SocketPart] | None = None) -> int:
     """The most bytes any recorded socket had sent and not yet seen acknowledged: its
     sender's congestion window was at least that (the model starts from it, so a sender
     that was never window-limited is not made so by the model's slow start)."""
-    seg = trace.segments
     most = 0
-    for sid in trace.sockets:
-        rows = np.flatnonzero(seg.column("socket") == sid)
+    for part in (socket_parts(trace) if parts is None else parts).values():
+        seg = part.trace.segments
+        rows = np.arange(len(seg))
         rows = rows[np.lexsort((rows, seg.column("time_ns")[rows]))]
         out = seg.column("direction")[rows] == int(Direction.OUT)
         ends = np.where(
@@ -102,22 +111,20 @@ def max_flight_bytes(trace: Trace) -> int:
     return most
 
 
-def nagle_broken(trace: Trace, mss: int) -> bool:
+def nagle_broken(trace: Trace, mss: int, parts: dict[int, SocketPart] | None = None) -> bool:
     """Whether the recorded sender sent new bytes in a segment smaller than the MSS while
     an earlier small one was still unacknowledged (by the peer, or by the segment itself
     resending it), for bytes of a call without WSK_FLAG_NODELAY: no variant of Nagle's
     algorithm allows it, so the recorded transport did not apply it."""
-    seg, calls = trace.segments, trace.calls
-    times, kinds = seg.column("time_ns"), seg.column("direction").tolist()
-    seg_ack, seg_len, seg_seq = (seg.column(c).tolist() for c in ("ack", "length", "seq"))
-    nodelay = (calls.column("flags") & wsk.WSK_FLAG_NODELAY) != 0
-    for sid in trace.sockets:
-        full = sender_mss(trace, sid) or mss
-        rows = np.flatnonzero(seg.column("socket") == sid)
+    for sid, part in (socket_parts(trace) if parts is None else parts).items():
+        seg, calls = part.trace.segments, part.trace.calls
+        times, kinds = seg.column("time_ns"), seg.column("direction").tolist()
+        seg_ack, seg_len, seg_seq = (seg.column(c).tolist() for c in ("ack", "length", "seq"))
+        nodelay = (calls.column("flags") & wsk.WSK_FLAG_NODELAY) != 0
+        full = sender_mss(part.trace, sid) or mss
+        rows = np.arange(len(seg))
         order = rows[np.lexsort((rows, times[rows]))]
-        mine = np.flatnonzero(
-            (calls.column("socket") == sid) & nt.success_mask(calls.column("status"))
-        )
+        mine = np.flatnonzero(nt.success_mask(calls.column("status")))
         call_start = calls.column("stream_offset")[mine].astype(np.int64)
         call_order = np.argsort(call_start, kind="stable")
         starts, flagged = call_start[call_order], nodelay[mine][call_order]
@@ -147,30 +154,30 @@ def _first_reaching(times: np.ndarray, reach: np.ndarray, ends: np.ndarray) -> n
     return np.where(k < len(reach), times[np.minimum(k, len(times) - 1)], -1)
 
 
-def completion_latency_ns(trace: Trace, policy: str) -> int | None:
+def completion_latency_ns(
+    trace: Trace, policy: str, parts: dict[int, SocketPart] | None = None
+) -> int | None:
     """Median time from the policy's condition (the peer's ACK of a pending send's last byte,
     or that byte's first transmission) to the send's recorded completion; None when no call
     shows both."""
-    calls, seg = trace.calls, trace.segments
-    pending_ok = (
-        (calls.column("status") == nt.STATUS_PENDING)
-        & (calls.column("completed") == 1)
-        & (calls.column("completion_status") == nt.STATUS_SUCCESS)
-        & (calls.column("length") > 0)
-    )
     delays = []
-    for sid in trace.sockets:
-        mine = np.flatnonzero(pending_ok & (calls.column("socket") == sid))
+    for sid, part in (socket_parts(trace) if parts is None else parts).items():
+        calls, seg = part.trace.calls, part.trace.segments
+        mine = np.flatnonzero(
+            (calls.column("status") == nt.STATUS_PENDING)
+            & (calls.column("completed") == 1)
+            & (calls.column("completion_status") == nt.STATUS_SUCCESS)
+            & (calls.column("length") > 0)
+        )
         if not len(mine):
             continue
         ends = (calls.column("stream_offset")[mine] + calls.column("length")[mine]).astype(np.int64)
-        on = seg.column("socket") == sid
         if policy == "on-ack":
             inbound = seg.column("direction") == int(Direction.IN)
-            rows = on & inbound & (seg.column("flags") & TCP_RST == 0)
+            rows = inbound & (seg.column("flags") & TCP_RST == 0)
             reach = np.maximum.accumulate(seg.column("ack")[rows].astype(np.int64))
         else:
-            rows = outbound_data(trace, sid)
+            rows = outbound_data(part.trace, sid)
             reach = np.maximum.accumulate(
                 (seg.column("seq")[rows] + seg.column("length")[rows]).astype(np.int64)
             )
@@ -182,7 +189,9 @@ def completion_latency_ns(trace: Trace, policy: str) -> int | None:
     return int(np.median(every)) if len(every) else None
 
 
-def release_pieces(trace: Trace, paths: dict[int, PathParams]) -> dict[int, list[tuple[int, int]]]:
+def release_pieces(
+    trace: Trace, paths: dict[int, PathParams], parts: dict[int, SocketPart] | None = None
+) -> dict[int, list[tuple[int, int]]]:
     """For calls inferred from a capture: call index -> its bytes as pieces (length, delay
     from its first byte), where the recording sent its first byte and the rest apart by
     more than the bottleneck explains (``paths``: socket -> its replay's path), bytes the
@@ -193,10 +202,12 @@ def release_pieces(trace: Trace, paths: dict[int, PathParams]) -> dict[int, list
     if "inferred" not in trace.metadata:
         return {}
     out: dict[int, list[tuple[int, int]]] = {}
-    for socket in trace.sockets:
+    for socket, part in (socket_parts(trace) if parts is None else parts).items():
         path = paths.get(socket)
         if path is not None:
-            out.update(_socket_pieces(trace, socket, path))
+            rows = part.call_rows.tolist()
+            for call, pieces in _socket_pieces(part.trace, socket, path).items():
+                out[rows[call]] = pieces
     return out
 
 
@@ -245,41 +256,45 @@ def _socket_pieces(trace: Trace, socket: int, path: PathParams) -> dict[int, lis
     return pieces
 
 
-def stack_delays_ns(trace: Trace) -> np.ndarray:
+def stack_delays_ns(trace: Trace, parts: dict[int, SocketPart] | None = None) -> np.ndarray:
     """Per call, the time from its issue to its bytes reaching TCP, as the sender host took
     it: for a call whose first byte went out with nothing of the socket's queued before it
     and no ACK in between (nothing but the host held it), the recorded time from issue to
     that byte at the capture point; for any other call, the least of those on its socket
     (0 when none shows it): such a call was held by TCP (Nagle, windows), not by the host,
     so its bytes were with TCP as early as the host allows."""
+    delays = np.zeros(len(trace.calls), np.int64)
+    for socket, part in (socket_parts(trace) if parts is None else parts).items():
+        delays[part.call_rows] = _socket_stack_delays(part.trace, socket)
+    return delays
+
+
+def _socket_stack_delays(trace: Trace, socket: int) -> np.ndarray:
+    """:func:`stack_delays_ns` of a trace of one socket's rows."""
     calls, seg = trace.calls, trace.segments
     delays = np.zeros(len(calls), np.int64)
-    for socket in trace.sockets:
-        on = calls.column("socket") == socket
-        mine = np.flatnonzero(
-            on & nt.success_mask(calls.column("status")) & (calls.column("length") > 0)
-        )
-        rows = outbound_data(trace, socket)
-        if not len(mine) or not rows.any():
-            continue
-        times = seg.column("time_ns")[rows].astype(np.int64)
-        reach = np.maximum.accumulate(seg.column("seq")[rows] + seg.column("length")[rows])
-        start = calls.column("stream_offset")[mine].astype(np.int64)
-        issue = calls.column("issue_ns")[mine].astype(np.int64)
-        first = _first_reaching(times, reach, start + 1)
-        before = np.where(start > 0, _first_reaching(times, reach, start), -1)
-        acks = seg.column("time_ns")[
-            (seg.column("socket") == socket) & (seg.column("direction") == int(Direction.IN))
-        ].astype(np.int64)
-        acks.sort()
-        ack_between = np.searchsorted(acks, first, side="right") > np.searchsorted(
-            acks, issue, side="left"
-        )
-        shown = (first >= issue) & (before < issue) & ~ack_between
-        if not shown.any():
-            continue
-        delays[on] = int((first[shown] - issue[shown]).min())
-        delays[mine[shown]] = first[shown] - issue[shown]
+    mine = np.flatnonzero(nt.success_mask(calls.column("status")) & (calls.column("length") > 0))
+    rows = outbound_data(trace, socket)
+    if not len(mine) or not rows.any():
+        return delays
+    times = seg.column("time_ns")[rows].astype(np.int64)
+    reach = np.maximum.accumulate(seg.column("seq")[rows] + seg.column("length")[rows])
+    start = calls.column("stream_offset")[mine].astype(np.int64)
+    issue = calls.column("issue_ns")[mine].astype(np.int64)
+    first = _first_reaching(times, reach, start + 1)
+    before = np.where(start > 0, _first_reaching(times, reach, start), -1)
+    acks = seg.column("time_ns")[
+        (seg.column("socket") == socket) & (seg.column("direction") == int(Direction.IN))
+    ].astype(np.int64)
+    acks.sort()
+    ack_between = np.searchsorted(acks, first, side="right") > np.searchsorted(
+        acks, issue, side="left"
+    )
+    shown = (first >= issue) & (before < issue) & ~ack_between
+    if not shown.any():
+        return delays
+    delays[:] = int((first[shown] - issue[shown]).min())
+    delays[mine[shown]] = first[shown] - issue[shown]
     return delays
 
 
