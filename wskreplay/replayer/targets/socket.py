@@ -40,11 +40,12 @@ from wskreplay.policies import policies_of
 from wskreplay.replayer import netns
 from wskreplay.replayer.calibrate import estimate_path, inferred_profile, sender_mss
 from wskreplay.replayer.capture import WireCapture, clock_offset_ns, read_wire
-from wskreplay.replayer.engine import ReplayOptions, peer_reset_ns, replayed_streams
+from wskreplay.replayer.engine import ReplayOptions, peer_reset_ns
 from wskreplay.replayer.link import LinkSpec, parse_link
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.realtime import RealtimeOptions, RealtimeRun, replay_origin, run_calls
+from wskreplay.replayer.replayed_streams import replayed_streams
 from wskreplay.replayer.socket_peer import PeerConnection, write_plan
 from wskreplay.replayer.targets.socket_session import OpenOptions, SocketSession
 from wskreplay.trace.model import CallTable, Clock, Direction, SegmentTable, Stream, Trace
