@@ -200,3 +200,32 @@ def test_compiled_emulator_is_in_use_and_equals_the_python_modules(tmp_path):
         )
         assert proc.returncode == 0, proc.stderr
         assert compiled_out.read_bytes() == pure_out.read_bytes(), name
+
+
+def test_a_finished_replay_leaves_nothing_for_the_cyclic_collector():
+    """A replay's state (its connections, the calls' inputs and outputs, the wire) is freed
+    by reference counting as the replay returns: nothing of it waits, in a reference cycle,
+    for the cyclic collector (closures over the replay's generator frame did: 0.17 s of
+    collection after a 300,000-call replay)."""
+    import gc
+
+    from wskreplay.replayer.engine import ReplayOptions, replay
+    from wskreplay.replayer.profile import load_profile
+    from wskreplay.trace import read_trace
+
+    trace = read_trace(TRACES / "sample.wskt")
+    options = ReplayOptions(load_profile(), speed=None)
+    gc.collect()
+    gc.disable()
+    try:
+        before = {id(o) for o in gc.get_objects()}
+        replayed = replay(trace, options)
+        left = [
+            type(o).__qualname__
+            for o in gc.get_objects()
+            if id(o) not in before and type(o).__module__.startswith("wskreplay.replayer")
+        ]
+    finally:
+        gc.enable()
+    assert len(replayed.calls) == len(trace.calls)
+    assert left == []

@@ -63,7 +63,7 @@ def replay_cmd(
     from wskreplay.replayer.dispatch import replay_on
     from wskreplay.replayer.engine import replay_until
     from wskreplay.trace import read_trace
-    from wskreplay.trace.digest import file_sha256
+    from wskreplay.trace.digest import DigestOnTheSide
 
     if out is None and until is None and not step and break_on is None:
         raise click.UsageError("give -o OUT.wskt (or --step, --break-on STATUS, --until CALL_N)")
@@ -71,6 +71,7 @@ def replay_cmd(
     stop_status = status_option("--break-on", break_on) if break_on is not None else None
     if (step or break_on is not None) and not target.virtual:
         raise click.UsageError("--step and --break-on step through the emulator only")
+    source_sha256 = DigestOnTheSide(trace)
     recorded = read_trace(trace)
     if step or stop_status is not None:
         from wskreplay.replayer.stepping import step_through
@@ -92,7 +93,11 @@ def replay_cmd(
     with import_progress(show, unit="items") as bar:
         bar.phase(f"replaying {len(recorded.calls):,} calls on {target.name}")
         replayed = replay_on(
-            recorded, options, target, source_sha256=file_sha256(trace), progress=bar.advance
+            recorded,
+            options,
+            target,
+            source_sha256=source_sha256.result(),
+            progress=bar.advance,
         )
         bar.phase(f"writing {os.path.basename(out)}")
         write_trace(out, replayed)

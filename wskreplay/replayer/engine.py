@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -35,9 +35,11 @@ from wskreplay.replayer.chaos import Chaos
 from wskreplay.replayer.peer import RecordedPeer
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
+from wskreplay.replayer.replayed_streams import replayed_streams
 from wskreplay.replayer.targets.emulator import EmulatedConnection, WireSegment
 from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest, Violation
 from wskreplay.trace.model import (
+    SEGMENT_SCHEMA,
     CallTable,
     Clock,
     Direction,
@@ -46,17 +48,18 @@ from wskreplay.trace.model import (
     Stream,
     Trace,
     awaited_calls,
+    socket_parts,
     time_span_ns,
 )
 
-WOULD_BUGCHECK = 0xE0570001
+WOULD_BUGCHECK: Final = 0xE0570001
 """Not a Windows status (customer bit set): the status column of a call whose Length ran
 past its MDL chain, which would have stopped the machine instead of returning."""
-SETTLE_NS = 120_000_000_000
+SETTLE_NS: Final = 120_000_000_000
 """The least a wait (and the end of the replay) lets pass on a socket; a socket recorded
 for longer than half of it lets twice its own recorded duration pass, so a peer that acted
 after a long silence is still replayed (a wait never hangs)."""
-MAX_SETTLE_NS = 3_600_000_000_000
+MAX_SETTLE_NS: Final = 3_600_000_000_000
 """The most a wait lets pass, and the end of a replay of a socket whose own recorded span
 is longer (a capture merging interfaces with different clocks can show one connection
 across years, which would otherwise run its timers for years)."""
@@ -90,7 +93,7 @@ def peer_reset_ns(trace: Trace, socket: int) -> int | None:
     return min(resets) if resets else None
 
 
-PROGRESS_EVERY = 4096
+PROGRESS_EVERY: Final = 4096
 """Calls between two reports to a replay's progress callback."""
 
 
@@ -107,7 +110,7 @@ def replay(
     The cyclic garbage collector is paused meanwhile: a replay makes millions of small
     objects, none in a cycle, and the collector's full passes over them made the cost per
     call grow with the trace (24 us at 100k calls, 35 us with it running)."""
-    steps = _steps(trace, options, source_sha256)
+    steps = _steps(trace, options, source_sha256, report=False)
     total = len(trace.calls)
     done = 0
     collecting = gc.isenabled()
@@ -148,7 +151,9 @@ class Step:
 
 def steps(trace: Trace, options: ReplayOptions) -> Iterator[Step]:
     """The replay of ``trace``, one call at a time (``--step``, ``--break-on``, ``--until``)."""
-    yield from _steps(trace, options, "")
+    for step in _steps(trace, options, "", report=True):
+        assert step is not None
+        yield step
 
 
 def socket_state(trace: Trace, step: Step) -> dict[str, Any]:
@@ -167,106 +172,202 @@ def socket_state(trace: Trace, step: Step) -> dict[str, Any]:
 
 
 def _steps(
-    trace: Trace, options: ReplayOptions, source_sha256: str
-) -> Generator[Step, None, Trace]:
-    """The replay, yielding after each call."""
-    profile = inferred_profile(trace, options.profile, options.completion)
-    calls = trace.calls
-    n = len(calls)
-    issue = calls.column("issue_ns").astype(np.int64)
-    socket_of = calls.column("socket").astype(np.int64)
-    completion = calls.column("completion_ns").astype(np.int64)
-    order = np.lexsort((np.arange(n), issue))
-    t0 = int(issue.min()) if n else 0
+    trace: Trace, options: ReplayOptions, source_sha256: str, *, report: bool
+) -> Generator[Step | None, None, Trace]:
+    """The replay, yielding after each call: its :class:`Step` when ``report``, else None
+    (a replay run to its end makes no step objects)."""
+    run = _Replay(trace, options, report)
+    for i in run.order:
+        yield run.call(i)
+    return run.finish(source_sha256)
 
-    def scaled(duration: int) -> int:
-        """A recorded duration in the replay's time (0 when replaying as fast as possible)."""
-        return 0 if options.speed is None else int(duration / options.speed)
 
-    recorded_reset = {
-        sid: at for sid in trace.sockets if (at := peer_reset_ns(trace, sid)) is not None
-    }
-    """Socket -> when its peer reset it in the recording: a call issued after that waits,
-    in the replay, for the replayed reset (if it comes), the way it waits for completions."""
+class _Replay:
+    """One replay's state: the calibrated connections, the calls' inputs, and what the
+    replay has reported so far. An object rather than the generator's closures: the
+    closures and the generator's frame held each other, so the replay's millions of values
+    outlived it until the cyclic collector found them (0.17 s for 300,000 calls)."""
 
-    def peer_reset(sid: int) -> int | None:
-        at = recorded_reset.get(sid)
-        return None if at is None else t0 + scaled(at - t0)
+    def __init__(self, trace: Trace, options: ReplayOptions, report: bool) -> None:
+        self.trace = trace
+        self.options = options
+        self.report = report
+        parts = socket_parts(trace)
+        own = {sid: part.trace for sid, part in parts.items()}
+        """Socket -> a trace of its rows alone: each socket is calibrated from its rows."""
+        self.own = own
+        profile = inferred_profile(trace, options.profile, options.completion, parts)
+        self.profile = profile
+        calls = trace.calls
+        n = len(calls)
+        issue = calls.column("issue_ns").astype(np.int64)
+        self.completion = calls.column("completion_ns").astype(np.int64).tolist()
+        self.order: list[int] = np.lexsort((np.arange(n), issue)).tolist()
+        t0 = int(issue.min()) if n else 0
+        self.t0 = t0
+        self.recorded_reset = {
+            sid: at for sid in trace.sockets if (at := peer_reset_ns(own[sid], sid)) is not None
+        }
+        """Socket -> when its peer reset it in the recording: a call issued after that
+        waits, in the replay, for the replayed reset (if it comes), the way it waits for
+        completions."""
+        mss = {sid: sender_mss(own[sid], sid) or profile.tcp.mss for sid in trace.sockets}
+        self.mss = mss
+        self.calibrated = {
+            sid: calibrated_path(own[sid], sid, options.seed) for sid in trace.sockets
+        }
+        paths = {sid: replace(self.calibrated[sid][0], mss=mss[sid]) for sid in trace.sockets}
+        self.paths = paths
+        self.span = {sid: time_span_ns(own[sid], sid) or (0, 0) for sid in trace.sockets}
+        self.settle = {
+            sid: min(max(SETTLE_NS, 2 * (self.span[sid][1] - self.span[sid][0])), MAX_SETTLE_NS)
+            for sid in trace.sockets
+        }
+        self.rto_floor = {
+            sid: rto_floor_ns(own[sid], sid) if options.speed == 1.0 else 0 for sid in trace.sockets
+        }
+        self.conns: dict[int, EmulatedConnection] = {}
+        self.peers: dict[str, str] = {}
+        for sid, sock in trace.sockets.items():
+            self.conns[sid] = self._connection(sid, sock.category)
+        self.issue_out = [0] * n
+        self.return_out = [0] * n
+        self.status_out = [0] * n
+        self.completed_out = [0] * n
+        self.completion_out = [0] * n
+        self.completion_status_out = [0] * n
+        self.information_out = [0] * n
+        self.events: list[Event] = []
+        self.wire = {sid: WireColumns() for sid in trace.sockets}
+        self.done_at: dict[int, int] = {}
+        self.awaited: list[int] = awaited_calls(calls).tolist()
+        self.reported: list[Returned | Completed | Violation] = []
+        """What the replay reported since the last step."""
+        self.at_once: list[bool] = (calls.column("status") == nt.STATUS_SUCCESS).tolist()
+        self.stack_delay: list[int] = stack_delays_ns(trace, parts).tolist()
+        self.pieces = release_pieces(trace, paths, parts)
+        self.flags_of: list[int] = calls.column("flags").tolist()
+        self.length_of: list[int] = calls.column("length").tolist()
+        self.irql_of: list[int] = calls.column("irql").tolist()
+        self.control_len: list[int] = calls.column("control_len").tolist()
+        self.issue_of: list[int] = issue.tolist()
+        self.socket_of: list[int] = calls.column("socket").astype(np.int64).tolist()
+        self.lifecycle = lifecycle_events(trace)
+        self.lag: dict[int, int] = {}
+        """Socket -> how much later than scheduled its latest call went out."""
 
-    mss = {sid: sender_mss(trace, sid) or profile.tcp.mss for sid in trace.sockets}
-    calibrated = {sid: calibrated_path(trace, sid, options.seed) for sid in trace.sockets}
-    paths = {sid: replace(calibrated[sid][0], mss=mss[sid]) for sid in trace.sockets}
-    settle = {
-        sid: min(max(SETTLE_NS, 2 * socket_duration_ns(trace, sid)), MAX_SETTLE_NS)
-        for sid in trace.sockets
-    }
-    rto_floor = {
-        sid: rto_floor_ns(trace, sid) if options.speed == 1.0 else 0 for sid in trace.sockets
-    }
-    conns = {}
-    peers: dict[str, str] = {}
-    for sid, sock in trace.sockets.items():
+    def _connection(self, sid: int, category: str) -> EmulatedConnection:
+        options, profile, path = self.options, self.profile, self.paths[sid]
         script = (
             None
-            if options.peer == "parametric"
-            else peer_script(trace, sid, paths[sid].rtt_ns, profile.reset, paths[sid].rate_bps)
+            if options.peer == "parametric" or options.speed != 1.0
+            else peer_script(self.own[sid], sid, path.rtt_ns, profile.reset, path.rate_bps)
         )
-        if script is not None and not peer_window_known(trace, sid):
+        if script is not None and not peer_window_known(self.trace, sid):
             script = replace(script, windows=())
         peer = None
-        if script is not None and options.speed == 1.0:
-            first = int(
-                trace.segments.column("time_ns")[trace.segments.column("socket") == sid].min()
-            )
-            peer = RecordedPeer(paths[sid], script, first)
-        peers[str(sid)] = "recorded" if peer is not None else "parametric"
-        conns[sid] = EmulatedConnection(
+        if script is not None:
+            first = int(self.own[sid].segments.column("time_ns").min())
+            peer = RecordedPeer(path, script, first)
+        self.peers[str(sid)] = "recorded" if peer is not None else "parametric"
+        reset_at = self.recorded_reset.get(sid)
+        floor = self.rto_floor[sid]
+        return EmulatedConnection(
             profile.with_changes(
                 "tcp",
-                rto_min_ns=max(profile.tcp.rto_min_ns, rto_floor[sid]),
-                rto_initial_ns=max(profile.tcp.rto_initial_ns, rto_floor[sid]),
+                rto_min_ns=max(profile.tcp.rto_min_ns, floor),
+                rto_initial_ns=max(profile.tcp.rto_initial_ns, floor),
             ),
-            paths[sid],
-            category=sock.category if sock.category in ("connection", "stream") else "connection",
-            mss=mss[sid],
-            peer_reset_ns=None if peer is not None else peer_reset(sid),
+            path,
+            category=category if category in ("connection", "stream") else "connection",
+            mss=self.mss[sid],
+            peer_reset_ns=(
+                None
+                if peer is not None or reset_at is None
+                else self.t0 + self.scaled(reset_at - self.t0)
+            ),
             peer=peer,
             chaos=None if options.chaos is None else Chaos(options.chaos, sid),
         )
-    issue_out = [0] * n
-    return_out = [0] * n
-    status_out = [0] * n
-    completed_out = [0] * n
-    completion_out = [0] * n
-    completion_status_out = [0] * n
-    information_out = [0] * n
-    events: list[Event] = []
-    wire: dict[int, list[WireSegment]] = {sid: [] for sid in trace.sockets}
-    done_at: dict[int, int] = {}
-    awaited = awaited_calls(calls).tolist()
 
-    reported: list[Returned | Completed | Violation] = []
-    """What the replay reported since the last step."""
+    def scaled(self, duration: int) -> int:
+        """A recorded duration in the replay's time (0 when replaying as fast as possible)."""
+        speed = self.options.speed
+        return 0 if speed is None else int(duration / speed)
 
-    def absorb(sid: int, outputs: list) -> None:
+    def call(self, i: int) -> Step | None:
+        """Replay call ``i``: its :class:`Step` when reporting, else None."""
+        sid = self.socket_of[i]
+        issued = self.issue_of[i]
+        conn = self.conns[sid]
+        speed = self.options.speed
+        t0 = self.t0
+        self.play_lifecycle(sid, conn, issued)
+        t = conn.now if speed is None else t0 + self.scaled(issued - t0)
+        waits_for = self.awaited[i]
+        if waits_for >= 0:
+            self.let_time_pass(sid, conn, waits_for)
+            if waits_for in self.done_at:
+                gap = self.scaled(issued - self.completion[waits_for])
+                t = max(t, self.done_at[waits_for] + gap)
+        reset_at = self.recorded_reset.get(sid)
+        if reset_at is not None and issued >= reset_at and conn.reset_time() is None:
+            self.let_time_pass(sid, conn, -1)
+            reset_seen = conn.reset_time()
+            if reset_seen is not None:
+                t = max(t, reset_seen + self.scaled(issued - reset_at))
+        t = max(t, conn.now)
+        if speed is not None:
+            self.lag[sid] = t - (t0 + self.scaled(issued - t0))
+        self.issue_out[i] = t
+        req = SendRequest(
+            t,
+            i + 1,
+            self.flags_of[i],
+            self.length_of[i],
+            None,
+            self.trace.calls.control_info(i) if self.control_len[i] >= 0 else None,
+            None if self.irql_of[i] < 0 else self.irql_of[i],
+            self.at_once[i],
+        )
+        piece_list = self.pieces.get(i)
+        if piece_list is not None and speed is not None:
+            piece_list = [(length, self.scaled(delay)) for length, delay in piece_list]
+        else:
+            piece_list = None
+        outputs = conn.call(req, self.scaled(self.stack_delay[i]), piece_list)
+        self.absorb(sid, outputs)
+        if not _returned(outputs):
+            self.return_out[i] = t
+            self.status_out[i] = WOULD_BUGCHECK
+        if not self.report:
+            return None
+        step = Step(i, sid, conn, list(self.reported))
+        self.reported.clear()
+        return step
+
+    def absorb(self, sid: int, outputs: list) -> None:
+        """File what the connection reported: wire segments, returns, completions and
+        violations."""
         for e in outputs:
             if isinstance(e, WireSegment):
-                wire[sid].append(e)
+                self.wire[sid].add(e)
                 continue
-            reported.append(e)
+            if self.report:
+                self.reported.append(e)
             if isinstance(e, Completed):
                 i = e.irp - 1
-                completed_out[i] = 1
-                completion_out[i] = e.time_ns
-                completion_status_out[i] = e.status
-                information_out[i] = e.information
-                done_at[i] = e.time_ns
+                self.completed_out[i] = 1
+                self.completion_out[i] = e.time_ns
+                self.completion_status_out[i] = e.status
+                self.information_out[i] = e.information
+                self.done_at[i] = e.time_ns
             elif isinstance(e, Returned):
                 if e.irp is not None:
-                    return_out[e.irp - 1] = e.time_ns
-                    status_out[e.irp - 1] = e.status
+                    self.return_out[e.irp - 1] = e.time_ns
+                    self.status_out[e.irp - 1] = e.status
             elif isinstance(e, Violation):
-                events.append(
+                self.events.append(
                     Event(
                         e.time_ns,
                         "violation",
@@ -275,176 +376,117 @@ def _steps(
                     )
                 )
 
-    at_once = (calls.column("status") == nt.STATUS_SUCCESS).tolist()
-    stack_delay = stack_delays_ns(trace).tolist()
-    pieces = release_pieces(trace, paths)
-    flags_of = calls.column("flags").tolist()
-    length_of = calls.column("length").tolist()
-    irql_of = calls.column("irql").tolist()
-    control_len = calls.column("control_len").tolist()
-    issue_of = issue.tolist()
-    socket_list = socket_of.tolist()
-    lifecycle = lifecycle_events(trace)
-    lag: dict[int, int] = {}
-    """Socket -> how much later than scheduled its latest call went out (dependencies)."""
-
-    def play_lifecycle(sid: int, conn: EmulatedConnection, before: int | None) -> None:
+    def play_lifecycle(self, sid: int, conn: EmulatedConnection, before: int | None) -> None:
         """The driver's recorded disconnects and closes of ``sid`` before ``before``."""
-        queue = lifecycle.get(sid, [])
+        queue = self.lifecycle.get(sid)
         while queue and (before is None or queue[0].time_ns < before):
             e = queue.pop(0)
             at = conn.now
-            if options.speed is not None:
-                at = max(t0 + scaled(e.time_ns - t0) + lag.get(sid, 0), conn.now)
+            if self.options.speed is not None:
+                at = max(
+                    self.t0 + self.scaled(e.time_ns - self.t0) + self.lag.get(sid, 0), conn.now
+                )
             if e.kind == "close":
-                absorb(sid, conn.close(at))
+                self.absorb(sid, conn.close(at))
             else:
                 abortive = bool(int(e.attrs.get("flags", 0)) & wsk.WSK_FLAG_ABORTIVE)
-                absorb(sid, conn.disconnect(at, abortive=abortive))
-            events.append(Event(at, e.kind, sid, dict(e.attrs)))
+                self.absorb(sid, conn.disconnect(at, abortive=abortive))
+            self.events.append(Event(at, e.kind, sid, dict(e.attrs)))
 
-    def let_time_pass(sid: int, conn: EmulatedConnection, until: Callable[[], bool]) -> None:
-        """Run the connection event by event until ``until()`` holds, nothing is left to
-        happen, or the socket's settle time has passed (a wait never hangs)."""
-        limit = conn.now + settle[sid]
-        while not until() and (step := conn.next_event_time()) is not None and step <= limit:
-            absorb(sid, conn.run_until(step))
+    def let_time_pass(self, sid: int, conn: EmulatedConnection, completion_of: int) -> None:
+        """Run the connection event by event until call ``completion_of`` has completed
+        (-1: until the peer's reset has arrived), nothing is left to happen, or the
+        socket's settle time has passed (a wait never hangs)."""
+        limit = conn.now + self.settle[sid]
+        done_at = self.done_at
+        while not (
+            completion_of in done_at if completion_of >= 0 else conn.reset_time() is not None
+        ):
+            step = conn.next_event_time()
+            if step is None or step > limit:
+                break
+            self.absorb(sid, conn.run_until(step))
 
-    for i in order.tolist():
-        sid = socket_list[i]
-        issued = issue_of[i]
-        conn = conns[sid]
-        play_lifecycle(sid, conn, issued)
-        t = conn.now if options.speed is None else t0 + scaled(issued - t0)
-        waits_for: int = awaited[i]
-        if waits_for >= 0:
-
-            def has_completed(j: int = waits_for) -> bool:
-                return j in done_at
-
-            let_time_pass(sid, conn, has_completed)
-            if waits_for in done_at:
-                gap = scaled(issued - int(completion[waits_for]))
-                t = max(t, done_at[waits_for] + gap)
-        reset_at = recorded_reset.get(sid)
-        if reset_at is not None and issued >= reset_at and conn.reset_time() is None:
-
-            def was_reset(c: EmulatedConnection = conn) -> bool:
-                return c.reset_time() is not None
-
-            let_time_pass(sid, conn, was_reset)
+    def finish(self, source_sha256: str) -> Trace:
+        """Let every connection settle; the replayed trace."""
+        trace, options = self.trace, self.options
+        for sid, conn in self.conns.items():
+            self.play_lifecycle(sid, conn, None)
+            first, last = self.span[sid]
+            horizon = max(last - conn.now, 0) + self.settle[sid]
+            if last - first > MAX_SETTLE_NS:
+                horizon = min(horizon, MAX_SETTLE_NS)
+            self.absorb(sid, conn.settle(horizon))
             reset_seen = conn.reset_time()
             if reset_seen is not None:
-                t = max(t, reset_seen + scaled(issued - reset_at))
-        t = max(t, conn.now)
-        if options.speed is not None:
-            lag[sid] = t - (t0 + scaled(issued - t0))
-        issue_out[i] = t
-        req = SendRequest(
-            t,
-            i + 1,
-            flags_of[i],
-            length_of[i],
-            None,
-            calls.control_info(i) if control_len[i] >= 0 else None,
-            None if irql_of[i] < 0 else irql_of[i],
-            at_once[i],
+                self.events.append(Event(reset_seen, "reset", sid, {"by": "peer"}))
+        out = Trace(
+            metadata={
+                "source": "replay",
+                "replay_of": source_sha256,
+                "target": {"kind": "emulator"},
+                "profile": self.profile.as_dict(),
+                "paths": {str(sid): self._path_metadata(sid) for sid in self.paths},
+                "peers": self.peers,
+                "replay": {
+                    "speed": options.speed,
+                    "seed": options.seed,
+                    "chaos": options.chaos,
+                    "origin_ns": self.t0,
+                },
+                "completion_policy": {
+                    "policy": self.profile.completion.policy,
+                    "evidence": "replay",
+                },
+            },
+            clock=Clock(trace.clock.zero_utc_ns, "virtual"),
+            sockets=dict(trace.sockets),
         )
-        piece_list = pieces.get(i)
-        if piece_list is not None and options.speed is not None:
-            piece_list = [(length, scaled(delay)) for length, delay in piece_list]
-        else:
-            piece_list = None
-        outputs = conn.call(req, scaled(stack_delay[i]), piece_list)
-        absorb(sid, outputs)
-        if not _returned(outputs):
-            return_out[i] = t
-            status_out[i] = WOULD_BUGCHECK
-        yield Step(i, sid, conn, list(reported))
-        reported.clear()
-    for sid, conn in conns.items():
-        play_lifecycle(sid, conn, None)
-        horizon = max(socket_end_ns(trace, sid) - conn.now, 0) + settle[sid]
-        if socket_duration_ns(trace, sid) > MAX_SETTLE_NS:
-            horizon = min(horizon, MAX_SETTLE_NS)
-        absorb(sid, conn.settle(horizon))
-        reset_seen = conn.reset_time()
-        if reset_seen is not None:
-            events.append(Event(reset_seen, "reset", sid, {"by": "peer"}))
+        calls = trace.calls
+        cols = calls.columns
+        rows = {
+            "issue_ns": self.issue_out,
+            "return_ns": self.return_out,
+            "status": self.status_out,
+            "completed": self.completed_out,
+            "completion_ns": self.completion_out,
+            "completion_status": self.completion_status_out,
+            "information": self.information_out,
+        }
+        cols.update({name: np.array(values, np.int64) for name, values in rows.items()})
+        cols["stream_offset"] = np.zeros(len(calls), np.int64)
+        out.streams = replayed_streams(trace, self.socket_of, self.length_of, self.status_out, cols)
+        for sid, conn in self.conns.items():
+            recorded_in = trace.streams.get((sid, Direction.IN))
+            if conn.received and recorded_in is not None and recorded_in.data is not None:
+                n_in = min(conn.received, recorded_in.length)
+                out.streams[(sid, Direction.IN)] = Stream(
+                    sid,
+                    Direction.IN,
+                    n_in,
+                    bytearray(recorded_in.data[:n_in]),
+                    [(a, min(b, n_in)) for a, b in recorded_in.gaps if a < n_in],
+                )
+        out.calls = CallTable(cols, calls.control_blob)
+        out.segments = _segments(self.wire)
+        out.events = sorted(self.events, key=lambda e: e.time_ns)
+        return out
 
-    out = Trace(
-        metadata={
-            "source": "replay",
-            "replay_of": source_sha256,
-            "target": {"kind": "emulator"},
-            "profile": profile.as_dict(),
-            "paths": {
-                str(sid): {
-                    **asdict(p),
-                    "rto_floor_ns": rto_floor[sid],
-                    "evidence": {
-                        **calibrated[sid][1],
-                        "mss": mss_evidence(trace, sid),
-                        "rto_floor_ns": "the recorded sender's waits without a resend"
-                        if rto_floor[sid]
-                        else "none: the recording shows no wait, or the replay is not at its "
-                        "recorded speed",
-                    },
-                }
-                for sid, p in paths.items()
+    def _path_metadata(self, sid: int) -> dict[str, Any]:
+        """The socket's replayed path and where each of its values came from."""
+        floor = self.rto_floor[sid]
+        return {
+            **asdict(self.paths[sid]),
+            "rto_floor_ns": floor,
+            "evidence": {
+                **self.calibrated[sid][1],
+                "mss": mss_evidence(self.own[sid], sid),
+                "rto_floor_ns": "the recorded sender's waits without a resend"
+                if floor
+                else "none: the recording shows no wait, or the replay is not at its "
+                "recorded speed",
             },
-            "peers": peers,
-            "replay": {
-                "speed": options.speed,
-                "seed": options.seed,
-                "chaos": options.chaos,
-                "origin_ns": t0,
-            },
-            "completion_policy": {"policy": profile.completion.policy, "evidence": "replay"},
-        },
-        clock=Clock(trace.clock.zero_utc_ns, "virtual"),
-        sockets=dict(trace.sockets),
-    )
-    cols = calls.columns
-    rows = {
-        "issue_ns": issue_out,
-        "return_ns": return_out,
-        "status": status_out,
-        "completed": completed_out,
-        "completion_ns": completion_out,
-        "completion_status": completion_status_out,
-        "information": information_out,
-    }
-    cols.update({name: np.array(values, np.int64) for name, values in rows.items()})
-    cols["stream_offset"] = np.zeros(n, np.int64)
-    out.streams = replayed_streams(trace, socket_list, length_of, rows["status"], cols)
-    for sid, conn in conns.items():
-        recorded_in = trace.streams.get((sid, Direction.IN))
-        if conn.received and recorded_in is not None and recorded_in.data is not None:
-            n_in = min(conn.received, recorded_in.length)
-            out.streams[(sid, Direction.IN)] = Stream(
-                sid,
-                Direction.IN,
-                n_in,
-                bytearray(recorded_in.data[:n_in]),
-                [(a, min(b, n_in)) for a, b in recorded_in.gaps if a < n_in],
-            )
-    out.calls = CallTable(cols, calls.control_blob)
-    out.segments = _segments(wire)
-    out.events = sorted(events, key=lambda e: e.time_ns)
-    return out
-
-
-def socket_end_ns(trace: Trace, socket: int) -> int:
-    """The socket's last recorded moment (calls, completions, segments, events)."""
-    span = time_span_ns(trace, socket)
-    return span[1] if span is not None else 0
-
-
-def socket_duration_ns(trace: Trace, socket: int) -> int:
-    """From the socket's first to its last moment in the trace (calls, segments, events)."""
-    span = time_span_ns(trace, socket)
-    return span[1] - span[0] if span is not None else 0
+        }
 
 
 def lifecycle_events(trace: Trace) -> dict[int, list[Event]]:
@@ -463,77 +505,51 @@ def _returned(outputs: list) -> bool:
     return False
 
 
-def replayed_streams(
-    trace: Trace,
-    socket_of: list[int],
-    length_of: list[int],
-    status: list[int],
-    cols: dict[str, np.ndarray],
-) -> dict[tuple[int, Direction], Stream]:
-    """The bytes the replayed calls handed WSK, each call to OUT or UNSENT by its replayed
-    status (offsets recomputed); bytes the recording lacks stay gaps (a call the capture
-    holds in part keeps the part it holds, at the same place in the call)."""
-    recorded_offset = trace.calls.column("stream_offset").tolist()
-    recorded_dir = [
-        Direction.OUT if nt.is_success(int(x)) else Direction.UNSENT
-        for x in trace.calls.column("status")
-    ]
-    streams: dict[tuple[int, Direction], Stream] = {}
-    offsets = cols["stream_offset"]
-    for i, (sid, length) in enumerate(zip(socket_of, length_of, strict=True)):
-        direction = Direction.OUT if nt.is_success(int(status[i])) else Direction.UNSENT
-        stream = streams.setdefault((sid, direction), Stream(sid, direction))
-        assert isinstance(stream.data, bytearray)
-        offsets[i] = stream.length
-        source = trace.streams.get((sid, recorded_dir[i]))
-        start = recorded_offset[i]
-        base = stream.length
-        if source is None or source.data is None:
-            stream.gaps.append((base, base + length))
-            stream.data += bytes(length)
-        else:
-            piece = bytes(source.data[start : start + length])
-            stream.data += piece + bytes(length - len(piece))
-            if len(piece) < length:
-                stream.gaps.append((base + len(piece), base + length))
-            for a, b in source.gaps:
-                lo, hi = max(a, start), min(b, start + len(piece))
-                if lo < hi:
-                    stream.gaps.append((base + lo - start, base + hi - start))
-        stream.length += length
-    for stream in streams.values():
-        stream.gaps = _merged(stream.gaps)
-    return streams
+class WireColumns:
+    """One socket's wire segments as the replay makes them, kept as the columns of the
+    replayed trace's segment table (no segment object outlives its step)."""
+
+    def __init__(self) -> None:
+        self.time_ns: list[int] = []
+        self.direction: list[int] = []
+        self.length: list[int] = []
+        self.seq: list[int] = []
+        self.flags: list[int] = []
+        self.ack: list[int] = []
+        self.window: list[int] = []
+
+    def add(self, s: WireSegment) -> None:
+        self.time_ns.append(s.time_ns)
+        self.direction.append(OUTBOUND if s.outbound else INBOUND)
+        self.length.append(s.length)
+        self.seq.append(s.seq if s.outbound else 0)
+        self.flags.append(s.flags)
+        self.ack.append(0 if s.outbound else s.ack)
+        self.window.append(s.window)
 
 
-def _merged(gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(gaps):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
+OUTBOUND: Final = int(Direction.OUT)
+INBOUND: Final = int(Direction.IN)
 
 
-def _segments(wire: dict[int, list[WireSegment]]) -> SegmentTable:
-    rows = [
-        (
-            s.time_ns,
-            sid,
-            int(Direction.OUT if s.outbound else Direction.IN),
-            s.length,
-            s.seq if s.outbound else 0,
-            s.flags,
-            0 if s.outbound else s.ack,
-            s.window,
-        )
-        for sid, segs in wire.items()
-        for s in segs
-    ]
-    rows.sort(key=lambda r: (r[0], r[1]))
-    names = ("time_ns", "socket", "direction", "length", "seq", "flags", "ack", "window")
-    if not rows:
+def _segments(wire: dict[int, WireColumns]) -> SegmentTable:
+    """The wire segments of every socket as one table, in time order (a socket's in the
+    order it sent them, sockets in ``wire``'s order on ties)."""
+    if not any(w.time_ns for w in wire.values()):
         return SegmentTable.empty()
-    arr = np.array(rows, dtype=np.int64)
-    return SegmentTable({name: arr[:, k] for k, name in enumerate(names)})
+    columns: dict[str, list[np.ndarray]] = {name: [] for name, _ in SEGMENT_SCHEMA}
+    for sid, w in wire.items():
+        columns["socket"].append(np.full(len(w.time_ns), sid, np.int64))
+        for name, values in (
+            ("time_ns", w.time_ns),
+            ("direction", w.direction),
+            ("length", w.length),
+            ("seq", w.seq),
+            ("flags", w.flags),
+            ("ack", w.ack),
+            ("window", w.window),
+        ):
+            columns[name].append(np.fromiter(values, np.int64, len(values)))
+    arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
+    order = np.lexsort((arrays["socket"], arrays["time_ns"]))
+    return SegmentTable({name: arr[order] for name, arr in arrays.items()})
