@@ -208,3 +208,34 @@ def test_host_stack_delay_holds_a_call_s_bytes_in_call_order():
     out += c.call(SendRequest(10_000, 2, NODELAY, 100), stack_delay_ns=0)
     out += c.settle(100 * MS)
     assert [(s.time_ns, s.seq) for s in outbound(out)] == [(50_000, 0), (50_000, 100)]
+
+
+def test_event_records_hand_written_init_takes_their_fields():
+    """The emulator's event records write their ``__init__`` by hand (mypyc compiles it;
+    the dataclass one is interpreted): its parameters are the fields, in order, with the
+    fields' defaults, and the records compare and print as dataclasses."""
+    import dataclasses
+    import inspect
+
+    from wskreplay.replayer import peer, tcp_sender, wsk_socket
+    from wskreplay.replayer.targets import emulator
+
+    checked = 0
+    for module in (wsk_socket, tcp_sender, peer, emulator):
+        for cls in vars(module).values():
+            if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+                continue
+            if cls.__dataclass_params__.init:
+                continue
+            params = list(inspect.signature(cls).parameters.values())
+            fields = dataclasses.fields(cls)
+            assert [p.name for p in params] == [f.name for f in fields], cls
+            empty = inspect.Parameter.empty
+            for p, f in zip(params, fields, strict=True):
+                expected = empty if f.default is dataclasses.MISSING else f.default
+                assert p.default == expected, (cls, f.name)
+            checked += 1
+    assert checked >= 10
+    a = WireSegment(1, True, 2, 3, 4)
+    assert a == WireSegment(1, True, 2, 3, 4, 0, 0, False) != WireSegment(1, True, 2, 3, 5)
+    assert repr(a).startswith("WireSegment(time_ns=1, outbound=True, seq=2")

@@ -282,7 +282,7 @@ def test_the_emulator_counts_a_rsts_ack_only_under_that_policy():
         profile = replace(load_profile(), reset=ResetPolicy(ack_acknowledges=counts))
         conn = EmulatedConnection(profile, PathParams(rtt_ns=MS, delayed_ack_ns=50 * MS))
         out = conn.call(SendRequest(0, 1, 0, 100))
-        out += conn._from_peer(PeerAck(MS // 2, 100, 65535, TCP_RST | TCP_ACK), MS // 2)
+        conn._from_peer(PeerAck(MS // 2, 100, 65535, TCP_RST | TCP_ACK), MS // 2, out)
         done = [e for e in out if isinstance(e, Completed)]
         assert [d.status for d in done] == [status]
 

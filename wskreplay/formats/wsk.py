@@ -10,18 +10,19 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from wskreplay.errors import InputError
 
-WSK_FLAG_BASIC_SOCKET = 0x0
-WSK_FLAG_LISTEN_SOCKET = 0x1
-WSK_FLAG_CONNECTION_SOCKET = 0x2
-WSK_FLAG_DATAGRAM_SOCKET = 0x4
-WSK_FLAG_STREAM_SOCKET = 0x8
+WSK_FLAG_BASIC_SOCKET: Final = 0x0
+WSK_FLAG_LISTEN_SOCKET: Final = 0x1
+WSK_FLAG_CONNECTION_SOCKET: Final = 0x2
+WSK_FLAG_DATAGRAM_SOCKET: Final = 0x4
+WSK_FLAG_STREAM_SOCKET: Final = 0x8
 
-WSK_FLAG_OOB = 0x1
-WSK_FLAG_NODELAY = 0x2
-WSK_FLAG_ABORTIVE = 0x1
+WSK_FLAG_OOB: Final = 0x1
+WSK_FLAG_NODELAY: Final = 0x2
+WSK_FLAG_ABORTIVE: Final = 0x1
 """WskDisconnect's flag (wsk-facts: "WSK_FLAG_ABORTIVE | 0x1 | disconnect")."""
 
 AF_INET = 2

@@ -15,11 +15,12 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass
+from typing import Final
 
 from wskreplay.formats.tcpip import TCP_FIN, TCP_RST
 from wskreplay.replayer.tcp_sender import SentSegment
 
-HEADER_BYTES = 54
+HEADER_BYTES: Final = 54
 """What a TCP segment's frame adds to its payload on the bottleneck (Ethernet, IPv4 and
 TCP headers without options): its serialization time counts them."""
 
@@ -39,7 +40,7 @@ class PathParams:
     mss: int = 1460
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class PeerAck:
     """A segment from the peer reaching the sender at ``time_ns``."""
 
@@ -52,6 +53,24 @@ class PeerAck:
     seq: int = 0
     """Offset in the peer's own stream of the data it carries (``length`` bytes)."""
     length: int = 0
+
+    def __init__(
+        self,
+        time_ns: int,
+        ack: int,
+        window: int,
+        flags: int = 0,
+        sent_ns: int = 0,
+        seq: int = 0,
+        length: int = 0,
+    ) -> None:
+        self.time_ns = time_ns
+        self.ack = ack
+        self.window = window
+        self.flags = flags
+        self.sent_ns = sent_ns
+        self.seq = seq
+        self.length = length
 
 
 class ParametricPeer:
@@ -161,7 +180,7 @@ class ParametricPeer:
         return []
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class PeerAction:
     """Something the recorded peer did once it had received ``after`` bytes: ``delay_ns``
     after that moment it sent ``length`` bytes of its own stream at ``seq`` (``flags``:
@@ -172,6 +191,13 @@ class PeerAction:
     seq: int
     length: int
     flags: int
+
+    def __init__(self, after: int, delay_ns: int, seq: int, length: int, flags: int) -> None:
+        self.after = after
+        self.delay_ns = delay_ns
+        self.seq = seq
+        self.length = length
+        self.flags = flags
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
 from wskreplay.replayer.profile import TcpSettings
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class SentSegment:
     time_ns: int
     seq: int
@@ -37,21 +37,43 @@ class SentSegment:
     flags: int
     retransmission: bool = False
 
+    def __init__(
+        self,
+        time_ns: int,
+        seq: int,
+        length: int,
+        flags: int,
+        retransmission: bool = False,
+    ) -> None:
+        self.time_ns = time_ns
+        self.seq = seq
+        self.length = length
+        self.flags = flags
+        self.retransmission = retransmission
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Transmitted:
     """Every stream byte before ``end`` has gone out at least once."""
 
     end: int
     time_ns: int
 
+    def __init__(self, end: int, time_ns: int) -> None:
+        self.end = end
+        self.time_ns = time_ns
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Acknowledged:
     """The peer acknowledged every stream byte before ``end``."""
 
     end: int
     time_ns: int
+
+    def __init__(self, end: int, time_ns: int) -> None:
+        self.end = end
+        self.time_ns = time_ns
 
 
 TcpEvent = SentSegment | Transmitted | Acknowledged

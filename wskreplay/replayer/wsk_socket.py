@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 
 from wskreplay.errors import InputError
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.replayer.profile import TransportProfile
 
-DISPATCH_LEVEL = 2
+DISPATCH_LEVEL: Final = 2
 
 
 class SocketState(Enum):
@@ -32,7 +33,7 @@ class SocketState(Enum):
     CLOSED = "closed"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class SendRequest:
     time_ns: int
     irp: int | None
@@ -47,23 +48,54 @@ class SendRequest:
     """The recording shows this call returning STATUS_SUCCESS: its transport completed it
     before returning (used by ``completion.immediate_success = as-recorded``)."""
 
+    def __init__(
+        self,
+        time_ns: int,
+        irp: int | None,
+        flags: int = 0,
+        length: int = 0,
+        mdl_bytes: int | None = None,
+        control_info: bytes | None = None,
+        irql: int | None = None,
+        recorded_at_once: bool = False,
+    ) -> None:
+        self.time_ns = time_ns
+        self.irp = irp
+        self.flags = flags
+        self.length = length
+        self.mdl_bytes = mdl_bytes
+        self.control_info = control_info
+        self.irql = irql
+        self.recorded_at_once = recorded_at_once
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Returned:
     irp: int | None
     status: int
     time_ns: int
 
+    def __init__(self, irp: int | None, status: int, time_ns: int) -> None:
+        self.irp = irp
+        self.status = status
+        self.time_ns = time_ns
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Completed:
     irp: int
     status: int
     information: int
     time_ns: int
 
+    def __init__(self, irp: int, status: int, information: int, time_ns: int) -> None:
+        self.irp = irp
+        self.status = status
+        self.information = information
+        self.time_ns = time_ns
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Transmit:
     """Bytes for the TCP layer: ``length`` more bytes of the stream, ``nodelay`` per
     WSK_FLAG_NODELAY ("immediately send the data, and any previously queued data")."""
@@ -72,6 +104,12 @@ class Transmit:
     length: int
     nodelay: bool
     time_ns: int
+
+    def __init__(self, irp: int, length: int, nodelay: bool, time_ns: int) -> None:
+        self.irp = irp
+        self.length = length
+        self.nodelay = nodelay
+        self.time_ns = time_ns
 
 
 @dataclass(slots=True)
@@ -86,7 +124,7 @@ class Violation:
 WskEvent = Returned | Completed | Transmit | Violation
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Pending:
     irp: int
     length: int
@@ -94,6 +132,12 @@ class _Pending:
     """Stream offset just past this send's bytes."""
     done: bool = False
     """Completed ahead of the transport's condition (``as-recorded`` immediate success)."""
+
+    def __init__(self, irp: int, length: int, end: int, done: bool = False) -> None:
+        self.irp = irp
+        self.length = length
+        self.end = end
+        self.done = done
 
 
 class WskSocket:
@@ -105,6 +149,9 @@ class WskSocket:
         if category not in ("connection", "stream"):
             raise ValueError(f"WskSendEx needs a connection or stream socket, not {category!r}")
         self.profile = profile
+        self._flag_mask = profile.send.flag_mask
+        """The flags the transport supports (the profile is frozen: computed once)."""
+        self._control_info_seen: dict[bytes, int | None] = {}
         self.category = category
         self.state = SocketState.CONNECTED
         self.queued_end = 0
@@ -137,7 +184,7 @@ class WskSocket:
         if req.irp is None:
             # wsk-facts: STATUS_INVALID_PARAMETER "e.g. NULL IRP (no completion happens)".
             return out + [Returned(None, nt.CODES[send.null_irp_status], t)]
-        if req.flags & ~send.flag_mask:
+        if req.flags & ~self._flag_mask:
             # PFN_WSK_SEND_EX.md: STATUS_NOT_SUPPORTED "A specified flag is not supported".
             return out + self._refuse(req, nt.STATUS_NOT_SUPPORTED)
         if req.control_info is not None:
@@ -193,6 +240,15 @@ class WskSocket:
         return [Completed(req.irp, status, 0, t), Returned(req.irp, status, t)]
 
     def _control_info_status(self, raw: bytes) -> int | None:
+        """The status a ControlInfo buffer is refused with, or None: found once per distinct
+        buffer (a driver sends the same few again and again)."""
+        if raw in self._control_info_seen:
+            return self._control_info_seen[raw]
+        status = self._control_info_refusal(raw)
+        self._control_info_seen[raw] = status
+        return status
+
+    def _control_info_refusal(self, raw: bytes) -> int | None:
         send = self.profile.send
         layout = wsk.X64 if send.control_info_layout == "x64" else wsk.X86
         try:

@@ -9,8 +9,9 @@ the same outputs, always.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
+from heapq import heappop, heappush
+from typing import Final
 
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
 from wskreplay.replayer.chaos import Chaos
@@ -29,7 +30,7 @@ from wskreplay.replayer.wsk_socket import (
 )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class WireSegment:
     """A segment as a capture at the sender would show it."""
 
@@ -42,11 +43,35 @@ class WireSegment:
     window: int = 0
     retransmission: bool = False
 
+    def __init__(
+        self,
+        time_ns: int,
+        outbound: bool,
+        seq: int,
+        length: int,
+        flags: int,
+        ack: int = 0,
+        window: int = 0,
+        retransmission: bool = False,
+    ) -> None:
+        self.time_ns = time_ns
+        self.outbound = outbound
+        self.seq = seq
+        self.length = length
+        self.flags = flags
+        self.ack = ack
+        self.window = window
+        self.retransmission = retransmission
+
 
 Output = Returned | Completed | Violation | WireSegment
 
 
-ARRIVE, ACK, WRITE, PEER_RESET, NOTIFY = 0, 1, 2, 3, 4
+ARRIVE: Final = 0
+ACK: Final = 1
+WRITE: Final = 2
+PEER_RESET: Final = 3
+NOTIFY: Final = 4
 """Kinds of scheduled happenings: a segment reaching the peer, a segment from the peer
 reaching this side, a call's bytes reaching TCP, a peer reset at a fixed time, a completion
 reaching the driver (delayed by chaos)."""
@@ -85,7 +110,7 @@ class EmulatedConnection:
 
     def _schedule(self, time_ns: int, kind: int, item: object) -> None:
         self._order += 1
-        heapq.heappush(self._due, (time_ns, self._order, kind, item))
+        heappush(self._due, (time_ns, self._order, kind, item))
 
     def reset_time(self) -> int | None:
         """When the peer's RST arrived, or None (a method, not the attribute: callers wait
@@ -116,7 +141,7 @@ class EmulatedConnection:
         transmitted = any(isinstance(e, Transmit) for e in events)
         if pieces is not None:
             events = self._release(events, stack_delay_ns, pieces)
-        out += self._wsk_outputs(events, stack_delay_ns)
+        self._wsk_outputs(events, out, stack_delay_ns)
         if transmitted and req.irp is not None:
             out.append(self.wsk.returned(req.irp, self.now))
         return out
@@ -138,10 +163,10 @@ class EmulatedConnection:
             if t > self.now:
                 self.now = t
             if due and due[0][0] == t:
-                out += self._handle(heapq.heappop(due))
+                self._handle(heappop(due), out)
                 continue
             if tcp_t == t:
-                out += self._tcp_outputs(tcp.on_timer(t))
+                self._tcp_outputs(tcp.on_timer(t), out)
             if peer_t == t:
                 for ack in peer.on_timer(t):
                     self._schedule(self._from_peer_at(t, ack.time_ns), ACK, ack)
@@ -183,58 +208,61 @@ class EmulatedConnection:
         was asked for or the connection is already reset."""
         out = self.run_until(time_ns)
         was = self.wsk.state
-        out += self._wsk_outputs(self.wsk.close(time_ns))
+        self._wsk_outputs(self.wsk.close(time_ns), out)
         if was is SocketState.CONNECTED:
-            out += self._tcp_outputs(self.tcp.reset(time_ns))
+            self._tcp_outputs(self.tcp.reset(time_ns), out)
         return out
 
     def disconnect(self, time_ns: int, *, abortive: bool) -> list[Output]:
         out = self.run_until(time_ns)
-        out += self._wsk_outputs(self.wsk.disconnect(time_ns, abortive=abortive))
+        self._wsk_outputs(self.wsk.disconnect(time_ns, abortive=abortive), out)
         tcp = self.tcp.reset(time_ns) if abortive else self.tcp.close(time_ns)
-        return out + self._tcp_outputs(tcp)
+        self._tcp_outputs(tcp, out)
+        return out
 
-    def _handle(self, due: Due) -> list[Output]:
+    # What follows appends what happened to ``out``, in order, instead of returning lists
+    # to be joined: one list per step of the replay, not one per layer and event.
+
+    def _handle(self, due: Due, out: list[Output]) -> None:
         time_ns, _, kind, item = due
         if kind == ARRIVE:
             assert isinstance(item, SentSegment)
             for reply in self.peer.receive(item, time_ns):
                 self._schedule(self._from_peer_at(time_ns, reply.time_ns), ACK, reply)
-            return []
-        if kind == NOTIFY:
+        elif kind == NOTIFY:
             assert isinstance(item, Completed)
-            return [Completed(item.irp, item.status, item.information, time_ns)]
-        if kind == ACK:
+            out.append(Completed(item.irp, item.status, item.information, time_ns))
+        elif kind == ACK:
             assert isinstance(item, PeerAck)
-            return self._from_peer(item, time_ns)
-        if kind == WRITE:
+            self._from_peer(item, time_ns, out)
+        elif kind == WRITE:
             assert isinstance(item, Transmit)
-            return self._tcp_outputs(
-                self.tcp.write(item.length, nodelay=item.nodelay, time_ns=time_ns)
+            self._tcp_outputs(
+                self.tcp.write(item.length, nodelay=item.nodelay, time_ns=time_ns), out
             )
-        assert kind == PEER_RESET
-        wire = WireSegment(time_ns, False, self.peer.rcv_nxt, 0, TCP_RST | TCP_ACK)
-        self.tcp.aborted()
-        self.reset_ns = time_ns
-        return [wire, *self._wsk_outputs(self.wsk.peer_reset(time_ns))]
+        else:
+            assert kind == PEER_RESET
+            out.append(WireSegment(time_ns, False, self.peer.rcv_nxt, 0, TCP_RST | TCP_ACK))
+            self.tcp.aborted()
+            self.reset_ns = time_ns
+            self._wsk_outputs(self.wsk.peer_reset(time_ns), out)
 
     def _from_peer_at(self, base_ns: int, arrival_ns: int) -> int:
         chaos = self.chaos
         return arrival_ns if chaos is None else chaos.from_peer(base_ns, arrival_ns)
 
-    def _from_peer(self, ack: PeerAck, time_ns: int) -> list[Output]:
+    def _from_peer(self, ack: PeerAck, time_ns: int, out: list[Output]) -> None:
         """A segment from the peer: its ACK and window for the sender, its data (this side
         acknowledges it at once), its FIN, or its RST."""
         flags = TCP_ACK | (ack.flags & (TCP_PSH | TCP_FIN | TCP_RST))
-        wire = WireSegment(time_ns, False, ack.seq, ack.length, flags, ack.ack, ack.window)
+        out.append(WireSegment(time_ns, False, ack.seq, ack.length, flags, ack.ack, ack.window))
         if ack.flags & TCP_RST:
-            acked: list[Output] = []
             if self.profile.reset.ack_acknowledges:
-                acked = self._tcp_outputs(self.tcp.on_ack(ack.ack, ack.window, time_ns))
+                self._tcp_outputs(self.tcp.on_ack(ack.ack, ack.window, time_ns), out)
             self.tcp.aborted()
             self.reset_ns = time_ns
-            return [wire, *acked, *self._wsk_outputs(self.wsk.peer_reset(time_ns))]
-        out: list[Output] = [wire]
+            self._wsk_outputs(self.wsk.peer_reset(time_ns), out)
+            return
         if ack.length or ack.flags & TCP_FIN:
             self.received = max(self.received, ack.seq + ack.length)
             fin = 1 if ack.flags & TCP_FIN else 0
@@ -242,16 +270,18 @@ class EmulatedConnection:
                 WireSegment(time_ns, True, self.tcp.nxt, 0, TCP_ACK, self.received + fin, 64240)
             )
         data = bool(ack.length or ack.flags & TCP_FIN)
-        return out + self._tcp_outputs(
-            self.tcp.on_ack(ack.ack, ack.window, time_ns, carries_data=data)
-        )
+        self._tcp_outputs(self.tcp.on_ack(ack.ack, ack.window, time_ns, carries_data=data), out)
 
     def _wsk_outputs(
-        self, events: list[WskEvent], stack_delay_ns: int = 0, *, sent: bool = False
-    ) -> list[Output]:
+        self,
+        events: list[WskEvent],
+        out: list[Output],
+        stack_delay_ns: int = 0,
+        *,
+        sent: bool = False,
+    ) -> None:
         """``sent``: the events follow bytes sent or acknowledged (their completions are
         the ones chaos may delay)."""
-        out: list[Output] = []
         chaos = self.chaos
         for e in events:
             if chaos is not None and isinstance(e, Transmit):
@@ -262,15 +292,13 @@ class EmulatedConnection:
                 self._stack_free = max(self._stack_free, e.time_ns + stack_delay_ns)
                 self._schedule(self._stack_free, WRITE, e)
             elif isinstance(e, Transmit):
-                out += self._tcp_outputs(
-                    self.tcp.write(e.length, nodelay=e.nodelay, time_ns=e.time_ns)
+                self._tcp_outputs(
+                    self.tcp.write(e.length, nodelay=e.nodelay, time_ns=e.time_ns), out
                 )
             else:
                 out.append(e)
-        return out
 
-    def _tcp_outputs(self, events: list) -> list[Output]:
-        out: list[Output] = []
+    def _tcp_outputs(self, events: list, out: list[Output]) -> None:
         for e in events:
             if isinstance(e, SentSegment):
                 departure, arrival = self.peer.transmit(e)
@@ -289,10 +317,9 @@ class EmulatedConnection:
                 if arrival is not None:
                     self._schedule(arrival, ARRIVE, e)
             elif isinstance(e, Transmitted):
-                out += self._wsk_outputs(self.wsk.transmitted(e.end, e.time_ns), sent=True)
+                self._wsk_outputs(self.wsk.transmitted(e.end, e.time_ns), out, sent=True)
             elif isinstance(e, Acknowledged):
-                out += self._wsk_outputs(self.wsk.acknowledged(e.end, e.time_ns), sent=True)
-        return out
+                self._wsk_outputs(self.wsk.acknowledged(e.end, e.time_ns), out, sent=True)
 
     def _release(
         self, events: list[WskEvent], stack_delay_ns: int, pieces: list[tuple[int, int]]
