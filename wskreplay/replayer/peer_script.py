@@ -3,6 +3,8 @@ of :class:`~wskreplay.replayer.peer.RecordedPeer`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
@@ -85,45 +87,105 @@ def peer_script(
         )
     acknowledges = (flag_col & TCP_ACK != 0) & ((flag_col & TCP_RST == 0) | policy.ack_acknowledges)
     acked_then = np.maximum.accumulate(np.where(acknowledges, ack_col, 0))
-    ack_delay = np.maximum(time_col - half - had(ack_col), 0).tolist()
-    action_delay = np.maximum(time_col - half - had(acked_then), 0).tolist()
-    flags = flag_col.tolist()
-    acks = ack_col.tolist()
-    windows = seg.column("window")[inbound].tolist()
-    seqs = seg.column("seq")[inbound].tolist()
-    lengths = seg.column("length")[inbound].tolist()
-    table: list[tuple[int, int]] = []
-    ack_delays: list[tuple[int, int, bool]] = []
-    ack_sent: list[int] = []
-    actions: list[PeerAction] = []
-    acked = 0
-    reset = False
-    skip = ignored.tolist()
-    rst_acks = policy.ack_acknowledges
-    for i, (f, a, w, q, n) in enumerate(zip(flags, acks, windows, seqs, lengths, strict=True)):
-        if skip[i]:
-            continue
-        if f & TCP_ACK and (rst_acks or not f & TCP_RST):
-            if a > acked:
-                ack_delays.append((a, ack_delay[i], bool(n or f & TCP_FIN)))
-                ack_sent.append(int(time_col[i]) - half)
-            if not table or a > table[-1][0]:
-                table.append((a, w))
-            elif a == table[-1][0]:
-                table[-1] = (a, w)
-            acked = max(acked, a)
-        if n or f & (TCP_FIN | TCP_RST):
-            actions.append(
-                PeerAction(acked, action_delay[i], q, n, f & (TCP_PSH | TCP_FIN | TCP_RST))
-            )
-            reset |= bool(f & TCP_RST)
-    actions.sort(key=lambda x: x.after)
+    received = PeerSegments(
+        flags=flag_col,
+        ack=ack_col,
+        window=seg.column("window")[inbound].astype(np.int64),
+        seq=seg.column("seq")[inbound].astype(np.int64),
+        length=seg.column("length")[inbound].astype(np.int64),
+        sent_ns=time_col - half,
+        ack_delay_ns=np.maximum(time_col - half - had(ack_col), 0),
+        action_delay_ns=np.maximum(time_col - half - had(acked_then), 0),
+        ignored=ignored,
+    )
+    table, ceiling, actions, ack_delays, ack_sent = reactions(received, policy.ack_acknowledges)
     return PeerScript(
-        tuple(table),
-        acked if reset else None,
-        tuple(actions),
-        tuple(ack_delays),
-        tuple(ack_sent),
+        table,
+        ceiling,
+        actions,
+        ack_delays,
+        ack_sent,
         tuple(out_reach.tolist()),
         tuple((out_time + half).tolist()),
     )
+
+
+@dataclass(frozen=True)
+class PeerSegments:
+    """The segments a socket's peer sent, in capture order, with what :func:`peer_script`
+    derived for each: when the peer sent it, and its delays (int64 arrays, one per
+    segment; ``ignored``: a RST the local stack would have ignored)."""
+
+    flags: np.ndarray
+    ack: np.ndarray
+    window: np.ndarray
+    seq: np.ndarray
+    length: np.ndarray
+    sent_ns: np.ndarray
+    ack_delay_ns: np.ndarray
+    action_delay_ns: np.ndarray
+    ignored: np.ndarray
+
+
+Reactions = tuple[
+    tuple[tuple[int, int], ...],
+    int | None,
+    tuple[PeerAction, ...],
+    tuple[tuple[int, int, bool], ...],
+    tuple[int, ...],
+]
+
+
+def reactions(received: PeerSegments, rst_acknowledges: bool) -> Reactions:
+    """A :class:`PeerScript`'s windows, ack ceiling, actions, acks and ack times from the
+    peer's segments, all at once over the columns.
+
+    Taking the segments in order, skipping the ignored ones: a segment acknowledges when it
+    carries ACK (and is no RST, unless ``rst_acknowledges``). One that acknowledges more than
+    any before it gives an ack; one that acknowledges at least as much as any before it sets
+    the window advertised at that offset (the last such segment wins). A segment with data,
+    FIN or RST is an action after all the peer had acknowledged by then, actions stable-sorted
+    by that. The ceiling is the peer's furthest acknowledgement when one of its actions is a
+    RST. ``tests/test_peer_script.py`` keeps the segment-by-segment loop this replaces."""
+    flags = received.flags
+    ack = received.ack
+    keep = ~received.ignored
+    acknowledging = keep & (flags & TCP_ACK != 0)
+    if not rst_acknowledges:
+        acknowledging &= flags & TCP_RST == 0
+    acked = np.maximum.accumulate(np.where(acknowledging, ack, 0)) if len(ack) else ack
+    acked_before = np.concatenate(([0], acked[:-1])) if len(ack) else ack
+
+    new = np.flatnonzero(acknowledging & (ack > acked_before))
+    carried = (received.length[new] != 0) | (flags[new] & TCP_FIN != 0)
+    ack_delays = tuple(
+        zip(ack[new].tolist(), received.ack_delay_ns[new].tolist(), carried.tolist(), strict=True)
+    )
+    ack_sent = tuple(received.sent_ns[new].tolist())
+
+    at_most = np.flatnonzero(acknowledging & (ack == acked))
+    offsets = ack[at_most]
+    last_of_offset = np.append(offsets[1:] != offsets[:-1], True) if len(offsets) else offsets
+    windows = tuple(
+        zip(
+            offsets[last_of_offset].tolist(),
+            received.window[at_most[last_of_offset]].tolist(),
+            strict=True,
+        )
+    )
+
+    acting = np.flatnonzero(keep & ((received.length != 0) | (flags & (TCP_FIN | TCP_RST) != 0)))
+    order = acting[np.argsort(acked[acting], kind="stable")]
+    actions = tuple(
+        map(
+            PeerAction,
+            acked[order].tolist(),
+            received.action_delay_ns[order].tolist(),
+            received.seq[order].tolist(),
+            received.length[order].tolist(),
+            (flags[order] & (TCP_PSH | TCP_FIN | TCP_RST)).tolist(),
+        )
+    )
+    reset = bool((flags[acting] & TCP_RST != 0).any())
+    furthest = int(acked[-1]) if len(acked) else 0
+    return windows, furthest if reset else None, actions, ack_delays, ack_sent
