@@ -2,6 +2,7 @@
 
     python benchmarks/bench_replay.py [--sizes 10000,100000,1000000] [--no-pure] [--real]
                                       [--real-socket]
+    python benchmarks/bench_replay.py --whole-process 300000 [--repeat 3] [--baseline REV]
 
 Per-call time at each size shows whether the cost grows linearly. No peer tool replays
 WskSendEx calls; the references in the same run are the cost of reading the same trace
@@ -12,6 +13,15 @@ what the compilation buys.
 ``--real``: every shared real capture (../shared/data/replay and pcap) imported with
 ``--infer-calls`` on each side, replayed and diffed against itself: total calls, replay
 time, and the share that is EQUAL (wskreplay/fidelity.py).
+
+``--whole-process N``: what a user waits for, issue 20's measure: ``wskreplay replay
+--asap`` of an N-call ``synth`` trace on 16 sockets as a whole process (start-up, reading,
+calibration, the replay, writing), then the same at recorded timing (the default, with the
+recorded peers), best of ``--repeat``, alternating with the same command
+on the Python modules (the reference) and, with ``--baseline REV``, on the package at git
+revision REV built in a worktree with its compiled modules (needs mypy: ``pip install -e
+'.[bench]'``). Calls/s, wire segments/s and peak RSS of each; the replays' outputs must be
+byte-identical. Then it exits.
 
 ``--real-socket`` (root): the same through the socket target, real kernel TCP in two
 network namespaces, at recorded speed (a recording longer than 20 s faster): per capture
@@ -24,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -67,6 +78,90 @@ def pure_python_replay(path: Path, pure: Path) -> dict:
     return json.loads(proc.stdout)
 
 
+def replay_process(package: Path, trace: Path, out: Path, *, asap: bool) -> tuple[float, int]:
+    """``wskreplay replay [--asap]`` with ``package`` first on the path, as a whole process:
+    (seconds, peak RSS in bytes)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wskreplay",
+            "replay",
+            *(["--asap"] if asap else []),
+            "-o",
+            str(out),
+            str(trace),
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(package)},
+        cwd=package,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"replay with {package} failed: {proc.stderr.read().decode()}")
+    proc.stderr.close()
+    return seconds, usage.ru_maxrss * 1024
+
+
+def built_revision(rev: str, into: Path) -> Path:
+    """The package at git revision ``rev`` in a worktree at ``into``, with its compiled
+    emulator and C extensions built in place."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(into), rev],
+                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                   check=True, capture_output=True, cwd=into)  # fmt: skip
+    if not list((into / "wskreplay" / "replayer").glob("engine.*.so")):
+        raise SystemExit(f"{rev}: the emulator was not compiled (pip install mypy)")
+    return into
+
+
+def whole_process(n: int, repeat: int, baseline: str | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        trace = folder / f"synth-{n}.wskt"
+        subprocess.run([sys.executable, "-m", "wskreplay", "synth", "--calls", str(n),
+                        "--sockets", "16", "--seed", "1", "-o", str(trace)],
+                       check=True, capture_output=True, cwd=REPO)  # fmt: skip
+        pure = folder / "pure"
+        shutil.copytree(
+            REPO / "wskreplay",
+            pure / "wskreplay",
+            ignore=shutil.ignore_patterns("*.so", "__pycache__"),
+        )
+        packages = {"this tree": REPO, "Python modules": pure}
+        if baseline:
+            packages[baseline] = built_revision(baseline, folder / "baseline")
+        try:
+            for asap in (True, False):
+                best: dict[str, tuple[float, int]] = {}
+                for _ in range(repeat):
+                    for name, package in packages.items():
+                        got = replay_process(package, trace, folder / f"{name}.wskt", asap=asap)
+                        if name not in best or got[0] < best[name][0]:
+                            best[name] = got
+                outputs = {(folder / f"{name}.wskt").read_bytes() for name in packages}
+                assert len(outputs) == 1, "the replays' outputs differ"
+                segments = len(read_trace(folder / "this tree.wskt").segments)
+                ours = best["this tree"][0]
+                mode = "replay --asap" if asap else "replay (recorded timing)"
+                print(f"{mode}, {n:,} calls on 16 sockets, whole process, best of {repeat}:")
+                for name, (seconds, rss) in best.items():
+                    print(
+                        f"  {name:>15}: {seconds:.2f} s = {n / seconds:,.0f} calls/s, "
+                        f"{segments / seconds:,.0f} segments/s, peak RSS {rss / 2**20:,.0f} MiB"
+                        + ("" if name == "this tree" else f" (this tree is {seconds / ours:.2f}x)"),
+                        flush=True,
+                    )
+        finally:
+            if baseline:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                                str(folder / "baseline")], capture_output=True)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,7 +170,13 @@ def main() -> None:
     ap.add_argument("--no-pure", action="store_true", help="skip the pure-Python reference")
     ap.add_argument("--real", action="store_true", help="also the shared real captures")
     ap.add_argument("--real-socket", action="store_true", help="real captures, socket target")
+    ap.add_argument("--whole-process", type=int, metavar="N", help="replay of N calls")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--baseline", metavar="REV", help="with --whole-process: also revision REV")
     args = ap.parse_args()
+    if args.whole_process:
+        whole_process(args.whole_process, args.repeat, args.baseline)
+        return
     if args.real_socket:
         real_captures_on_the_socket_target()
         return
@@ -133,7 +234,6 @@ def real_captures() -> None:
             f"({equal / len(played):.0%})",
             flush=True,
         )
-
 
 
 def real_captures_on_the_socket_target() -> None:
