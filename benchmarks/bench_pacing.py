@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,6 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from wskreplay.formats.etl_packets import read_capture  # noqa: E402
 from wskreplay.formats.pcap import PcapngWriter  # noqa: E402
 from wskreplay.formats.tcpip import TCP_ACK, TCP_PSH, build_tcp_frame  # noqa: E402
 from wskreplay.generators.pacing_trace import pacing_trace  # noqa: E402
@@ -88,13 +86,15 @@ def tcpreplay(calls: int, folder: Path) -> dict[str, float]:
                   "wskr-rx", "netns", r)  # fmt: skip
         for ns, dev in ((s, "wskr-tx"), (r, "wskr-rx")):
             netns.run("ip", "-n", ns, "link", "set", dev, "up")
+        # The capture's end marker leaves through wskr-rx: an address and a neighbour there.
+        netns.run("ip", "-n", r, "addr", "add", "198.51.100.2/24", "dev", "wskr-rx")
+        netns.run("ip", "-n", r, "neigh", "add", "198.51.100.1", "lladdr", "02:00:00:00:00:01",
+                  "dev", "wskr-rx", "nud", "permanent")  # fmt: skip
         far = folder / "tcpreplay.pcapng"
-        with WireCapture(far, "wskr-rx", "tcp", r):
+        with WireCapture(far, "wskr-rx", "tcp", "198.51.100.1", r):
             subprocess.run(netns.in_namespace(s, "tcpreplay", "-q", "-i", "wskr-tx", str(source)),
                            check=True, capture_output=True)  # fmt: skip
-            time.sleep(0.2)
-    frames = read_capture(str(far))
-    return gap_errors(issue, np.asarray(frames.time_ns, np.int64))
+    return gap_errors(issue, data_times(far, "192.0.2.1"))
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import pytest
 from wskreplay.replayer import netns
 from wskreplay.replayer.capture import WireCapture
 from wskreplay.replayer.link import LinkDirection, LinkSpec, parse_link
-from wskreplay.replayer.targets.socket import PEER_ADDR, netns_topology
+from wskreplay.replayer.targets.socket import PEER_ADDR, SENDER_ADDR, netns_topology
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -52,8 +52,8 @@ def test_link_delay_and_loss_seen_in_captures(tmp_path):
             assert echo.stdout.readline().strip() == "ready"
             near, far = tmp_path / "near.pcapng", tmp_path / "far.pcapng"
             with (
-                WireCapture(near, topo.interface, "udp or tcp", topo.sender_ns),
-                WireCapture(far, "wskr-peer", "udp or tcp", topo.peer_ns),
+                WireCapture(near, topo.interface, "udp or tcp", PEER_ADDR, topo.sender_ns),
+                WireCapture(far, "wskr-peer", "udp or tcp", SENDER_ADDR, topo.peer_ns),
             ):
                 with netns.entered(topo.sender_ns):
                     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,30 +22,48 @@ from wskreplay.errors import TargetError, WskReplayError
 from wskreplay.formats.etl_packets import read_capture
 from wskreplay.recorder import tcp
 from wskreplay.recorder.build import assemble_stream, connection_segments, wire_events
-from wskreplay.replayer.netns import in_namespace
+from wskreplay.replayer.netns import entered, in_namespace
 from wskreplay.trace.model import Direction, Event, SegmentTable, Stream
 
 READY_TIMEOUT_S = 15.0
 SETTLE_S = 0.3
 """dumpcap says it is capturing a moment before it is: the wait after it says so."""
-QUIET_S = 0.3
-"""libpcap hands dumpcap a block of packets when it fills or 250 ms after its first
-packet, and packets in a block not yet handed over are lost when dumpcap is stopped: the
-capture is stopped only once its file has not grown for this long."""
-DRAIN_TIMEOUT_S = 5.0
+END_MARKER_PORT = 9
+"""The UDP port (discard) of the datagram that marks the end of a replay in its capture."""
+END_MARKER_TIMEOUT_S = 10.0
+"""The longest a capture may take to write its end marker before the replay fails."""
 
 
 class WireCapture:
     """dumpcap on ``interface`` (inside ``namespace``) with a BPF ``capture_filter``, while
-    the ``with`` block runs."""
+    the ``with`` block runs.
+
+    dumpcap holds packets for half a second or more before it writes them (libpcap hands
+    over a block of them 250 ms after its first, and dumpcap writes on a timer of its own),
+    and packets not yet written are lost when it is stopped. So a capture is stopped only
+    once it has written an end marker sent after the replay: a UDP datagram to
+    ``end_marker_host`` (a host reached through ``interface``), port
+    :data:`END_MARKER_PORT`, carrying a nonce; every packet before it is then in the file.
+    The marker stays in the capture (``--pcap-out``) as its last datagram."""
 
     def __init__(
-        self, path: Path, interface: str, capture_filter: str, namespace: str | None = None
+        self,
+        path: Path,
+        interface: str,
+        capture_filter: str,
+        end_marker_host: str,
+        namespace: str | None = None,
     ) -> None:
         self.path = path
-        cmd = ["dumpcap", "-q", "-i", interface, "-f", capture_filter, "-w", str(path)]
+        self.end_marker_host = end_marker_host
+        self.namespace = namespace
+        marker = f"udp and dst port {END_MARKER_PORT} and dst host {end_marker_host}"
+        full_filter = f"({capture_filter}) or ({marker})"
+        cmd = ["dumpcap", "-q", "-i", interface, "-f", full_filter, "-w", str(path)]
         self.cmd = in_namespace(namespace, *cmd)
         self.proc: subprocess.Popen[str] | None = None
+        self.stopped = False
+        """Whether the ``with`` block has ended (a second ``__exit__`` does nothing)."""
         self.stderr = ""
 
     def __enter__(self) -> WireCapture:
@@ -77,22 +96,53 @@ class WireCapture:
         value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if kind is None:
-            self._drain()
-        self._stop()
+        if self.proc is None or self.stopped:
+            return
+        self.stopped = True
+        try:
+            if kind is None:
+                self._write_end_marker()
+        finally:
+            self._stop()
 
-    def _drain(self) -> None:
-        """Wait until the capture file has not grown for QUIET_S (at most DRAIN_TIMEOUT_S):
-        a loaded machine's dumpcap can be late writing the replay's last packets."""
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        size, quiet_since = -1, time.monotonic()
+    def _write_end_marker(self) -> None:
+        """Send the end marker and wait until the capture file holds it."""
+        nonce = b"wskreplay end of replay " + os.urandom(16).hex().encode()
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                self.end_marker_host, END_MARKER_PORT, type=socket.SOCK_DGRAM
+            )[0]
+            with entered(self.namespace), socket.socket(family, kind, proto) as sock:
+                sock.sendto(nonce, address)
+        except OSError as exc:
+            raise TargetError(
+                f"{self.path}: sending the capture's end marker to {self.end_marker_host} "
+                f"port {END_MARKER_PORT}: {exc.strerror or exc}"
+            ) from None
+        deadline = time.monotonic() + END_MARKER_TIMEOUT_S
+        seen = 0
+        tail = b""
         while time.monotonic() < deadline:
-            now_size = self.path.stat().st_size if self.path.exists() else 0
-            if now_size != size:
-                size, quiet_since = now_size, time.monotonic()
-            elif time.monotonic() - quiet_since >= QUIET_S:
-                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise TargetError(
+                    f"{self.path}: dumpcap stopped during the replay (exit status "
+                    f"{self.proc.returncode}): the capture would miss the replay's last packets"
+                )
+            if self.path.exists():
+                with open(self.path, "rb") as f:
+                    f.seek(seen)
+                    more = f.read()
+                seen += len(more)
+                window = tail + more
+                if nonce in window:
+                    return
+                tail = window[-len(nonce) :]
             time.sleep(0.02)
+        raise TargetError(
+            f"{self.path}: dumpcap had not written the replay's end marker "
+            f"{END_MARKER_TIMEOUT_S:g} s after the replay ended: the capture would miss the "
+            "replay's last packets"
+        )
 
     def _stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -325,7 +325,7 @@ def replay_socket(
         if topo.can_capture and trace.sockets:
             ports_filter = " or ".join(f"port {p}" for p in ports.values())
             capture = WireCapture(capture_path, topo.interface, f"tcp and ({ports_filter})",
-                                  topo.sender_ns)  # fmt: skip
+                                  topo.peer_host, topo.sender_ns)  # fmt: skip
             stack.enter_context(capture)
         session = session_factory(profile)
         stack.callback(session.shutdown)
