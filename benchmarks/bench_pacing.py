@@ -10,15 +10,24 @@ socket target's on its driver-side interface, tcpreplay's at the far end of its 
 error of each inter-packet gap (actual minus recorded), its median, p99
 and max, and the end-of-run drift (replay duration against recorded duration). The
 socket target's own record of each call's lateness (issue vs schedule) is printed too.
+
+A third sender sets the floor under the socket target: a bare loop (one kernel TCP
+socket, NODELAY, the same sleep-then-spin wait, no WSK state machine, no counters) on the
+same topology, with the kernel's TX timestamps of each send (SO_TIMESTAMPING: entering the
+qdisc, handed to the device). It shows what the kernel path from ``send()`` to the
+captured frame costs, and how long ``send()`` itself takes, independent of wskreplay.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +41,28 @@ from wskreplay.generators.pacing_trace import pacing_trace  # noqa: E402
 from wskreplay.replayer import netns  # noqa: E402
 from wskreplay.replayer.capture import WireCapture  # noqa: E402
 from wskreplay.replayer.engine import ReplayOptions  # noqa: E402
+from wskreplay.replayer.link import LinkSpec  # noqa: E402
+from wskreplay.replayer.pacing import SPIN_NS, precise_sleeps, spin_until  # noqa: E402
 from wskreplay.replayer.profile import load_profile  # noqa: E402
-from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket  # noqa: E402
+from wskreplay.replayer.targets.socket import (  # noqa: E402
+    PEER_ADDR,
+    SENDER_ADDR,
+    SocketTargetOptions,
+    netns_topology,
+    replay_socket,
+)
+
+SO_TIMESTAMPING = 37
+TX_STAMPS = (1 << 1) | (1 << 4) | (1 << 7) | (1 << 8) | (1 << 11)
+"""SOF_TIMESTAMPING_TX_SOFTWARE | SOFTWARE | OPT_ID | TX_SCHED | OPT_TSONLY."""
+SCM_TSTAMP_SND, SCM_TSTAMP_SCHED = 0, 1
+SINK = (
+    "import socket, sys\n"
+    "s = socket.create_server((sys.argv[1], 5001))\n"
+    "print('ready', flush=True)\n"
+    "c, _ = s.accept()\n"
+    "while c.recv(65536): pass\n"
+)
 
 
 def gap_errors(recorded_ns: np.ndarray, seen_ns: np.ndarray) -> dict[str, float]:
@@ -97,6 +126,81 @@ def tcpreplay(calls: int, folder: Path) -> dict[str, float]:
     return gap_errors(issue, data_times(far, "192.0.2.1"))
 
 
+def tx_stamps(sock: socket.socket, into: dict[int, dict[int, int]]) -> None:
+    """The TX timestamps waiting on ``sock``'s error queue: into[kind][last byte] = ns."""
+    while True:
+        try:
+            _, ancillary, _, _ = sock.recvmsg(0, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        stamp = kind = last_byte = None
+        for level, kind_of, data in ancillary:
+            if level == socket.SOL_SOCKET and kind_of == SO_TIMESTAMPING:
+                seconds, nanos = struct.unpack_from("qq", data)
+                stamp = seconds * 1_000_000_000 + nanos
+            elif level == socket.SOL_IP:
+                *_, kind, last_byte = struct.unpack_from("IBBBBII", data)
+        if kind in into and stamp is not None and last_byte is not None:
+            into[kind][last_byte] = stamp
+
+
+def bare_sender(calls: int, folder: Path) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The floor: the schedule sent by a bare loop on the socket target's topology."""
+    trace = pacing_trace(calls, nodelay=True)
+    issue = trace.calls.column("issue_ns").astype(np.int64)
+    size = int(trace.calls.column("length")[0])
+    realtime = time.CLOCK_REALTIME
+    started = np.zeros(calls, np.int64)
+    returned = np.zeros(calls, np.int64)
+    stamps: dict[int, dict[int, int]] = {SCM_TSTAMP_SND: {}, SCM_TSTAMP_SCHED: {}}
+    pcap = folder / "bare.pcapng"
+    with netns_topology(LinkSpec()) as topo:
+        sink = subprocess.Popen(
+            netns.in_namespace(topo.peer_ns, sys.executable, "-c", SINK, PEER_ADDR),
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+            with netns.entered(topo.sender_ns):
+                sock = socket.socket()
+            with sock:
+                sock.connect((PEER_ADDR, 5001))
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_STAMPS)
+                payload = bytes(size)
+                precise_sleeps()
+                with WireCapture(pcap, topo.interface, "tcp port 5001", PEER_ADDR,
+                                 topo.sender_ns):  # fmt: skip
+                    start = time.monotonic_ns() + 50_000_000
+                    for i in range(calls):
+                        due = start + int(issue[i] - issue[0])
+                        while (left := due - time.monotonic_ns()) > SPIN_NS:
+                            time.sleep((left - SPIN_NS) / 1e9)
+                            tx_stamps(sock, stamps)
+                        spin_until(due)
+                        started[i] = time.clock_gettime_ns(realtime)
+                        sock.send(payload)
+                        returned[i] = time.clock_gettime_ns(realtime)
+                    time.sleep(0.2)
+                    tx_stamps(sock, stamps)
+        finally:
+            sink.kill()
+            sink.wait()
+    seen = data_times(pcap, SENDER_ADDR)
+    last_bytes = (np.arange(calls) * size + size - 1).tolist()
+    if any(len(stamps[k]) < calls for k in stamps):
+        raise SystemExit(f"only {[len(v) for v in stamps.values()]} TX timestamps of {calls}")
+    sched = np.array([stamps[SCM_TSTAMP_SCHED][b] for b in last_bytes], np.int64)
+    device = np.array([stamps[SCM_TSTAMP_SND][b] for b in last_bytes], np.int64)
+    path = {
+        "send() duration": returned - started,
+        "send() start -> qdisc": sched - started,
+        "qdisc -> device": device - sched,
+        "send() start -> captured": seen - started,
+    }
+    return gap_errors(issue, seen), path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=3000)
@@ -107,9 +211,10 @@ def main() -> None:
         folder = Path(tmp)
         ours, lateness = socket_target(args.calls, folder)
         theirs = tcpreplay(args.calls, folder)
+        bare, kernel_path = bare_sender(args.calls, folder)
     print(f"{args.calls} calls, gaps 10 us - 10 ms (log-uniform), measured from captures")
     print(f"{'':24}{'median us':>12}{'p99 us':>12}{'max us':>12}{'drift %':>12}")
-    for name, r in (("wskreplay socket", ours), ("tcpreplay", theirs)):
+    for name, r in (("wskreplay socket", ours), ("tcpreplay", theirs), ("bare TCP sender", bare)):
         print(f"{name:24}{r['median_us']:12.1f}{r['p99_us']:12.1f}{r['max_us']:12.1f}"
               f"{r['drift_pct']:12.4f}")  # fmt: skip
     print(
@@ -123,6 +228,11 @@ def main() -> None:
             lateness["median_ns"] / 1e3, lateness["p99_ns"] / 1e3, lateness["max_ns"] / 1e3
         )
     )
+    print("the bare sender's kernel path (TX timestamps, capture):")
+    for name, ns in kernel_path.items():
+        q = np.percentile(ns, [50, 90, 99]) / 1e3
+        print(f"  {name:26} median {q[0]:6.1f}  p90 {q[1]:6.1f}  p99 {q[2]:6.1f}  max"
+              f" {ns.max() / 1e3:6.1f} us")  # fmt: skip
 
 
 if __name__ == "__main__":

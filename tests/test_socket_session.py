@@ -74,3 +74,32 @@ def test_a_call_due_in_the_past_or_untimed_goes_out_at_once(listener):
         time.sleep(0.01)
     session.shutdown()
     assert b"".join(d for _, d in arrivals) == b"a" * 10 + b"b" * 10
+
+
+def test_nodelay_stays_set_from_a_nodelay_call_until_a_call_without_it(listener):
+    """WSK_FLAG_NODELAY sets TCP_NODELAY for that call's bytes; it is cleared only when a
+    call without the flag sends (the bytes between are all NODELAY bytes), not after each
+    call: one setsockopt fewer between a call's due time and its send()."""
+    port, arrivals = listener
+    session = SocketSession(load_profile("windows-tcpip"))
+    session.open(1, "127.0.0.1", port, OpenOptions(nagle=True))
+    sock = session._kernel(1).sock
+    seen = []
+    for irp, flags in enumerate([wsk.WSK_FLAG_NODELAY, wsk.WSK_FLAG_NODELAY, 0, 0,
+                                 wsk.WSK_FLAG_NODELAY], 1):  # fmt: skip
+        session.send(1, irp, flags, b"x" * 10)
+        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    assert seen == [1, 1, 0, 0, 1]
+    deadline = time.monotonic() + 5
+    while sum(len(d) for _, d in arrivals) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    session.shutdown()
+    assert b"".join(d for _, d in arrivals) == b"x" * 50
+
+    session = SocketSession(load_profile("windows-tcpip"))
+    session.open(2, "127.0.0.1", port, OpenOptions(nagle=False))
+    sock = session._kernel(2).sock
+    for irp, flags in enumerate([0, wsk.WSK_FLAG_NODELAY, 0], 1):
+        session.send(2, irp, flags, b"y")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    session.shutdown()

@@ -302,9 +302,9 @@ class SocketSession:
         sock = k.sock
         while k.queue and not k.gone:
             data, nodelay = k.queue[0]
-            if nodelay and k.nagle and not k.nodelay_on:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                k.nodelay_on = True
+            if k.nagle and nodelay != k.nodelay_on:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
+                k.nodelay_on = nodelay
             try:
                 n = sock.send(data)
             except BlockingIOError:
@@ -316,9 +316,6 @@ class SocketSession:
                 k.queue[0] = (data[n:], nodelay)
                 break
             k.queue.popleft()
-        if k.nodelay_on and not any(nd for _, nd in k.queue):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
-            k.nodelay_on = False
         if k.fin_wanted and not k.queue and not k.fin_sent and not k.gone:
             try:
                 sock.shutdown(socket.SHUT_WR)
