@@ -3,6 +3,7 @@
     python benchmarks/bench_replay.py [--sizes 10000,100000,1000000] [--no-pure] [--real]
                                       [--real-socket]
     python benchmarks/bench_replay.py --whole-process 300000 [--repeat 3] [--baseline REV]
+    python benchmarks/bench_replay.py --chaos-runs 100 [--repeat 3] [--baseline REV]
 
 Per-call time at each size shows whether the cost grows linearly. No peer tool replays
 WskSendEx calls; the references in the same run are the cost of reading the same trace
@@ -22,6 +23,11 @@ on the Python modules (the reference) and, with ``--baseline REV``, on the packa
 revision REV built in a worktree with its compiled modules (needs mypy: ``pip install -e
 '.[bench]'``). Calls/s, wire segments/s and peak RSS of each; the replays' outputs must be
 byte-identical. Then it exits.
+
+``--chaos-runs N``: ``wskreplay check TRACE --chaos-runs N`` as a whole process on a real
+capture of 284 connections (pcapplusplus__650HttpResponses.pcap imported with
+``--infer-calls``), best of ``--repeat``, alternating with ``--baseline REV`` when given;
+the two must print the same verdicts.
 
 ``--real-socket`` (root): the same through the socket target, real kernel TCP in two
 network namespaces, at recorded speed (a recording longer than 20 s faster): per capture
@@ -162,6 +168,46 @@ def whole_process(n: int, repeat: int, baseline: str | None) -> None:
                                 str(folder / "baseline")], capture_output=True)  # fmt: skip
 
 
+def chaos_runs_process(runs: int, repeat: int, baseline: str | None) -> None:
+    capture = REPO.parent / "shared" / "data" / "replay" / "pcapplusplus__650HttpResponses.pcap"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        trace = folder / "650.wskt"
+        subprocess.run([sys.executable, "-m", "wskreplay", "import", str(capture),
+                        "--infer-calls", "-o", str(trace)],
+                       check=True, capture_output=True, cwd=REPO)  # fmt: skip
+        packages = {"this tree": REPO}
+        if baseline:
+            packages[baseline] = built_revision(baseline, folder / "baseline")
+        try:
+            best: dict[str, float] = {}
+            verdicts: dict[str, str] = {}
+            for _ in range(repeat):
+                for name, package in packages.items():
+                    t = time.perf_counter()
+                    proc = subprocess.run(
+                        [sys.executable, "-m", "wskreplay", "check", str(trace),
+                         "--chaos-runs", str(runs)],
+                        capture_output=True, text=True, cwd=package,
+                        env={**os.environ, "PYTHONPATH": str(package), "COLUMNS": "200"},
+                    )  # fmt: skip
+                    seconds = time.perf_counter() - t
+                    if proc.returncode not in (0, 1):
+                        raise SystemExit(f"check with {package} failed: {proc.stderr}")
+                    verdicts[name] = proc.stdout
+                    best[name] = min(seconds, best.get(name, seconds))
+            assert len(set(verdicts.values())) == 1, "the chaos runs' verdicts differ"
+            ours = best["this tree"]
+            print(f"check --chaos-runs {runs}, 284 connections, whole process, best of {repeat}:")
+            for name, seconds in best.items():
+                ratio = "" if name == "this tree" else f" (this tree is {seconds / ours:.2f}x)"
+                print(f"  {name:>10}: {seconds:.2f} s, {seconds / runs * 1e3:.0f} ms a seed{ratio}")
+        finally:
+            if baseline:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                                str(folder / "baseline")], capture_output=True)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -172,8 +218,12 @@ def main() -> None:
     ap.add_argument("--real-socket", action="store_true", help="real captures, socket target")
     ap.add_argument("--whole-process", type=int, metavar="N", help="replay of N calls")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--baseline", metavar="REV", help="with --whole-process: also revision REV")
+    ap.add_argument("--baseline", metavar="REV", help="also revision REV (built in a worktree)")
+    ap.add_argument("--chaos-runs", type=int, metavar="N", help="check --chaos-runs N")
     args = ap.parse_args()
+    if args.chaos_runs:
+        chaos_runs_process(args.chaos_runs, args.repeat, args.baseline)
+        return
     if args.whole_process:
         whole_process(args.whole_process, args.repeat, args.baseline)
         return

@@ -5,6 +5,8 @@ came) is found by some seed of ``check --chaos-runs`` and reproduced by ``--chao
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -133,9 +135,60 @@ def test_a_planted_race_is_found_by_a_seed_and_the_seed_reproduces_it(tmp_path):
     wide = [f"--tolerance={m}=1ms" for m in ("issue", "return", "completion", "wire")]
     calm_check = run_cli("check", str(path), "--chaos", str(calm), *wide)
     assert calm_check.returncode == 0, calm_check.stdout
+    report = tmp_path / "chaos.json"
+    as_json = run_cli("check", str(path), "--chaos-runs", "20", "--json", str(report))
+    assert as_json.returncode == 1 and "diverging seeds:" in as_json.stdout
+    doc = json.loads(report.read_text())
+    assert (doc["trace"], doc["seeds"], doc["diverged"]) == (str(path), 20, seeds)
+    assert [r["seed"] for r in doc["runs"]] == list(range(1, 21))
+    first = doc["runs"][seeds[0] - 1]
+    assert first["diverged"] and first["differences"][0]["call_a"] == 11
+
+
+def test_chaos_runs_refuse_the_outputs_of_a_single_check(tmp_path):
+    trace = str(REPO / "traces" / "field.wskt")
+    for flags in (["-o", str(tmp_path / "x.wskt")], ["--html", str(tmp_path / "x.html")],
+                  ["--junit", str(tmp_path / "x.xml")], ["--dissect"]):  # fmt: skip
+        proc = run_cli("check", trace, "--chaos-runs", "2", *flags)
+        assert_one_line_error(proc, flags[0], "--chaos-runs")
+    assert not list(tmp_path.iterdir())
 
 
 def test_chaos_needs_the_emulator():
     trace = str(REPO / "traces" / "field.wskt")
     proc = run_cli("check", trace, "--chaos", "1", "--target", "socket", "--topology", "loopback")
     assert_one_line_error(proc, "--chaos", "emulator")
+
+
+@pytest.mark.parametrize("speed", [1.0, None])
+def test_replays_through_one_plan_equal_replays_that_make_their_own(tmp_path, speed):
+    """check --chaos-runs works the set-up out once (engine.ReplayPlan) for all its seeds:
+    each replay through the shared plan writes the bytes a replay from scratch writes, on
+    the shipped traces and a real capture of 284 connections, and a plan refuses another
+    trace or other options."""
+    from dataclasses import replace
+
+    from wskreplay.replayer.engine import ReplayOptions, ReplayPlan, replay
+    from wskreplay.replayer.profile import load_profile
+
+    from .conftest import SHARED_DATA
+
+    imported = tmp_path / "650.wskt"
+    capture = SHARED_DATA / "replay" / "pcapplusplus__650HttpResponses.pcap"
+    proc = run_cli("import", str(capture), "--infer-calls", "-o", str(imported))
+    assert proc.returncode == 0, proc.stderr
+    paths = [*sorted((REPO / "traces").glob("*.wskt")), imported]
+    base = ReplayOptions(load_profile(), speed=speed)
+    for path in paths:
+        recorded = read_trace(path)
+        plan = ReplayPlan(recorded, base)
+        for chaos in (None, 1, 2):
+            options = replace(base, chaos=chaos)
+            shared, fresh = tmp_path / "shared.wskt", tmp_path / "fresh.wskt"
+            write_trace(shared, replay(recorded, options, plan=plan))
+            write_trace(fresh, replay(recorded, options))
+            assert shared.read_bytes() == fresh.read_bytes(), (path.name, chaos)
+        with pytest.raises(ValueError):
+            replay(recorded, replace(base, seed=1), plan=plan)
+        with pytest.raises(ValueError):
+            replay(read_trace(path), base, plan=plan)

@@ -14,7 +14,7 @@ from wskreplay.diff import DiffOptions, DiffResult, Tolerance, diff_traces, pars
 from wskreplay.diff.compare import Difference
 from wskreplay.errors import InputError
 from wskreplay.replayer.dispatch import Target, replay_on
-from wskreplay.replayer.engine import ReplayOptions, replay
+from wskreplay.replayer.engine import ReplayOptions, ReplayPlan, replay
 from wskreplay.replayer.profile import load_profile
 from wskreplay.trace import read_trace
 from wskreplay.trace.digest import file_sha256
@@ -172,9 +172,28 @@ def chaos_runs(
     recorded = read_trace(path)
     source = file_sha256(str(path))
     out = []
+    plan = ReplayPlan(recorded, settings.replay_options()) if settings.target.virtual else None
     for seed in range(first_seed, first_seed + runs):
         options = replace(settings.replay_options(), chaos=seed)
-        replayed = replay_on(recorded, options, settings.target, source_sha256=source)
+        replayed = replay_on(recorded, options, settings.target, source_sha256=source, plan=plan)
         result = diff_traces(recorded, replayed, settings.diff_options())
         out.append(ChaosRun(seed, [d for d in result.differences if d.kind not in TIMING_KINDS]))
     return out
+
+
+def chaos_runs_json(trace: str | Path, runs: list[ChaosRun]) -> dict[str, Any]:
+    """The report of ``check --chaos-runs --json``: each seed, whether it diverged, and
+    what differed other than timing."""
+    return {
+        "trace": str(trace),
+        "seeds": len(runs),
+        "diverged": [r.seed for r in runs if r.diverged],
+        "runs": [
+            {
+                "seed": r.seed,
+                "diverged": r.diverged,
+                "differences": [d.as_dict() for d in r.differences],
+            }
+            for r in runs
+        ],
+    }

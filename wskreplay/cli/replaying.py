@@ -163,10 +163,31 @@ def check_cmd(
     )
     if chaos_runs is not None:
         from wskreplay.checking import chaos_runs as run_seeds
+        from wskreplay.checking import chaos_runs_json
         from wskreplay.cli.console import print_chaos_runs
 
+        single = [
+            flag
+            for flag, asked in (
+                ("-o", out), ("--junit", junit_out), ("--html", html_out), ("--dissect", dissect)
+            )
+            if asked
+        ]  # fmt: skip
+        if single:
+            raise click.UsageError(
+                f"{', '.join(single)}: for a single check, not --chaos-runs "
+                "(--json FILE|- writes the chaos runs' report)"
+            )
         runs = run_seeds(trace, settings, chaos_runs, first_seed=options.chaos or 1)
-        print_chaos_runs(trace, runs)
+        if json_out is not None:
+            text = json.dumps(chaos_runs_json(trace, runs), indent=1) + "\n"
+            if json_out == "-":
+                click.echo(text, nl=False)
+            else:
+                with open(json_out, "w", encoding="utf-8") as f:
+                    f.write(text)
+        if json_out != "-":
+            print_chaos_runs(trace, runs)
         return EXIT_PROBLEM if any(r.diverged for r in runs) else EXIT_OK
     outcome = check_trace(trace, settings)
     if out is not None:

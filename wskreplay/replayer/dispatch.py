@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wskreplay.errors import InputError
-from wskreplay.replayer.engine import ReplayOptions, replay
+from wskreplay.replayer.engine import ReplayOptions, ReplayPlan, replay
 from wskreplay.trace.model import Trace
 
 
@@ -44,7 +44,10 @@ def replay_on(
     *,
     source_sha256: str = "",
     progress: Callable[[int, int], None] | None = None,
+    plan: ReplayPlan | None = None,
 ) -> Trace:
+    """``plan``: the emulator's :class:`ReplayPlan` of ``trace``, made once for several
+    replays that differ only in their chaos seed."""
     kind = target.kind
     if options.chaos is not None and kind != "emulator":
         raise InputError(None, "--chaos perturbs the emulator's replay: use --target emulator")
@@ -53,7 +56,7 @@ def replay_on(
             raise InputError(
                 None, "--link applies to --target socket (the emulator takes the recorded path)"
             )
-        return replay(trace, options, source_sha256=source_sha256, progress=progress)
+        return replay(trace, options, source_sha256=source_sha256, progress=progress, plan=plan)
     if kind == "socket":
         from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket
 

@@ -11,6 +11,7 @@ metadata. Virtual time: the same trace and options give the same output, byte fo
 
 from __future__ import annotations
 
+import copy
 import gc
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -32,7 +33,7 @@ from wskreplay.replayer.calibrate import (
     stack_delays_ns,
 )
 from wskreplay.replayer.chaos import Chaos
-from wskreplay.replayer.peer import RecordedPeer
+from wskreplay.replayer.peer import PeerScript, RecordedPeer
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.replayed_streams import replayed_streams
@@ -103,14 +104,17 @@ def replay(
     *,
     source_sha256: str = "",
     progress: Callable[[int, int], None] | None = None,
+    plan: ReplayPlan | None = None,
 ) -> Trace:
     """Replay every call; the replayed trace. ``progress(done, total)`` is told the calls
-    replayed every :data:`PROGRESS_EVERY` calls.
+    replayed every :data:`PROGRESS_EVERY` calls. ``plan``: the trace's
+    :class:`ReplayPlan` for these options (chaos aside), to replay it again without working
+    it out again.
 
     The cyclic garbage collector is paused meanwhile: a replay makes millions of small
     objects, none in a cycle, and the collector's full passes over them made the cost per
     call grow with the trace (24 us at 100k calls, 35 us with it running)."""
-    steps = _steps(trace, options, source_sha256, report=False)
+    steps = _steps(trace, options, source_sha256, report=False, plan=plan)
     total = len(trace.calls)
     done = 0
     collecting = gc.isenabled()
@@ -172,26 +176,35 @@ def socket_state(trace: Trace, step: Step) -> dict[str, Any]:
 
 
 def _steps(
-    trace: Trace, options: ReplayOptions, source_sha256: str, *, report: bool
+    trace: Trace,
+    options: ReplayOptions,
+    source_sha256: str,
+    *,
+    report: bool,
+    plan: ReplayPlan | None = None,
 ) -> Generator[Step | None, None, Trace]:
     """The replay, yielding after each call: its :class:`Step` when ``report``, else None
     (a replay run to its end makes no step objects)."""
-    run = _Replay(trace, options, report)
-    for i in run.order:
+    if plan is None:
+        plan = ReplayPlan(trace, options)
+    elif plan.trace is not trace or plan.options != replace(options, chaos=None):
+        raise ValueError("a replay plan serves the trace and options it was made for")
+    run = _Replay(plan, options, report)
+    for i in plan.order:
         yield run.call(i)
     return run.finish(source_sha256)
 
 
-class _Replay:
-    """One replay's state: the calibrated connections, the calls' inputs, and what the
-    replay has reported so far. An object rather than the generator's closures: the
-    closures and the generator's frame held each other, so the replay's millions of values
-    outlived it until the cyclic collector found them (0.17 s for 300,000 calls)."""
+class ReplayPlan:
+    """What a replay works out from the trace before its first call: each socket's
+    calibration, peer script and schedule, and the calls' inputs as lists. Nothing in it
+    depends on the chaos seed or changes during a replay, so ``check --chaos-runs`` works it
+    out once for all its replays (for a capture of 284 connections it was half of each
+    replay)."""
 
-    def __init__(self, trace: Trace, options: ReplayOptions, report: bool) -> None:
+    def __init__(self, trace: Trace, options: ReplayOptions) -> None:
         self.trace = trace
-        self.options = options
-        self.report = report
+        self.options = replace(options, chaos=None)
         parts = socket_parts(trace)
         own = {sid: part.trace for sid, part in parts.items()}
         """Socket -> a trace of its rows alone: each socket is calibrated from its rows."""
@@ -201,10 +214,9 @@ class _Replay:
         calls = trace.calls
         n = len(calls)
         issue = calls.column("issue_ns").astype(np.int64)
-        self.completion = calls.column("completion_ns").astype(np.int64).tolist()
+        self.completion: list[int] = calls.column("completion_ns").astype(np.int64).tolist()
         self.order: list[int] = np.lexsort((np.arange(n), issue)).tolist()
-        t0 = int(issue.min()) if n else 0
-        self.t0 = t0
+        self.t0 = int(issue.min()) if n else 0
         self.recorded_reset = {
             sid: at for sid in trace.sockets if (at := peer_reset_ns(own[sid], sid)) is not None
         }
@@ -226,23 +238,9 @@ class _Replay:
         self.rto_floor = {
             sid: rto_floor_ns(own[sid], sid) if options.speed == 1.0 else 0 for sid in trace.sockets
         }
-        self.conns: dict[int, EmulatedConnection] = {}
-        self.peers: dict[str, str] = {}
-        for sid, sock in trace.sockets.items():
-            self.conns[sid] = self._connection(sid, sock.category)
-        self.issue_out = [0] * n
-        self.return_out = [0] * n
-        self.status_out = [0] * n
-        self.completed_out = [0] * n
-        self.completion_out = [0] * n
-        self.completion_status_out = [0] * n
-        self.information_out = [0] * n
-        self.events: list[Event] = []
-        self.wire = {sid: WireColumns() for sid in trace.sockets}
-        self.done_at: dict[int, int] = {}
+        self.scripts = {sid: self._script(sid) for sid in trace.sockets}
+        """Socket -> its recorded peer's script, when the replay acts it out."""
         self.awaited: list[int] = awaited_calls(calls).tolist()
-        self.reported: list[Returned | Completed | Violation] = []
-        """What the replay reported since the last step."""
         self.at_once: list[bool] = (calls.column("status") == nt.STATUS_SUCCESS).tolist()
         self.stack_delay: list[int] = stack_delays_ns(trace, parts).tolist()
         self.pieces = release_pieces(trace, paths, parts)
@@ -253,25 +251,92 @@ class _Replay:
         self.issue_of: list[int] = issue.tolist()
         self.socket_of: list[int] = calls.column("socket").astype(np.int64).tolist()
         self.lifecycle = lifecycle_events(trace)
+        """Socket -> its recorded disconnects and closes (each replay takes a copy)."""
+        self.path_metadata = {str(sid): self._path_metadata(sid) for sid in paths}
+
+    def _script(self, sid: int) -> PeerScript | None:
+        options, path = self.options, self.paths[sid]
+        if options.peer == "parametric" or options.speed != 1.0:
+            return None
+        script = peer_script(self.own[sid], sid, path.rtt_ns, self.profile.reset, path.rate_bps)
+        if script is not None and not peer_window_known(self.trace, sid):
+            script = replace(script, windows=())
+        return script
+
+    def _path_metadata(self, sid: int) -> dict[str, Any]:
+        """The socket's replayed path and where each of its values came from."""
+        floor = self.rto_floor[sid]
+        return {
+            **asdict(self.paths[sid]),
+            "rto_floor_ns": floor,
+            "evidence": {
+                **self.calibrated[sid][1],
+                "mss": mss_evidence(self.own[sid], sid),
+                "rto_floor_ns": "the recorded sender's waits without a resend"
+                if floor
+                else "none: the recording shows no wait, or the replay is not at its "
+                "recorded speed",
+            },
+        }
+
+
+class _Replay:
+    """One replay's state: its connections and what the replay has reported so far. An
+    object rather than the generator's closures: the closures and the generator's frame
+    held each other, so the replay's millions of values outlived it until the cyclic
+    collector found them (0.17 s for 300,000 calls)."""
+
+    def __init__(self, plan: ReplayPlan, options: ReplayOptions, report: bool) -> None:
+        self.plan = plan
+        self.trace = plan.trace
+        self.options = options
+        self.report = report
+        self.profile = plan.profile
+        self.t0 = plan.t0
+        self.completion = plan.completion
+        self.recorded_reset = plan.recorded_reset
+        self.settle = plan.settle
+        self.awaited = plan.awaited
+        self.at_once = plan.at_once
+        self.stack_delay = plan.stack_delay
+        self.pieces = plan.pieces
+        self.flags_of = plan.flags_of
+        self.length_of = plan.length_of
+        self.irql_of = plan.irql_of
+        self.control_len = plan.control_len
+        self.issue_of = plan.issue_of
+        self.socket_of = plan.socket_of
+        self.lifecycle = {sid: list(events) for sid, events in plan.lifecycle.items()}
+        self.conns: dict[int, EmulatedConnection] = {}
+        self.peers: dict[str, str] = {}
+        for sid, sock in self.trace.sockets.items():
+            self.conns[sid] = self._connection(sid, sock.category)
+        n = len(self.issue_of)
+        self.issue_out = [0] * n
+        self.return_out = [0] * n
+        self.status_out = [0] * n
+        self.completed_out = [0] * n
+        self.completion_out = [0] * n
+        self.completion_status_out = [0] * n
+        self.information_out = [0] * n
+        self.events: list[Event] = []
+        self.wire = {sid: WireColumns() for sid in self.trace.sockets}
+        self.done_at: dict[int, int] = {}
+        self.reported: list[Returned | Completed | Violation] = []
+        """What the replay reported since the last step."""
         self.lag: dict[int, int] = {}
         """Socket -> how much later than scheduled its latest call went out."""
 
     def _connection(self, sid: int, category: str) -> EmulatedConnection:
-        options, profile, path = self.options, self.profile, self.paths[sid]
-        script = (
-            None
-            if options.peer == "parametric" or options.speed != 1.0
-            else peer_script(self.own[sid], sid, path.rtt_ns, profile.reset, path.rate_bps)
-        )
-        if script is not None and not peer_window_known(self.trace, sid):
-            script = replace(script, windows=())
+        plan, options, profile = self.plan, self.options, self.profile
+        path, script = plan.paths[sid], plan.scripts[sid]
         peer = None
         if script is not None:
-            first = int(self.own[sid].segments.column("time_ns").min())
+            first = int(plan.own[sid].segments.column("time_ns").min())
             peer = RecordedPeer(path, script, first)
         self.peers[str(sid)] = "recorded" if peer is not None else "parametric"
         reset_at = self.recorded_reset.get(sid)
-        floor = self.rto_floor[sid]
+        floor = plan.rto_floor[sid]
         return EmulatedConnection(
             profile.with_changes(
                 "tcp",
@@ -280,7 +345,7 @@ class _Replay:
             ),
             path,
             category=category if category in ("connection", "stream") else "connection",
-            mss=self.mss[sid],
+            mss=plan.mss[sid],
             peer_reset_ns=(
                 None
                 if peer is not None or reset_at is None
@@ -412,7 +477,7 @@ class _Replay:
         trace, options = self.trace, self.options
         for sid, conn in self.conns.items():
             self.play_lifecycle(sid, conn, None)
-            first, last = self.span[sid]
+            first, last = self.plan.span[sid]
             horizon = max(last - conn.now, 0) + self.settle[sid]
             if last - first > MAX_SETTLE_NS:
                 horizon = min(horizon, MAX_SETTLE_NS)
@@ -426,7 +491,7 @@ class _Replay:
                 "replay_of": source_sha256,
                 "target": {"kind": "emulator"},
                 "profile": self.profile.as_dict(),
-                "paths": {str(sid): self._path_metadata(sid) for sid in self.paths},
+                "paths": copy.deepcopy(self.plan.path_metadata),
                 "peers": self.peers,
                 "replay": {
                     "speed": options.speed,
@@ -471,22 +536,6 @@ class _Replay:
         out.segments = _segments(self.wire)
         out.events = sorted(self.events, key=lambda e: e.time_ns)
         return out
-
-    def _path_metadata(self, sid: int) -> dict[str, Any]:
-        """The socket's replayed path and where each of its values came from."""
-        floor = self.rto_floor[sid]
-        return {
-            **asdict(self.paths[sid]),
-            "rto_floor_ns": floor,
-            "evidence": {
-                **self.calibrated[sid][1],
-                "mss": mss_evidence(self.own[sid], sid),
-                "rto_floor_ns": "the recorded sender's waits without a resend"
-                if floor
-                else "none: the recording shows no wait, or the replay is not at its "
-                "recorded speed",
-            },
-        }
 
 
 def lifecycle_events(trace: Trace) -> dict[int, list[Event]]:
