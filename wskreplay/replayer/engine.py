@@ -11,7 +11,6 @@ metadata. Virtual time: the same trace and options give the same output, byte fo
 
 from __future__ import annotations
 
-import copy
 import gc
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -491,7 +490,10 @@ class _Replay:
                 "replay_of": source_sha256,
                 "target": {"kind": "emulator"},
                 "profile": self.profile.as_dict(),
-                "paths": copy.deepcopy(self.plan.path_metadata),
+                "paths": {
+                    sid: {**path, "evidence": dict(path["evidence"])}
+                    for sid, path in self.plan.path_metadata.items()
+                },
                 "peers": self.peers,
                 "replay": {
                     "speed": options.speed,

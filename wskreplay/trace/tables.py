@@ -108,6 +108,7 @@ class ColumnTable:
         if isinstance(columns, DeferredColumns):
             cols = columns.rebuilt(cols, dict(self.SCHEMA))
         self._cols = cols
+        self._views: dict[str, np.ndarray] = {}
         self._n = n or 0
         self._groups: dict[tuple[tuple[str, ...], str], dict[tuple[int, ...], np.ndarray]] = {}
 
@@ -131,10 +132,15 @@ class ColumnTable:
         )
 
     def column(self, name: str) -> np.ndarray:
-        """One field of every row, as a read-only numpy array (no per-row objects)."""
-        arr = self._cols[name].view()
-        arr.flags.writeable = False
-        return arr
+        """One field of every row, as a read-only numpy array (no per-row objects). The
+        view is made once per column and kept (the diff asks for columns millions of times
+        in a run of chaos seeds)."""
+        view = self._views.get(name)
+        if view is None:
+            view = self._cols[name].view()
+            view.flags.writeable = False
+            self._views[name] = view
+        return view
 
     @property
     def columns(self) -> dict[str, np.ndarray]:
