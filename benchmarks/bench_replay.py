@@ -46,6 +46,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -113,16 +115,21 @@ def replay_process(package: Path, trace: Path, out: Path, *, asap: bool) -> tupl
     return seconds, usage.ru_maxrss * 1024
 
 
-def built_revision(rev: str, into: Path) -> Path:
+@contextmanager
+def built_revision(rev: str, into: Path) -> Iterator[Path]:
     """The package at git revision ``rev`` in a worktree at ``into``, with its compiled
-    emulator and C extensions built in place."""
+    emulator and C extensions built in place; the worktree is removed afterwards."""
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(into), rev],
                    check=True, capture_output=True)  # fmt: skip
-    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
-                   check=True, capture_output=True, cwd=into)  # fmt: skip
-    if not list((into / "wskreplay" / "replayer").glob("engine.*.so")):
-        raise SystemExit(f"{rev}: the emulator was not compiled (pip install mypy)")
-    return into
+    try:
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                       check=True, capture_output=True, cwd=into)  # fmt: skip
+        if not list((into / "wskreplay" / "replayer").glob("engine.*.so")):
+            raise SystemExit(f"{rev}: the emulator was not compiled (pip install mypy)")
+        yield into
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(into)],
+                       capture_output=True)  # fmt: skip
 
 
 def whole_process(n: int, repeat: int, baseline: str | None) -> None:
@@ -139,9 +146,10 @@ def whole_process(n: int, repeat: int, baseline: str | None) -> None:
             ignore=shutil.ignore_patterns("*.so", "__pycache__"),
         )
         packages = {"this tree": REPO, "Python modules": pure}
-        if baseline:
-            packages[baseline] = built_revision(baseline, folder / "baseline")
-        try:
+        with ExitStack() as stack:
+            if baseline:
+                baseline_tree = built_revision(baseline, folder / "baseline")
+                packages[baseline] = stack.enter_context(baseline_tree)
             for asap in (True, False):
                 best: dict[str, tuple[float, int]] = {}
                 for _ in range(repeat):
@@ -162,10 +170,6 @@ def whole_process(n: int, repeat: int, baseline: str | None) -> None:
                         + ("" if name == "this tree" else f" (this tree is {seconds / ours:.2f}x)"),
                         flush=True,
                     )
-        finally:
-            if baseline:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                                str(folder / "baseline")], capture_output=True)  # fmt: skip
 
 
 def chaos_runs_process(runs: int, repeat: int, baseline: str | None) -> None:
@@ -177,9 +181,10 @@ def chaos_runs_process(runs: int, repeat: int, baseline: str | None) -> None:
                         "--infer-calls", "-o", str(trace)],
                        check=True, capture_output=True, cwd=REPO)  # fmt: skip
         packages = {"this tree": REPO}
-        if baseline:
-            packages[baseline] = built_revision(baseline, folder / "baseline")
-        try:
+        with ExitStack() as stack:
+            if baseline:
+                baseline_tree = built_revision(baseline, folder / "baseline")
+                packages[baseline] = stack.enter_context(baseline_tree)
             best: dict[str, float] = {}
             verdicts: dict[str, str] = {}
             for _ in range(repeat):
@@ -202,10 +207,6 @@ def chaos_runs_process(runs: int, repeat: int, baseline: str | None) -> None:
             for name, seconds in best.items():
                 ratio = "" if name == "this tree" else f" (this tree is {seconds / ours:.2f}x)"
                 print(f"  {name:>10}: {seconds:.2f} s, {seconds / runs * 1e3:.0f} ms a seed{ratio}")
-        finally:
-            if baseline:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                                str(folder / "baseline")], capture_output=True)  # fmt: skip
 
 
 def main() -> None:

@@ -165,6 +165,7 @@ def check_cmd(
         from wskreplay.checking import chaos_runs as run_seeds
         from wskreplay.checking import chaos_runs_json
         from wskreplay.cli.console import print_chaos_runs
+        from wskreplay.diff.report.json_report import write_json_doc
 
         single = [
             flag
@@ -180,12 +181,7 @@ def check_cmd(
             )
         runs = run_seeds(trace, settings, chaos_runs, first_seed=options.chaos or 1)
         if json_out is not None:
-            text = json.dumps(chaos_runs_json(trace, runs), indent=1) + "\n"
-            if json_out == "-":
-                click.echo(text, nl=False)
-            else:
-                with open(json_out, "w", encoding="utf-8") as f:
-                    f.write(text)
+            write_json_doc(chaos_runs_json(trace, runs), json_out)
         if json_out != "-":
             print_chaos_runs(trace, runs)
         return EXIT_PROBLEM if any(r.diverged for r in runs) else EXIT_OK

@@ -35,6 +35,11 @@ def outbound_data(trace: Trace, socket: int) -> np.ndarray:
     )
 
 
+def _parts(trace: Trace, parts: dict[int, SocketPart] | None) -> dict[int, SocketPart]:
+    """The caller's :func:`socket_parts` of ``trace``, or made here when it has none."""
+    return socket_parts(trace) if parts is None else parts
+
+
 def inferred_profile(
     trace: Trace,
     profile: TransportProfile,
@@ -44,7 +49,7 @@ def inferred_profile(
     """``profile`` completed with what ``trace`` shows (``completion`` overrides the
     recorded completion policy; ``parts``: the trace's :func:`socket_parts`, when the
     caller has them)."""
-    parts = socket_parts(trace) if parts is None else parts
+    parts = _parts(trace, parts)
     recorded = (trace.metadata.get("completion_policy") or {}).get("policy")
     policy = completion or (
         recorded if recorded in ("on-ack", "on-transmit") else profile.completion.policy
@@ -92,10 +97,9 @@ def max_flight_bytes(trace: Trace, parts: dict[int, SocketPart] | None = None) -
     sender's congestion window was at least that (the model starts from it, so a sender
     that was never window-limited is not made so by the model's slow start)."""
     most = 0
-    for part in (socket_parts(trace) if parts is None else parts).values():
+    for part in _parts(trace, parts).values():
         seg = part.trace.segments
-        rows = np.arange(len(seg))
-        rows = rows[np.lexsort((rows, seg.column("time_ns")[rows]))]
+        rows = np.argsort(seg.column("time_ns"), kind="stable")
         out = seg.column("direction")[rows] == int(Direction.OUT)
         ends = np.where(
             out, (seg.column("seq")[rows] + seg.column("length")[rows]).astype(np.int64), 0
@@ -116,14 +120,13 @@ def nagle_broken(trace: Trace, mss: int, parts: dict[int, SocketPart] | None = N
     an earlier small one was still unacknowledged (by the peer, or by the segment itself
     resending it), for bytes of a call without WSK_FLAG_NODELAY: no variant of Nagle's
     algorithm allows it, so the recorded transport did not apply it."""
-    for sid, part in (socket_parts(trace) if parts is None else parts).items():
+    for sid, part in _parts(trace, parts).items():
         seg, calls = part.trace.segments, part.trace.calls
         times, kinds = seg.column("time_ns"), seg.column("direction").tolist()
         seg_ack, seg_len, seg_seq = (seg.column(c).tolist() for c in ("ack", "length", "seq"))
         nodelay = (calls.column("flags") & wsk.WSK_FLAG_NODELAY) != 0
         full = sender_mss(part.trace, sid) or mss
-        rows = np.arange(len(seg))
-        order = rows[np.lexsort((rows, times[rows]))]
+        order = np.argsort(times, kind="stable")
         mine = np.flatnonzero(nt.success_mask(calls.column("status")))
         call_start = calls.column("stream_offset")[mine].astype(np.int64)
         call_order = np.argsort(call_start, kind="stable")
@@ -161,7 +164,7 @@ def completion_latency_ns(
     or that byte's first transmission) to the send's recorded completion; None when no call
     shows both."""
     delays = []
-    for sid, part in (socket_parts(trace) if parts is None else parts).items():
+    for sid, part in _parts(trace, parts).items():
         calls, seg = part.trace.calls, part.trace.segments
         mine = np.flatnonzero(
             (calls.column("status") == nt.STATUS_PENDING)
@@ -202,7 +205,7 @@ def release_pieces(
     if "inferred" not in trace.metadata:
         return {}
     out: dict[int, list[tuple[int, int]]] = {}
-    for socket, part in (socket_parts(trace) if parts is None else parts).items():
+    for socket, part in _parts(trace, parts).items():
         path = paths.get(socket)
         if path is not None:
             rows = part.call_rows.tolist()
@@ -264,7 +267,7 @@ def stack_delays_ns(trace: Trace, parts: dict[int, SocketPart] | None = None) ->
     (0 when none shows it): such a call was held by TCP (Nagle, windows), not by the host,
     so its bytes were with TCP as early as the host allows."""
     delays = np.zeros(len(trace.calls), np.int64)
-    for socket, part in (socket_parts(trace) if parts is None else parts).items():
+    for socket, part in _parts(trace, parts).items():
         delays[part.call_rows] = _socket_stack_delays(part.trace, socket)
     return delays
 

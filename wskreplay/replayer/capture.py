@@ -107,6 +107,7 @@ class WireCapture:
 
     def _write_end_marker(self) -> None:
         """Send the end marker and wait until the capture file holds it."""
+        assert self.proc is not None
         nonce = b"wskreplay end of replay " + os.urandom(16).hex().encode()
         try:
             family, kind, proto, _, address = socket.getaddrinfo(
@@ -123,7 +124,7 @@ class WireCapture:
         seen = 0
         tail = b""
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
+            if self.proc.poll() is not None:
                 raise TargetError(
                     f"{self.path}: dumpcap stopped during the replay (exit status "
                     f"{self.proc.returncode}): the capture would miss the replay's last packets"

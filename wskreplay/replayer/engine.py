@@ -287,30 +287,14 @@ class _Replay:
 
     def __init__(self, plan: ReplayPlan, options: ReplayOptions, report: bool) -> None:
         self.plan = plan
-        self.trace = plan.trace
         self.options = options
         self.report = report
-        self.profile = plan.profile
-        self.t0 = plan.t0
-        self.completion = plan.completion
-        self.recorded_reset = plan.recorded_reset
-        self.settle = plan.settle
-        self.awaited = plan.awaited
-        self.at_once = plan.at_once
-        self.stack_delay = plan.stack_delay
-        self.pieces = plan.pieces
-        self.flags_of = plan.flags_of
-        self.length_of = plan.length_of
-        self.irql_of = plan.irql_of
-        self.control_len = plan.control_len
-        self.issue_of = plan.issue_of
-        self.socket_of = plan.socket_of
         self.lifecycle = {sid: list(events) for sid, events in plan.lifecycle.items()}
         self.conns: dict[int, EmulatedConnection] = {}
         self.peers: dict[str, str] = {}
-        for sid, sock in self.trace.sockets.items():
+        for sid, sock in plan.trace.sockets.items():
             self.conns[sid] = self._connection(sid, sock.category)
-        n = len(self.issue_of)
+        n = len(plan.issue_of)
         self.issue_out = [0] * n
         self.return_out = [0] * n
         self.status_out = [0] * n
@@ -319,7 +303,7 @@ class _Replay:
         self.completion_status_out = [0] * n
         self.information_out = [0] * n
         self.events: list[Event] = []
-        self.wire = {sid: WireColumns() for sid in self.trace.sockets}
+        self.wire = {sid: WireColumns() for sid in plan.trace.sockets}
         self.done_at: dict[int, int] = {}
         self.reported: list[Returned | Completed | Violation] = []
         """What the replay reported since the last step."""
@@ -327,14 +311,15 @@ class _Replay:
         """Socket -> how much later than scheduled its latest call went out."""
 
     def _connection(self, sid: int, category: str) -> EmulatedConnection:
-        plan, options, profile = self.plan, self.options, self.profile
+        plan, options = self.plan, self.options
+        profile = plan.profile
         path, script = plan.paths[sid], plan.scripts[sid]
         peer = None
         if script is not None:
             first = int(plan.own[sid].segments.column("time_ns").min())
             peer = RecordedPeer(path, script, first)
         self.peers[str(sid)] = "recorded" if peer is not None else "parametric"
-        reset_at = self.recorded_reset.get(sid)
+        reset_at = plan.recorded_reset.get(sid)
         floor = plan.rto_floor[sid]
         return EmulatedConnection(
             profile.with_changes(
@@ -348,7 +333,7 @@ class _Replay:
             peer_reset_ns=(
                 None
                 if peer is not None or reset_at is None
-                else self.t0 + self.scaled(reset_at - self.t0)
+                else plan.t0 + self.scaled(reset_at - plan.t0)
             ),
             peer=peer,
             chaos=None if options.chaos is None else Chaos(options.chaos, sid),
@@ -361,20 +346,21 @@ class _Replay:
 
     def call(self, i: int) -> Step | None:
         """Replay call ``i``: its :class:`Step` when reporting, else None."""
-        sid = self.socket_of[i]
-        issued = self.issue_of[i]
+        plan = self.plan
+        sid = plan.socket_of[i]
+        issued = plan.issue_of[i]
         conn = self.conns[sid]
         speed = self.options.speed
-        t0 = self.t0
+        t0 = plan.t0
         self.play_lifecycle(sid, conn, issued)
         t = conn.now if speed is None else t0 + self.scaled(issued - t0)
-        waits_for = self.awaited[i]
+        waits_for = plan.awaited[i]
         if waits_for >= 0:
             self.let_time_pass(sid, conn, waits_for)
             if waits_for in self.done_at:
-                gap = self.scaled(issued - self.completion[waits_for])
+                gap = self.scaled(issued - plan.completion[waits_for])
                 t = max(t, self.done_at[waits_for] + gap)
-        reset_at = self.recorded_reset.get(sid)
+        reset_at = plan.recorded_reset.get(sid)
         if reset_at is not None and issued >= reset_at and conn.reset_time() is None:
             self.let_time_pass(sid, conn, -1)
             reset_seen = conn.reset_time()
@@ -387,19 +373,19 @@ class _Replay:
         req = SendRequest(
             t,
             i + 1,
-            self.flags_of[i],
-            self.length_of[i],
+            plan.flags_of[i],
+            plan.length_of[i],
             None,
-            self.trace.calls.control_info(i) if self.control_len[i] >= 0 else None,
-            None if self.irql_of[i] < 0 else self.irql_of[i],
-            self.at_once[i],
+            plan.trace.calls.control_info(i) if plan.control_len[i] >= 0 else None,
+            None if plan.irql_of[i] < 0 else plan.irql_of[i],
+            plan.at_once[i],
         )
-        piece_list = self.pieces.get(i)
+        piece_list = plan.pieces.get(i)
         if piece_list is not None and speed is not None:
             piece_list = [(length, self.scaled(delay)) for length, delay in piece_list]
         else:
             piece_list = None
-        outputs = conn.call(req, self.scaled(self.stack_delay[i]), piece_list)
+        outputs = conn.call(req, self.scaled(plan.stack_delay[i]), piece_list)
         self.absorb(sid, outputs)
         if not _returned(outputs):
             self.return_out[i] = t
@@ -447,9 +433,8 @@ class _Replay:
             e = queue.pop(0)
             at = conn.now
             if self.options.speed is not None:
-                at = max(
-                    self.t0 + self.scaled(e.time_ns - self.t0) + self.lag.get(sid, 0), conn.now
-                )
+                t0 = self.plan.t0
+                at = max(t0 + self.scaled(e.time_ns - t0) + self.lag.get(sid, 0), conn.now)
             if e.kind == "close":
                 self.absorb(sid, conn.close(at))
             else:
@@ -461,7 +446,7 @@ class _Replay:
         """Run the connection event by event until call ``completion_of`` has completed
         (-1: until the peer's reset has arrived), nothing is left to happen, or the
         socket's settle time has passed (a wait never hangs)."""
-        limit = conn.now + self.settle[sid]
+        limit = conn.now + self.plan.settle[sid]
         done_at = self.done_at
         while not (
             completion_of in done_at if completion_of >= 0 else conn.reset_time() is not None
@@ -473,11 +458,12 @@ class _Replay:
 
     def finish(self, source_sha256: str) -> Trace:
         """Let every connection settle; the replayed trace."""
-        trace, options = self.trace, self.options
+        plan, options = self.plan, self.options
+        trace = plan.trace
         for sid, conn in self.conns.items():
             self.play_lifecycle(sid, conn, None)
-            first, last = self.plan.span[sid]
-            horizon = max(last - conn.now, 0) + self.settle[sid]
+            first, last = plan.span[sid]
+            horizon = max(last - conn.now, 0) + plan.settle[sid]
             if last - first > MAX_SETTLE_NS:
                 horizon = min(horizon, MAX_SETTLE_NS)
             self.absorb(sid, conn.settle(horizon))
@@ -489,20 +475,20 @@ class _Replay:
                 "source": "replay",
                 "replay_of": source_sha256,
                 "target": {"kind": "emulator"},
-                "profile": self.profile.as_dict(),
+                "profile": plan.profile.as_dict(),
                 "paths": {
                     sid: {**path, "evidence": dict(path["evidence"])}
-                    for sid, path in self.plan.path_metadata.items()
+                    for sid, path in plan.path_metadata.items()
                 },
                 "peers": self.peers,
                 "replay": {
                     "speed": options.speed,
                     "seed": options.seed,
                     "chaos": options.chaos,
-                    "origin_ns": self.t0,
+                    "origin_ns": plan.t0,
                 },
                 "completion_policy": {
-                    "policy": self.profile.completion.policy,
+                    "policy": plan.profile.completion.policy,
                     "evidence": "replay",
                 },
             },
@@ -522,7 +508,7 @@ class _Replay:
         }
         cols.update({name: np.array(values, np.int64) for name, values in rows.items()})
         cols["stream_offset"] = np.zeros(len(calls), np.int64)
-        out.streams = replayed_streams(trace, self.socket_of, self.length_of, self.status_out, cols)
+        out.streams = replayed_streams(trace, plan.socket_of, plan.length_of, self.status_out, cols)
         for sid, conn in self.conns.items():
             recorded_in = trace.streams.get((sid, Direction.IN))
             if conn.received and recorded_in is not None and recorded_in.data is not None:
