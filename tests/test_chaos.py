@@ -192,3 +192,40 @@ def test_replays_through_one_plan_equal_replays_that_make_their_own(tmp_path, sp
             replay(recorded, replace(base, seed=1), plan=plan)
         with pytest.raises(ValueError):
             replay(read_trace(path), base, plan=plan)
+
+
+def test_chaos_runs_report_what_a_full_diff_reports_but_timing(tmp_path):
+    """check --chaos-runs diffs each replay without its timing (DiffOptions.timing): the
+    differences are a full diff's, less timing and distributions, difference by difference,
+    on the planted race (seeds that diverge and seeds that do not), the shipped traces and a
+    real capture of 284 connections, its segmentation tolerated and strict."""
+    from dataclasses import replace
+
+    from wskreplay.checking import TIMING_KINDS, CheckSettings, chaos_runs
+    from wskreplay.diff.compare import diff_traces
+    from wskreplay.replayer.dispatch import replay_on
+
+    from .conftest import SHARED_DATA
+
+    race, imported = tmp_path / "race.wskt", tmp_path / "650.wskt"
+    write_trace(race, planted_race())
+    capture = SHARED_DATA / "replay" / "pcapplusplus__650HttpResponses.pcap"
+    proc = run_cli("import", str(capture), "--infer-calls", "-o", str(imported))
+    assert proc.returncode == 0, proc.stderr
+    diverged = 0
+    cases = [
+        (path, CheckSettings())
+        for path in [race, imported, *sorted((REPO / "traces").glob("*.wskt"))]
+    ]
+    cases.append((imported, CheckSettings(strict_segmentation=True)))
+    for path, settings in cases:
+        recorded = read_trace(path)
+        own = settings.with_sidecar(path)
+        for run in chaos_runs(path, settings, 6):
+            options = replace(own.replay_options(), chaos=run.seed)
+            replayed = replay_on(recorded, options, own.target)
+            full = diff_traces(recorded, replayed, own.diff_options())
+            expected = [d for d in full.differences if d.kind not in TIMING_KINDS]
+            assert [d.as_dict() for d in run.differences] == [d.as_dict() for d in expected]
+            diverged += run.diverged
+    assert diverged

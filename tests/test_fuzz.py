@@ -49,7 +49,7 @@ def test_crash_inputs_are_kept_with_their_fix():
 def test_a_short_fuzzing_run_of_every_harness_finds_nothing(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "tests" / "fuzz" / "fuzz.py"), "--budget",
-         str(SHORT_BUDGET_S), "--seed", "1"],
+         str(SHORT_BUDGET_S), "--seed", "1", "--jobs", "2"],
         capture_output=True, text=True, timeout=60 * len(HARNESSES),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]

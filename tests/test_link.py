@@ -10,15 +10,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
+from wskreplay.errors import InputError
+from wskreplay.formats.pcap import read_frames
 from wskreplay.replayer import netns
 from wskreplay.replayer.capture import WireCapture
-from wskreplay.replayer.link import LinkDirection, LinkSpec, parse_link
+from wskreplay.replayer.link import LinkDirection, LinkSpec, keys_given, parse_link, tcp_ports
 from wskreplay.replayer.targets.socket import PEER_ADDR, SENDER_ADDR, netns_topology
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+from .conftest import SHARED_DATA
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 DELAY_NS, LOSS = 20_000_000, 0.05
 DATAGRAMS = 2000
@@ -41,6 +47,7 @@ def tshark(path, *fields, filter_):
     return [line.split("\t") for line in out.splitlines() if line]
 
 
+@needs_root
 def test_link_delay_and_loss_seen_in_captures(tmp_path):
     spec = parse_link(f"delay={DELAY_NS // 1_000_000}ms loss={LOSS * 100:g}% seed=3")
     with netns_topology(spec) as topo:
@@ -100,29 +107,110 @@ def test_rate_serializes_frames():
     assert (first, second) == (1_000_000, 2_000_000)
 
 
+@contextmanager
+def forwarder(ns: str) -> Iterator[subprocess.Popen[str]]:
+    """The link forwarder between TAP devices ``wskrfa`` and ``wskrfb`` in namespace
+    ``ns``, once it says ready; killed at the end if it has not stopped."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-m",
+         "wskreplay.replayer.link_forwarder", "wskrfa", "wskrfb", "seed=1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@needs_root
 def test_frames_for_a_device_not_up_yet_are_dropped_not_fatal():
     """One end up and speaking (ARP, IPv6 neighbour discovery) while the other is still
     down: the kernel refuses the forwarded frames (EIO); the forwarder counts every one
     dropped and keeps running."""
-    with netns.namespace("f") as ns:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m",
-             "wskreplay.replayer.link_forwarder", "wskrfa", "wskrfb", "seed=1"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            netns.run("ip", "-n", ns, "addr", "add", "198.51.100.1/24", "dev", "wskrfa")
-            netns.run("ip", "-n", ns, "link", "set", "wskrfa", "up")
-            send = "import socket; socket.socket(2, 2).sendto(b'x', ('198.51.100.2', 9))"
-            netns.run("ip", "netns", "exec", ns, sys.executable, "-c", send)
-            time.sleep(1.0)
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            out, err = proc.communicate(input="", timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with netns.namespace("f") as ns, forwarder(ns) as proc:
+        netns.run("ip", "-n", ns, "addr", "add", "198.51.100.1/24", "dev", "wskrfa")
+        netns.run("ip", "-n", ns, "link", "set", "wskrfa", "up")
+        send = "import socket; socket.socket(2, 2).sendto(b'x', ('198.51.100.2', 9))"
+        netns.run("ip", "netns", "exec", ns, sys.executable, "-c", send)
+        time.sleep(1.0)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        out, err = proc.communicate(input="", timeout=10)
     assert proc.returncode == 0, err
     counts = json.loads(out.strip().splitlines()[-1])
     assert counts["a_to_b_dropped"] >= 1
     assert counts["a_to_b_dropped"] == counts["a_to_b_forwarded"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "zeek__http_1000-requests-one-dropped-response.pcap.gz",  # IPv6
+        "zeek__tcp_reassembly.pcap",  # IPv4
+        "suricata-verify__bug-4376_syn_retransmit_with_ts.pcap",  # VLAN tags on some frames
+    ],
+)
+def test_tcp_ports_are_tsharks(name):
+    """The ports the link reads to choose a connection's delay: tshark's, on every
+    untagged Ethernet frame carrying TCP over IPv4 or IPv6; None on every other frame."""
+    path = next(SHARED_DATA.glob(f"*/{name}"))
+    frames = read_frames(path)
+    fields = tshark(path, "frame.protocols", "tcp.srcport", "tcp.dstport", filter_="frame")
+    assert len(fields) == len(frames)
+    plain = 0
+    for i, (protocols, sport, dport) in enumerate(fields):
+        layers = protocols.split(":")
+        if layers[:4] in (["eth", "ethertype", "ip", "tcp"], ["eth", "ethertype", "ipv6", "tcp"]):
+            assert tcp_ports(frames.frame(i)) == (int(sport), int(dport)), i
+            plain += 1
+        else:
+            assert tcp_ports(frames.frame(i)) is None, (i, protocols)
+    assert plain >= len(frames) // 2
+
+
+def test_each_connection_has_its_own_delay():
+    spec = parse_link("delay=10ms delay@8080=2ms delay@9090=200ms")
+    assert spec.port_delays == ((8080, 2_000_000), (9090, 200_000_000))
+    assert parse_link(spec.text()) == spec
+    to_peer, from_peer = LinkDirection(spec, 0), LinkDirection(spec, 1)
+    assert to_peer.admit(0, 100, (40000, 8080)) == 1_000_000
+    assert from_peer.admit(0, 100, (8080, 40000)) == 1_000_000
+    assert to_peer.admit(0, 100, (40000, 9090)) == 100_000_000
+    assert to_peer.admit(0, 100, (8080, 40000)) == 5_000_000  # not the peer's port that way
+    assert to_peer.admit(0, 100) == 5_000_000
+    assert keys_given("loss=1% delay@8080=2ms") == {"loss", "delay@"}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("delay@0=1ms", "the port must be 1 to 65535"),
+        ("delay@70000=1ms", "the port must be 1 to 65535"),
+        ("delay@80=fast", "expected a number with one of"),
+        ("delay@=1ms", "expected KEY=VALUE"),
+        ("delay@123456=1ms", "expected KEY=VALUE"),
+    ],
+)
+def test_a_bad_connection_delay_is_refused_in_one_line(text, expected):
+    with pytest.raises(InputError) as err:
+        parse_link(text)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+@needs_root
+def test_forwarder_takes_conditions_on_its_control_pipe():
+    """The socket target sends each socket's delay once the peer's ports are known: the
+    forwarder answers each line, refusing a bad one in a line and running on."""
+    with netns.namespace("f") as ns, forwarder(ns) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        proc.stdin.write("delay@8080=2ms delay@9090=30ms\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "applied"
+        proc.stdin.write("delay@0=1ms\n")
+        proc.stdin.flush()
+        refused = proc.stdout.readline().strip()
+        assert refused.startswith("refused: link control: ") and "1 to 65535" in refused
+        out, err = proc.communicate(input="", timeout=10)
+    assert proc.returncode == 0, err
+    assert "a_to_b_forwarded" in json.loads(out.strip().splitlines()[-1])

@@ -7,7 +7,9 @@ measured by ``benchmarks/bench_socket_real.py`` (docs/targets.md)."""
 
 from __future__ import annotations
 
+import math
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -47,10 +49,13 @@ def imported(name: str, side: str) -> Trace:
 
 
 @pytest.fixture(scope="module", params=SAMPLE, ids=[f"{n}-{s}" for n, s in SAMPLE])
-def real_replay(request) -> tuple[Trace, Trace]:
+def real_replay(request, tmp_path_factory) -> tuple[Trace, Trace]:
     recorded = imported(*request.param)
     options = ReplayOptions(load_profile("windows-tcpip"), speed=1.0)
-    return recorded, replay_socket(recorded, options, SocketTargetOptions())
+    wire = tmp_path_factory.mktemp("wire") / "wire.pcapng"
+    replayed = replay_socket(recorded, options, SocketTargetOptions(keep_capture=wire))
+    replayed.metadata["kept_capture"] = str(wire)
+    return recorded, replayed
 
 
 def test_statuses_are_the_recordings(real_replay):
@@ -86,14 +91,46 @@ def test_every_byte_arrives_as_recorded(real_replay):
 
 
 def test_timing_is_judged_against_the_real_stack_tolerance(real_replay):
-    """Against the real stack's defaults most calls keep the recorded timing. The rest,
-    measured (docs/targets.md): completions that came sooner because Linux's peer
-    acknowledges at once where the recorded peer delayed its ACK, and calls held while the
-    replay, one loop for every socket, waited for another socket's completion."""
+    """Against the real stack's defaults the calls keep the recorded timing, but for
+    completions that came sooner because Linux's peer acknowledges at once where the
+    recorded peer delayed its ACK (docs/targets.md, "Timing tolerance"). Issue times hold
+    on every socket while another waits for its completion (each socket keeps its own
+    schedule), and each socket's completions come at its own recorded RTT. Measured on
+    dce-rpc_mapi (294 calls; docs/targets.md): 31 completions sooner and 1-7 other
+    differences on a quiet machine or with one core taken, 58-82 with both cores taken by
+    other work; one loop holding every socket made 40-125 others on a quiet machine. So a
+    quarter of the calls is the bound for the others."""
     recorded, replayed = real_replay
     result = diff_traces(recorded, replayed)
     assert result.tolerance_basis == "real stack"
     if len(recorded.calls) < SHARE_NEEDS_CALLS:
         return  # a share of 1 to 3 calls is a machine's momentary load, not a measure
     timing = [d for d in result.differences if d.kind == "timing"]
-    assert len(timing) <= len(recorded.calls) // 3, [d.detail for d in timing]
+    sooner = [d for d in timing if d.a["metric"] == "completion" and d.b["ns"] < d.a["ns"]]
+    others = [d.detail for d in timing if d not in sooner]
+    assert len(others) <= len(recorded.calls) // 4, others
+    assert len(sooner) <= len(recorded.calls) // 3, [d.detail for d in sooner]
+
+
+def test_each_socket_crosses_the_link_at_its_own_recorded_rtt(real_replay):
+    """The link delays each socket's frames by that socket's recorded RTT, not the median
+    of all of them: tshark's ACK RTTs on the replay's wire, per connection, are each at
+    least its socket's delay and at most 2 ms more."""
+    recorded, replayed = real_replay
+    if len(recorded.sockets) < 2:
+        return  # one socket: its RTT is the median
+    target = replayed.metadata["target"]
+    assert target["link_kind"] == "tap-forwarder"
+    delays = {int(port): int(ns) for port, ns in target["link"]["port_delays"]}
+    assert len(delays) == len(recorded.sockets)
+    cmd = ["tshark", "-r", replayed.metadata["kept_capture"], "-Y", "tcp.analysis.ack_rtt",
+           "-T", "fields", "-e", "tcp.srcport", "-e", "tcp.analysis.ack_rtt"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
+    fastest: dict[int, float] = {}
+    for line in out.splitlines():
+        port, rtt = line.split("\t")
+        if int(port) in delays:  # the peer's ACK of the replay's data
+            fastest[int(port)] = min(fastest.get(int(port), math.inf), float(rtt) * 1e9)
+    assert fastest
+    for port, rtt in fastest.items():
+        assert delays[port] <= rtt <= delays[port] + 2_000_000, (port, delays[port], rtt)

@@ -173,10 +173,11 @@ def chaos_runs(
     source = file_sha256(str(path))
     out = []
     plan = ReplayPlan(recorded, settings.replay_options()) if settings.target.virtual else None
+    diff_options = replace(settings.diff_options(), timing=False, tolerated=False)
     for seed in range(first_seed, first_seed + runs):
         options = replace(settings.replay_options(), chaos=seed)
         replayed = replay_on(recorded, options, settings.target, source_sha256=source, plan=plan)
-        result = diff_traces(recorded, replayed, settings.diff_options())
+        result = diff_traces(recorded, replayed, diff_options)
         out.append(ChaosRun(seed, [d for d in result.differences if d.kind not in TIMING_KINDS]))
     return out
 

@@ -2,6 +2,7 @@
 
     python tests/fuzz/fuzz.py --budget 60            # atheris, 60 s per harness, all harnesses
     python tests/fuzz/fuzz.py --budget 5 pcap etl    # some of them
+    python tests/fuzz/fuzz.py --budget 3 --jobs 2    # two harnesses at a time (the suite's run)
     python tests/fuzz/fuzz.py --budget 600 --save    # keep new coverage in the saved corpus
     python tests/fuzz/fuzz.py --regression           # no fuzzer: every saved input once
     python tests/fuzz/fuzz.py --coverage             # line coverage the saved corpus reaches
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -190,6 +192,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=10, help="seconds one input may take")
     ap.add_argument("--rss-mb", type=int, default=4096, help="memory limit per process")
     ap.add_argument("--seed", type=int, help="libFuzzer's random seed (default: random)")
+    ap.add_argument("--jobs", type=int, default=1, help="harnesses fuzzed at once")
     ap.add_argument("--save", action="store_true", help="merge new coverage into corpus/")
     ap.add_argument("--regression", action="store_true", help="saved inputs only, no fuzzer")
     ap.add_argument("--coverage", action="store_true", help="line coverage of the corpus")
@@ -198,7 +201,8 @@ def main() -> None:
     if args.regression:
         sys.exit(1 if regression(names) else 0)
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    results = [fuzz(name, args) for name in names]
+    with ThreadPoolExecutor(max(args.jobs, 1)) as pool:
+        results = list(pool.map(lambda name: fuzz(name, args), names))
     print(f"{'harness':<18} {'executions':>11} {'exec/s':>8} {'cov':>6} {'ft':>6}  status")
     for r in results:
         rate = int(r["executions"]) / max(float(r["seconds"]), 0.1)

@@ -119,6 +119,12 @@ class DiffOptions:
     """The smallest relative move of a latency quantile that counts."""
     socket_map: Mapping[int, int] = field(default_factory=dict)
     """Sockets paired explicitly (A's id -> B's id); the others by endpoints, then order."""
+    timing: bool = True
+    """Compare timing at all (each call's times, latency distributions); chaos runs, which
+    perturb timing on purpose and set its differences aside, skip that work."""
+    tolerated: bool = True
+    """Work out what is reported but not counted (``DiffResult.tolerated``); chaos runs,
+    which look only at what counts, skip that work."""
 
 
 @dataclass
@@ -186,6 +192,9 @@ def is_replay_of(a: Trace, b: Trace) -> bool:
     return b.metadata.get("source") == "replay" or a.metadata.get("source") == "replay"
 
 
+_NO_WIRE = (np.empty(0, np.int64), np.empty(0, np.int64))
+
+
 def diff_traces(
     a: Trace, b: Trace, options: DiffOptions | None = None, *, noise: Trace | None = None
 ) -> DiffResult:
@@ -198,13 +207,14 @@ def diff_traces(
     per_call_timing = options.per_call_timing
     if per_call_timing is None:
         per_call_timing = align == "order"
+    per_call_timing = per_call_timing and options.timing
     basis, tolerances = default_tolerances(a.metadata, b.metadata)
     tolerances.update(options.tolerances)
     differences: list[Difference] = []
     tolerated: list[Difference] = []
     not_compared = {"completions": 0, "stream_bytes": 0}
     compared = 0
-    wire_a, wire_b = first_wire_ns(a), first_wire_ns(b)
+    wire_a, wire_b = (first_wire_ns(a), first_wire_ns(b)) if options.timing else _NO_WIRE
     end_a = (time_span_ns(a) or (0, 0))[1]
     sockets = match_sockets(a, b, dict(options.socket_map))
     basis_of_timing: _TimingBasis | None = None
@@ -233,8 +243,10 @@ def diff_traces(
             found, unknown = _stream_bytes(a, b, sa, sb, direction)
             differences += found
             not_compared["stream_bytes"] += unknown
-        cut = _segmentation(a, b, sa, sb)
-        (differences if options.segmentation == "strict" else tolerated).extend(cut)
+        if options.segmentation == "strict":
+            differences += _segmentation(a, b, sa, sb)
+        elif options.tolerated:
+            tolerated += _segmentation(a, b, sa, sb)
     baseline = None
     if noise is not None:
         mapping = {
@@ -242,9 +254,14 @@ def diff_traces(
         }
         baseline = (noise, first_wire_ns(noise), mapping)
     floor = {metric: tol.absolute_ns for metric, tol in tolerances.items()}
-    moved = shifts(
-        a, b, sockets, (wire_a, wire_b), noise=baseline, min_shift=options.min_shift, floor_ns=floor
-    )
+    moved = (
+        shifts(
+            a, b, sockets, (wire_a, wire_b), noise=baseline, min_shift=options.min_shift,
+            floor_ns=floor,
+        )
+        if options.timing
+        else []
+    )  # fmt: skip
     for shift in moved:
         if shift.verdict in ("regression", "improvement", "noise"):
             d = Difference(

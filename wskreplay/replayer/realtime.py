@@ -1,13 +1,11 @@
 """The real-time replay engine: the trace's calls issued on a real target (the socket
 target's kernel sockets, or a remote agent) at their recorded times.
 
-Scheduling follows the emulator's engine (:mod:`~wskreplay.replayer.engine`) with one
-difference that real clocks force. A call the recording issued after an earlier call of
-its socket had completed waits for that completion in the replay, then the recorded gap;
-but the awaited call's own lateness (pacing noise) is not passed on, only the extra time
-the target took to complete it. Otherwise every late call would make the next one late
-and noise would add up to drift. Likewise a call issued after the recorded peer's reset
-waits (bounded) for the replayed reset.
+Scheduling follows the emulator's engine (:mod:`~wskreplay.replayer.engine`): a call the
+recording issued after an earlier call of its socket had completed waits for that
+completion in the replay, then the recorded gap; a call issued after the recorded peer's
+reset waits (bounded) for the replayed reset. Each socket waits on its own: the other
+sockets' calls keep their recorded times meanwhile (:func:`run_calls`).
 
 The target is anything with the methods of :class:`Session`.
 """
@@ -16,6 +14,8 @@ from __future__ import annotations
 
 import bisect
 import gc
+import heapq
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -25,7 +25,13 @@ import numpy as np
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.replayer.engine import lifecycle_events, peer_reset_ns
-from wskreplay.replayer.pacing import approach, lateness_summary, precise_sleeps, wait_until
+from wskreplay.replayer.pacing import (
+    SPIN_NS,
+    lateness_summary,
+    precise_sleeps,
+    spin_until,
+    wait_until,
+)
 from wskreplay.replayer.targets.socket_session import PeerReset, SessionEvent
 from wskreplay.replayer.wsk_socket import Completed, Returned, Violation
 from wskreplay.trace.model import COMPLETED, Direction, Event, Trace, time_span_ns
@@ -157,12 +163,33 @@ def call_payloads(trace: Trace) -> list[bytes]:
     return out
 
 
+@dataclass(slots=True)
+class _Step:
+    """One thing a socket does next: call ``call`` (its index), or ``event`` (a recorded
+    disconnect or close), ``rank`` its place in the recording's order of everything."""
+
+    rank: int
+    call: int = -1
+    event: Event | None = None
+    waiting: list[int] | None = None
+    """An event's: the calls the recording had seen complete by then, not yet done here."""
+    head_since: int | None = None
+    """When it became its socket's next step (its waits are bounded from then, or from
+    its own time if later)."""
+
+
 def run_calls(
     trace: Trace,
     session: Session,
     options: RealtimeOptions,
     progress: Callable[[int, int], None] | None = None,
 ) -> RealtimeRun:
+    """Issue every call (and the recorded disconnects and closes) on ``session``.
+
+    Each socket keeps its own schedule: a step waiting for its socket's completion, reset
+    or received bytes holds that socket's later steps only, as the driver's sockets are
+    independent; of the steps that may go, the one due first goes first (the recording's
+    order breaks ties, and orders everything when replaying as fast as possible)."""
     calls = trace.calls
     n = len(calls)
     issue = calls.column("issue_ns").astype(np.int64).tolist()
@@ -184,7 +211,6 @@ def run_calls(
     recorded_reset = {
         sid: at for sid in trace.sockets if (at := peer_reset_ns(trace, sid)) is not None
     }
-    lifecycle = lifecycle_events(trace)
     cols = {
         name: np.zeros(n, np.int64)
         for name in (
@@ -199,8 +225,12 @@ def run_calls(
     reset_at: dict[int, int] = {}
     returned: set[int] = set()
     lag: dict[int, int] = {}
-    last_done: dict[int, int] = {}
-    cursor = 0
+    awaited = _awaited(order, issue, socket_of, recorded_done)
+    steps = _steps(trace, order, issue, socket_of)
+    done_before: dict[int, list[tuple[int, int]]] = {}
+    for at, j in recorded_done:
+        done_before.setdefault(socket_of[j], []).append((at, j))
+    had_received = received_by(trace)
     payloads = call_payloads(trace)
     precise_sleeps()
     start = options.start_ns if options.start_ns is not None else session.now() + 20_000_000
@@ -242,98 +272,140 @@ def run_calls(
                     )
                 )
 
-    def pump(ns: int) -> None:
-        absorb(session.poll(ns))
+    def patient(since: int, own_time: int, now: int) -> bool:
+        """Whether a step still waits: for at most the wait limit past the later of its
+        own time and when it began to wait."""
+        return now - max(since, own_time if speed is not None else since) < options.wait_limit_ns
 
-    def wait_for(condition: Callable[[], bool]) -> None:
-        limit = session.now() + options.wait_limit_ns
-        while not condition() and session.now() < limit:
-            pump(min(limit - session.now(), 1_000_000))
+    def call_due(i: int, since: int, now: int) -> int | None:
+        """When call ``i`` may go: its recorded time, or later by what it waits for (its
+        socket's completion plus the recorded gap, the peer's reset); None while that has
+        not happened (and it still waits)."""
+        sid, issued = socket_of[i], issue[i]
+        t = start + scaled(issued - t0)
+        waits = patient(since, t, now)
+        j = awaited[i]
+        if j >= 0:
+            if j in done_at:
+                t = max(t, done_at[j] + scaled(issued - completion[j]))
+            elif waits:
+                return None
+        recorded = recorded_reset.get(sid)
+        if recorded is not None and issued >= recorded:
+            if sid in reset_at:
+                t = max(t, reset_at[sid] + scaled(issued - recorded))
+            elif waits:
+                return None
+        return t
 
-    done_before: dict[int, list[tuple[int, int]]] = {}
-    for at, j in recorded_done:
-        done_before.setdefault(socket_of[j], []).append((at, j))
-
-    had_received = received_by(trace)
-
-    def play_lifecycle(sid: int, before: int | None) -> None:
-        """The socket's recorded disconnects and closes before ``before``; each waits, like
-        a call, for the sends the recording had seen complete by then, and for the peer's
-        bytes it had received by then (closing sooner would cut them off)."""
-        queue = lifecycle.get(sid, [])
-        while queue and (before is None or queue[0].time_ns < before):
-            e = queue.pop(0)
+    def event_due(sid: int, step: _Step, since: int, now: int) -> int | None:
+        """When a recorded disconnect or close may go: once the sends the recording had
+        seen complete by then have, and the peer's bytes it had received by then have
+        arrived (closing sooner would cut them off); then at its time, as late as the
+        socket's last call was."""
+        e = step.event
+        assert e is not None
+        t = start + scaled(e.time_ns - t0) + lag.get(sid, 0)
+        waits = patient(since, t, now)
+        if step.waiting is None:
             finished = done_before.get(sid, [])
-            awaited = [j for _, j in finished[: bisect.bisect_right(finished, (e.time_ns, n))]]
-            if awaited:
-                wait_for(lambda js=awaited: all(j in done_at for j in js))  # type: ignore[misc]
-            times, acked = had_received[sid]
-            k = int(np.searchsorted(times, e.time_ns, side="right"))
-            need = int(acked[k - 1]) if k else 0
-            if need and session.received_count(sid) is not None:
-                wait_for(lambda s=sid, b=need: (session.received_count(s) or 0) >= b)  # type: ignore[misc]
-            if speed is not None:
-                wait_until(start + scaled(e.time_ns - t0) + lag.get(sid, 0), pump)
-            at = session.now()
-            if e.kind == "close":
-                absorb(session.close(sid))
-            else:
-                abortive = bool(int(e.attrs.get("flags", 0)) & wsk.WSK_FLAG_ABORTIVE)
-                absorb(session.disconnect(sid, abortive=abortive))
-            events.append(Event(trace_time(at), e.kind, sid, dict(e.attrs)))
+            step.waiting = [j for _, j in finished[: bisect.bisect_right(finished, (e.time_ns, n))]]
+        step.waiting = [j for j in step.waiting if j not in done_at]
+        if waits and step.waiting:
+            return None
+        times, acked = had_received[sid]
+        k = int(np.searchsorted(times, e.time_ns, side="right"))
+        need = int(acked[k - 1]) if k else 0
+        have = session.received_count(sid) if need else None
+        if waits and have is not None and have < need:
+            return None
+        return t
+
+    ready: list[tuple[int, int, int]] = []
+    """(due, rank, socket) of each socket whose next step may go."""
+    blocked: set[int] = set()
+
+    def consider(sid: int, now: int) -> None:
+        step = steps[sid][0]
+        if step.head_since is None:
+            step.head_since = now
+        since = step.head_since
+        due = event_due(sid, step, since, now) if step.call < 0 else call_due(step.call, since, now)
+        if due is None:
+            blocked.add(sid)
+            return
+        blocked.discard(sid)
+        heapq.heappush(ready, (due if speed is not None else 0, step.rank, sid))
+
+    def issue_call(i: int, due: int) -> int:
+        sid = socket_of[i]
+        t = due if speed is not None else session.now()
+        if speed is not None:
+            lag[sid] = t - (start + scaled(issue[i] - t0))
+        actual, outputs = session.send(
+            sid,
+            i + 1,
+            flags_of[i],
+            payloads[i],
+            calls.control_info(i) if control_len[i] >= 0 else None,
+            None if irql_of[i] < 0 else irql_of[i],
+            at_once[i],
+            at=t if speed is not None else None,
+        )
+        scheduled[i] = trace_time(t)
+        lateness[i] = actual - t if speed is not None else 0
+        cols["issue_ns"][i] = trace_time(actual)
+        absorb(outputs)
+        return actual
+
+    def play_event(sid: int, e: Event, due: int) -> None:
+        if speed is not None:
+            spin_until(due)
+        at = session.now()
+        if e.kind == "close":
+            absorb(session.close(sid))
+        else:
+            abortive = bool(int(e.attrs.get("flags", 0)) & wsk.WSK_FLAG_ABORTIVE)
+            absorb(session.disconnect(sid, abortive=abortive))
+        events.append(Event(trace_time(at), e.kind, sid, dict(e.attrs)))
 
     collecting = gc.isenabled()
     gc.disable()
     try:
-        for done, i in enumerate(order, 1):
-            sid = socket_of[i]
-            issued = issue[i]
-            play_lifecycle(sid, issued)
-            while cursor < len(recorded_done) and recorded_done[cursor][0] <= issued:
-                j = recorded_done[cursor][1]
-                last_done[socket_of[j]] = j
-                cursor += 1
-            plan = start + scaled(issued - t0)
-            t = plan if speed is not None else session.now()
-            awaited = last_done.get(sid)
-            if awaited is not None and awaited != i:
-                wait_for(lambda j=awaited: j in done_at)  # type: ignore[misc]
-                if awaited in done_at:
-                    t = max(t, done_at[awaited] + scaled(issued - completion[awaited]))
-            recorded = recorded_reset.get(sid)
-            if recorded is not None and issued >= recorded and sid not in reset_at:
-                wait_for(lambda s=sid: s in reset_at)  # type: ignore[misc]
-                if sid in reset_at:
-                    t = max(t, reset_at[sid] + scaled(issued - recorded))
-            if speed is not None:
-                lag[sid] = t - plan
-                approach(t, pump)
-            actual, outputs = session.send(
-                sid,
-                i + 1,
-                flags_of[i],
-                payloads[i],
-                calls.control_info(i) if control_len[i] >= 0 else None,
-                None if irql_of[i] < 0 else irql_of[i],
-                at_once[i],
-                at=t if speed is not None else None,
-            )
-            scheduled[i] = trace_time(t)
-            lateness[i] = actual - t if speed is not None else 0
-            cols["issue_ns"][i] = trace_time(actual)
-            absorb(outputs)
-            if progress is not None and done % 256 == 0:
-                progress(done, n)
         last_issue = session.now()
-        for sid in trace.sockets:
-            play_lifecycle(sid, None)
+        issued_calls = 0
+        for sid in steps:
+            consider(sid, last_issue)
+        while ready or blocked:
+            if blocked:
+                now = session.now()
+                for sid in list(blocked):
+                    consider(sid, now)
+            if not ready:
+                absorb(session.poll(1_000_000))
+                continue
+            due, _, sid = ready[0]
+            if speed is not None and (left := due - session.now()) > SPIN_NS:
+                absorb(session.poll(min(left - SPIN_NS, 1_000_000) if blocked else left - SPIN_NS))
+                continue
+            heapq.heappop(ready)
+            step = steps[sid].popleft()
+            if step.event is not None:
+                play_event(sid, step.event, due)
+            else:
+                last_issue = max(last_issue, issue_call(step.call, due))
+                issued_calls += 1
+                if progress is not None and issued_calls % 256 == 0:
+                    progress(issued_calls, n)
+            if steps[sid]:
+                consider(sid, session.now())
         wait_for_settle = session.now() + options.settle_ns
         while session.outstanding() and session.now() < wait_for_settle:
-            pump(min(wait_for_settle - session.now(), 10_000_000))
+            absorb(session.poll(min(wait_for_settle - session.now(), 10_000_000)))
         if speed is not None:
             # The recorded peer's last actions (its data, FIN or RST after the last call).
             end = start + scaled(recorded_end(trace) - t0) + max(lag.values(), default=0)
-            wait_until(end + END_MARGIN_NS, pump)
+            wait_until(end + END_MARGIN_NS, lambda ns: absorb(session.poll(ns)))
         absorb(session.poll(0))
     finally:
         if collecting:
@@ -349,3 +421,46 @@ def run_calls(
         last_issue - start,
         unfinished,
     )
+
+
+def _awaited(
+    order: list[int], issue: list[int], socket_of: list[int], recorded_done: list[tuple[int, int]]
+) -> list[int]:
+    """Per call: the last call of its socket the recording had seen complete when it was
+    issued (it waits for that completion here), or -1."""
+    awaited = [-1] * len(issue)
+    last_done: dict[int, int] = {}
+    cursor = 0
+    for i in order:
+        while cursor < len(recorded_done) and recorded_done[cursor][0] <= issue[i]:
+            j = recorded_done[cursor][1]
+            last_done[socket_of[j]] = j
+            cursor += 1
+        j = last_done.get(socket_of[i], -1)
+        awaited[i] = j if j != i else -1
+    return awaited
+
+
+def _steps(
+    trace: Trace, order: list[int], issue: list[int], socket_of: list[int]
+) -> dict[int, deque[_Step]]:
+    """Each socket's steps in the recording's order: its calls, each after the recorded
+    disconnects and closes before it, then the rest of them."""
+    lifecycle = {sid: deque(q) for sid, q in lifecycle_events(trace).items()}
+    steps: dict[int, deque[_Step]] = {sid: deque() for sid in trace.sockets}
+    rank = 0
+
+    def events_before(sid: int, before: int | None) -> None:
+        nonlocal rank
+        queue = lifecycle.get(sid)
+        while queue and (before is None or queue[0].time_ns < before):
+            steps.setdefault(sid, deque()).append(_Step(rank, event=queue.popleft()))
+            rank += 1
+
+    for i in order:
+        events_before(socket_of[i], issue[i])
+        steps.setdefault(socket_of[i], deque()).append(_Step(rank, call=i))
+        rank += 1
+    for sid in trace.sockets:
+        events_before(sid, None)
+    return {sid: q for sid, q in steps.items() if q}

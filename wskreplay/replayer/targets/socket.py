@@ -26,7 +26,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from wskreplay.replayer import netns
 from wskreplay.replayer.calibrate import estimate_path, inferred_profile, sender_mss
 from wskreplay.replayer.capture import WireCapture, clock_offset_ns, read_wire
 from wskreplay.replayer.engine import ReplayOptions, peer_reset_ns
-from wskreplay.replayer.link import LinkSpec, parse_link
+from wskreplay.replayer.link import LinkSpec, keys_given, parse_link
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.realtime import RealtimeOptions, RealtimeRun, replay_origin, run_calls
@@ -190,6 +190,20 @@ def _tap_forwarder(topo: Topology) -> Iterator[None]:
         _stop_process(proc)
 
 
+def _give_each_socket_its_rtt(topo: Topology, rtt_by_port: dict[int, int]) -> None:
+    """The user-space link delays each socket's frames by that socket's recorded RTT
+    (found by its peer port), not the median of all of them: a capture holding both LAN
+    and Internet connections replays each at its own pace (docs/targets.md, "Topology")."""
+    assert topo.forwarder is not None and topo.forwarder.stdin and topo.forwarder.stdout
+    topo.link = replace(topo.link, port_delays=tuple(sorted(rtt_by_port.items())))
+    text = " ".join(f"delay@{port}={ns}ns" for port, ns in topo.link.port_delays)
+    topo.forwarder.stdin.write(text + "\n")
+    topo.forwarder.stdin.flush()
+    answer = topo.forwarder.stdout.readline().strip()
+    if answer != "applied":
+        raise TargetError(f"the link forwarder did not take the sockets' delays: {answer}")
+
+
 def _stop_process(proc: subprocess.Popen[str]) -> str:
     """Close its stdin (our stop signal), wait a little, kill if need be; its stdout."""
     out = ""
@@ -320,6 +334,8 @@ def replay_socket(
         plans = peer_plan(trace, {s: p.rtt_ns for s, p in paths.items()}, options.speed)
         peer, ports = _start_peer(topo, plans, folder)
         stack.callback(_stop_process, peer)
+        if topo.forwarder is not None and "delay" not in keys_given(target.link or ""):
+            _give_each_socket_its_rtt(topo, {ports[s]: p.rtt_ns for s, p in paths.items()})
         capture_path = folder / "wire.pcapng"
         capture: WireCapture | None = None
         if topo.can_capture and trace.sockets:
