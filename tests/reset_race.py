@@ -26,3 +26,22 @@ def raced_reset(recorded, replayed, i: int) -> bool:
         and replayed.calls[i].issue_ns >= min(rep)
         and replayed.calls[i].status == nt.STATUS_FILE_FORCED_CLOSED
     )
+
+
+def cut_by_reset(recorded, replayed, i: int) -> bool:
+    """Call ``i`` was accepted in both, the recording issued it within RACE_NS before its
+    peer's reset and saw it complete with that reset, and so did the replay, whose bytes
+    for it may then never have left: the reset reached the replay's kernel first (Nagle
+    held the bytes for an ACK the reset made never come). The recording's capture had
+    them on the wire; which one wins is the race."""
+    call, again = recorded.calls[i], replayed.calls[i]
+    rec = [e.time_ns for e in recorded.events if e.kind == "reset" and e.socket == call.socket]
+    late = max(0, int(again.issue_ns) - int(call.issue_ns))
+    return bool(
+        rec
+        and nt.is_success(call.status)
+        and nt.is_success(again.status)
+        and 0 <= min(rec) - call.issue_ns <= RACE_NS + late
+        and call.completion_status == nt.STATUS_CONNECTION_RESET
+        and again.completion_status == nt.STATUS_CONNECTION_RESET
+    )

@@ -218,6 +218,7 @@ def diff_traces(
     end_a = (time_span_ns(a) or (0, 0))[1]
     sockets = match_sockets(a, b, dict(options.socket_map))
     basis_of_timing: _TimingBasis | None = None
+    aligned: list[tuple[int, Alignment]] = []
     for sa, sb in sockets:
         if sa is None or sb is None:
             only = "B" if sa is None else "A"
@@ -229,9 +230,7 @@ def diff_traces(
         pairs = align_in_order(ia, ib) if align == "order" else align_by_sequence(a, ia, b, ib)
         compared += int(((pairs.a >= 0) & (pairs.b >= 0)).sum())
         differences += _unpaired(a, b, sa, pairs)
-        found, unknown = _statuses(a, b, sa, pairs, end_a)
-        differences += found
-        not_compared["completions"] += unknown
+        aligned.append((sa, pairs))
         if per_call_timing:
             if basis_of_timing is None:
                 basis_of_timing = _TimingBasis.of(a, b, (wire_a, wire_b))
@@ -247,6 +246,8 @@ def diff_traces(
             differences += _segmentation(a, b, sa, sb)
         elif options.tolerated:
             tolerated += _segmentation(a, b, sa, sb)
+    found, not_compared["completions"] = _statuses(a, b, aligned, end_a)
+    differences += found
     baseline = None
     if noise is not None:
         mapping = {
@@ -311,12 +312,16 @@ def _unpaired(a: Trace, b: Trace, sid: int, pairs: Alignment) -> list[Difference
 
 
 def _statuses(
-    a: Trace, b: Trace, sid: int, pairs: Alignment, end_a: int
+    a: Trace, b: Trace, aligned: list[tuple[int, Alignment]], end_a: int
 ) -> tuple[list[Difference], int]:
     """Returned and completion statuses and Information, and whether each IRP completed,
-    where both traces know; and how many completions could not be compared."""
-    both = (pairs.a >= 0) & (pairs.b >= 0)
-    ia, ib = pairs.a[both], pairs.b[both]
+    where both traces know, over every socket's aligned pairs at once; and how many
+    completions could not be compared."""
+    paired = [(sid, p, (p.a >= 0) & (p.b >= 0)) for sid, p in aligned]
+    none = [np.empty(0, np.int64)]
+    ia = np.concatenate(none + [p.a[m] for _, p, m in paired]).astype(np.int64)
+    ib = np.concatenate(none + [p.b[m] for _, p, m in paired]).astype(np.int64)
+    sids = np.concatenate(none + [np.full(int(m.sum()), sid, np.int64) for sid, _, m in paired])
     ca, cb = a.calls, b.calls
     out: list[Difference] = []
     state_a, state_b = ca.column("completed")[ia], cb.column("completed")[ib]
@@ -330,16 +335,15 @@ def _statuses(
         ("information", "Information", done_a & done_b, False),
     ]
     for kind, label, where, symbolic in checks:
-        column = {"status": "status", "completed": "completed"}.get(kind, kind)
-        va = ca.column(column)[ia].astype(np.int64)
-        vb = cb.column(column)[ib].astype(np.int64)
+        va = ca.column(kind)[ia].astype(np.int64)
+        vb = cb.column(kind)[ib].astype(np.int64)
         for k in np.flatnonzero(where & (va != vb)).tolist():
             x, y = int(va[k]), int(vb[k])
             shown = (nt.describe(x), nt.describe(y)) if symbolic else (x, y)
             out.append(
                 Difference(
                     kind,
-                    sid,
+                    int(sids[k]),
                     int(ia[k]),
                     int(ib[k]),
                     f"call {int(ia[k])}: {label} {shown[0]} in A, {shown[1]} in B",
