@@ -19,13 +19,15 @@ from wskreplay.formats.tcpip import TCP_RST
 from wskreplay.generators.pacing_trace import pacing_trace
 from wskreplay.replayer.engine import ReplayOptions
 from wskreplay.replayer.profile import load_profile
-from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket
+from wskreplay.replayer.targets.socket import PRIORITY_NICE, SocketTargetOptions, replay_socket
 from wskreplay.trace import read_trace, write_trace
 from wskreplay.trace.model import Direction
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 ROOT = Path(__file__).resolve().parent.parent
+NICE_BEFORE = os.getpriority(os.PRIO_PROCESS, 0)
+"""This process's priority before any replay raised it."""
 SPEEDS = {"field.wskt": 1.0, "sample.wskt": 1.0, "smb2-inferred.wskt": 20.0}
 """The SMB2 recording lasts 30 s: replayed 20 times faster."""
 
@@ -162,6 +164,12 @@ def test_replayed_trace_records_pacing_and_target(socket_replay, tmp_path):
     assert len(pacing["lateness_ns"]) == len(recorded.calls) == pacing["calls"]
     assert back.metadata["target"]["kind"] == "socket"
     assert back.metadata["target"]["link_kind"] in ("tap-forwarder", "netem")
+    # The replay's loop and the link ran ahead of other work; this process is back to its
+    # own priority afterwards.
+    assert back.metadata["target"]["nice"] == PRIORITY_NICE
+    if back.metadata["target"]["link_kind"] == "tap-forwarder":
+        assert back.metadata["target"]["link_counts"]["nice"] == PRIORITY_NICE
+    assert os.getpriority(os.PRIO_PROCESS, 0) == NICE_BEFORE
     issue = back.calls.column("issue_ns")
     done = back.calls.column("completed") == 1
     assert (back.calls.column("completion_ns")[done] >= issue[done]).all()

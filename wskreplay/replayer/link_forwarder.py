@@ -7,7 +7,7 @@ namespaces they join. Each line on its standard input is more conditions in ``--
 text (the socket target sends each socket's own delay, ``delay@PORT=``, once the peer's
 ports are known), answered with ``applied`` or ``refused: WHY``. It stops when its standard
 input closes (the parent ended, however it ended; the TAP devices go with it) and prints
-its counts as JSON; SIGTERM is ignored.
+its counts, and the nice value it ran at, as JSON; SIGTERM is ignored.
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     precise_sleeps()
     print("ready", flush=True)
-    counts = forward(fd_a, fd_b, spec, sys.stdin.fileno())
+    counts: dict[str, int] = forward(fd_a, fd_b, spec, sys.stdin.fileno())
+    counts["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
     print(json.dumps(counts), flush=True)
     return 0
 
