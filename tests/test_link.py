@@ -189,6 +189,7 @@ def test_each_connection_has_its_own_delay():
         ("delay@70000=1ms", "the port must be 1 to 65535"),
         ("delay@80=fast", "expected a number with one of"),
         ("delay@=1ms", "expected KEY=VALUE"),
+        ("delay@PORT=1ms", "expected KEY=VALUE"),
         ("delay@123456=1ms", "expected KEY=VALUE"),
     ],
 )

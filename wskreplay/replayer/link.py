@@ -67,7 +67,8 @@ class LinkSpec:
 
 _TIME = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _RATE = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
-KEYS = ("delay", "jitter", "loss", "reorder", "reorder_gap", "rate", "seed", "delay@PORT")
+KEYS = ("delay", "jitter", "loss", "reorder", "reorder_gap", "rate", "seed")
+"""The condition keys, besides ``delay@PORT``."""
 
 
 def _number(text: str, units: dict[str, int], what: str, source: str) -> int:
@@ -102,7 +103,8 @@ def parse_link(text: str, base: LinkSpec | None = None, source: str = "--link") 
         key, sep, value = item.partition("=")
         port = re.fullmatch(r"delay@(\d{1,5})", key)
         if not sep or (key not in KEYS and port is None):
-            raise InputError(source, f"{item!r}: expected KEY=VALUE with KEY one of {KEYS}")
+            keys = (*KEYS, "delay@PORT")
+            raise InputError(source, f"{item!r}: expected KEY=VALUE with KEY one of {keys}")
         if port is not None:
             number = int(port.group(1))
             if not 0 < number < 65536:

@@ -197,8 +197,7 @@ def _give_each_socket_its_rtt(topo: Topology, rtt_by_port: dict[int, int]) -> No
     and Internet connections replays each at its own pace (docs/targets.md, "Topology")."""
     assert topo.forwarder is not None and topo.forwarder.stdin and topo.forwarder.stdout
     topo.link = replace(topo.link, port_delays=tuple(sorted(rtt_by_port.items())))
-    text = " ".join(f"delay@{port}={ns}ns" for port, ns in topo.link.port_delays)
-    topo.forwarder.stdin.write(text + "\n")
+    topo.forwarder.stdin.write(topo.link.text() + "\n")
     topo.forwarder.stdin.flush()
     answer = topo.forwarder.stdout.readline().strip()
     if answer != "applied":
