@@ -4,6 +4,7 @@ tshark, on the same files in the same run.
     pip install dpkt python-pcapng scapy pyshark      # the peers; tshark from Debian
     python benchmarks/bench_streams.py [--packets 1000000] [--dir bench-out]
         [--links] [--baseline REV]
+    python benchmarks/bench_streams.py --memory 10800000 [--baseline REV] [--dir bench-out]
 
 Inputs: a generated capture of >= 1,000,000 TCP packets (benchmarks/gen_capture.py: many
 interleaved connections, ~1% loss retransmitted later, some reordering), and the largest
@@ -16,6 +17,11 @@ and in an MPLS label stack (same IP packets, 1M frames each), each read by ``str
 and by dpkt decoding down to TCP; ratios against the Ethernet path and against dpkt.
 ``--baseline REV``: the Ethernet path of the package at git revision REV (checked out in a
 temporary worktree) timed in the same run, so a change's cost is seen on the same machine.
+
+``--memory PACKETS``: a generated capture of PACKETS packets (10,800,000 are about 10 GB),
+as pcap and as pcapng; ``wskreplay streams --json`` run on each as a whole process, its
+seconds and peak RSS printed, with dpkt's parse-only loop on the pcap (and REV's
+``streams`` with ``--baseline``) in the same run.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from gen_capture import generate  # noqa: E402
 from timing import best_of  # noqa: E402
 
 from wskreplay.formats import pcap  # noqa: E402
-from wskreplay.recorder.tcp import reassemble, streams_summary  # noqa: E402
+from wskreplay.recorder.capture_streams import capture_streams  # noqa: E402
+from wskreplay.recorder.tcp import CaptureOptions, reassemble  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared" / "data" / "pcap"
 LARGEST_SHARED = [
@@ -48,8 +55,7 @@ LARGEST_SHARED = [
 
 
 def ours(path: Path) -> None:
-    frames = pcap.read_frames(path)
-    streams_summary(reassemble(frames))
+    capture_streams(pcap.read_frames(path), CaptureOptions())
 
 
 def dpkt_parse(path: Path) -> int:
@@ -195,17 +201,9 @@ def dpkt_tcp(path: Path, name: str) -> int:
 def baseline_seconds(rev: str, path: Path, repeat: int) -> float:
     """The Ethernet path of revision ``rev`` on ``path``, best of ``repeat``, timed inside
     a process that imports that revision's package, with its C extensions."""
-    root = HERE.parent
     with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "baseline"
-        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), rev],
-                       check=True, capture_output=True)  # fmt: skip
+        tree = _baseline_tree(rev, Path(tmp))
         try:
-            # Its C accelerators, built in place (the variable skips only the emulator's
-            # mypyc build, which this path does not use): a fair comparison.
-            subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
-                           check=True, capture_output=True, cwd=tree,
-                           env={**os.environ, "WSKREPLAY_PURE_PYTHON": "1"})  # fmt: skip
             code = (
                 "import sys, time\n"
                 "from wskreplay.formats import pcap\n"
@@ -224,8 +222,83 @@ def baseline_seconds(rev: str, path: Path, repeat: int) -> float:
             )  # fmt: skip
             return float(out.stdout.strip())
         finally:
-            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
-                           capture_output=True)  # fmt: skip
+            _remove_tree(tree)
+
+
+def _baseline_tree(rev: str, tmp: Path) -> Path:
+    """Revision ``rev`` checked out under ``tmp``, its C accelerators built in place (the
+    variable skips only the emulator's mypyc build, which ``streams`` does not use)."""
+    tree = tmp / "baseline"
+    subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", str(tree), rev],
+                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                   check=True, capture_output=True, cwd=tree,
+                   env={**os.environ, "WSKREPLAY_PURE_PYTHON": "1"})  # fmt: skip
+    return tree
+
+
+def _remove_tree(tree: Path) -> None:
+    subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(tree)],
+                   capture_output=True)  # fmt: skip
+
+
+def measured(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, int]:
+    """Seconds and peak RSS (bytes) of ``cmd`` as a whole process, under a fresh parent so
+    that the peak read is this run's alone."""
+    parent = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", parent, *cmd], check=True, text=True,
+                         capture_output=True, env=env, cwd=cwd)  # fmt: skip
+    seconds, kib = out.stdout.split()
+    return float(seconds), int(kib) * 1024
+
+
+def memory(packets: int, folder: Path, baseline: str | None) -> None:
+    big = folder / f"generated-{packets}.pcap"
+    if not big.exists():
+        generate(str(big), packets)
+    big_ng = folder / f"generated-{packets}.pcapng"
+    if not big_ng.exists():
+        pcap.write_pcapng(big_ng, pcap.read_frames(big))
+    streams = [sys.executable, "-m", "wskreplay", "streams", "--json"]
+    dpkt_loop = (
+        "import sys; sys.path.insert(0, sys.argv[2]); from bench_streams import dpkt_parse; "
+        "from pathlib import Path; dpkt_parse(Path(sys.argv[1]))"
+    )
+    runs = [
+        ("wskreplay streams --json", big, measured([*streams, str(big)])),
+        ("wskreplay streams --json", big_ng, measured([*streams, str(big_ng)])),
+        (
+            "dpkt (parse only)",
+            big,
+            measured([sys.executable, "-c", dpkt_loop, str(big), str(HERE)]),
+        ),
+    ]
+    if baseline:
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = _baseline_tree(baseline, Path(tmp))
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            try:
+                for path in (big, big_ng):
+                    runs.append(
+                        (
+                            f"{baseline} streams --json",
+                            path,
+                            measured([*streams, str(path)], env, Path(tmp)),
+                        )
+                    )
+            finally:
+                _remove_tree(tree)
+    print(f"\n{'tool':32} {'input':34} {'GB':>6} {'seconds':>8} {'peak RSS MB':>12}")
+    for tool, path, (seconds, peak) in runs:
+        size = path.stat().st_size / 1e9
+        print(f"{tool:32} {path.name:34} {size:6.2f} {seconds:8.2f} {peak / 1e6:12,.0f}")
 
 
 def links(big: Path, folder: Path, repeat: int, ethernet_pps: float, n: int) -> None:
@@ -253,8 +326,12 @@ def main() -> None:
     ap.add_argument("--links", action="store_true", help="also the re-wrapped captures")
     ap.add_argument("--baseline", metavar="REV", help="git revision to time the Ethernet path of")
     ap.add_argument("--only-links", action="store_true", help="skip the peers of the main table")
+    ap.add_argument("--memory", type=int, metavar="PACKETS", help="peak RSS, whole process")
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
+    if args.memory:
+        memory(args.memory, args.dir, args.baseline)
+        return
     big = args.dir / f"generated-{args.packets}.pcap"
     if not big.exists():
         generate(str(big), args.packets)

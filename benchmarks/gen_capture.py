@@ -7,6 +7,7 @@ data, delayed ACKs, responses, about 1% loss (retransmitted later) and 0.5% reor
 from __future__ import annotations
 
 import argparse
+import bisect
 import struct
 
 import numpy as np
@@ -101,24 +102,41 @@ def connection_packets(
     return out
 
 
+BLOCK_CONNECTIONS = 1000
+"""Connections generated before the records older than the next one's start are written:
+a connection starts 2 ms after the previous one and lasts far less than 2 s, so only a
+block's records are held (a 10 GB capture is written in bounded memory)."""
+
+
 def generate(path: str, packets: int = 1_000_000, seed: int = 1, per_connection: int = 400) -> int:
     rng = np.random.default_rng(seed)
     pool = memoryview(rng.integers(0, 256, 8 << 20, dtype=np.uint8).tobytes())
-    records: list[tuple[int, bytes]] = []
-    index = 0
+    pending: list[tuple[int, bytes]] = []
+    written = index = 0
     base = 1_700_000_000_000_000_000
-    while len(records) < packets:
-        start = base + index * 2_000_000
-        records.extend(connection_packets(rng, index, pool, start, per_connection))
-        index += 1
-    records.sort(key=lambda r: r[0])
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1))
-        for ts, frame in records:
-            sec, ns = divmod(ts, 10**9)
-            f.write(REC.pack(sec, ns, len(frame), len(frame)))
-            f.write(frame)
-    return len(records)
+
+        def write(records: list[tuple[int, bytes]]) -> None:
+            for ts, frame in records:
+                sec, ns = divmod(ts, 10**9)
+                f.write(REC.pack(sec, ns, len(frame), len(frame)))
+                f.write(frame)
+
+        while written + len(pending) < packets:
+            pending.extend(
+                connection_packets(rng, index, pool, base + index * 2_000_000, per_connection)
+            )
+            index += 1
+            if index % BLOCK_CONNECTIONS == 0:
+                pending.sort(key=lambda r: r[0])
+                cut = bisect.bisect_left(pending, base + index * 2_000_000, key=lambda r: r[0])
+                write(pending[:cut])
+                written += cut
+                del pending[:cut]
+        pending.sort(key=lambda r: r[0])
+        write(pending)
+    return written + len(pending)
 
 
 if __name__ == "__main__":

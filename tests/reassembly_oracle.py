@@ -16,7 +16,7 @@ from wskreplay.recorder import tcp, tcp_batch
 def both(frames: pcap.Frames) -> tuple[list[tcp.Connection], list[tcp.Connection]]:
     """The connections of ``frames`` by the batch, and by the reference."""
     decoded = tcp.decode(frames, tcp.CaptureOptions().decode)
-    groups = tcp._group_by_connection(decoded.segments)
+    groups = tcp.group_by_connection(decoded.segments)
     paths = decoded.report.paths.paths
     seg, buffer = decoded.segments, decoded.buffer
     reference = [tcp._connection(seg, rows, buffer, paths) for rows in groups]

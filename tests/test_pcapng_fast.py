@@ -119,12 +119,17 @@ blocks = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.none() | st.text(max_size=10), st.lists(blocks, max_size=12), st.data())
-def test_generated_files_whole_and_damaged(tmp_path_factory, comment, parts, data):
+@given(
+    st.none() | st.text(max_size=10), st.lists(blocks, max_size=12), st.data(), st.integers(1, 300)
+)
+def test_generated_files_whole_and_damaged(tmp_path_factory, comment, parts, data, slice_bytes):
+    """The C run takes the file a slice of ``slice_bytes`` at a time (64 MiB in use), so
+    that blocks straddle the slices' ends."""
     body = damaged(shb(comment) + idb(1, None, None) + b"".join(parts), data)
     path = tmp_path_factory.mktemp("ng") / "x.pcapng"
     path.write_bytes(body)
     with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(pcap, "WALK_SLICE_BYTES", slice_bytes)
         reference, fast = both_ways(path, monkeypatch)
         monkeypatch.setattr(pcapng_fast, "walk_accelerator", lambda: None)
         fast_without_c = read_outcome(path)
@@ -132,10 +137,13 @@ def test_generated_files_whole_and_damaged(tmp_path_factory, comment, parts, dat
     assert fast_without_c == fast, "the fast walk's C run and its Python loop differ"
 
 
-def test_the_fast_walk_takes_a_plain_file(tmp_path):
-    """It is the path taken where it can be (not a fallback to the reference for all)."""
+@pytest.mark.parametrize("slice_bytes", [1, 100, 1000, 64 << 20])
+def test_the_fast_walk_takes_a_plain_file(monkeypatch, slice_bytes):
+    """It is the path taken where it can be (not a fallback to the reference for all),
+    however small the slices the C run takes the file in."""
     from wskreplay.formats.pcapng_fast import walk_pcapng_fast
 
+    monkeypatch.setattr(pcap, "WALK_SLICE_BYTES", slice_bytes)
     body = shb("hi") + idb(1, None, None) + b"".join(epb(0, 10**15 + i, b"x" * i, None)
                                                    for i in range(50))  # fmt: skip
     cols = pcap._Columns()

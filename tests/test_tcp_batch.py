@@ -56,7 +56,7 @@ def test_connections_a_batch_at_a_time(monkeypatch, tmp_path, batch):
     assert_same(batched, reference)
     notes: list[int] = []
     decoded = tcp.decode(frames, tcp.CaptureOptions().decode)
-    groups = tcp._group_by_connection(decoded.segments)
+    groups = tcp.group_by_connection(decoded.segments)
     tcp_batch.connections(
         decoded.segments, groups, decoded.buffer, decoded.report.paths.paths, notes.append
     )

@@ -61,13 +61,28 @@ records = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.booleans(), st.booleans(), records, st.data())
-def test_generated_pcap_whole_and_damaged(tmp_path_factory, big, nano, recs, data):
+@given(st.booleans(), st.booleans(), records, st.data(), st.integers(1, 400))
+def test_generated_pcap_whole_and_damaged(tmp_path_factory, big, nano, recs, data, slice_bytes):
+    """Whole files and damaged ones, the C walk taking the file a slice of ``slice_bytes``
+    at a time (64 MiB in use), so that records and headers straddle the slices' ends."""
     body = damaged(pcap_file(big, nano, recs), data)
     path = tmp_path_factory.mktemp("pcap") / "x.pcap"
     path.write_bytes(body)
-    native, python = both_loops(path)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pcap, "WALK_SLICE_BYTES", slice_bytes)
+        native, python = both_loops(path)
     assert native == python
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in SHARED_DATA.glob("*/*") if ".pcap" in p.name and ".pcapng" not in p.name),
+    ids=lambda p: p.name,
+)
+def test_every_shared_pcap_a_few_kilobytes_at_a_time(path, monkeypatch):
+    expected = read_outcome(path)
+    monkeypatch.setattr(pcap, "WALK_SLICE_BYTES", 3000)
+    assert read_outcome(path) == expected
 
 
 def test_pcapng_pages_are_released_every_65536_blocks(monkeypatch, tmp_path):

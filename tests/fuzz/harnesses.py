@@ -32,6 +32,7 @@ from wskreplay.formats.pcap import read_frames
 from wskreplay.formats.tcpip import DecodeOptions, decode
 from wskreplay.formats.wskt import WsktFile
 from wskreplay.recorder import tcp
+from wskreplay.recorder.capture_streams import capture_streams
 from wskreplay.replayer.targets.agent import event_from_wire
 from wskreplay.trace import Trace, TraceReader, verify
 from wskreplay.trace.inplace import check_unread, window
@@ -77,7 +78,7 @@ def capture(data: bytes) -> None:
     """pcap and pcapng (and gzip of either): the record walk, then every frame's headers,
     then the connections reassembled at once and one at a time (the same in every field),
     and their streams hashed by the C hashing and by the Python reference (the same
-    digests)."""
+    digests); and ``streams``' document the same whole and a few segments at a time."""
     try:
         frames = read_frames(_file(data, ".pcap"))
     except InputError:
@@ -99,6 +100,11 @@ def capture(data: bytes) -> None:
         for d in (c.to_server, c.to_client)
     ]
     assert native == reference, "the C hashing and the reference differ"
+    whole = capture_streams(frames, tcp.CaptureOptions(), windowed_frames=1 << 40).document
+    windowed = capture_streams(
+        frames, tcp.CaptureOptions(), windowed_frames=0, window_segments=3, decode_chunk=5
+    ).document
+    assert windowed == whole, "streams a window at a time differ from the whole capture's"
 
 
 def etl(data: bytes) -> None:

@@ -44,20 +44,19 @@ def streams(
     """Reassemble the TCP connections of a pcap, pcapng or .etl (PktMon) capture."""
     from wskreplay.cli.console import print_streams
     from wskreplay.formats.etl_packets import read_capture
-    from wskreplay.recorder.tcp import dump_streams, reassemble, streams_summary
+    from wskreplay.recorder.capture_streams import capture_streams
 
     options = capture_options(max_connections, tunnel_ports)
     frames = read_capture(capture)
-    result = reassemble(frames, options)
-    summary = streams_summary(result)
+    result = capture_streams(frames, options, dump_dir)
+    summary = result.document
     summary["complete"] = frames.error is None
     if as_json:
         click.echo(json.dumps(summary, indent=1))
     else:
         print_streams(summary)
-    if dump_dir:
-        for path in dump_streams(result, dump_dir):
-            click.echo(f"wrote {path}", err=True)
+    for path in result.dumped:
+        click.echo(f"wrote {path}", err=True)
     warn_undecoded(capture, result.report.warning())
     if frames.wrapped_times:
         click.echo(

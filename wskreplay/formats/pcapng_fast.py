@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from wskreplay.errors import InputError
+from wskreplay.formats import pcap
 from wskreplay.formats.pcap import (
     DIRECTION_UNKNOWN,
     PCAPNG_BOM,
@@ -29,6 +30,7 @@ from wskreplay.formats.pcap import (
     PCAPNG_OPB,
     PCAPNG_SHB,
     PCAPNG_SPB,
+    GrowingColumns,
     Interface,
     ReleaseClock,
     _Columns,
@@ -64,28 +66,29 @@ def walk_pcapng_fast(
     found = _blocks(path, buf, native, release)
     if found is None:
         return False
-    fields, idb_at, found_ifaces, found_comments = found
-    declared = np.searchsorted(np.asarray(idb_at, dtype=np.int64), fields[:, 0])
-    gathered = _packets(buf, fields, declared, found_ifaces, release)
-    if gathered is None:
-        return False
-    cols.ts, cols.iface, cols.offset, cols.caplen, cols.origlen, cols.direction = gathered
+    packets, found_ifaces, found_comments = found
+    cols.ts, cols.iface, cols.offset, cols.caplen, cols.origlen, cols.direction = packets
     interfaces.extend(found_ifaces)
     comments.extend(found_comments)
     return True
 
 
+PACKET_TYPES = (np.int64, np.int32, np.int64, np.int64, np.int64, np.uint8)
+"""The types of ``_packets``' columns: time, interface, offset, lengths, direction."""
+
+
 def _blocks(
     path: str, buf: memoryview, native: Any, release: Callable[[], None]
-) -> tuple[np.ndarray, list[int], list[Interface], list[str]] | None:
-    """The EPBs' fields (EPB_FIELDS a row), where each interface block starts, the
-    interfaces and the section's comments; None where a block needs the reference. Runs of
-    EPBs are followed and their fields read by ``native`` (the C walk of
-    ``formats/_walk.c``) where it is built; else here, and the fields gathered."""
+) -> tuple[list[np.ndarray], list[Interface], list[str]] | None:
+    """The EPBs' columns (``_packets``), the interfaces and the section's comments; None
+    where a block needs the reference. Runs of EPBs are followed and their fields read by
+    ``native`` (the C walk of ``formats/_walk.c``) where it is built, each run's columns
+    made as it is read (a run's fields are 64 bytes an EPB, the columns 37); else here,
+    and the fields gathered at the end."""
     size = len(buf)
     epb_at = array.array("q")
     add = epb_at.append
-    runs: list[bytes] = []
+    columns = GrowingColumns(PACKET_TYPES)
     idb_at: list[int] = []
     ifaces: list[Interface] = []
     notes: list[str] = []
@@ -94,11 +97,23 @@ def _blocks(
     try:
         while pos < size:
             if native is not None:
-                rows, pos = native.pcapng_epb_run(buf, pos, PCAPNG_EPB, release)
+                reach = max(pcap.WALK_SLICE_BYTES, _HEAD(buf, pos)[1] if size - pos >= 8 else 0)
+                sliced = min(size, pos + reach)
+                rows, pos = native.pcapng_epb_run(buf[:sliced], pos, PCAPNG_EPB, release)
                 if rows:
-                    runs.append(rows)
+                    fields = np.frombuffer(rows, np.int64).reshape(-1, EPB_FIELDS)
+                    del rows
+                    packets = _packets(buf, fields, len(ifaces), ifaces, release)
+                    if packets is None:
+                        return None
+                    expected = (columns.n + len(fields)) * size // max(1, pos)
+                    columns.add(packets, expected)
+                    del fields, packets
                 if pos >= size:
                     break
+                if pos == sliced or _runs_past(buf, pos, sliced):
+                    release()  # (the C run counts 64 MiB from where each slice starts)
+                    continue
             btype, blen = _HEAD(buf, pos)
             if btype == PCAPNG_EPB:
                 if native is not None or blen < 32 or blen % 4 or blen > size - pos:
@@ -129,10 +144,24 @@ def _blocks(
             pos = end
     except (struct.error, InputError):
         return None
-    if native is not None:
-        joined = runs[0] if len(runs) == 1 else b"".join(runs)
-        return np.frombuffer(joined, np.int64).reshape(-1, EPB_FIELDS), idb_at, ifaces, notes
-    return _gather_fields(buf, np.asarray(epb_at, dtype=np.int64), release), idb_at, ifaces, notes
+    if native is None and len(epb_at):
+        at = np.asarray(epb_at, dtype=np.int64)
+        fields = _gather_fields(buf, at, release)
+        declared = np.searchsorted(np.asarray(idb_at, dtype=np.int64), at)
+        packets = _packets(buf, fields, declared, ifaces, release)
+        if packets is None:
+            return None
+        columns.add(packets, len(at))
+    return columns.finish(), ifaces, notes
+
+
+def _runs_past(buf: memoryview, pos: int, sliced: int) -> bool:
+    """Whether the block at ``pos`` is a sound EPB that the slice ending at ``sliced`` cut
+    (the C run stopped there for the slice's end, not for the block)."""
+    if len(buf) - pos < 8:
+        return False
+    btype, blen = _HEAD(buf, pos)
+    return btype == PCAPNG_EPB and blen >= 32 and not blen % 4 and sliced < pos + blen <= len(buf)
 
 
 EPB_FIELDS = 8
@@ -158,17 +187,14 @@ def _gather_fields(buf: memoryview, at: np.ndarray, release: Callable[[], None])
 def _packets(
     buf: memoryview,
     fields: np.ndarray,
-    declared: np.ndarray,
+    declared: np.ndarray | int,
     ifaces: list[Interface],
     release: Callable[[], None],
 ) -> tuple[np.ndarray, ...] | None:
     """Per EPB (``fields``: EPB_FIELDS values each): time (ns), interface, frame offset,
     captured and original length, direction; None where one needs the reference.
-    ``declared``: how many interfaces the file had declared before each EPB."""
+    ``declared``: how many interfaces the file had declared before each EPB (or all)."""
     n = len(fields)
-    empty = np.empty(0, np.int64)
-    if not n:
-        return empty, empty, empty, empty, empty, np.empty(0, np.uint8)
     at, blen, ifid, ticks_hi, ticks_lo, incl, orig, trailer = fields.T
     ticks = (ticks_hi.astype(np.uint64) << np.uint64(32)) | ticks_lo.astype(np.uint64)
     end = at + blen
@@ -187,7 +213,7 @@ def _packets(
     for i in np.flatnonzero(opt_start < end - 4).tolist():
         direction[i] = epb_direction(buf, int(opt_start[i]), int(end[i]) - 4, "<")
         clock.passed(int(end[i]))
-    return ts, ifid.copy(), at + 28, incl.copy(), orig.copy(), direction
+    return ts, ifid, at + 28, incl, orig, direction
 
 
 def _nanoseconds(ticks: np.ndarray, info: Interface) -> np.ndarray | None:

@@ -430,34 +430,21 @@ def reassemble(frames: pcap.Frames, options: CaptureOptions | None = None) -> Re
     max_connections = options.max_connections
     decoded = decode(frames, options.decode)
     seg = decoded.segments
-    groups = _group_by_connection(seg)
+    groups = group_by_connection(seg)
     if len(groups) > max_connections:
-        raise InputError(
-            frames.path,
-            f"{len(groups):,} TCP connections, more than the limit of {max_connections:,} "
-            "(raise it with --max-connections; each costs about 11 KB of memory)",
-        )
-    paths = decoded.report.paths.paths
-    if reference_asked():
-        connections = [_connection(seg, rows, decoded.buffer, paths) for rows in groups]
-    else:
-        from wskreplay.recorder import tcp_batch
-
-        connections = tcp_batch.connections(
-            seg, groups, decoded.buffer, paths, read=_PageReleaser(frames).note
-        )
+        raise connection_limit_error(frames.path, len(groups), max_connections)
+    connections = connections_of(
+        seg, groups, decoded.buffer, decoded.report.paths.paths, PageReleaser(frames)
+    )
     frames.release_pages()
     counts = {"packets": len(frames), "tcp_packets": len(seg)}
     return Reassembly(frames, seg, connections, counts, decoded.report, decoded.buffer)
 
 
-def _group_by_connection(seg: TcpPackets) -> list[np.ndarray]:
-    """Rows of each 4-tuple (either direction), in order of first appearance.
-
-    Rows are grouped by a 64-bit hash of the direction-independent key with one sort; a
-    group whose rows do not all share one key (a hash collision) is split exactly."""
-    if not len(seg):
-        return []
+def _connection_keys(seg: TcpPackets) -> Callable[[int], np.ndarray]:
+    """Column ``k`` (0..5) of each row's direction-independent 4-tuple key: the lower
+    endpoint's address halves and port, then the other's. Made when asked: all six at once
+    held 48 bytes a segment."""
     a_is_src = (seg.src_hi < seg.dst_hi) | (
         (seg.src_hi == seg.dst_hi)
         & ((seg.src_lo < seg.dst_lo) | ((seg.src_lo == seg.dst_lo) & (seg.sport <= seg.dport)))
@@ -465,15 +452,55 @@ def _group_by_connection(seg: TcpPackets) -> list[np.ndarray]:
     pairs = [(seg.src_hi, seg.dst_hi), (seg.src_lo, seg.dst_lo), (seg.sport, seg.dport)]
 
     def key_column(k: int) -> np.ndarray:
-        """Column ``k`` of the key (the lower endpoint's address halves and port, then the
-        other's), made when needed: all six at once held 48 bytes a segment."""
         a, b = pairs[k % 3] if k < 3 else pairs[k % 3][::-1]
         return np.where(a_is_src, a, b).astype(np.uint64, copy=False)
 
+    return key_column
+
+
+def connection_hashes(seg: TcpPackets) -> np.ndarray:
+    """A 64-bit hash of each row's 4-tuple, the same in either direction."""
+    key_column = _connection_keys(seg)
     h = np.full(len(seg), 0xCBF29CE484222325, dtype=np.uint64)
     for k in range(6):
         h = (h ^ key_column(k)) * np.uint64(0x100000001B3)
         h ^= h >> np.uint64(29)
+    return h
+
+
+def connection_limit_error(path: str, connections: int, limit: int) -> InputError:
+    return InputError(
+        path,
+        f"{connections:,} TCP connections, more than the limit of {limit:,} "
+        "(raise it with --max-connections; each costs about 11 KB of memory)",
+    )
+
+
+def connections_of(
+    seg: TcpPackets,
+    groups: list[np.ndarray],
+    buffer: Buffer,
+    paths: list[tuple[str, ...]],
+    pages: PageReleaser,
+) -> list[Connection]:
+    """The connection of each group of rows: one at a time by :func:`_connection` (the
+    reference) or all at once by :mod:`tcp_batch`."""
+    if reference_asked():
+        return [_connection(seg, rows, buffer, paths) for rows in groups]
+    from wskreplay.recorder import tcp_batch
+
+    return tcp_batch.connections(seg, groups, buffer, paths, read=pages.note)
+
+
+def group_by_connection(seg: TcpPackets) -> list[np.ndarray]:
+    """Rows of each 4-tuple (either direction), in order of first appearance.
+
+    Rows are grouped by :func:`connection_hashes` with one sort; a group whose rows do not
+    all share one key (a hash collision) is split exactly."""
+    if not len(seg):
+        return []
+    key_column = _connection_keys(seg)
+    h = connection_hashes(seg)
     order = np.argsort(h, kind="stable")
     hs = h[order]
     del h
@@ -563,7 +590,7 @@ def _direction_summary(d: Direction, digest: str) -> dict:
     }
 
 
-class _PageReleaser:
+class PageReleaser:
     """Releases the capture's mapped pages once the reads since the last release may have
     mapped RELEASE_SPAN bytes, so a walk over every stream (hashing, dumping) keeps a
     bounded part of the capture resident, however its connections interleave, on any
@@ -618,7 +645,7 @@ def sha256_of(
     return pieces.sha256(buffer, runs, FAULT_AROUND_BYTES, read)
 
 
-def _digests(directions: list[Direction], buffer: Buffer, pages: _PageReleaser) -> list[str]:
+def _digests(directions: list[Direction], buffer: Buffer, pages: PageReleaser) -> list[str]:
     """Each direction's sha256, on HASH_THREADS threads when the hashing is compiled (in
     Python it would hold the GIL: one at a time), each thread given a few runs of
     directions of about equal numbers of pieces. Hashing while ``reassemble`` runs was
@@ -638,30 +665,44 @@ def _digests(directions: list[Direction], buffer: Buffer, pages: _PageReleaser) 
         return [digest for run_digests in runs for digest in run_digests]
 
 
+def streams_head(frames: pcap.Frames, tcp_packets: int, report: DecodeReport) -> dict:
+    """The ``wskreplay streams --json`` document's fields before its connections."""
+    return {
+        "file": frames.path,
+        "packets": len(frames),
+        "tcp_packets": tcp_packets,
+        **report.as_dict(),
+    }
+
+
+def connection_summary(c: Connection, to_server_sha256: str, to_client_sha256: str) -> dict:
+    """One connection of the ``wskreplay streams --json`` document (times are UTC ns)."""
+    return {
+        "client": c.client_text,
+        "server": c.server_text,
+        **_encapsulation(c),
+        "first_ns": c.first_ns,
+        "last_ns": c.last_ns,
+        "syn": c.syn,
+        "fin": c.fin,
+        "rst": c.rst,
+        "client_to_server": _direction_summary(c.to_server, to_server_sha256),
+        "server_to_client": _direction_summary(c.to_client, to_client_sha256),
+    }
+
+
+def summaries(connections: list[Connection], buffer: Buffer, pages: PageReleaser) -> list[dict]:
+    """Each connection's :func:`connection_summary`, its streams hashed."""
+    directions = [d for c in connections for d in (c.to_server, c.to_client)]
+    each = iter(_digests(directions, buffer, pages))
+    return [connection_summary(c, next(each), next(each)) for c in connections]
+
+
 def streams_summary(result: Reassembly) -> dict:
     """The ``wskreplay streams --json`` document (times are UTC nanoseconds)."""
-    directions = [d for c in result.connections for d in (c.to_server, c.to_client)]
-    each = iter(_digests(directions, result.buffer, _PageReleaser(result.frames)))
     doc = {
-        "file": result.frames.path,
-        "packets": result.counts["packets"],
-        "tcp_packets": result.counts["tcp_packets"],
-        **result.report.as_dict(),
-        "connections": [
-            {
-                "client": c.client_text,
-                "server": c.server_text,
-                **_encapsulation(c),
-                "first_ns": c.first_ns,
-                "last_ns": c.last_ns,
-                "syn": c.syn,
-                "fin": c.fin,
-                "rst": c.rst,
-                "client_to_server": _direction_summary(c.to_server, next(each)),
-                "server_to_client": _direction_summary(c.to_client, next(each)),
-            }
-            for c in result.connections
-        ],
+        **streams_head(result.frames, result.counts["tcp_packets"], result.report),
+        "connections": summaries(result.connections, result.buffer, PageReleaser(result.frames)),
     }
     result.frames.release_pages()
     return doc
@@ -677,15 +718,27 @@ def _encapsulation(c: Connection) -> dict:
 def dump_streams(result: Reassembly, folder: str) -> list[str]:
     """Write each direction's bytes present (gaps left out) to ``folder``; return the paths."""
     os.makedirs(folder, exist_ok=True)
-    paths = []
-    pages = _PageReleaser(result.frames)
-    for i, c in enumerate(result.connections):
-        for name, d in (("client_to_server", c.to_server), ("server_to_client", c.to_client)):
-            path = os.path.join(folder, f"{i:05d}-{name}.bin")
-            with open(path, "wb") as f:
-                for chunk in d.chunks(result.buffer):
-                    f.write(chunk)
-                    pages.note(len(chunk) + FAULT_AROUND_BYTES)
-            paths.append(path)
+    pages = PageReleaser(result.frames)
+    paths = [
+        path
+        for i, c in enumerate(result.connections)
+        for path in dump_connection(c, result.buffer, folder, f"{i:05d}", pages)
+    ]
     result.frames.release_pages()
+    return paths
+
+
+def dump_connection(
+    c: Connection, buffer: Buffer, folder: str, stem: str, pages: PageReleaser
+) -> list[str]:
+    """Write ``c``'s two directions to ``folder/STEM-client_to_server.bin`` and
+    ``...-server_to_client.bin``; return the paths."""
+    paths = []
+    for name, d in (("client_to_server", c.to_server), ("server_to_client", c.to_client)):
+        path = os.path.join(folder, f"{stem}-{name}.bin")
+        with open(path, "wb") as f:
+            for chunk in d.chunks(buffer):
+                f.write(chunk)
+                pages.note(len(chunk) + FAULT_AROUND_BYTES)
+        paths.append(path)
     return paths

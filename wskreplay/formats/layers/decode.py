@@ -76,6 +76,12 @@ class TcpPackets:
             **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
         )
 
+    @classmethod
+    def empty(cls) -> TcpPackets:
+        return cls(
+            **{f.name: np.empty(0, _COLUMN_TYPES.get(f.name, np.int64)) for f in fields(cls)}
+        )
+
     def take(self, rows: np.ndarray) -> TcpPackets:
         return TcpPackets(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
@@ -172,6 +178,55 @@ def _chunks(frames: pcap.Frames, rows: int, span: int) -> Iterator[tuple[int, in
         lo = hi
 
 
+class DecodeParts:
+    """The decode a part at a time: each chunk's segments in capture order, then those of
+    the datagrams reassembled from fragments (whose frames may be earlier). ``report`` and
+    ``buffer`` are whole once the parts are all taken, and ``reassembled`` says whether
+    the last parts came from fragments (:func:`decode` then orders all rows by frame)."""
+
+    def __init__(
+        self,
+        frames: pcap.Frames,
+        options: DecodeOptions | None = None,
+        chunk: int = DECODE_CHUNK,
+        chunk_bytes: int = DECODE_CHUNK_BYTES,
+    ) -> None:
+        self.frames = frames
+        self.walk_options = (options or DecodeOptions()).walk_options()
+        self.chunk, self.chunk_bytes = chunk, chunk_bytes
+        self.report = DecodeReport()
+        self.buffer: memoryview | JoinedBuffer = frames.buffer
+        self.reassembled = False
+
+    def __iter__(self) -> Iterator[TcpPackets]:
+        frames, report = self.frames, self.report
+        sink = Reassembler()
+        for lo, hi in _chunks(frames, self.chunk, self.chunk_bytes):
+            w = Walk(
+                frames.buffer, _initial_units(frames, lo, hi), report.paths, self.walk_options, sink
+            )
+            _take_plain_tcp(w, frames.buffer)
+            w.run()
+            report.add_units(
+                w.u.frame,
+                w.u.code,
+                w.u.arg,
+                w.u.path,
+                frames.linktype,
+                one_per_frame=not w.u.order.any(),
+            )
+            yield _segments(w, frames.time_ns, 0, None)
+            frames.release_pages()
+        for reason, (linktype, n, could_carry_tcp) in frames.skipped.items():
+            report.skipped(linktype, reason, n, warn=could_carry_tcp)
+        if sink.completed or sink.failed or sink.pending:
+            extra, more = _reassembled(frames, sink, report, self.walk_options, len(frames.buffer))
+            if extra:
+                self.buffer = JoinedBuffer([frames.buffer, *extra])
+            self.reassembled = bool(more)
+            yield from more
+
+
 def decode(
     frames: pcap.Frames,
     options: DecodeOptions | None = None,
@@ -181,37 +236,14 @@ def decode(
     """Every TCP segment of ``frames``, a chunk at a time (a mapped capture's pages go
     between chunks, so a large file is not held in memory); the chunks do not change the
     result."""
-    walk_options = (options or DecodeOptions()).walk_options()
-    report = DecodeReport()
-    sink = Reassembler()
-    chunks = _SegmentColumns(len(frames))
-    for lo, hi in _chunks(frames, chunk, chunk_bytes):
-        w = Walk(frames.buffer, _initial_units(frames, lo, hi), report.paths, walk_options, sink)
-        _take_plain_tcp(w, frames.buffer)
-        w.run()
-        report.add_units(
-            w.u.frame,
-            w.u.code,
-            w.u.arg,
-            w.u.path,
-            frames.linktype,
-            one_per_frame=not w.u.order.any(),
-        )
-        chunks.add(_segments(w, frames.time_ns, 0, None))
-        frames.release_pages()
-    for reason, (linktype, n, could_carry_tcp) in frames.skipped.items():
-        report.skipped(linktype, reason, n, warn=could_carry_tcp)
-    buffer = frames.buffer
-    parts = [chunks.packets()]
-    if sink.completed or sink.failed or sink.pending:
-        extra, more = _reassembled(frames, sink, report, walk_options, len(frames.buffer))
-        parts += more
-        if extra:
-            buffer = JoinedBuffer([frames.buffer, *extra])
-    segments = TcpPackets.concat(parts)
-    if len(parts) > 1 and len(segments) and (np.diff(segments.frame) < 0).any():
+    parts = DecodeParts(frames, options, chunk, chunk_bytes)
+    columns = _SegmentColumns(len(frames))
+    for part in parts:
+        columns.add(part)
+    segments = columns.packets()
+    if parts.reassembled and len(segments) and (np.diff(segments.frame) < 0).any():
         segments = segments.take(np.argsort(segments.frame, kind="stable"))
-    return Decoded(segments, report, buffer)
+    return Decoded(segments, parts.report, parts.buffer)
 
 
 def _initial_units(frames: pcap.Frames, lo: int, hi: int) -> Units:

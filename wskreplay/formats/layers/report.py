@@ -160,7 +160,10 @@ class DecodeReport:
             ],
             "encapsulations": [
                 {"path": list(self.paths.paths[p]), **c.as_dict()}
-                for p, c in sorted(self.encapsulations.items(), key=lambda kv: -kv[1].read)
+                for p, c in sorted(
+                    self.encapsulations.items(),
+                    key=lambda kv: (-kv[1].read, self.paths.paths[kv[0]]),
+                )
             ],
         }
 
