@@ -43,7 +43,7 @@ from gen_capture import generate  # noqa: E402
 from timing import best_of  # noqa: E402
 
 from wskreplay.formats import pcap  # noqa: E402
-from wskreplay.recorder.capture_streams import capture_streams  # noqa: E402
+from wskreplay.recorder.capture_streams import streams_of_file  # noqa: E402
 from wskreplay.recorder.tcp import CaptureOptions, reassemble  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared" / "data" / "pcap"
@@ -55,7 +55,7 @@ LARGEST_SHARED = [
 
 
 def ours(path: Path) -> None:
-    capture_streams(pcap.read_frames(path), CaptureOptions())
+    streams_of_file(str(path), CaptureOptions())
 
 
 def dpkt_parse(path: Path) -> int:

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from wskreplay.errors import InputError, OutputError
+from wskreplay.formats import pcap
 from wskreplay.formats.etl_packets import read_capture
 from wskreplay.recorder import capture_streams
-from wskreplay.recorder.capture_streams import PARTIAL_DUMP
+from wskreplay.recorder.capture_streams import PARTIAL_DUMP, streams_of_file
 from wskreplay.recorder.capture_streams import capture_streams as streams_of
 from wskreplay.recorder.tcp import CaptureOptions
 
@@ -48,6 +49,32 @@ def windowed(path: Path, dump_dir: Path | None = None, **sizes: int):
 @pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
 def test_windows_give_the_whole_captures_document(path):
     assert windowed(path).document == whole(path).document
+
+
+def in_slices(path: Path, dump_dir: Path | None = None, **sizes: int):
+    """``streams`` of ``path`` as the command reads a large pcap: a slice of the file at a
+    time (``pcap.FrameSlices``; pcapng and .etl files are read whole)."""
+    return streams_of_file(
+        str(path),
+        CaptureOptions(),
+        str(dump_dir) if dump_dir else None,
+        windowed_file_bytes=0,
+        **(sizes or SMALL),
+    )
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_a_capture_read_in_slices_gives_the_whole_captures_document(path, monkeypatch):
+    """Slices of 3,000 bytes of file (64 MiB in use): frames are numbered across slices,
+    fragments complete in a later slice than they began, damage ends the last slice."""
+    monkeypatch.setattr(pcap, "WALK_SLICE_BYTES", 3000)
+    sliced = pcap.frame_slices(str(path))
+    assert (sliced is not None) == (".pcap" in path.name and ".pcapng" not in path.name)
+    expected = whole(path)
+    got = in_slices(path)
+    assert got.document == expected.document
+    assert str(got.frames.error) == str(expected.frames.error)
+    assert len(got.frames) == 0 or sliced is None
 
 
 @pytest.mark.parametrize(
@@ -163,3 +190,6 @@ def test_a_segment_from_fragments_keeps_its_place_among_its_connections_rows(tmp
     expected = whole(path).document
     assert expected["connections"][0]["client"] == "10.0.0.2:445"
     assert windowed(path).document == expected
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pcap, "WALK_SLICE_BYTES", 100)
+        assert in_slices(path).document == expected

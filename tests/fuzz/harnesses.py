@@ -32,7 +32,7 @@ from wskreplay.formats.pcap import read_frames
 from wskreplay.formats.tcpip import DecodeOptions, decode
 from wskreplay.formats.wskt import WsktFile
 from wskreplay.recorder import tcp
-from wskreplay.recorder.capture_streams import capture_streams
+from wskreplay.recorder.capture_streams import capture_streams, streams_of_file
 from wskreplay.replayer.targets.agent import event_from_wire
 from wskreplay.trace import Trace, TraceReader, verify
 from wskreplay.trace.inplace import check_unread, window
@@ -78,7 +78,8 @@ def capture(data: bytes) -> None:
     """pcap and pcapng (and gzip of either): the record walk, then every frame's headers,
     then the connections reassembled at once and one at a time (the same in every field),
     and their streams hashed by the C hashing and by the Python reference (the same
-    digests); and ``streams``' document the same whole and a few segments at a time."""
+    digests); and ``streams``' document the same whole, a few segments at a time, and with
+    the file read in slices."""
     try:
         frames = read_frames(_file(data, ".pcap"))
     except InputError:
@@ -105,6 +106,11 @@ def capture(data: bytes) -> None:
         frames, tcp.CaptureOptions(), windowed_frames=0, window_segments=3, decode_chunk=5
     ).document
     assert windowed == whole, "streams a window at a time differ from the whole capture's"
+    sliced = streams_of_file(
+        frames.path, tcp.CaptureOptions(), windowed_file_bytes=0, window_segments=3
+    )
+    assert sliced.document == whole, "streams of the file in slices differ from the whole's"
+    assert str(sliced.frames.error) == str(frames.error)
 
 
 def etl(data: bytes) -> None:

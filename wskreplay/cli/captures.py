@@ -43,12 +43,11 @@ def streams(
 ) -> None:
     """Reassemble the TCP connections of a pcap, pcapng or .etl (PktMon) capture."""
     from wskreplay.cli.console import print_streams
-    from wskreplay.formats.etl_packets import read_capture
-    from wskreplay.recorder.capture_streams import capture_streams
+    from wskreplay.recorder.capture_streams import streams_of_file
 
     options = capture_options(max_connections, tunnel_ports)
-    frames = read_capture(capture)
-    result = capture_streams(frames, options, dump_dir)
+    result = streams_of_file(capture, options, dump_dir)
+    frames = result.frames
     summary = result.document
     summary["complete"] = frames.error is None
     if as_json:

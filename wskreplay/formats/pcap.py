@@ -93,6 +93,8 @@ class Frames:
     wrapped_times: int = 0
     """Frames whose timestamp lies outside what int64 nanoseconds hold (years 1677..2262):
     pcapng allows them (unsigned 64-bit ticks); their time is kept modulo 2**64 ns."""
+    first: int = 0
+    """The index of frame 0 in the whole capture (:class:`FrameSlices` hands on slices)."""
 
     def __len__(self) -> int:
         return len(self.time_ns)
@@ -104,7 +106,7 @@ class Frames:
     def slice(self, lo: int, hi: int) -> Frames:
         """Frames ``lo:hi``, sharing this buffer."""
         cols = ("time_ns", "interface", "linktype", "offset", "caplen", "origlen", "direction")
-        return replace(self, **{c: getattr(self, c)[lo:hi] for c in cols})
+        return replace(self, first=self.first + lo, **{c: getattr(self, c)[lo:hi] for c in cols})
 
     def release_pages(self) -> None:
         """When the frames are a mapped file: drop its pages from this process's memory
@@ -269,6 +271,20 @@ def _walk_pcap(
     interfaces: list[Interface],
     release: Callable[[], None],
 ) -> None:
+    columns = GrowingColumns((np.int64,) * 4)
+    try:
+        for values, expected in pcap_slices(path, buf, interfaces, release):
+            columns.add(values, expected)
+    finally:
+        cols.ts, cols.offset, cols.caplen, cols.origlen = columns.finish()
+
+
+def pcap_slices(
+    path: str, buf: memoryview, interfaces: list[Interface], release: Callable[[], None]
+) -> Iterator[tuple[tuple[np.ndarray, ...], int]]:
+    """A pcap file's frames a slice of the file at a time: each slice's time (ns), frame
+    offset, captured and original length, and how many frames the file is expected to
+    hold in all. Damage raises InputError after the frames before it."""
     if len(buf) < 24:
         raise InputError(path, f"pcap file header cut short: {len(buf)} of 24 bytes", 0)
     (magic,) = struct.unpack_from("<I", buf, 0)
@@ -285,8 +301,7 @@ def _walk_pcap(
         slices: Iterator[tuple[np.ndarray, ...]] = iter([_gather_records(buf, endian, release)])
     else:
         slices = _native_records(native, buf, endian == ">", release)
-    columns = GrowingColumns((np.int64,) * 4)
-    first_bad, at = 0, np.empty(0, np.int64)
+    so_far, first_bad, at = 0, 0, np.empty(0, np.int64)
     for at, sec, frac, incl, orig, whole in slices:
         bad = (
             ~whole | (incl > MAX_RECORD_BYTES) | (at + 16 + incl > len(buf)) | (frac >= frac_limit)
@@ -294,19 +309,16 @@ def _walk_pcap(
         first_bad = int(np.argmax(bad)) if bad.any() else len(at)
         keep = slice(0, first_bad)
         reached = int(at[-1]) + 16 + int(incl[-1]) if len(at) else len(buf)
-        so_far = columns.n + first_bad
-        columns.add(
-            (
-                sec[keep] * 1_000_000_000 + frac[keep] * (1 if nano else 1000),
-                at[keep] + 16,
-                incl[keep],
-                orig[keep],
-            ),
-            expected=so_far * (len(buf) - 24) // max(1, reached - 24),
+        so_far += first_bad
+        values = (
+            sec[keep] * 1_000_000_000 + frac[keep] * (1 if nano else 1000),
+            at[keep] + 16,
+            incl[keep],
+            orig[keep],
         )
+        yield values, so_far * (len(buf) - 24) // max(1, reached - 24)
         if first_bad < len(at):
             break
-    cols.ts, cols.offset, cols.caplen, cols.origlen = columns.finish()
     if first_bad < len(at):
         pos = int(at[first_bad])
         if not whole[first_bad]:
@@ -323,6 +335,78 @@ def _walk_pcap(
                 f"record cut short: frame of {incl[first_bad]} bytes, {len(buf) - pos - 16} present"
             )
         raise InputError(path, what, pos)
+
+
+class FrameSlices:
+    """A pcap file's frames as :class:`Frames` of a slice of the file each (``first``: the
+    index of a slice's first frame in the file), so that a reader that takes them in turn
+    never holds the whole file's frame columns (about 40 bytes a frame). After the last
+    slice, ``count``, ``error`` (damage that stopped the walk) and ``whole`` (the
+    :class:`Frames` of no frame, with the file's path, buffer and interfaces) say the rest."""
+
+    def __init__(self, path: str, buf: memoryview, keep: object, gzip_cut: str | None) -> None:
+        self.path, self.buffer, self._keep, self._gzip_cut = path, buf, keep, gzip_cut
+        self.interfaces: list[Interface] = []
+        self.count = 0
+        self.error: InputError | None = None
+
+    def __iter__(self) -> Iterator[Frames]:
+        release = lambda: _release(self._keep)  # noqa: E731
+        try:
+            for (ts, offset, caplen, origlen), _ in pcap_slices(
+                self.path, self.buffer, self.interfaces, release
+            ):
+                n = len(ts)
+                frames = self._frames(ts, offset, caplen, origlen)
+                frames.first = self.count
+                self.count += n
+                yield frames
+        except InputError as exc:
+            self.error = exc
+        if self.error is None and self._gzip_cut:
+            self.error = InputError(self.path, self._gzip_cut, len(self.buffer))
+
+    def _frames(
+        self, ts: np.ndarray, offset: np.ndarray, caplen: np.ndarray, origlen: np.ndarray
+    ) -> Frames:
+        n = len(ts)
+        linktype = self.interfaces[0].linktype if self.interfaces else 0
+        frames = Frames(
+            path=self.path,
+            format="pcap",
+            buffer=self.buffer,
+            time_ns=ts,
+            interface=np.zeros(n, np.int32),
+            linktype=np.full(n, linktype, np.int32),
+            offset=offset,
+            caplen=caplen,
+            origlen=origlen,
+            direction=np.zeros(n, np.uint8),
+            interfaces=self.interfaces,
+            error=self.error,
+        )
+        frames._keep = self._keep  # type: ignore[attr-defined]
+        return frames
+
+    @property
+    def whole(self) -> Frames:
+        empty = np.empty(0, np.int64)
+        frames = self._frames(empty, empty, empty, empty)
+        frames.error = self.error
+        return frames
+
+
+def frame_slices(path: str | os.PathLike[str]) -> FrameSlices | None:
+    """A pcap file's :class:`FrameSlices`; None for any other file (read it whole)."""
+    path = os.fspath(path)
+    buf, keep, gzip_cut = _load(path)
+    if len(buf) < 24:
+        return None
+    (magic_le,) = struct.unpack_from("<I", buf, 0)
+    (magic_be,) = struct.unpack_from(">I", buf, 0)
+    if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or magic_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
+        return FrameSlices(path, buf, keep, gzip_cut)
+    return None
 
 
 WALK_SLICE_BYTES = 64 << 20

@@ -5,13 +5,17 @@ A small capture is reassembled whole (:func:`tcp.reassemble`). A large one is de
 once, its segments spilled to a temporary file part by part while the last part that
 holds each connection is noted; the parts are then read back a window at a time, and each
 connection is reassembled, hashed and let go in the window that holds its last segment.
-What stays in memory is a window, the segments of the connections still open at its end,
-and one summary per connection. Each connection is reassembled from the same rows in the
-same order as the whole capture's, so the document is the same, connection for connection
+A large pcap file is also read a slice of the file at a time (``pcap.FrameSlices``), so
+that not even its frame columns are held whole. What stays in memory is a slice, a
+window, the segments of the connections still open at its end, and one summary per
+connection. Each connection is reassembled from the same rows in the same order as the
+whole capture's, so the document is the same, connection for connection
 (``tests/test_capture_streams.py``).
 
 A connection open across the whole capture (one bulk transfer) still holds all its
 segments until the end: the bound is on the segments of the connections open at once.
+pcapng and ``.etl`` captures have their frame columns (about 40 bytes a frame) built
+whole before the windows.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 
 from wskreplay.errors import OutputError
 from wskreplay.formats import pcap
+from wskreplay.formats.etl_packets import read_capture
 from wskreplay.formats.layers.decode import DECODE_CHUNK, DecodeParts, TcpPackets
 from wskreplay.formats.layers.report import DecodeReport
 from wskreplay.recorder import tcp
@@ -41,12 +46,38 @@ PARTIAL_DUMP = ".wskreplay-partial-"
 """How a connection's dumped files are named until its place in the document is known."""
 
 
+WINDOWED_FILE_BYTES = 256 << 20
+"""pcap files larger than this are read a slice of the file at a time (``pcap.FrameSlices``):
+not even their frame columns are held whole."""
+
+
 @dataclass
 class CaptureStreams:
     document: dict
     """The ``streams --json`` document."""
     dumped: list[str]
     report: DecodeReport
+    frames: pcap.Frames
+    """The capture's frames (of a capture read in slices: none, with its error)."""
+
+
+def streams_of_file(
+    path: str,
+    options: tcp.CaptureOptions,
+    dump_dir: str | None = None,
+    *,
+    windowed_file_bytes: int = WINDOWED_FILE_BYTES,
+    **sizes: int,
+) -> CaptureStreams:
+    """The capture at ``path`` (pcap, pcapng, ``.etl``): :func:`capture_streams`, or for
+    a pcap file over ``windowed_file_bytes``, the same a slice of the file at a time."""
+    slices = None
+    if os.path.getsize(path) > windowed_file_bytes:
+        slices = pcap.frame_slices(path)
+    if slices is None:
+        return capture_streams(read_capture(path), options, dump_dir, **sizes)
+    sizes.pop("windowed_frames", None)
+    return _Windowed(slices.whole, options, dump_dir, slices=slices, **sizes).run()
 
 
 def capture_streams(
@@ -64,8 +95,10 @@ def capture_streams(
         result = tcp.reassemble(frames, options)
         document = tcp.streams_summary(result)
         dumped = tcp.dump_streams(result, dump_dir) if dump_dir else []
-        return CaptureStreams(document, dumped, result.report)
-    return _Windowed(frames, options, dump_dir, window_segments, decode_chunk).run()
+        return CaptureStreams(document, dumped, result.report, frames)
+    return _Windowed(
+        frames, options, dump_dir, window_segments=window_segments, decode_chunk=decode_chunk
+    ).run()
 
 
 class _Spill:
@@ -123,10 +156,13 @@ class _Windowed:
         frames: pcap.Frames,
         options: tcp.CaptureOptions,
         dump_dir: str | None,
-        window_segments: int,
-        decode_chunk: int,
+        *,
+        window_segments: int = WINDOW_SEGMENTS,
+        decode_chunk: int = DECODE_CHUNK,
+        slices: pcap.FrameSlices | None = None,
     ) -> None:
         self.frames, self.options, self.dump_dir = frames, options, dump_dir
+        self.slices = slices
         self.window_segments, self.decode_chunk = window_segments, decode_chunk
         self.pages = tcp.PageReleaser(frames)
         self.summaries: list[tuple[tuple[int, int], dict]] = []
@@ -138,7 +174,9 @@ class _Windowed:
         """Whether the whole decode orders its rows by frame (``decode.decode``)."""
 
     def run(self) -> CaptureStreams:
-        decoding = DecodeParts(self.frames, self.options.decode, self.decode_chunk)
+        decoding = DecodeParts(
+            self.frames, self.options.decode, self.decode_chunk, slices=self.slices
+        )
         spill = _Spill()
         try:
             last_part, in_order = self._spill(decoding, spill)
@@ -151,9 +189,12 @@ class _Windowed:
             spill.close()
         self.frames.release_pages()
         self.summaries.sort(key=lambda item: item[0])
-        head = tcp.streams_head(self.frames, self.tcp_packets, decoding.report)
+        packets = len(self.frames)
+        if self.slices is not None:
+            self.frames, packets = self.slices.whole, self.slices.count
+        head = tcp.streams_head(self.frames.path, packets, self.tcp_packets, decoding.report)
         document = {**head, "connections": [summary for _, summary in self.summaries]}
-        return CaptureStreams(document, self._name_dumps(), decoding.report)
+        return CaptureStreams(document, self._name_dumps(), decoding.report, self.frames)
 
     def _spill(
         self, decoding: DecodeParts, spill: _Spill

@@ -665,11 +665,11 @@ def _digests(directions: list[Direction], buffer: Buffer, pages: PageReleaser) -
         return [digest for run_digests in runs for digest in run_digests]
 
 
-def streams_head(frames: pcap.Frames, tcp_packets: int, report: DecodeReport) -> dict:
+def streams_head(path: str, packets: int, tcp_packets: int, report: DecodeReport) -> dict:
     """The ``wskreplay streams --json`` document's fields before its connections."""
     return {
-        "file": frames.path,
-        "packets": len(frames),
+        "file": path,
+        "packets": packets,
         "tcp_packets": tcp_packets,
         **report.as_dict(),
     }
@@ -701,7 +701,9 @@ def summaries(connections: list[Connection], buffer: Buffer, pages: PageReleaser
 def streams_summary(result: Reassembly) -> dict:
     """The ``wskreplay streams --json`` document (times are UTC nanoseconds)."""
     doc = {
-        **streams_head(result.frames, result.counts["tcp_packets"], result.report),
+        **streams_head(
+            result.frames.path, len(result.frames), result.counts["tcp_packets"], result.report
+        ),
         "connections": summaries(result.connections, result.buffer, PageReleaser(result.frames)),
     }
     result.frames.release_pages()

@@ -4,7 +4,7 @@ frames at a time, then over the IP datagrams reassembled from fragments."""
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -182,7 +182,12 @@ class DecodeParts:
     """The decode a part at a time: each chunk's segments in capture order, then those of
     the datagrams reassembled from fragments (whose frames may be earlier). ``report`` and
     ``buffer`` are whole once the parts are all taken, and ``reassembled`` says whether
-    the last parts came from fragments (:func:`decode` then orders all rows by frame)."""
+    the last parts came from fragments (:func:`decode` then orders all rows by frame).
+
+    ``slices``: the frames as consecutive :class:`~pcap.Frames` of a part of the capture
+    each (``pcap.FrameSlices``), taken in turn instead of ``frames`` (which then only
+    gives the buffer): frame numbers are the whole capture's, and of the slices only the
+    times of the frames that complete a datagram are kept for the end."""
 
     def __init__(
         self,
@@ -190,8 +195,10 @@ class DecodeParts:
         options: DecodeOptions | None = None,
         chunk: int = DECODE_CHUNK,
         chunk_bytes: int = DECODE_CHUNK_BYTES,
+        slices: Iterable[pcap.Frames] | None = None,
     ) -> None:
         self.frames = frames
+        self.slices = slices
         self.walk_options = (options or DecodeOptions()).walk_options()
         self.chunk, self.chunk_bytes = chunk, chunk_bytes
         self.report = DecodeReport()
@@ -199,32 +206,63 @@ class DecodeParts:
         self.reassembled = False
 
     def __iter__(self) -> Iterator[TcpPackets]:
-        frames, report = self.frames, self.report
+        report = self.report
         sink = Reassembler()
-        for lo, hi in _chunks(frames, self.chunk, self.chunk_bytes):
-            w = Walk(
-                frames.buffer, _initial_units(frames, lo, hi), report.paths, self.walk_options, sink
+        completing: dict[int, int] = {}
+        for frames in self.slices if self.slices is not None else [self.frames]:
+            times, linktypes = (
+                _Shifted(frames.time_ns, frames.first),
+                _Shifted(frames.linktype, frames.first),
             )
-            _take_plain_tcp(w, frames.buffer)
-            w.run()
-            report.add_units(
-                w.u.frame,
-                w.u.code,
-                w.u.arg,
-                w.u.path,
-                frames.linktype,
-                one_per_frame=not w.u.order.any(),
-            )
-            yield _segments(w, frames.time_ns, 0, None)
-            frames.release_pages()
+            for lo, hi in _chunks(frames, self.chunk, self.chunk_bytes):
+                units = _initial_units(frames, lo, hi)
+                units.frame += frames.first
+                w = Walk(frames.buffer, units, report.paths, self.walk_options, sink)
+                _take_plain_tcp(w, frames.buffer)
+                done = len(sink.completed)
+                w.run()
+                report.add_units(
+                    w.u.frame,
+                    w.u.code,
+                    w.u.arg,
+                    w.u.path,
+                    linktypes,
+                    one_per_frame=not w.u.order.any(),
+                )
+                for c in sink.completed[done:]:
+                    completing[c.frame] = int(times[np.array([c.frame])][0])
+                yield _segments(w, times, 0, None)
+                frames.release_pages()
+        frames = self.frames
         for reason, (linktype, n, could_carry_tcp) in frames.skipped.items():
             report.skipped(linktype, reason, n, warn=could_carry_tcp)
         if sink.completed or sink.failed or sink.pending:
-            extra, more = _reassembled(frames, sink, report, self.walk_options, len(frames.buffer))
+            time_ns = frames.time_ns if self.slices is None else _Times(completing)
+            extra, more = _reassembled(time_ns, sink, report, self.walk_options, len(frames.buffer))
             if extra:
                 self.buffer = JoinedBuffer([frames.buffer, *extra])
             self.reassembled = bool(more)
             yield from more
+
+
+class _Shifted:
+    """A slice's column indexed by the whole capture's frame numbers."""
+
+    def __init__(self, column: np.ndarray, first: int) -> None:
+        self.column, self.first = column, first
+
+    def __getitem__(self, frames: np.ndarray) -> np.ndarray:
+        return self.column[frames - self.first] if self.first else self.column[frames]
+
+
+class _Times:
+    """The times of the frames that completed a datagram, indexed by frame number."""
+
+    def __init__(self, times: dict[int, int]) -> None:
+        self.times = times
+
+    def __getitem__(self, frames: np.ndarray) -> np.ndarray:
+        return np.array([self.times[f] for f in frames.tolist()], np.int64)
 
 
 def decode(
@@ -303,7 +341,9 @@ def _take_plain_tcp(w: Walk, buffer: memoryview) -> None:
     )
 
 
-def _segments(w: Walk, time_ns: np.ndarray, base: int, frame_of: np.ndarray | None) -> TcpPackets:
+def _segments(
+    w: Walk, time_ns: np.ndarray | _Shifted | _Times, base: int, frame_of: np.ndarray | None
+) -> TcpPackets:
     """The TCP columns of the walk's TCP units (``frame_of`` maps a unit's frame field to
     the capture's frame; ``base`` shifts buffer offsets)."""
     u = w.u
@@ -342,7 +382,7 @@ def _segments(w: Walk, time_ns: np.ndarray, base: int, frame_of: np.ndarray | No
 
 
 def _reassembled(
-    frames: pcap.Frames,
+    time_ns: np.ndarray | _Times,
     sink: Reassembler,
     report: DecodeReport,
     options: WalkOptions,
@@ -372,7 +412,7 @@ def _reassembled(
         w = Walk(blob, _datagram_units(done, report.paths), report.paths, options, nested)
         _resume(w, done)
         w.run()
-        parts.append(_segments(w, frames.time_ns, base, real_completing))
+        parts.append(_segments(w, time_ns, base, real_completing))
         _settle_completed(report, w, real_members)
         blobs.append(blob)
         base += len(blob)
