@@ -337,52 +337,96 @@ def pcap_slices(
         raise InputError(path, what, pos)
 
 
+class NotSliceable(Exception):
+    """The file holds what only the reference pcapng walk reads: read it whole."""
+
+
 class FrameSlices:
-    """A pcap file's frames as :class:`Frames` of a slice of the file each (``first``: the
+    """A capture's frames as :class:`Frames` of a slice of the file each (``first``: the
     index of a slice's first frame in the file), so that a reader that takes them in turn
     never holds the whole file's frame columns (about 40 bytes a frame). After the last
     slice, ``count``, ``error`` (damage that stopped the walk) and ``whole`` (the
-    :class:`Frames` of no frame, with the file's path, buffer and interfaces) say the rest."""
+    :class:`Frames` of no frame, with the file's path, buffer and interfaces) say the rest.
 
-    def __init__(self, path: str, buf: memoryview, keep: object, gzip_cut: str | None) -> None:
-        self.path, self.buffer, self._keep, self._gzip_cut = path, buf, keep, gzip_cut
+    A pcapng file is walked by the fast walk (``pcapng_fast.packet_runs``); at a block
+    only the reference reads, iterating raises NotSliceable."""
+
+    def __init__(
+        self, path: str, fmt: str, buf: memoryview, keep: object, gzip_cut: str | None
+    ) -> None:
+        self.path, self.format, self.buffer = path, fmt, buf
+        self._keep, self._gzip_cut = keep, gzip_cut
         self.interfaces: list[Interface] = []
+        self.comments: list[str] = []
         self.count = 0
         self.error: InputError | None = None
 
     def __iter__(self) -> Iterator[Frames]:
-        release = lambda: _release(self._keep)  # noqa: E731
-        try:
-            for (ts, offset, caplen, origlen), _ in pcap_slices(
-                self.path, self.buffer, self.interfaces, release
-            ):
-                n = len(ts)
-                frames = self._frames(ts, offset, caplen, origlen)
-                frames.first = self.count
-                self.count += n
-                yield frames
-        except InputError as exc:
-            self.error = exc
+        for frames in self._pcap() if self.format == "pcap" else self._pcapng():
+            frames.first = self.count
+            self.count += len(frames)
+            yield frames
         if self.error is None and self._gzip_cut:
             self.error = InputError(self.path, self._gzip_cut, len(self.buffer))
 
+    def _release(self) -> None:
+        _release(self._keep)
+
+    def _pcap(self) -> Iterator[Frames]:
+        try:
+            for (ts, offset, caplen, origlen), _ in pcap_slices(
+                self.path, self.buffer, self.interfaces, self._release
+            ):
+                n = len(ts)
+                yield self._frames(
+                    ts, np.zeros(n, np.int32), offset, caplen, origlen, np.zeros(n, np.uint8)
+                )
+        except InputError as exc:
+            self.error = exc
+
+    def _pcapng(self) -> Iterator[Frames]:
+        from wskreplay.formats.pcapng_fast import NeedsReference, packet_runs
+
+        if len(self.buffer) < 28:
+            raise NotSliceable(self.path)
+        runs = packet_runs(
+            self.path,
+            self.buffer,
+            walk_accelerator(),
+            self._release,
+            self.interfaces,
+            self.comments,
+        )
+        try:
+            for columns, _ in runs:
+                yield self._frames(*columns)
+        except NeedsReference:
+            raise NotSliceable(self.path) from None
+
     def _frames(
-        self, ts: np.ndarray, offset: np.ndarray, caplen: np.ndarray, origlen: np.ndarray
+        self,
+        ts: np.ndarray,
+        iface: np.ndarray,
+        offset: np.ndarray,
+        caplen: np.ndarray,
+        origlen: np.ndarray,
+        direction: np.ndarray,
     ) -> Frames:
-        n = len(ts)
-        linktype = self.interfaces[0].linktype if self.interfaces else 0
+        linktypes = np.array([i.linktype for i in self.interfaces] or [0], dtype=np.int32)
+        iface = iface.astype(np.int32, copy=False)
         frames = Frames(
             path=self.path,
-            format="pcap",
+            format=self.format,
             buffer=self.buffer,
             time_ns=ts,
-            interface=np.zeros(n, np.int32),
-            linktype=np.full(n, linktype, np.int32),
+            interface=iface,
+            linktype=linktypes[iface],
             offset=offset,
             caplen=caplen,
             origlen=origlen,
-            direction=np.zeros(n, np.uint8),
+            direction=direction.astype(np.uint8, copy=False),
             interfaces=self.interfaces,
+            comments=self.comments,
             error=self.error,
         )
         frames._keep = self._keep  # type: ignore[attr-defined]
@@ -391,13 +435,11 @@ class FrameSlices:
     @property
     def whole(self) -> Frames:
         empty = np.empty(0, np.int64)
-        frames = self._frames(empty, empty, empty, empty)
-        frames.error = self.error
-        return frames
+        return self._frames(empty, empty, empty, empty, empty, empty)
 
 
 def frame_slices(path: str | os.PathLike[str]) -> FrameSlices | None:
-    """A pcap file's :class:`FrameSlices`; None for any other file (read it whole)."""
+    """A pcap or pcapng file's :class:`FrameSlices`; None for any other file."""
     path = os.fspath(path)
     buf, keep, gzip_cut = _load(path)
     if len(buf) < 24:
@@ -405,7 +447,9 @@ def frame_slices(path: str | os.PathLike[str]) -> FrameSlices | None:
     (magic_le,) = struct.unpack_from("<I", buf, 0)
     (magic_be,) = struct.unpack_from(">I", buf, 0)
     if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or magic_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
-        return FrameSlices(path, buf, keep, gzip_cut)
+        return FrameSlices(path, "pcap", buf, keep, gzip_cut)
+    if magic_le == PCAPNG_SHB:
+        return FrameSlices(path, "pcapng", buf, keep, gzip_cut)
     return None
 
 

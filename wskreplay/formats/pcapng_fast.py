@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import array
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -77,22 +77,46 @@ PACKET_TYPES = (np.int64, np.int32, np.int64, np.int64, np.int64, np.uint8)
 """The types of ``_packets``' columns: time, interface, offset, lengths, direction."""
 
 
+class NeedsReference(Exception):
+    """A block the fast walk cannot vouch for: the reference walk reads the file."""
+
+
 def _blocks(
     path: str, buf: memoryview, native: Any, release: Callable[[], None]
 ) -> tuple[list[np.ndarray], list[Interface], list[str]] | None:
     """The EPBs' columns (``_packets``), the interfaces and the section's comments; None
-    where a block needs the reference. Runs of EPBs are followed and their fields read by
-    ``native`` (the C walk of ``formats/_walk.c``) where it is built, each run's columns
-    made as it is read (a run's fields are 64 bytes an EPB, the columns 37); else here,
-    and the fields gathered at the end."""
+    where a block needs the reference."""
+    columns = GrowingColumns(PACKET_TYPES)
+    ifaces: list[Interface] = []
+    notes: list[str] = []
+    try:
+        for packets, expected in packet_runs(path, buf, native, release, ifaces, notes):
+            columns.add(packets, expected)
+    except NeedsReference:
+        return None
+    return columns.finish(), ifaces, notes
+
+
+def packet_runs(
+    path: str,
+    buf: memoryview,
+    native: Any,
+    release: Callable[[], None],
+    ifaces: list[Interface],
+    notes: list[str],
+) -> Iterator[tuple[tuple[np.ndarray, ...], int]]:
+    """The EPBs' columns (``_packets``) a run at a time, and how many EPBs the file is
+    expected to hold in all; ``ifaces`` and ``notes`` (the section's comments) grow as
+    their blocks are met. Raises NeedsReference where a block needs the reference. Runs
+    of EPBs are followed and their fields read by ``native`` (the C walk of
+    ``formats/_walk.c``) where it is built, each run's columns made as it is read (a
+    run's fields are 64 bytes an EPB, the columns 37); else here, and the fields
+    gathered at the end, in one run."""
     size = len(buf)
     epb_at = array.array("q")
     add = epb_at.append
-    columns = GrowingColumns(PACKET_TYPES)
     idb_at: list[int] = []
-    ifaces: list[Interface] = []
-    notes: list[str] = []
-    pos = 0
+    pos = seen = 0
     clock = ReleaseClock(release)
     try:
         while pos < size:
@@ -105,10 +129,11 @@ def _blocks(
                     del rows
                     packets = _packets(buf, fields, len(ifaces), ifaces, release)
                     if packets is None:
-                        return None
-                    expected = (columns.n + len(fields)) * size // max(1, pos)
-                    columns.add(packets, expected)
-                    del fields, packets
+                        raise NeedsReference
+                    seen += len(fields)
+                    del fields
+                    yield packets, seen * size // max(1, pos)
+                    del packets
                 if pos >= size:
                     break
                 if pos == sliced or _runs_past(buf, pos, sliced):
@@ -117,42 +142,41 @@ def _blocks(
             btype, blen = _HEAD(buf, pos)
             if btype == PCAPNG_EPB:
                 if native is not None or blen < 32 or blen % 4 or blen > size - pos:
-                    return None  # (the C run stops at an EPB only when it is unsound)
+                    raise NeedsReference  # (the C run stops at an EPB only when it is unsound)
                 add(pos)
                 pos += blen
                 clock.passed(pos)
                 continue
             if size - pos < 12 or blen < 12 or blen % 4 or blen > size - pos:
-                return None
+                raise NeedsReference
             end = pos + blen
             if btype == PCAPNG_SHB:
                 if pos != 0 or blen < 28 or _WORD(buf, pos + 8)[0] != PCAPNG_BOM:
-                    return None
+                    raise NeedsReference
                 if _HALF(buf, pos + 12)[0] != 1:
-                    return None
+                    raise NeedsReference
                 opts = _options(buf, pos + 24, end - 4, "<")
                 notes.extend(c.decode("utf-8", "replace") for c in opts.get(1, []))
             elif btype == PCAPNG_IDB:
                 if blen < 20:
-                    return None
+                    raise NeedsReference
                 ifaces.append(interface_block(path, buf, pos, end, "<"))
                 idb_at.append(pos)
             elif btype in (PCAPNG_SPB, PCAPNG_OPB):
-                return None
+                raise NeedsReference
             if _WORD(buf, end - 4)[0] != blen:
-                return None
+                raise NeedsReference
             pos = end
     except (struct.error, InputError):
-        return None
+        raise NeedsReference from None
     if native is None and len(epb_at):
         at = np.asarray(epb_at, dtype=np.int64)
         fields = _gather_fields(buf, at, release)
         declared = np.searchsorted(np.asarray(idb_at, dtype=np.int64), at)
         packets = _packets(buf, fields, declared, ifaces, release)
         if packets is None:
-            return None
-        columns.add(packets, len(at))
-    return columns.finish(), ifaces, notes
+            raise NeedsReference
+        yield packets, len(at)
 
 
 def _runs_past(buf: memoryview, pos: int, sliced: int) -> bool:

@@ -5,17 +5,17 @@ A small capture is reassembled whole (:func:`tcp.reassemble`). A large one is de
 once, its segments spilled to a temporary file part by part while the last part that
 holds each connection is noted; the parts are then read back a window at a time, and each
 connection is reassembled, hashed and let go in the window that holds its last segment.
-A large pcap file is also read a slice of the file at a time (``pcap.FrameSlices``), so
-that not even its frame columns are held whole. What stays in memory is a slice, a
-window, the segments of the connections still open at its end, and one summary per
-connection. Each connection is reassembled from the same rows in the same order as the
-whole capture's, so the document is the same, connection for connection
+A large pcap or pcapng file is also read a slice of the file at a time
+(``pcap.FrameSlices``), so that not even its frame columns are held whole. What stays in
+memory is a slice, a window, the segments of the connections still open at its end, and
+one summary per connection. Each connection is reassembled from the same rows in the same
+order as the whole capture's, so the document is the same, connection for connection
 (``tests/test_capture_streams.py``).
 
 A connection open across the whole capture (one bulk transfer) still holds all its
 segments until the end: the bound is on the segments of the connections open at once.
-pcapng and ``.etl`` captures have their frame columns (about 40 bytes a frame) built
-whole before the windows.
+``.etl`` captures, and pcapng files the fast walk cannot vouch for, have their frame
+columns (about 40 bytes a frame) built whole before the windows.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ PARTIAL_DUMP = ".wskreplay-partial-"
 
 
 WINDOWED_FILE_BYTES = 256 << 20
-"""pcap files larger than this are read a slice of the file at a time (``pcap.FrameSlices``):
-not even their frame columns are held whole."""
+"""pcap and pcapng files larger than this are read a slice of the file at a time
+(``pcap.FrameSlices``): not even their frame columns are held whole."""
 
 
 @dataclass
@@ -70,14 +70,18 @@ def streams_of_file(
     **sizes: int,
 ) -> CaptureStreams:
     """The capture at ``path`` (pcap, pcapng, ``.etl``): :func:`capture_streams`, or for
-    a pcap file over ``windowed_file_bytes``, the same a slice of the file at a time."""
+    a pcap or pcapng file over ``windowed_file_bytes``, the same a slice of the file at a
+    time (a pcapng file that needs the reference walk is then read whole)."""
     slices = None
     if os.path.getsize(path) > windowed_file_bytes:
         slices = pcap.frame_slices(path)
-    if slices is None:
-        return capture_streams(read_capture(path), options, dump_dir, **sizes)
-    sizes.pop("windowed_frames", None)
-    return _Windowed(slices.whole, options, dump_dir, slices=slices, **sizes).run()
+    if slices is not None:
+        windows = {k: v for k, v in sizes.items() if k != "windowed_frames"}
+        try:
+            return _Windowed(slices.whole, options, dump_dir, slices=slices, **windows).run()
+        except pcap.NotSliceable:
+            pass
+    return capture_streams(read_capture(path), options, dump_dir, **sizes)
 
 
 def capture_streams(
