@@ -458,9 +458,12 @@ def _connection_keys(seg: TcpPackets) -> Callable[[int], np.ndarray]:
     return key_column
 
 
-def connection_hashes(seg: TcpPackets) -> np.ndarray:
-    """A 64-bit hash of each row's 4-tuple, the same in either direction."""
-    key_column = _connection_keys(seg)
+def connection_hashes(
+    seg: TcpPackets, key_column: Callable[[int], np.ndarray] | None = None
+) -> np.ndarray:
+    """A 64-bit hash of each row's 4-tuple, the same in either direction (``key_column``:
+    ``_connection_keys(seg)``, where the caller has it already)."""
+    key_column = key_column or _connection_keys(seg)
     h = np.full(len(seg), 0xCBF29CE484222325, dtype=np.uint64)
     for k in range(6):
         h = (h ^ key_column(k)) * np.uint64(0x100000001B3)
@@ -500,7 +503,7 @@ def group_by_connection(seg: TcpPackets) -> list[np.ndarray]:
     if not len(seg):
         return []
     key_column = _connection_keys(seg)
-    h = connection_hashes(seg)
+    h = connection_hashes(seg, key_column)
     order = np.argsort(h, kind="stable")
     hs = h[order]
     del h

@@ -186,8 +186,8 @@ class DecodeParts:
 
     ``slices``: the frames as consecutive :class:`~pcap.Frames` of a part of the capture
     each (``pcap.FrameSlices``), taken in turn instead of ``frames`` (which then only
-    gives the buffer): frame numbers are the whole capture's, and of the slices only the
-    times of the frames that complete a datagram are kept for the end."""
+    gives the buffer): frame numbers are the whole capture's. Either way, only the times
+    of the frames that complete a datagram are kept for the datagrams' walk at the end."""
 
     def __init__(
         self,
@@ -230,15 +230,16 @@ class DecodeParts:
                     one_per_frame=not w.u.order.any(),
                 )
                 for c in sink.completed[done:]:
-                    completing[c.frame] = int(times[np.array([c.frame])][0])
+                    completing[c.frame] = int(frames.time_ns[c.frame - frames.first])
                 yield _segments(w, times, 0, None)
                 frames.release_pages()
         frames = self.frames
         for reason, (linktype, n, could_carry_tcp) in frames.skipped.items():
             report.skipped(linktype, reason, n, warn=could_carry_tcp)
         if sink.completed or sink.failed or sink.pending:
-            time_ns = frames.time_ns if self.slices is None else _Times(completing)
-            extra, more = _reassembled(time_ns, sink, report, self.walk_options, len(frames.buffer))
+            extra, more = _reassembled(
+                _Times(completing), sink, report, self.walk_options, len(frames.buffer)
+            )
             if extra:
                 self.buffer = JoinedBuffer([frames.buffer, *extra])
             self.reassembled = bool(more)
@@ -252,7 +253,7 @@ class _Shifted:
         self.column, self.first = column, first
 
     def __getitem__(self, frames: np.ndarray) -> np.ndarray:
-        return self.column[frames - self.first] if self.first else self.column[frames]
+        return self.column[frames - self.first]
 
 
 class _Times:
@@ -342,7 +343,7 @@ def _take_plain_tcp(w: Walk, buffer: memoryview) -> None:
 
 
 def _segments(
-    w: Walk, time_ns: np.ndarray | _Shifted | _Times, base: int, frame_of: np.ndarray | None
+    w: Walk, time_ns: _Shifted | _Times, base: int, frame_of: np.ndarray | None
 ) -> TcpPackets:
     """The TCP columns of the walk's TCP units (``frame_of`` maps a unit's frame field to
     the capture's frame; ``base`` shifts buffer offsets)."""
@@ -382,7 +383,7 @@ def _segments(
 
 
 def _reassembled(
-    time_ns: np.ndarray | _Times,
+    time_ns: _Times,
     sink: Reassembler,
     report: DecodeReport,
     options: WalkOptions,
