@@ -5,7 +5,9 @@ on the same monotonic clock."""
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
 import threading
 import time
 
@@ -14,8 +16,13 @@ import pytest
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.replayer.profile import load_profile
-from wskreplay.replayer.targets.socket_session import OpenOptions, SocketSession
-from wskreplay.replayer.wsk_socket import Returned
+from wskreplay.replayer.targets.socket_session import (
+    READ_SLACK_NS,
+    SIOCOUTQ,
+    OpenOptions,
+    SocketSession,
+)
+from wskreplay.replayer.wsk_socket import Completed, Returned
 
 
 @pytest.fixture
@@ -103,3 +110,48 @@ def test_nodelay_stays_set_from_a_nodelay_call_until_a_call_without_it(listener)
         session.send(2, irp, flags, b"y")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     session.shutdown()
+
+
+def _wait_acknowledged(session: SocketSession, sid: int) -> None:
+    """Until the kernel says every byte written on ``sid`` is acknowledged (loopback: at
+    once), without reading the counters through the session."""
+    fd = session._kernel(sid).sock.fileno()
+    deadline = time.monotonic() + 5
+    while (
+        struct.unpack("i", fcntl.ioctl(fd, SIOCOUTQ, bytes(4)))[0] and time.monotonic() < deadline
+    ):
+        time.sleep(0.001)
+
+
+def test_a_timed_call_reads_the_counters_before_deciding_only_with_time_to_spare(listener):
+    """Completion evidence for a timed call: its socket's counters are read before the
+    machine decides when it is due at least READ_SLACK_NS ahead, and never between its due
+    time and its send() (the loop's next wait reads them instead)."""
+    port, arrivals = listener
+    session = SocketSession(load_profile("windows-tcpip"))
+    session.open(1, "127.0.0.1", port, OpenOptions(nagle=False))
+    _, first = session.send(1, 1, wsk.WSK_FLAG_NODELAY, b"a" * 10, at=session.now())
+    assert not [e for e in first if isinstance(e, Completed)]
+    _wait_acknowledged(session, 1)
+
+    at = session.now() + READ_SLACK_NS + 5_000_000
+    t, early = session.send(1, 2, wsk.WSK_FLAG_NODELAY, b"b" * 10, at=at)
+    done = [e for e in early if isinstance(e, Completed)]
+    assert [(e.irp, e.status) for e in done] == [(1, nt.STATUS_SUCCESS)]
+    assert done[0].time_ns < at <= t
+    assert [type(e) for e in early] == [Completed, Returned], "read before the machine decided"
+    _wait_acknowledged(session, 1)
+
+    _, close = session.send(1, 3, wsk.WSK_FLAG_NODELAY, b"c" * 10, at=session.now() + 1_000)
+    assert not [e for e in close if isinstance(e, Completed)], "read between due and send"
+    _wait_acknowledged(session, 1)
+    later = session.poll(0)
+    assert [(e.irp, e.status) for e in later if isinstance(e, Completed)] == [
+        (2, nt.STATUS_SUCCESS),
+        (3, nt.STATUS_SUCCESS),
+    ]
+    deadline = time.monotonic() + 5
+    while sum(len(d) for _, d in arrivals) < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    session.shutdown()
+    assert b"".join(d for _, d in arrivals) == b"a" * 10 + b"b" * 10 + b"c" * 10
