@@ -1,12 +1,15 @@
 """Every import between the package's parts points down the floors of docs/architecture.md:
 a part may import its own modules and any part on a lower floor, never one on its own
 floor or above. Read from the source (``ast``), so an import inside a function counts too.
+Also what an import starts: no BLAS thread pool in the command line or the link forwarder.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
+import os
+import subprocess
 import sys
 
 import pytest
@@ -142,3 +145,27 @@ def test_moved_modules_forward_with_a_warning(old, name, new):
     module = importlib.import_module(f"wskreplay.{old}")
     with pytest.warns(DeprecationWarning, match=new):
         assert getattr(module, name) is getattr(importlib.import_module(new), name)
+
+
+def _run(code: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+THREADS = "import os; print(len(os.listdir('/proc/self/task')))"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_the_command_line_and_the_link_forwarder_start_no_blas_threads():
+    """numpy's OpenBLAS starts a thread per further core, which spins for about 0.1 s of
+    CPU after the import; nothing of ours multiplies matrices. The command line turns it
+    off before numpy is imported (its children inherit that), and the link forwarder, which
+    shares the cores with the replay's sender, does not import numpy at all."""
+    if (os.cpu_count() or 1) > 1:
+        assert int(_run(f"import numpy; {THREADS}")) > 1, "this numpy starts no BLAS threads"
+    assert _run(f"import wskreplay.cli, numpy; {THREADS}") == "1"
+    forwarder = "import sys, wskreplay.replayer.link_forwarder; print('numpy' in sys.modules)"
+    assert _run(forwarder) == "False"
