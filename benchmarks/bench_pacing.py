@@ -9,7 +9,8 @@ namespaces of its own. Both are measured from a capture of the frames on the wir
 socket target's on its driver-side interface, tcpreplay's at the far end of its veth): the
 error of each inter-packet gap (actual minus recorded), its median, p99
 and max, and the end-of-run drift (replay duration against recorded duration). The
-socket target's own record of each call's lateness (issue vs schedule) is printed too.
+socket target's own record of each call's lateness (issue vs schedule) is printed too, overall
+and by the recorded gap before the call.
 
 A third sender sets the floor under the socket target: a bare loop (one kernel TCP
 socket, NODELAY, the same sleep-then-spin wait, no WSK state machine, no counters) on the
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +90,7 @@ def data_times(path: Path, src: str) -> np.ndarray:
     return np.array([round(float(x) * 1e9) for x in out.split()], np.int64)
 
 
-def socket_target(calls: int, folder: Path) -> tuple[dict[str, float], dict[str, int]]:
+def socket_target(calls: int, folder: Path) -> tuple[dict[str, float], dict[str, Any]]:
     trace = pacing_trace(calls, nodelay=True)
     pcap = folder / "socket.pcapng"
     replayed = replay_socket(
@@ -97,7 +99,25 @@ def socket_target(calls: int, folder: Path) -> tuple[dict[str, float], dict[str,
         SocketTargetOptions(keep_capture=pcap),
     )
     seen = data_times(pcap, "192.0.2.1")
-    return gap_errors(trace.calls.column("issue_ns"), seen), replayed.metadata["pacing"]
+    pacing = dict(replayed.metadata["pacing"])
+    pacing["gap_before_ns"] = np.diff(trace.calls.column("issue_ns").astype(np.int64))
+    return gap_errors(trace.calls.column("issue_ns"), seen), pacing
+
+
+def lateness_by_gap(pacing: dict[str, Any]) -> list[str]:
+    """How late calls went out, by the recorded gap before them: a call after a gap
+    shorter than the previous call's work is late by the difference."""
+    late = np.asarray(pacing["lateness_ns"][1:], np.int64)
+    gap = pacing["gap_before_ns"]
+    lines = []
+    for low, high in ((0, 20), (20, 50), (50, 200), (200, None)):
+        inside = (gap >= low * 1000) & ((gap < high * 1000) if high else True)
+        if inside.any():
+            q = np.percentile(late[inside], [50, 99]) / 1e3
+            span = f"{low}-{high} us" if high else f">= {low} us"
+            lines.append(f"  gap {span:10} {int(inside.sum()):5} calls  late median "
+                         f"{q[0]:6.1f}  p99 {q[1]:6.1f} us")  # fmt: skip
+    return lines
 
 
 def tcpreplay(calls: int, folder: Path) -> dict[str, float]:
@@ -228,6 +248,7 @@ def main() -> None:
             lateness["median_ns"] / 1e3, lateness["p99_ns"] / 1e3, lateness["max_ns"] / 1e3
         )
     )
+    print("\n".join(lateness_by_gap(lateness)))
     print("the bare sender's kernel path (TX timestamps, capture):")
     for name, ns in kernel_path.items():
         q = np.percentile(ns, [50, 90, 99]) / 1e3
