@@ -13,7 +13,8 @@
   one payload at a time.
 - The emulator's state machines (``wskreplay/replayer``: the WSK layer, the TCP sender, the
   peers, the connection and the replay engine) compiled by mypyc from the same Python
-  source, 1.3-2x faster (docs/performance.md). Set ``WSKREPLAY_PURE_PYTHON=1`` to
+  source, 1.3-2x faster (docs/performance.md); the socket target's real-time loop and
+  session too, for less work between one call's send and the next. Set ``WSKREPLAY_PURE_PYTHON=1`` to
   build without them; the Python modules are the reference and give the same results.
 """
 
@@ -28,6 +29,8 @@ COMPILED = [
     "wskreplay/replayer/peer.py",
     "wskreplay/replayer/targets/emulator.py",
     "wskreplay/replayer/engine.py",
+    "wskreplay/replayer/realtime.py",
+    "wskreplay/replayer/targets/socket_session.py",
 ]
 
 ext_modules = [

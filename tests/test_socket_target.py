@@ -214,3 +214,43 @@ def test_bad_target_options_are_one_line_errors(tmp_path, args, says):
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+
+
+def test_compiled_real_time_loop_equals_the_python_modules(tmp_path):
+    """setup.py compiles the real-time loop and the socket session with mypyc as well; the
+    Python modules are the reference. Two real recordings replayed through the socket
+    target with each give the same statuses, completions and bytes on both sides (the
+    times are the kernel's, different from run to run)."""
+    import shutil
+
+    import wskreplay.replayer.realtime as realtime
+    import wskreplay.replayer.targets.socket_session as socket_session
+
+    from .conftest import REPO, run_cli
+
+    assert realtime.__file__.endswith(".so"), "the real-time loop was not compiled"
+    assert socket_session.__file__.endswith(".so"), "the socket session was not compiled"
+    pure = tmp_path / "pure"
+    shutil.copytree(
+        REPO / "wskreplay", pure / "wskreplay", ignore=shutil.ignore_patterns("*.so", "__pycache__")
+    )
+    for name in ("field.wskt", "smb2-inferred.wskt"):
+        args = ["replay", str(ROOT / "traces" / name), "--target", "socket",
+                "--speed", str(SPEEDS[name])]  # fmt: skip
+        compiled_out, pure_out = tmp_path / f"c-{name}", tmp_path / f"p-{name}"
+        done = run_cli(*args, "-o", str(compiled_out))
+        assert done.returncode == 0, done.stderr
+        done = subprocess.run(
+            [sys.executable, "-m", "wskreplay", *args, "-o", str(pure_out)],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+            env={"PYTHONPATH": str(pure), "PATH": os.environ["PATH"]},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        compiled, reference = read_trace(compiled_out), read_trace(pure_out)
+        for column in ("status", "completed", "completion_status", "information"):
+            assert np.array_equal(compiled.calls.column(column), reference.calls.column(column)), (
+                f"{name}: {column}"
+            )
+        assert sorted(compiled.streams) == sorted(reference.streams)
+        for key, stream in compiled.streams.items():
+            assert stream.data == reference.streams[key].data, f"{name}: stream {key}"

@@ -22,6 +22,7 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import cast
 
 from wskreplay.errors import TargetError
 from wskreplay.formats import ntstatus as nt
@@ -35,6 +36,7 @@ from wskreplay.replayer.wsk_socket import (
     SocketState,
     Transmit,
     Violation,
+    WskEvent,
     WskSocket,
 )
 
@@ -83,6 +85,13 @@ class PeerReset:
 
 
 SessionEvent = Returned | Completed | Violation | PeerReset
+
+
+def _completions(events: list[WskEvent]) -> list[SessionEvent]:
+    """The WSK machine's events outside a send, which are completions only: Transmit comes
+    from its send path alone, which the session takes apart itself. (Each call of the
+    machine returns a list of its own, so the session may extend it.)"""
+    return cast(list[SessionEvent], events)
 
 
 @dataclass(frozen=True)
@@ -215,7 +224,7 @@ class SocketSession:
     def disconnect(self, sid: int, *, abortive: bool) -> list[SessionEvent]:
         k = self._kernel(sid)
         t = self.now()
-        out: list[SessionEvent] = list(k.wsk.disconnect(t, abortive=abortive))
+        out = _completions(k.wsk.disconnect(t, abortive=abortive))
         if abortive:
             self._abort(k)
         else:
@@ -229,7 +238,7 @@ class SocketSession:
         k = self._kernel(sid)
         t = self.now()
         was = k.wsk.state
-        out: list[SessionEvent] = list(k.wsk.close(t))
+        out = _completions(k.wsk.close(t))
         k.queue.clear()
         if was is SocketState.CONNECTED:
             self._abort(k)
@@ -352,19 +361,19 @@ class SocketSession:
         sent_end, acked_end = k.written - unsent, k.written - unacked
         if sent_end > k.transmitted:
             k.transmitted = sent_end
-            out += k.wsk.transmitted(sent_end, t)
+            out += _completions(k.wsk.transmitted(sent_end, t))
         if acked_end > k.acknowledged:
             k.acknowledged = acked_end
-            out += k.wsk.acknowledged(acked_end, t)
+            out += _completions(k.wsk.acknowledged(acked_end, t))
         return out
 
     def _failed(self, k: _Kernel, exc: OSError, t: int) -> list[SessionEvent]:
         status = errno_status(exc.errno)
         out: list[SessionEvent] = [PeerReset(k.sid, t, status)]
         if status == nt.STATUS_CONNECTION_RESET:
-            out += k.wsk.peer_reset(t)
+            out += _completions(k.wsk.peer_reset(t))
         else:
-            out += k.wsk.transport_failed(status, t)
+            out += _completions(k.wsk.transport_failed(status, t))
         self._forget(k)
         return out
 
