@@ -14,8 +14,9 @@
 - The emulator's state machines (``wskreplay/replayer``: the WSK layer, the TCP sender, the
   peers, the connection and the replay engine) compiled by mypyc from the same Python
   source, 1.3-2x faster (docs/performance.md); the socket target's real-time loop and
-  session too, for less work between one call's send and the next. Set ``WSKREPLAY_PURE_PYTHON=1`` to
-  build without them; the Python modules are the reference and give the same results.
+  session too, for less work between one call's send and the next. Set
+  ``WSKREPLAY_PURE_PYTHON=1`` to build without them; the Python modules are the reference
+  and give the same results.
 """
 
 import glob
