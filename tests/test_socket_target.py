@@ -218,9 +218,10 @@ def test_bad_target_options_are_one_line_errors(tmp_path, args, says):
 
 def test_compiled_real_time_loop_equals_the_python_modules(tmp_path):
     """setup.py compiles the real-time loop and the socket session with mypyc as well; the
-    Python modules are the reference. Two real recordings replayed through the socket
-    target with each give the same statuses, completions and bytes on both sides (the
-    times are the kernel's, different from run to run)."""
+    Python modules are the reference. A real recording replayed through the socket target
+    with each gives the same statuses, completions and bytes on both sides (the times are
+    the kernel's, different from run to run). Not the other shipped traces: their peer's
+    reset races their last sends, and either outcome is right (docs/targets.md)."""
     import shutil
 
     import wskreplay.replayer.realtime as realtime
@@ -234,7 +235,7 @@ def test_compiled_real_time_loop_equals_the_python_modules(tmp_path):
     shutil.copytree(
         REPO / "wskreplay", pure / "wskreplay", ignore=shutil.ignore_patterns("*.so", "__pycache__")
     )
-    for name in ("field.wskt", "smb2-inferred.wskt"):
+    for name in ("smb2-inferred.wskt",):
         args = ["replay", str(ROOT / "traces" / name), "--target", "socket",
                 "--speed", str(SPEEDS[name])]  # fmt: skip
         compiled_out, pure_out = tmp_path / f"c-{name}", tmp_path / f"p-{name}"
