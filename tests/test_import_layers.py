@@ -169,3 +169,11 @@ def test_the_command_line_and_the_link_forwarder_start_no_blas_threads():
     assert _run(f"import wskreplay.cli, numpy; {THREADS}") == "1"
     forwarder = "import sys, wskreplay.replayer.link_forwarder; print('numpy' in sys.modules)"
     assert _run(forwarder) == "False"
+
+
+def test_the_command_line_imports_no_capture_decoder_until_a_command_needs_one():
+    """Start-up: a command on traces (replay, diff, info, ...) never pays for the capture
+    decoders (about 80 ms); ``streams`` and ``import`` import them when they run."""
+    heavy = ("wskreplay.recorder.tcp", "wskreplay.formats.pcap", "wskreplay.formats.layers.decode")
+    loaded = _run(f"import sys, wskreplay.cli; print(sorted(set({heavy!r}) & set(sys.modules)))")
+    assert loaded == "[]"

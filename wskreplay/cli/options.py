@@ -4,11 +4,14 @@ target options, diff tolerances and alignment.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from wskreplay.recorder.tcp import MAX_CONNECTIONS, CaptureOptions
+from wskreplay.recorder.limits import MAX_CONNECTIONS
+
+if TYPE_CHECKING:
+    from wskreplay.recorder.tcp import CaptureOptions
 
 MAX_CONNECTIONS_OPTION = click.option(
     "--max-connections",
@@ -31,6 +34,7 @@ TUNNEL_PORT_OPTION = click.option(
 
 def capture_options(max_connections: int, tunnel_ports: tuple[str, ...]) -> CaptureOptions:
     from wskreplay.formats.tcpip import TUNNELS, DecodeOptions
+    from wskreplay.recorder.tcp import CaptureOptions
 
     pairs = []
     for text in tunnel_ports:

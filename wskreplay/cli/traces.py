@@ -12,7 +12,7 @@ import click
 from wskreplay.cli.app import EXIT_OK, EXIT_PROBLEM, main
 from wskreplay.cli.options import TUNNEL_PORT_OPTION, capture_options, warn_undecoded
 from wskreplay.errors import InputError
-from wskreplay.recorder.tcp import MAX_CONNECTIONS
+from wskreplay.recorder.limits import MAX_CONNECTIONS
 from wskreplay.trace import TraceReader, VerifyReport, recover, verify, write_trace
 
 

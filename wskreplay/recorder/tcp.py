@@ -46,15 +46,13 @@ from wskreplay.formats.tcpip import (
 )
 from wskreplay.formats.wskt import FAULT_AROUND_BYTES
 from wskreplay.policies import Flow, ResetPolicy, accepted_resets
+from wskreplay.recorder.limits import MAX_CONNECTIONS
 from wskreplay.trace.model import Direction as Direction_
 from wskreplay.trace.model import SegmentTable
 
 Buffer = memoryview | JoinedBuffer
 """Where segment payloads are: the capture's bytes (and any reassembled datagrams)."""
 WRAP = 1 << 32
-MAX_CONNECTIONS = 100_000
-"""Connections one capture may hold (``--max-connections``): reassembly keeps about 11 KB
-per connection, so a capture of millions of tiny connections would need tens of GB."""
 
 
 @dataclass
