@@ -82,3 +82,27 @@ def test_bad_plugin_options_are_usage_errors(tmp_path):
     assert run.returncode == 4 and "METRIC=NUMBER" in run.stderr
     run = pytest_run(project, "--wskreplay-traces", "missing")
     assert run.returncode == 4 and "no such folder" in run.stderr
+
+
+UNRELATED_TEST = """
+import sys
+
+def test_unrelated():
+    assert "wskreplay.pytest_plugin" in sys.modules
+    loaded = sorted(m for m in sys.modules if m.startswith("wskreplay."))
+    assert loaded == ["wskreplay.pytest_plugin"], loaded
+    assert "numpy" not in sys.modules
+"""
+
+
+def test_a_session_that_checks_no_traces_imports_nothing_of_wskreplay_but_the_plugin(tmp_path):
+    """pytest loads the plugin in every session of an environment wskreplay is installed in:
+    a project that checks no traces must not pay for numpy, the trace format or the
+    emulator (about 0.3 s, and numpy's BLAS threads) on each run."""
+    project = tmp_path / "unrelated"
+    project.mkdir()
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "test_unrelated.py").write_text(UNRELATED_TEST)
+    run = pytest_run(project)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 passed" in run.stdout

@@ -14,23 +14,18 @@ ini option ``wskreplay_tolerances``; the profile with ``--wskreplay-profile``. A
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from rich.console import Console
 
-from wskreplay.checking import (
-    SNAPSHOT_SUFFIX,
-    CheckSettings,
-    check_trace,
-    replay_trace,
-    snapshot_path,
-)
-from wskreplay.diff import DiffOptions, DiffResult, Tolerance, diff_traces, parse_tolerance
-from wskreplay.diff.report import print_diff
-from wskreplay.errors import WskReplayError
-from wskreplay.trace import read_trace, write_trace
-from wskreplay.trace.model import Trace
+if TYPE_CHECKING:
+    from wskreplay.checking import CheckSettings
+    from wskreplay.diff import DiffResult
+    from wskreplay.trace.model import Trace
+
+# pytest imports this plugin in every session of an environment wskreplay is installed in,
+# whether or not it checks traces: what a check needs (numpy, the trace format, the
+# emulator, the diff) is imported by the hooks that run one, not here.
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,9 +57,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _tolerance_texts(config: pytest.Config) -> list[str]:
+    return [*config.getini("wskreplay_tolerances"), *config.getoption("wskreplay_tolerance")]
+
+
 def _settings(config: pytest.Config) -> CheckSettings:
+    from wskreplay.checking import CheckSettings
+    from wskreplay.diff import Tolerance, parse_tolerance
+    from wskreplay.errors import WskReplayError
+
     limits: dict[str, Tolerance] = {}
-    for text in [*config.getini("wskreplay_tolerances"), *config.getoption("wskreplay_tolerance")]:
+    for text in _tolerance_texts(config):
         try:
             metric, tol = parse_tolerance(text)
         except WskReplayError as exc:
@@ -80,7 +83,11 @@ def _trace_dirs(config: pytest.Config) -> list[Path]:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.suffix != ".wskt" or file_path.name.endswith(SNAPSHOT_SUFFIX):
+    if file_path.suffix != ".wskt":
+        return None
+    from wskreplay.checking import SNAPSHOT_SUFFIX
+
+    if file_path.name.endswith(SNAPSHOT_SUFFIX):
         return None
     resolved = file_path.resolve()
     if not any(resolved.is_relative_to(d) for d in _trace_dirs(parent.config)):
@@ -89,7 +96,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    _settings(session.config)
+    if _tolerance_texts(session.config):
+        _settings(session.config)
     for d in _trace_dirs(session.config):
         if not d.is_dir():
             raise pytest.UsageError(f"--wskreplay-traces {d}: no such folder")
@@ -116,6 +124,9 @@ class TraceCheck(pytest.Item):
     """Replay one trace and diff the replay against what is expected of it."""
 
     def runtest(self) -> None:
+        from wskreplay.checking import check_trace, snapshot_path
+        from wskreplay.trace import write_trace
+
         config = self.config
         settings = _settings(config).with_sidecar(self.path)
         if settings.skip:
@@ -128,6 +139,11 @@ class TraceCheck(pytest.Item):
             raise TraceDiffers(outcome.result, outcome.expected, "(replay)")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        from rich.console import Console
+
+        from wskreplay.diff.report import print_diff
+        from wskreplay.errors import WskReplayError
+
         error = excinfo.value
         if isinstance(error, TraceDiffers):
             console = Console(record=True, width=120, color_system=None)
@@ -150,20 +166,29 @@ class WskReplayFixture:
     def replay(
         self, trace: Trace | str | Path, *, target: str = "emulator", **options: Any
     ) -> Trace:
+        from wskreplay.checking import replay_trace
+
         if target != "emulator":
             raise ValueError(f"target {target!r}: only the emulator is available")
         options.setdefault("profile", self._settings.profile)
         return replay_trace(trace, **options)
 
     def diff(self, a: Trace | str | Path, b: Trace | str | Path, **options: Any) -> DiffResult:
+        from wskreplay.diff import DiffOptions, diff_traces
+
         options.setdefault("tolerances", dict(self._settings.tolerances))
         return diff_traces(_trace(a), _trace(b), DiffOptions(**options))
 
     def check(self, trace: str | Path) -> DiffResult:
+        from wskreplay.checking import check_trace
+
         return check_trace(trace, self._settings).result
 
 
 def _trace(value: Trace | str | Path) -> Trace:
+    from wskreplay.trace import read_trace
+    from wskreplay.trace.model import Trace
+
     return value if isinstance(value, Trace) else read_trace(value)
 
 
