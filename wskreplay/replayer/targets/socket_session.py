@@ -52,7 +52,7 @@ EPOLL_FLOOR_NS = 2_000_000
 READ_SLACK_NS = 50_000
 """A timed call reads its socket's counters before the machine decides only when it is due
 at least this far ahead: two ioctls (7 us, 30 us at p99) plus the machine's work. Closer
-to its due time the read is left to the loop's next wait (docs/targets.md, "Timing")."""
+to its due time the read is left to the loop's next wait (docs/targets.md, "Completion")."""
 
 ERRNO_STATUS: dict[int, int] = {
     errno.ECONNRESET: nt.STATUS_CONNECTION_RESET,
