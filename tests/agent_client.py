@@ -57,7 +57,7 @@ def talk(address, *messages, raw: bytes | None = None, token: str | None = TOKEN
 
 def still_serves(address):
     replies = talk(address, {"op": "bye"})
-    assert [r["op"] for r in replies] == ["bye"]
+    assert [r["op"] for r in replies] == ["bye"], f"the agent at {address} answered {replies}"
 
 
 def check_via(address, token_file=None, trace="field.wskt", *args: str):

@@ -59,9 +59,11 @@ def machine(tmp_path_factory):
     built = wine.build()
     assert built.returncode == 0, built.stdout + built.stderr
     m = wine.WineMachine(tmp_path_factory.mktemp("wine") / "prefix")
-    m.boot()
-    yield m
-    m.shutdown()
+    try:
+        m.boot()
+        yield m
+    finally:
+        m.shutdown()  # a boot that failed half-way leaves a persistent wineserver too
 
 
 @pytest.fixture(scope="module")
