@@ -18,11 +18,11 @@ time, and the share that is EQUAL (wskreplay/fidelity.py).
 ``--whole-process N``: what a user waits for, issue 20's measure: ``wskreplay replay
 --asap`` of an N-call ``synth`` trace on 16 sockets as a whole process (start-up, reading,
 calibration, the replay, writing), then the same at recorded timing (the default, with the
-recorded peers), best of ``--repeat``, alternating with the same command
-on the Python modules (the reference) and, with ``--baseline REV``, on the package at git
-revision REV built in a worktree with its compiled modules (needs mypy: ``pip install -e
-'.[bench]'``). Calls/s, wire segments/s and peak RSS of each; the replays' outputs must be
-byte-identical. Then it exits.
+recorded peers), best of ``--repeat``, alternating with the same command in one process
+(``--jobs 1``), on the Python modules in one process (the reference) and, with
+``--baseline REV``, on the package at git revision REV built in a worktree with its
+compiled modules (needs mypy: ``pip install -e '.[bench]'``). Calls/s, wire segments/s
+and peak RSS of each; the replays' outputs must be byte-identical. Then it exits.
 
 ``--chaos-runs N``: ``wskreplay check TRACE --chaos-runs N`` as a whole process on a real
 capture of 284 connections (pcapplusplus__650HttpResponses.pcap imported with
@@ -86,9 +86,11 @@ def pure_python_replay(path: Path, pure: Path) -> dict:
     return json.loads(proc.stdout)
 
 
-def replay_process(package: Path, trace: Path, out: Path, *, asap: bool) -> tuple[float, int]:
-    """``wskreplay replay [--asap]`` with ``package`` first on the path, as a whole process:
-    (seconds, peak RSS in bytes)."""
+def replay_process(
+    package: Path, trace: Path, out: Path, *, asap: bool, extra: tuple[str, ...] = ()
+) -> tuple[float, int]:
+    """``wskreplay replay [--asap] [extra]`` with ``package`` first on the path, as a whole
+    process: (seconds, peak RSS in bytes, of the largest of its processes)."""
     t = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -97,6 +99,7 @@ def replay_process(package: Path, trace: Path, out: Path, *, asap: bool) -> tupl
             "wskreplay",
             "replay",
             *(["--asap"] if asap else []),
+            *extra,
             "-o",
             str(out),
             str(trace),
@@ -145,16 +148,22 @@ def whole_process(n: int, repeat: int, baseline: str | None) -> None:
             pure / "wskreplay",
             ignore=shutil.ignore_patterns("*.so", "__pycache__"),
         )
-        packages = {"this tree": REPO, "Python modules": pure}
+        one_process = ("--jobs", "1")
+        packages = {
+            "this tree": (REPO, ()),
+            "--jobs 1": (REPO, one_process),
+            "Python modules": (pure, one_process),
+        }
         with ExitStack() as stack:
             if baseline:
                 baseline_tree = built_revision(baseline, folder / "baseline")
-                packages[baseline] = stack.enter_context(baseline_tree)
+                packages[baseline] = (stack.enter_context(baseline_tree), ())
             for asap in (True, False):
                 best: dict[str, tuple[float, int]] = {}
                 for _ in range(repeat):
-                    for name, package in packages.items():
-                        got = replay_process(package, trace, folder / f"{name}.wskt", asap=asap)
+                    for name, (package, extra) in packages.items():
+                        out = folder / f"{name}.wskt"
+                        got = replay_process(package, trace, out, asap=asap, extra=extra)
                         if name not in best or got[0] < best[name][0]:
                             best[name] = got
                 outputs = {(folder / f"{name}.wskt").read_bytes() for name in packages}

@@ -151,15 +151,18 @@ def print_etl_summary(summary: dict[str, Any], console: Console | None = None) -
 
 
 class _ImportBar:
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, *, refresh: bool) -> None:
         self._progress = progress
         self._task = progress.add_task("starting", total=None)
+        self._refresh = refresh
 
     def phase(self, name: str) -> None:
         self._progress.reset(self._task, total=None, description=name)
+        if self._refresh:
+            self._progress.refresh()
 
     def advance(self, done: int, total: int) -> None:
-        self._progress.update(self._task, total=total, completed=done)
+        self._progress.update(self._task, total=total, completed=done, refresh=self._refresh)
 
 
 class _Silent:
@@ -171,9 +174,13 @@ class _Silent:
 
 
 @contextmanager
-def import_progress(show: bool, *, unit: str = "bytes") -> Iterator[_ImportBar | _Silent]:
+def import_progress(
+    show: bool, *, unit: str = "bytes", thread: bool = True
+) -> Iterator[_ImportBar | _Silent]:
     """A bar on stderr naming the phase, with how far it is where it knows: bytes read
-    (``unit="bytes"``) or items done of all (``unit="items"``, e.g. calls replayed)."""
+    (``unit="bytes"``) or items done of all (``unit="items"``, e.g. calls replayed).
+    ``thread=False``: no thread redraws it, each report does (a replay that forks its
+    workers does so only when it runs no other thread)."""
     if not show:
         yield _Silent()
         return
@@ -185,9 +192,10 @@ def import_progress(show: bool, *, unit: str = "bytes") -> Iterator[_ImportBar |
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
+        auto_refresh=thread,
     )
     with progress:
-        yield _ImportBar(progress)
+        yield _ImportBar(progress, refresh=not thread)
 
 
 def _unmatched_lines(summary: dict[str, Any]) -> list[str]:

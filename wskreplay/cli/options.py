@@ -147,6 +147,13 @@ _TARGET_OPTIONS = [
         help="Socket and agent targets: keep the real wire's capture here (pcapng).",
     ),
     click.option(
+        "--jobs",
+        type=click.IntRange(1),
+        metavar="N",
+        help="Emulator: replay the sockets in up to N processes (default: one per usable "
+        "CPU; a process per 10,000 calls at most). The output is the same for any N.",
+    ),
+    click.option(
         "--peer-host",
         default="127.0.0.1",
         show_default=True,
@@ -159,6 +166,7 @@ def build_replay_options(**given: Any) -> Any:
     """ReplayOptions and Target from the shared replay and target options."""
     from wskreplay.replayer.dispatch import Target
     from wskreplay.replayer.engine import ReplayOptions
+    from wskreplay.replayer.parallel import usable_cpus
     from wskreplay.replayer.profile import load_profile
 
     target = Target(
@@ -168,6 +176,7 @@ def build_replay_options(**given: Any) -> Any:
         given["token_file"],
         given["peer_host"],
         given["pcap_out"],
+        given["jobs"] if given["jobs"] is not None else usable_cpus(),
     )
     target.kind  # noqa: B018 - validates the name before any work
     speed = None if given["asap"] else given["speed"]

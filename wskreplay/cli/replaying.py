@@ -90,7 +90,7 @@ def replay_cmd(
         click.echo(json.dumps(replay_until(recorded, options, until), indent=1))
         return
     show = sys.stderr.isatty() if progress is None else progress
-    with import_progress(show, unit="items") as bar:
+    with import_progress(show, unit="items", thread=False) as bar:
         bar.phase(f"replaying {len(recorded.calls):,} calls on {target.name}")
         replayed = replay_on(
             recorded,

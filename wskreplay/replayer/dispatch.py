@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wskreplay.errors import InputError
-from wskreplay.replayer.engine import ReplayOptions, ReplayPlan, replay
+from wskreplay.replayer.engine import ReplayOptions, ReplayPlan, plan_for, replay
 from wskreplay.trace.model import Trace
 
 
@@ -21,6 +21,8 @@ class Target:
     peer_host: str = "127.0.0.1"
     pcap_out: str | None = None
     """Keep the real wire's capture here (socket and agent targets)."""
+    jobs: int = 1
+    """Emulator: processes the replay may share its sockets out over (parallel.py)."""
 
     @property
     def kind(self) -> str:
@@ -56,6 +58,18 @@ def replay_on(
             raise InputError(
                 None, "--link applies to --target socket (the emulator takes the recorded path)"
             )
+        if target.jobs > 1:
+            from wskreplay.replayer.parallel import processes_for, replay_in_processes
+
+            processes = processes_for(trace, target.jobs)
+            if processes > 1:
+                return replay_in_processes(
+                    plan_for(trace, options, plan),
+                    options,
+                    processes,
+                    source_sha256=source_sha256,
+                    progress=progress,
+                )
         return replay(trace, options, source_sha256=source_sha256, progress=progress, plan=plan)
     if kind == "socket":
         from wskreplay.replayer.targets.socket import SocketTargetOptions, replay_socket

@@ -184,14 +184,22 @@ def _steps(
 ) -> Generator[Step | None, None, Trace]:
     """The replay, yielding after each call: its :class:`Step` when ``report``, else None
     (a replay run to its end makes no step objects)."""
-    if plan is None:
-        plan = ReplayPlan(trace, options)
-    elif plan.trace is not trace or plan.options != replace(options, chaos=None):
-        raise ValueError("a replay plan serves the trace and options it was made for")
+    plan = plan_for(trace, options, plan)
     run = _Replay(plan, options, report)
     for i in plan.order:
         yield run.call(i)
-    return run.finish(source_sha256)
+    run.settle()
+    return run.build(source_sha256)
+
+
+def plan_for(trace: Trace, options: ReplayOptions, plan: ReplayPlan | None) -> ReplayPlan:
+    """``plan`` if it was made for this trace and these options (chaos aside), a new one
+    if None."""
+    if plan is None:
+        return ReplayPlan(trace, options)
+    if plan.trace is not trace or plan.options != replace(options, chaos=None):
+        raise ValueError("a replay plan serves the trace and options it was made for")
+    return plan
 
 
 class ReplayPlan:
@@ -214,7 +222,15 @@ class ReplayPlan:
         n = len(calls)
         issue = calls.column("issue_ns").astype(np.int64)
         self.completion: list[int] = calls.column("completion_ns").astype(np.int64).tolist()
-        self.order: list[int] = np.lexsort((np.arange(n), issue)).tolist()
+        order = np.lexsort((np.arange(n), issue))
+        self.order: list[int] = order.tolist()
+        position = np.empty(n, np.int64)
+        position[order] = np.arange(n)
+        self.position_of: list[int] = position.tolist()
+        self.rank = {sid: k for k, sid in enumerate(trace.sockets)}
+        """Socket -> its place in the trace's sockets (the order they settle in)."""
+        """Call -> its place in :attr:`order`: what the replay did at that step sorts after
+        what earlier steps did at the same time."""
         self.t0 = int(issue.min()) if n else 0
         self.recorded_reset = {
             sid: at for sid in trace.sockets if (at := peer_reset_ns(own[sid], sid)) is not None
@@ -237,8 +253,9 @@ class ReplayPlan:
         self.rto_floor = {
             sid: rto_floor_ns(own[sid], sid) if options.speed == 1.0 else 0 for sid in trace.sockets
         }
-        self.scripts = {sid: self._script(sid) for sid in trace.sockets}
-        """Socket -> its recorded peer's script, when the replay acts it out."""
+        self.scripts: dict[int, PeerScript | None] = {}
+        """Socket -> its recorded peer's script, when the replay acts it out: worked out
+        when the socket's connection is made (by the process that replays it)."""
         self.awaited: list[int] = awaited_calls(calls).tolist()
         self.at_once: list[bool] = (calls.column("status") == nt.STATUS_SUCCESS).tolist()
         self.stack_delay: list[int] = stack_delays_ns(trace, parts).tolist()
@@ -252,6 +269,11 @@ class ReplayPlan:
         self.lifecycle = lifecycle_events(trace)
         """Socket -> its recorded disconnects and closes (each replay takes a copy)."""
         self.path_metadata = {str(sid): self._path_metadata(sid) for sid in paths}
+
+    def script(self, sid: int) -> PeerScript | None:
+        if sid not in self.scripts:
+            self.scripts[sid] = self._script(sid)
+        return self.scripts[sid]
 
     def _script(self, sid: int) -> PeerScript | None:
         options, path = self.options, self.paths[sid]
@@ -285,15 +307,24 @@ class _Replay:
     held each other, so the replay's millions of values outlived it until the cyclic
     collector found them (0.17 s for 300,000 calls)."""
 
-    def __init__(self, plan: ReplayPlan, options: ReplayOptions, report: bool) -> None:
+    def __init__(
+        self,
+        plan: ReplayPlan,
+        options: ReplayOptions,
+        report: bool,
+        sockets: list[int] | None = None,
+    ) -> None:
+        """``sockets``: open only these now (a replay run in several processes opens each
+        of its sockets with :meth:`open` when it takes it); default every socket of the
+        trace."""
         self.plan = plan
         self.options = options
         self.report = report
         self.lifecycle = {sid: list(events) for sid, events in plan.lifecycle.items()}
         self.conns: dict[int, EmulatedConnection] = {}
         self.peers: dict[str, str] = {}
-        for sid, sock in plan.trace.sockets.items():
-            self.conns[sid] = self._connection(sid, sock.category)
+        for sid in plan.trace.sockets if sockets is None else sockets:
+            self.open(sid)
         n = len(plan.issue_of)
         self.issue_out = [0] * n
         self.return_out = [0] * n
@@ -303,6 +334,17 @@ class _Replay:
         self.completion_status_out = [0] * n
         self.information_out = [0] * n
         self.events: list[Event] = []
+        self.event_steps: list[int] = []
+        """Per event, the step that reported it (:attr:`ReplayPlan.position_of` of its
+        call; after the calls, one past them per socket): events at the same time sort
+        by it, so a replay run in parallel orders them as one run in one process."""
+        self.step = 0
+        self.received: dict[int, int] = {}
+        """Socket -> bytes of the peer's stream it received, once settled."""
+        self.call_arrays: dict[str, np.ndarray] | None = None
+        """The calls' columns as arrays, once sealed (:meth:`seal`)."""
+        self.taken: list[ReplayShare] = []
+        """The shares of the other sockets' replays, taken in (:meth:`take`)."""
         self.wire = {sid: WireColumns() for sid in plan.trace.sockets}
         self.done_at: dict[int, int] = {}
         self.reported: list[Returned | Completed | Violation] = []
@@ -310,10 +352,14 @@ class _Replay:
         self.lag: dict[int, int] = {}
         """Socket -> how much later than scheduled its latest call went out."""
 
+    def open(self, sid: int) -> None:
+        """Make socket ``sid``'s emulated connection."""
+        self.conns[sid] = self._connection(sid, self.plan.trace.sockets[sid].category)
+
     def _connection(self, sid: int, category: str) -> EmulatedConnection:
         plan, options = self.plan, self.options
         profile = plan.profile
-        path, script = plan.paths[sid], plan.scripts[sid]
+        path, script = plan.paths[sid], plan.script(sid)
         peer = None
         if script is not None:
             first = int(plan.own[sid].segments.column("time_ns").min())
@@ -350,6 +396,7 @@ class _Replay:
         sid = plan.socket_of[i]
         issued = plan.issue_of[i]
         conn = self.conns[sid]
+        self.step = plan.position_of[i]
         speed = self.options.speed
         t0 = plan.t0
         self.play_lifecycle(sid, conn, issued)
@@ -417,7 +464,7 @@ class _Replay:
                     self.return_out[e.irp - 1] = e.time_ns
                     self.status_out[e.irp - 1] = e.status
             elif isinstance(e, Violation):
-                self.events.append(
+                self.event(
                     Event(
                         e.time_ns,
                         "violation",
@@ -425,6 +472,10 @@ class _Replay:
                         {"kind": e.kind, "detail": e.detail, "seq": (e.irp or 0) - 1},
                     )
                 )
+
+    def event(self, e: Event) -> None:
+        self.events.append(e)
+        self.event_steps.append(self.step)
 
     def play_lifecycle(self, sid: int, conn: EmulatedConnection, before: int | None) -> None:
         """The driver's recorded disconnects and closes of ``sid`` before ``before``."""
@@ -440,7 +491,7 @@ class _Replay:
             else:
                 abortive = bool(int(e.attrs.get("flags", 0)) & wsk.WSK_FLAG_ABORTIVE)
                 self.absorb(sid, conn.disconnect(at, abortive=abortive))
-            self.events.append(Event(at, e.kind, sid, dict(e.attrs)))
+            self.event(Event(at, e.kind, sid, dict(e.attrs)))
 
     def let_time_pass(self, sid: int, conn: EmulatedConnection, completion_of: int) -> None:
         """Run the connection event by event until call ``completion_of`` has completed
@@ -456,20 +507,80 @@ class _Replay:
                 break
             self.absorb(sid, conn.run_until(step))
 
-    def finish(self, source_sha256: str) -> Trace:
-        """Let every connection settle; the replayed trace."""
+    def settle(self) -> None:
+        """Let every connection of this replay settle after its last call."""
+        for sid in self.plan.trace.sockets:
+            if sid in self.conns:
+                self.settle_socket(sid)
+
+    def settle_socket(self, sid: int) -> None:
+        """Let socket ``sid`` settle after its last call: its remaining disconnects and
+        closes, then its settle time."""
+        plan = self.plan
+        conn = self.conns[sid]
+        self.step = len(plan.order) + plan.rank[sid]
+        self.play_lifecycle(sid, conn, None)
+        first, last = plan.span[sid]
+        horizon = max(last - conn.now, 0) + plan.settle[sid]
+        if last - first > MAX_SETTLE_NS:
+            horizon = min(horizon, MAX_SETTLE_NS)
+        self.absorb(sid, conn.settle(horizon))
+        reset_seen = conn.reset_time()
+        if reset_seen is not None:
+            self.event(Event(reset_seen, "reset", sid, {"by": "peer"}))
+        self.received[sid] = conn.received
+
+    def seal(self) -> None:
+        """Turn what this replay made into arrays, once settled (nothing is added after
+        that): a process replaying a share of the sockets does it while the others still
+        run."""
+        self.call_arrays = {
+            name: np.array(values, np.int64) for name, values in self._call_columns().items()
+        }
+        for sid in self.conns:
+            self.wire[sid] = WireColumns.of(self.wire[sid].arrays())
+
+    def share(self) -> ReplayShare:
+        """What this replay of some of the sockets produced, once sealed, for the replay
+        of the others to take in (:meth:`take`)."""
+        assert self.call_arrays is not None
+        sockets = np.array(self.plan.socket_of, np.int64)
+        calls = np.flatnonzero(np.isin(sockets, np.array(list(self.conns), np.int64)))
+        return ReplayShare(
+            calls,
+            {name: values[calls] for name, values in self.call_arrays.items()},
+            {sid: self.wire[sid].arrays() for sid in self.conns},
+            self.events,
+            self.event_steps,
+            dict(self.received),
+            dict(self.peers),
+        )
+
+    def take(self, share: ReplayShare) -> None:
+        """Take in what a replay of other sockets of the same plan produced."""
+        self.taken.append(share)
+        for sid, arrays in share.wire.items():
+            self.wire[sid] = WireColumns.of(arrays)
+        self.events.extend(share.events)
+        self.event_steps.extend(share.event_steps)
+        self.received.update(share.received)
+        self.peers.update(share.peers)
+
+    def _call_columns(self) -> dict[str, list[int]]:
+        return {
+            "issue_ns": self.issue_out,
+            "return_ns": self.return_out,
+            "status": self.status_out,
+            "completed": self.completed_out,
+            "completion_ns": self.completion_out,
+            "completion_status": self.completion_status_out,
+            "information": self.information_out,
+        }
+
+    def build(self, source_sha256: str) -> Trace:
+        """The replayed trace, once every socket has settled (here or in a share taken)."""
         plan, options = self.plan, self.options
         trace = plan.trace
-        for sid, conn in self.conns.items():
-            self.play_lifecycle(sid, conn, None)
-            first, last = plan.span[sid]
-            horizon = max(last - conn.now, 0) + plan.settle[sid]
-            if last - first > MAX_SETTLE_NS:
-                horizon = min(horizon, MAX_SETTLE_NS)
-            self.absorb(sid, conn.settle(horizon))
-            reset_seen = conn.reset_time()
-            if reset_seen is not None:
-                self.events.append(Event(reset_seen, "reset", sid, {"by": "peer"}))
         out = Trace(
             metadata={
                 "source": "replay",
@@ -480,7 +591,7 @@ class _Replay:
                     sid: {**path, "evidence": dict(path["evidence"])}
                     for sid, path in plan.path_metadata.items()
                 },
-                "peers": self.peers,
+                "peers": {str(sid): self.peers[str(sid)] for sid in trace.sockets},
                 "replay": {
                     "speed": options.speed,
                     "seed": options.seed,
@@ -497,22 +608,20 @@ class _Replay:
         )
         calls = trace.calls
         cols = calls.columns
-        rows = {
-            "issue_ns": self.issue_out,
-            "return_ns": self.return_out,
-            "status": self.status_out,
-            "completed": self.completed_out,
-            "completion_ns": self.completion_out,
-            "completion_status": self.completion_status_out,
-            "information": self.information_out,
-        }
-        cols.update({name: np.array(values, np.int64) for name, values in rows.items()})
+        if self.call_arrays is None:
+            self.seal()
+        assert self.call_arrays is not None
+        cols.update(self.call_arrays)
+        for share in self.taken:
+            for name, values in share.columns.items():
+                cols[name][share.calls] = values
         cols["stream_offset"] = np.zeros(len(calls), np.int64)
-        out.streams = replayed_streams(trace, plan.socket_of, plan.length_of, self.status_out, cols)
-        for sid, conn in self.conns.items():
+        out.streams = replayed_streams(trace, plan.socket_of, plan.length_of, cols["status"], cols)
+        for sid in trace.sockets:
+            received = self.received[sid]
             recorded_in = trace.streams.get((sid, Direction.IN))
-            if conn.received and recorded_in is not None and recorded_in.data is not None:
-                n_in = min(conn.received, recorded_in.length)
+            if received and recorded_in is not None and recorded_in.data is not None:
+                n_in = min(received, recorded_in.length)
                 out.streams[(sid, Direction.IN)] = Stream(
                     sid,
                     Direction.IN,
@@ -522,8 +631,25 @@ class _Replay:
                 )
         out.calls = CallTable(cols, calls.control_blob)
         out.segments = _segments(self.wire)
-        out.events = sorted(self.events, key=lambda e: e.time_ns)
+        steps = self.event_steps
+        order = sorted(range(len(self.events)), key=lambda k: (self.events[k].time_ns, steps[k]))
+        out.events = [self.events[k] for k in order]
         return out
+
+
+@dataclass(frozen=True)
+class ReplayShare:
+    """What a replay of some of a trace's sockets produced (:meth:`_Replay.share`): the
+    calls it replayed, with their columns; its sockets' wire columns; its events, with the
+    steps that reported them; the bytes each socket received, and each one's peer."""
+
+    calls: np.ndarray
+    columns: dict[str, np.ndarray]
+    wire: dict[int, dict[str, np.ndarray]]
+    events: list[Event]
+    event_steps: list[int]
+    received: dict[int, int]
+    peers: dict[str, str]
 
 
 def lifecycle_events(trace: Trace) -> dict[int, list[Event]]:
@@ -554,6 +680,30 @@ class WireColumns:
         self.flags: list[int] = []
         self.ack: list[int] = []
         self.window: list[int] = []
+        self.made: dict[str, np.ndarray] | None = None
+
+    @staticmethod
+    def of(arrays: dict[str, np.ndarray]) -> WireColumns:
+        """The columns another process's replay made (:meth:`arrays`), added to no more."""
+        out = WireColumns()
+        out.made = arrays
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self.made is not None:
+            return self.made
+        return {
+            name: np.fromiter(values, np.int64, len(values))
+            for name, values in (
+                ("time_ns", self.time_ns),
+                ("direction", self.direction),
+                ("length", self.length),
+                ("seq", self.seq),
+                ("flags", self.flags),
+                ("ack", self.ack),
+                ("window", self.window),
+            )
+        }
 
     def add(self, s: WireSegment) -> None:
         self.time_ns.append(s.time_ns)
@@ -572,21 +722,14 @@ INBOUND: Final = int(Direction.IN)
 def _segments(wire: dict[int, WireColumns]) -> SegmentTable:
     """The wire segments of every socket as one table, in time order (a socket's in the
     order it sent them, sockets in ``wire``'s order on ties)."""
-    if not any(w.time_ns for w in wire.values()):
+    each = {sid: w.arrays() for sid, w in wire.items()}
+    if not any(len(made["time_ns"]) for made in each.values()):
         return SegmentTable.empty()
     columns: dict[str, list[np.ndarray]] = {name: [] for name, _ in SEGMENT_SCHEMA}
-    for sid, w in wire.items():
-        columns["socket"].append(np.full(len(w.time_ns), sid, np.int64))
-        for name, values in (
-            ("time_ns", w.time_ns),
-            ("direction", w.direction),
-            ("length", w.length),
-            ("seq", w.seq),
-            ("flags", w.flags),
-            ("ack", w.ack),
-            ("window", w.window),
-        ):
-            columns[name].append(np.fromiter(values, np.int64, len(values)))
+    for sid, made in each.items():
+        columns["socket"].append(np.full(len(made["time_ns"]), sid, np.int64))
+        for name, values in made.items():
+            columns[name].append(values)
     arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
     order = np.lexsort((arrays["socket"], arrays["time_ns"]))
     return SegmentTable({name: arr[order] for name, arr in arrays.items()})

@@ -21,7 +21,7 @@ def replayed_streams(
     trace: Trace,
     socket_of: list[int],
     length_of: list[int],
-    status: list[int],
+    status: list[int] | np.ndarray,
     cols: dict[str, np.ndarray],
 ) -> dict[tuple[int, Direction], Stream]:
     """The bytes the replayed calls handed WSK, each call to OUT or UNSENT by its replayed

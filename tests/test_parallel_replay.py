@@ -1,0 +1,215 @@
+"""A replay whose sockets are shared out over forked processes (``--jobs``) writes the
+same trace, byte for byte, as a replay in one process: on the shipped traces, on real
+captures of many connections, and on synthetic traces, with every option that changes
+what the emulator does. A worker that fails or is killed ends the replay with one line
+naming it, and leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from wskreplay.errors import InputError, WskReplayError
+from wskreplay.replayer import parallel
+from wskreplay.replayer.engine import ReplayOptions, ReplayPlan, replay
+from wskreplay.replayer.parallel import (
+    calls_by_socket,
+    processes_for,
+    replay_in_processes,
+    socket_queue,
+)
+from wskreplay.replayer.profile import load_profile
+from wskreplay.trace import read_trace, write_trace
+
+from .conftest import REPO, SHARED_DATA, assert_one_line_error, run_cli
+
+CAPTURES = [
+    SHARED_DATA / "replay" / "pcapplusplus__650HttpResponses.pcap",
+    SHARED_DATA / "pcap" / "pcapplusplus__three_http_streams.pcap",
+    SHARED_DATA / "pcap" / "zeek__http_1000-requests-one-dropped-response.pcap.gz",
+    SHARED_DATA / "pcap" / "suricata-verify__smb2-01_smb2-peter.pcap",
+]
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The shipped traces, real captures imported with --infer-calls, and a synthetic
+    trace of 16 sockets."""
+    into = tmp_path_factory.mktemp("parallel")
+    paths = sorted((REPO / "traces").glob("*.wskt"))
+    for capture in CAPTURES:
+        out = into / f"{capture.name}.wskt"
+        proc = run_cli("import", str(capture), "--infer-calls", "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+        paths.append(out)
+    synth = into / "synth.wskt"
+    proc = run_cli("synth", "--calls", "3000", "--sockets", "16", "--seed", "7", "-o", str(synth))
+    assert proc.returncode == 0, proc.stderr
+    paths.append(synth)
+    return paths
+
+
+OPTION_SETS = {
+    "recorded timing": {},
+    "asap": {"speed": None},
+    "parametric peer": {"peer": "parametric"},
+    "on-transmit": {"completion": "on-transmit"},
+    "chaos 3": {"chaos": 3},
+    "speed 2": {"speed": 2.0},
+}
+
+
+def _bytes(trace, path: Path) -> bytes:
+    write_trace(path, trace)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("name", OPTION_SETS)
+def test_the_same_trace_whatever_the_processes(traces, tmp_path, name):
+    options = ReplayOptions(load_profile(), **OPTION_SETS[name])
+    for path in traces:
+        recorded = read_trace(path)
+        plan = ReplayPlan(recorded, replace(options, chaos=None))
+        one = _bytes(replay(recorded, options, plan=plan), tmp_path / "one.wskt")
+        tried = {len(recorded.sockets)} | {2, 3}
+        for processes in sorted(n for n in tried if n <= len(recorded.sockets)):
+            shared = replay_in_processes(plan, options, processes)
+            assert _bytes(shared, tmp_path / "shared.wskt") == one, (path.name, processes)
+
+
+def test_the_sockets_with_the_most_work_go_first_and_each_call_once(traces):
+    for path in traces:
+        recorded = read_trace(path)
+        plan = ReplayPlan(recorded, ReplayOptions(load_profile()))
+        queue = socket_queue(plan)
+        assert sorted(queue) == sorted(recorded.sockets)
+        work = [plan.socket_of.count(sid) + len(plan.own[sid].segments) for sid in queue]
+        assert work == sorted(work, reverse=True)
+        calls_of = calls_by_socket(plan)
+        assert list(calls_of) == list(recorded.sockets)
+        for sid, calls in calls_of.items():
+            assert calls == [i for i in plan.order if plan.socket_of[i] == sid]
+
+
+def test_how_many_processes(traces):
+    synth = read_trace(traces[-1])
+    assert processes_for(synth, 1) == 1
+    assert processes_for(synth, 8) == 1, "3,000 calls do not pay for a second process"
+    big = parallel.MIN_CALLS_PER_PROCESS
+    try:
+        parallel.MIN_CALLS_PER_PROCESS = 1000
+        assert processes_for(synth, 2) == 2
+        assert processes_for(synth, 64) == 3
+        small = read_trace(REPO / "traces" / "sample.wskt")
+        assert processes_for(small, 64) == 1
+    finally:
+        parallel.MIN_CALLS_PER_PROCESS = big
+
+
+def _workers_seen(args: list[str]) -> tuple[int, set[int]]:
+    """Run the command line, watching its child processes come and go: its exit status
+    and the children seen."""
+    exe = Path(sys.executable).parent / "wskreplay"
+    proc = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen: set[int] = set()
+    while proc.poll() is None:
+        try:
+            for task in Path(f"/proc/{proc.pid}/task").iterdir():
+                seen.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            pass
+        time.sleep(0.002)
+    assert proc.stderr is not None
+    assert proc.returncode in (0, 1), proc.stderr.read()
+    proc.stderr.close()
+    return proc.returncode, seen
+
+
+def test_the_command_line_replays_in_processes(tmp_path):
+    """``replay --jobs 2`` on a trace big enough for two processes forks one worker, with
+    its progress bar shown too (the bar runs no thread), and writes --jobs 1's output
+    (which forks none); so does ``check``."""
+    synth = tmp_path / "synth.wskt"
+    calls = 2 * parallel.MIN_CALLS_PER_PROCESS
+    proc = run_cli("synth", "--calls", str(calls), "--sockets", "4", "-o", str(synth))
+    assert proc.returncode == 0, proc.stderr
+    outs = {}
+    for jobs in (1, 2):
+        outs[jobs] = tmp_path / f"jobs{jobs}.wskt"
+        args = ["replay", "--progress", "--jobs", str(jobs), str(synth), "-o", str(outs[jobs])]
+        status, workers = _workers_seen(args)
+        assert status == 0 and len(workers) == jobs - 1
+    assert outs[1].read_bytes() == outs[2].read_bytes()
+    checked = tmp_path / "checked.wskt"
+    _, workers = _workers_seen(["check", "--jobs", "2", str(synth), "-o", str(checked)])
+    assert len(workers) == 1
+    assert checked.read_bytes() == outs[1].read_bytes()
+    proc = run_cli("replay", "--jobs", "0", str(synth), "-o", str(tmp_path / "x.wskt"))
+    assert_one_line_error(proc, "--jobs")
+
+
+def _children() -> list[int]:
+    pids: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+def test_a_killed_worker_ends_the_replay_with_one_line(tmp_path):
+    """A worker killed mid-replay (here by the first progress report, as the OOM killer
+    would): the replay raises a one-line error naming the worker and its sockets, and no
+    worker is left running."""
+    synth = tmp_path / "synth.wskt"
+    proc = run_cli("synth", "--calls", "60000", "--sockets", "6", "-o", str(synth))
+    assert proc.returncode == 0, proc.stderr
+    recorded = read_trace(synth)
+    options = ReplayOptions(load_profile(), speed=None)
+    plan = ReplayPlan(recorded, options)
+    killed: list[int] = []
+
+    def kill_workers(done: int, total: int) -> None:
+        for pid in _children():
+            if pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    with pytest.raises(WskReplayError) as raised:
+        replay_in_processes(plan, options, 3, progress=kill_workers)
+    assert len(killed) == 2
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "killed by SIGKILL" in message and f"process {killed[0]}" in message
+    assert "--jobs 1" in message
+    assert not [pid for pid in _children() if pid in killed]
+
+
+def test_a_worker_s_error_is_raised_here(traces, monkeypatch):
+    """An input error met in a worker (injected in its share's replay) is raised in this
+    process as the same one line; a bug is raised with the worker's traceback."""
+    recorded = read_trace(traces[-1])
+    options = ReplayOptions(load_profile(), speed=None)
+    plan = ReplayPlan(recorded, options)
+    real = parallel._replay_dealt
+
+    def failing(plan, options, calls_of, dealer, process, progress):
+        if process == 1:
+            raise error
+        return real(plan, options, calls_of, dealer, process, progress)
+
+    monkeypatch.setattr(parallel, "_replay_dealt", failing)
+    error: Exception = InputError("x.wskt", "call 7: expected a ControlInfo", offset=12)
+    with pytest.raises(WskReplayError) as raised:
+        replay_in_processes(plan, options, 2)
+    assert str(raised.value) == "x.wskt: offset 12: call 7: expected a ControlInfo"
+    error = KeyError("lost")
+    with pytest.raises(RuntimeError) as bug:
+        replay_in_processes(plan, options, 2)
+    assert "KeyError: 'lost'" in str(bug.value) and "Traceback" in str(bug.value)
+    assert not _children()
