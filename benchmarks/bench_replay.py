@@ -26,8 +26,8 @@ and peak RSS of each; the replays' outputs must be byte-identical. Then it exits
 
 ``--chaos-runs N``: ``wskreplay check TRACE --chaos-runs N`` as a whole process on a real
 capture of 284 connections (pcapplusplus__650HttpResponses.pcap imported with
-``--infer-calls``), best of ``--repeat``, alternating with ``--baseline REV`` when given;
-the two must print the same verdicts.
+``--infer-calls``), best of ``--repeat``, alternating with the same in one process
+(``--jobs 1``) and with ``--baseline REV`` when given; all must print the same verdicts.
 
 ``--real-socket`` (root): the same through the socket target, real kernel TCP in two
 network namespaces, at recorded speed (a recording longer than 20 s faster): per capture
@@ -189,19 +189,22 @@ def chaos_runs_process(runs: int, repeat: int, baseline: str | None) -> None:
         subprocess.run([sys.executable, "-m", "wskreplay", "import", str(capture),
                         "--infer-calls", "-o", str(trace)],
                        check=True, capture_output=True, cwd=REPO)  # fmt: skip
-        packages = {"this tree": REPO}
+        packages: dict[str, tuple[Path, tuple[str, ...]]] = {
+            "this tree": (REPO, ()),
+            "--jobs 1": (REPO, ("--jobs", "1")),
+        }
         with ExitStack() as stack:
             if baseline:
                 baseline_tree = built_revision(baseline, folder / "baseline")
-                packages[baseline] = stack.enter_context(baseline_tree)
+                packages[baseline] = (stack.enter_context(baseline_tree), ())
             best: dict[str, float] = {}
             verdicts: dict[str, str] = {}
             for _ in range(repeat):
-                for name, package in packages.items():
+                for name, (package, extra) in packages.items():
                     t = time.perf_counter()
                     proc = subprocess.run(
                         [sys.executable, "-m", "wskreplay", "check", str(trace),
-                         "--chaos-runs", str(runs)],
+                         "--chaos-runs", str(runs), *extra],
                         capture_output=True, text=True, cwd=package,
                         env={**os.environ, "PYTHONPATH": str(package), "COLUMNS": "200"},
                     )  # fmt: skip

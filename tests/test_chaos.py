@@ -229,3 +229,29 @@ def test_chaos_runs_report_what_a_full_diff_reports_but_timing(tmp_path):
             assert [d.as_dict() for d in run.differences] == [d.as_dict() for d in expected]
             diverged += run.diverged
     assert diverged
+
+
+def test_chaos_seeds_dealt_out_to_processes_report_what_one_process_reports(tmp_path):
+    """check --chaos-runs with --jobs 2 deals the seeds out to a forked worker: the same
+    report, line for line and in JSON, as --jobs 1, on the planted race and a real capture
+    of 284 connections."""
+    from .conftest import SHARED_DATA
+    from .test_parallel_replay import _workers_seen
+
+    race, imported = tmp_path / "race.wskt", tmp_path / "650.wskt"
+    write_trace(race, planted_race())
+    capture = SHARED_DATA / "replay" / "pcapplusplus__650HttpResponses.pcap"
+    proc = run_cli("import", str(capture), "--infer-calls", "-o", str(imported))
+    assert proc.returncode == 0, proc.stderr
+    for path in (race, imported):
+        reports = {}
+        for jobs in ("1", "2"):
+            report = tmp_path / f"chaos{jobs}.json"
+            args = ["check", str(path), "--chaos-runs", "12", "--jobs", jobs, "--json"]
+            status, workers = _workers_seen([*args, str(report)])
+            assert len(workers) == int(jobs) - 1
+            reports[jobs] = (status, report.read_text())
+            text = run_cli("check", str(path), "--chaos-runs", "12", "--jobs", jobs)
+            reports[jobs + " text"] = (text.returncode, text.stdout)
+        assert reports["1"] == reports["2"] and reports["1 text"] == reports["2 text"]
+        assert json.loads(reports["1"][1])["seeds"] == 12

@@ -198,10 +198,10 @@ def test_a_worker_s_error_is_raised_here(traces, monkeypatch):
     plan = ReplayPlan(recorded, options)
     real = parallel._replay_dealt
 
-    def failing(plan, options, calls_of, dealer, process, progress):
+    def failing(plan, options, queue, calls_of, dealer, process, progress):
         if process == 1:
             raise error
-        return real(plan, options, calls_of, dealer, process, progress)
+        return real(plan, options, queue, calls_of, dealer, process, progress)
 
     monkeypatch.setattr(parallel, "_replay_dealt", failing)
     error: Exception = InputError("x.wskt", "call 7: expected a ControlInfo", offset=12)

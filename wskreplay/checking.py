@@ -5,7 +5,7 @@ pytest plugin."""
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from wskreplay.diff import DiffOptions, DiffResult, Tolerance, diff_traces, parse_tolerance
 from wskreplay.diff.compare import Difference
 from wskreplay.errors import InputError
+from wskreplay.forking import Dealer, Worker, forked, may_fork, results
 from wskreplay.replayer.dispatch import Target, replay_on
 from wskreplay.replayer.engine import ReplayOptions, ReplayPlan, replay
 from wskreplay.replayer.profile import load_profile
@@ -166,20 +167,58 @@ def chaos_runs(
     path: str | Path, settings: CheckSettings, runs: int, first_seed: int = 1
 ) -> list[ChaosRun]:
     """Replay the trace with ``runs`` chaos seeds from ``first_seed`` and diff each replay
-    with the recording; a seed diverges when anything but timing differs."""
+    with the recording; a seed diverges when anything but timing differs. The seeds are
+    dealt out to up to ``settings.target.jobs`` processes (each replays in one process)."""
     path = Path(path)
     settings = settings.with_sidecar(path)
     recorded = read_trace(path)
     source = file_sha256(str(path))
-    out = []
     plan = ReplayPlan(recorded, settings.replay_options()) if settings.target.virtual else None
     diff_options = replace(settings.diff_options(), timing=False, tolerated=False)
-    for seed in range(first_seed, first_seed + runs):
+    seeds = list(range(first_seed, first_seed + runs))
+    processes = min(settings.target.jobs, runs) if may_fork() else 1
+    target = replace(settings.target, jobs=1) if processes > 1 else settings.target
+
+    def run(seed: int) -> ChaosRun:
         options = replace(settings.replay_options(), chaos=seed)
-        replayed = replay_on(recorded, options, settings.target, source_sha256=source, plan=plan)
+        replayed = replay_on(recorded, options, target, source_sha256=source, plan=plan)
         result = diff_traces(recorded, replayed, diff_options)
-        out.append(ChaosRun(seed, [d for d in result.differences if d.kind not in TIMING_KINDS]))
-    return out
+        return ChaosRun(seed, [d for d in result.differences if d.kind not in TIMING_KINDS])
+
+    if processes <= 1:
+        return [run(seed) for seed in seeds]
+    return _seeds_in_processes(seeds, run, processes)
+
+
+def _seeds_in_processes(
+    seeds: list[int], run: Callable[[int], ChaosRun], processes: int
+) -> list[ChaosRun]:
+    """Each seed's run, the seeds dealt out to forked processes (``forking.py``); the
+    runs come back as their differences' dictionaries."""
+    dealer = Dealer(len(seeds), processes)
+
+    def runs_of(process: int) -> list[tuple[int, ChaosRun]]:
+        out = []
+        while (k := dealer.take(process)) is not None:
+            out.append((k, run(seeds[k])))
+        return out
+
+    def work(process: int) -> dict[str, Any]:
+        return {"runs": [[k, [d.as_dict() for d in r.differences]] for k, r in runs_of(process)]}
+
+    def taken(worker: Worker) -> str:
+        mine = [seeds[k] for k in dealer.taken_by(worker.process)]
+        return f"seeds {', '.join(map(str, mine))}" if mine else "no seed yet"
+
+    try:
+        with forked(processes, work) as workers:
+            done = dict(runs_of(0))
+            for _, result in results(workers, taken):
+                for k, differences in result["runs"]:
+                    done[k] = ChaosRun(seeds[k], [Difference(**d) for d in differences])
+        return [done[k] for k in range(len(seeds))]
+    finally:
+        dealer.close()
 
 
 def chaos_runs_json(trace: str | Path, runs: list[ChaosRun]) -> dict[str, Any]:

@@ -164,9 +164,9 @@ _TARGET_OPTIONS = [
 
 def build_replay_options(**given: Any) -> Any:
     """ReplayOptions and Target from the shared replay and target options."""
+    from wskreplay.forking import usable_cpus
     from wskreplay.replayer.dispatch import Target
     from wskreplay.replayer.engine import ReplayOptions
-    from wskreplay.replayer.parallel import usable_cpus
     from wskreplay.replayer.profile import load_profile
 
     target = Target(

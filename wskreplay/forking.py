@@ -1,0 +1,239 @@
+"""Independent pieces of work dealt out to forked processes, and their results gathered.
+
+The pieces (a replay's sockets, ``check --chaos-runs``' seeds) sit in a queue in memory
+the processes share. Each process, this one included, takes the next piece when it is
+free, so they finish together however uneven the pieces. A worker sends what it made to
+this process as one msgpack message over a pipe (plain values and raw bytes, nothing that
+runs code when read), and ends without running anything of this process's (no atexit
+handlers, no buffers flushed twice).
+
+A failure in a worker ends the whole job here: a user error as the same one line, a bug
+with the worker's traceback, a worker killed (the OOM killer) with one line naming it and
+what it had taken. No worker outlives the job.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import mmap
+import os
+import select
+import signal
+import struct
+import tempfile
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Final, NoReturn
+
+import msgpack
+
+from wskreplay.errors import WskReplayError
+
+_SLOT: Final = struct.Struct("<q")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (the default number of processes)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def may_fork() -> bool:
+    """Whether this process may fork workers: not while it runs other threads, since a
+    fork copies only the thread that forks, and whatever locks the others held."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+class Dealer:
+    """The positions 0..count-1 of a queue, dealt to the processes as they ask, from a
+    file they share; also which process took each one, and a count of work done per
+    process (for progress reports). Taking one holds a POSIX record lock on the file,
+    which the kernel lets go of if its holder dies."""
+
+    def __init__(self, count: int, processes: int) -> None:
+        self.count = count
+        self.processes = processes
+        size = _SLOT.size * (1 + processes + count)
+        self.fd = os.memfd_create("wskreplay-dealer") if hasattr(os, "memfd_create") else -1
+        if self.fd < 0:
+            with tempfile.TemporaryFile() as f:
+                self.fd = os.dup(f.fileno())
+        os.ftruncate(self.fd, size)
+        self.memory = mmap.mmap(self.fd, size)
+        for k in range(count):
+            self._put(1 + processes + k, -1)
+
+    def close(self) -> None:
+        self.memory.close()
+        os.close(self.fd)
+
+    def _put(self, slot: int, value: int) -> None:
+        _SLOT.pack_into(self.memory, slot * _SLOT.size, value)
+
+    def _get(self, slot: int) -> int:
+        return int(_SLOT.unpack_from(self.memory, slot * _SLOT.size)[0])
+
+    def take(self, process: int) -> int | None:
+        """The next position for ``process`` (numbered from 0, this one), or None when
+        all are taken."""
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        try:
+            k = self._get(0)
+            if k == self.count:
+                return None
+            self._put(0, k + 1)
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        self._put(1 + self.processes + k, process)
+        return k
+
+    def report(self, process: int, done: int) -> None:
+        self._put(1 + process, done)
+
+    def done(self) -> int:
+        return sum(self._get(1 + k) for k in range(self.processes))
+
+    def taken_by(self, process: int) -> list[int]:
+        base = 1 + self.processes
+        return [k for k in range(self.count) if self._get(base + k) == process]
+
+
+@contextmanager
+def no_cyclic_collection() -> Iterator[None]:
+    """The collector paused: these jobs make millions of objects and no cycle, and the
+    collector's full passes over them cost more than the work."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+class Worker:
+    def __init__(self, pid: int, pipe: int, process: int) -> None:
+        self.pid = pid
+        self.pipe = pipe
+        self.process = process
+        self.received = bytearray()
+        self.done = False
+
+
+@contextmanager
+def forked(processes: int, work: Callable[[int], dict[str, Any]]) -> Iterator[list[Worker]]:
+    """``processes - 1`` workers, numbered from 1, each sending ``work(number)``; none
+    outlives the block."""
+    workers: list[Worker] = []
+    try:
+        for process in range(1, processes):
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_end)
+                _worker_main(work, process, write_end)
+            os.close(write_end)
+            workers.append(Worker(pid, read_end, process))
+        yield workers
+    finally:
+        for w in workers:
+            if not w.done:
+                try:
+                    os.kill(w.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(w.pid, 0)
+            os.close(w.pipe)
+
+
+def _worker_main(work: Callable[[int], dict[str, Any]], process: int, pipe: int) -> NoReturn:
+    status = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        payload = msgpack.packb({"result": work(process)}, use_bin_type=True, default=_plain)
+    except BaseException as exc:  # handed to the parent, which raises it
+        status = 1
+        payload = _packed_error(exc)
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(pipe, view) :]
+    except BaseException:
+        status = 1
+    os._exit(status)
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python number it holds (anything else msgpack cannot take is
+    a bug, raised in the worker)."""
+    item = getattr(value, "item", None)
+    if item is None or getattr(value, "shape", None) != ():
+        raise TypeError(f"cannot send a {type(value).__name__} from a worker")
+    return item()
+
+
+def results(
+    workers: list[Worker],
+    taken: Callable[[Worker], str],
+    waiting_report: Callable[[], None] | None = None,
+) -> Iterator[tuple[Worker, Any]]:
+    """Each worker's result as it finishes (``waiting_report`` is called a few times a
+    second meanwhile). ``taken(worker)``: what it had taken, for the error if it dies."""
+    waiting = {w.pipe: w for w in workers}
+    while waiting:
+        ready, _, _ = select.select(list(waiting), [], [], 0.25)
+        if waiting_report is not None:
+            waiting_report()
+        for fd in ready:
+            chunk = os.read(fd, 1 << 20)
+            worker = waiting[fd]
+            if chunk:
+                worker.received += chunk
+                continue
+            del waiting[fd]
+            _, status = os.waitpid(worker.pid, 0)
+            worker.done = True
+            yield worker, _result(worker, status, taken)
+
+
+def _packed_error(exc: BaseException) -> bytes:
+    if isinstance(exc, WskReplayError):
+        error = {"kind": "user", "text": str(exc)}
+    elif isinstance(exc, MemoryError):
+        error = {"kind": "memory", "text": ""}
+    else:
+        error = {"kind": "bug", "text": "".join(traceback.format_exception(exc))}
+    return msgpack.packb({"error": error}, use_bin_type=True)
+
+
+def _result(worker: Worker, status: int, taken: Callable[[Worker], str]) -> Any:
+    """What a worker sent, or the error it reported (or met: killed, out of memory)."""
+    if not os.WIFEXITED(status) or not worker.received:
+        raise WskReplayError(
+            f"worker process {worker.pid} ({taken(worker)}) {_how_it_ended(status)} before "
+            "sending its results; --jobs 1 runs in this process alone"
+        )
+    message: dict[str, Any] = msgpack.unpackb(bytes(worker.received), raw=False)
+    error = message.get("error")
+    if error is not None:
+        if error["kind"] == "user":
+            raise WskReplayError(error["text"])
+        if error["kind"] == "memory":
+            raise MemoryError
+        raise RuntimeError(f"worker process {worker.pid} failed:\n{error['text']}")
+    return message["result"]
+
+
+def _how_it_ended(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            return f"was killed by {signal.Signals(number).name}"
+        except ValueError:
+            return f"was killed by signal {number}"
+    return f"exited with status {os.WEXITSTATUS(status)}"
