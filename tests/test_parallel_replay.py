@@ -113,6 +113,21 @@ def test_how_many_processes(traces):
         parallel.MIN_CALLS_PER_PROCESS = big
 
 
+def _children_of(pid: int) -> list[int]:
+    """The processes ``pid`` has forked and not yet reaped (its threads come and go)."""
+    children: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            children += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return children
+
+
 def _workers_seen(args: list[str]) -> tuple[int, set[int]]:
     """Run the command line, watching its child processes come and go: its exit status
     and the children seen."""
@@ -120,11 +135,7 @@ def _workers_seen(args: list[str]) -> tuple[int, set[int]]:
     proc = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seen: set[int] = set()
     while proc.poll() is None:
-        try:
-            for task in Path(f"/proc/{proc.pid}/task").iterdir():
-                seen.update(int(p) for p in (task / "children").read_text().split())
-        except OSError:
-            pass
+        seen.update(_children_of(proc.pid))
         time.sleep(0.002)
     assert proc.stderr is not None
     assert proc.returncode in (0, 1), proc.stderr.read()
@@ -156,10 +167,7 @@ def test_the_command_line_replays_in_processes(tmp_path):
 
 
 def _children() -> list[int]:
-    pids: list[int] = []
-    for task in Path("/proc/self/task").iterdir():
-        pids += [int(p) for p in (task / "children").read_text().split()]
-    return pids
+    return _children_of(os.getpid())
 
 
 def test_a_killed_worker_ends_the_replay_with_one_line(tmp_path):
@@ -213,3 +221,45 @@ def test_a_worker_s_error_is_raised_here(traces, monkeypatch):
         replay_in_processes(plan, options, 2)
     assert "KeyError: 'lost'" in str(bug.value) and "Traceback" in str(bug.value)
     assert not _children()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
+def test_a_replay_stopped_leaves_no_worker(tmp_path, how):
+    """``replay --jobs 2`` interrupted (Ctrl-C: exit 130, no output) or killed outright:
+    its worker, which had about a second of work left, is gone within 0.25 s either way."""
+    synth = tmp_path / "synth.wskt"
+    proc = run_cli("synth", "--calls", "200000", "--sockets", "2", "-o", str(synth))
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out.wskt"
+    exe = Path(sys.executable).parent / "wskreplay"
+    cli = subprocess.Popen(
+        [str(exe), "replay", "--jobs", "2", str(synth), "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workers: list[int] = []
+    deadline = time.monotonic() + 60
+    while not workers and cli.poll() is None and time.monotonic() < deadline:
+        workers = _children_of(cli.pid)
+        time.sleep(0.002)
+    assert workers, "no worker was forked"
+    cli.send_signal(how)
+    gone_by = time.monotonic() + 0.25
+    while any(_alive(pid) for pid in workers) and time.monotonic() < gone_by:
+        time.sleep(0.01)
+    assert not any(_alive(pid) for pid in workers)
+    _, stderr = cli.communicate(timeout=60)
+    if how == signal.SIGINT:
+        assert cli.returncode == 130 and stderr.strip() == "wskreplay: interrupted"
+    else:
+        assert cli.returncode == -signal.SIGKILL
+    assert not out.exists()

@@ -9,11 +9,12 @@ handlers, no buffers flushed twice).
 
 A failure in a worker ends the whole job here: a user error as the same one line, a bug
 with the worker's traceback, a worker killed (the OOM killer) with one line naming it and
-what it had taken. No worker outlives the job.
+what it had taken. No worker outlives the job, nor the process that forked it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import gc
 import mmap
@@ -33,6 +34,7 @@ import msgpack
 from wskreplay.errors import WskReplayError
 
 _SLOT: Final = struct.Struct("<q")
+_PR_SET_PDEATHSIG: Final = 1
 
 
 def usable_cpus() -> int:
@@ -130,12 +132,14 @@ def forked(processes: int, work: Callable[[int], dict[str, Any]]) -> Iterator[li
     """``processes - 1`` workers, numbered from 1, each sending ``work(number)``; none
     outlives the block."""
     workers: list[Worker] = []
+    parent = os.getpid()
     try:
         for process in range(1, processes):
             read_end, write_end = os.pipe()
             pid = os.fork()
             if pid == 0:
                 os.close(read_end)
+                _die_with(parent)
                 _worker_main(work, process, write_end)
             os.close(write_end)
             workers.append(Worker(pid, read_end, process))
@@ -149,6 +153,19 @@ def forked(processes: int, work: Callable[[int], dict[str, Any]]) -> Iterator[li
                     pass
                 os.waitpid(w.pid, 0)
             os.close(w.pipe)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this worker when the process that forked it ends, however it
+    ends (SIGKILL, SIGTERM with no handler): a worker left behind would go on using a
+    CPU for nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _worker_main(work: Callable[[int], dict[str, Any]], process: int, pipe: int) -> NoReturn:
