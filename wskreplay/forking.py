@@ -35,6 +35,7 @@ from wskreplay.errors import WskReplayError
 
 _SLOT: Final = struct.Struct("<q")
 _PR_SET_PDEATHSIG: Final = 1
+_STOPPING: Final = {signal.SIGINT, signal.SIGTERM}
 
 
 def usable_cpus() -> int:
@@ -135,14 +136,21 @@ def forked(processes: int, work: Callable[[int], dict[str, Any]]) -> Iterator[li
     parent = os.getpid()
     try:
         for process in range(1, processes):
-            read_end, write_end = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(read_end)
-                _die_with(parent)
-                _worker_main(work, process, write_end)
-            os.close(write_end)
-            workers.append(Worker(pid, read_end, process))
+            # Ctrl-C waits until the worker is on the list, so that it is killed with it.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+            try:
+                read_end, write_end = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    os.close(read_end)
+                    _die_with(parent)
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                    _worker_main(work, process, write_end)
+                os.close(write_end)
+                workers.append(Worker(pid, read_end, process))
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         yield workers
     finally:
         for w in workers:
@@ -171,7 +179,6 @@ def _die_with(parent: int) -> None:
 def _worker_main(work: Callable[[int], dict[str, Any]], process: int, pipe: int) -> NoReturn:
     status = 0
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         payload = msgpack.packb({"result": work(process)}, use_bin_type=True, default=_plain)
     except BaseException as exc:  # handed to the parent, which raises it
         status = 1
