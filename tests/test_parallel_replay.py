@@ -164,6 +164,11 @@ def test_the_command_line_replays_in_processes(tmp_path):
     assert checked.read_bytes() == outs[1].read_bytes()
     proc = run_cli("replay", "--jobs", "0", str(synth), "-o", str(tmp_path / "x.wskt"))
     assert_one_line_error(proc, "--jobs")
+    for target in ("socket", "agent://127.0.0.1:1"):
+        out = str(tmp_path / "x.wskt")
+        proc = run_cli("replay", "--jobs", "2", "--target", target, str(synth), "-o", out)
+        assert_one_line_error(proc, "--jobs", "--target emulator")
+    assert not list(tmp_path.glob("x.wskt"))
 
 
 def _children() -> list[int]:

@@ -179,6 +179,11 @@ def build_replay_options(**given: Any) -> Any:
         given["jobs"] if given["jobs"] is not None else usable_cpus(),
     )
     target.kind  # noqa: B018 - validates the name before any work
+    if given["jobs"] is not None and not target.virtual:
+        raise click.UsageError(
+            "--jobs shares the emulator's sockets out over processes: use --target emulator "
+            "(the socket and agent targets run every socket at once, in real time)"
+        )
     speed = None if given["asap"] else given["speed"]
     options = ReplayOptions(
         load_profile(given["profile_name"]),
