@@ -227,10 +227,10 @@ class ReplayPlan:
         position = np.empty(n, np.int64)
         position[order] = np.arange(n)
         self.position_of: list[int] = position.tolist()
-        self.rank = {sid: k for k, sid in enumerate(trace.sockets)}
-        """Socket -> its place in the trace's sockets (the order they settle in)."""
         """Call -> its place in :attr:`order`: what the replay did at that step sorts after
         what earlier steps did at the same time."""
+        self.rank = {sid: k for k, sid in enumerate(trace.sockets)}
+        """Socket -> its place in the trace's sockets (the order they settle in)."""
         self.t0 = int(issue.min()) if n else 0
         self.recorded_reset = {
             sid: at for sid in trace.sockets if (at := peer_reset_ns(own[sid], sid)) is not None
@@ -271,6 +271,8 @@ class ReplayPlan:
         self.path_metadata = {str(sid): self._path_metadata(sid) for sid in paths}
 
     def script(self, sid: int) -> PeerScript | None:
+        """Socket ``sid``'s recorded peer's script (None: the replay does not act it out),
+        worked out the first time it is asked for."""
         if sid not in self.scripts:
             self.scripts[sid] = self._script(sid)
         return self.scripts[sid]
