@@ -15,6 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import children_of  # noqa: E402
+
 
 def rollup(pid: int) -> dict[str, int] | None:
     fields: dict[str, int] = {}
@@ -28,27 +33,13 @@ def rollup(pid: int) -> dict[str, int] | None:
     return fields
 
 
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return out
-    for task in tasks:
-        try:
-            out += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
 def main() -> None:
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
     proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
     peak_all = peak_own = 0
     while proc.poll() is None:
-        each = [r for r in map(rollup, [proc.pid, *children(proc.pid)]) if r]
+        each = [r for r in map(rollup, [proc.pid, *children_of(proc.pid)]) if r]
         if each:
             private = sum(r["Private_Clean"] + r["Private_Dirty"] for r in each)
             shared = max(r["Shared_Clean"] + r["Shared_Dirty"] for r in each)

@@ -64,6 +64,34 @@ def run_measured(
     return proc, int(peak)
 
 
+def process_state(pid: int) -> str:
+    """A process's state letter from ``/proc`` (R, S, D, Z...), or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    return process_state(pid) not in ("Z", "gone")
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes ``pid`` has forked and not yet reaped (its threads come and go)."""
+    children: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            children += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return children
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr

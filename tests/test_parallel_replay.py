@@ -28,7 +28,15 @@ from wskreplay.replayer.parallel import (
 from wskreplay.replayer.profile import load_profile
 from wskreplay.trace import read_trace, write_trace
 
-from .conftest import REPO, SHARED_DATA, assert_one_line_error, run_cli
+from .conftest import (
+    REPO,
+    SHARED_DATA,
+    alive,
+    assert_one_line_error,
+    children_of,
+    process_state,
+    run_cli,
+)
 
 CAPTURES = [
     SHARED_DATA / "replay" / "pcapplusplus__650HttpResponses.pcap",
@@ -113,21 +121,6 @@ def test_how_many_processes(traces):
         parallel.MIN_CALLS_PER_PROCESS = big
 
 
-def _children_of(pid: int) -> list[int]:
-    """The processes ``pid`` has forked and not yet reaped (its threads come and go)."""
-    children: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return children
-    for task in tasks:
-        try:
-            children += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return children
-
-
 def _workers_seen(args: list[str]) -> tuple[int, set[int]]:
     """Run the command line, watching its child processes come and go: its exit status
     and the children seen."""
@@ -135,7 +128,7 @@ def _workers_seen(args: list[str]) -> tuple[int, set[int]]:
     proc = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seen: set[int] = set()
     while proc.poll() is None:
-        seen.update(_children_of(proc.pid))
+        seen.update(children_of(proc.pid))
         time.sleep(0.002)
     assert proc.stderr is not None
     assert proc.returncode in (0, 1), proc.stderr.read()
@@ -172,7 +165,7 @@ def test_the_command_line_replays_in_processes(tmp_path):
 
 
 def _children() -> list[int]:
-    return _children_of(os.getpid())
+    return children_of(os.getpid())
 
 
 def test_a_killed_worker_ends_the_replay_with_one_line(tmp_path):
@@ -228,18 +221,6 @@ def test_a_worker_s_error_is_raised_here(traces, monkeypatch):
     assert not _children()
 
 
-def _state(pid: int) -> str:
-    """The process's state letter (R, S, D, Z...), or "gone"."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
-
-
-def _alive(pid: int) -> bool:
-    return _state(pid) not in ("Z", "gone")
-
-
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
 def test_a_replay_stopped_leaves_no_worker(tmp_path, how):
     """``replay --jobs 2`` interrupted (Ctrl-C: exit 130, no output) or killed outright:
@@ -261,14 +242,14 @@ def test_a_replay_stopped_leaves_no_worker(tmp_path, how):
     workers: list[int] = []
     deadline = time.monotonic() + 60
     while not workers and cli.poll() is None and time.monotonic() < deadline:
-        workers = _children_of(cli.pid)
+        workers = children_of(cli.pid)
         time.sleep(0.002)
     assert workers, "no worker was forked"
     cli.send_signal(how)
     sent = time.monotonic()
     states: list[tuple[float, str, str]] = []
-    while any(_alive(pid) for pid in workers) and time.monotonic() < sent + 10:
-        states.append((time.monotonic() - sent, _state(cli.pid), _state(workers[0])))
+    while any(alive(pid) for pid in workers) and time.monotonic() < sent + 10:
+        states.append((time.monotonic() - sent, process_state(cli.pid), process_state(workers[0])))
         time.sleep(0.01)
     took = time.monotonic() - sent
     changes = [x for k, x in enumerate(states) if k == 0 or x[1:] != states[k - 1][1:]]

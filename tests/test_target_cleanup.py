@@ -14,6 +14,8 @@ import pytest
 
 from wskreplay.replayer import netns
 
+from .conftest import alive
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,15 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def namespaces_of(pid: int) -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return [line.split()[0] for line in out.splitlines() if f"-{pid}-" in line]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
 
 
 def start_replay(tmp_path: Path) -> tuple[subprocess.Popen, list[str], list[int]]:
