@@ -164,18 +164,28 @@ static ULONG FillWait(WSKR_CLIENT *client, PIRP irp, LIST_ENTRY *done)
     return used;
 }
 
+/* Completes a WAIT that was pending and lets go of the client reference it held. */
+static VOID CompleteWaiter(PIRP irp, NTSTATUS status, ULONG_PTR used)
+{
+    WSKR_CLIENT *client = (WSKR_CLIENT *)irp->Tail.Overlay.DriverContext[0];
+    irp->IoStatus.Status = status;
+    irp->IoStatus.Information = used;
+    IoCompleteRequest(irp, IO_NO_INCREMENT);
+    ClientRelease(client);
+}
+
+/* The client comes from the IRP, which holds a reference to it, not from the file object:
+   Wine may close the file (CloseDevice frees the client) before it cancels the IRP. */
 static VOID WaitCancelled(PDEVICE_OBJECT device, PIRP irp)
 {
-    WSKR_CLIENT *client = (WSKR_CLIENT *)IoGetCurrentIrpStackLocation(irp)->FileObject->FsContext;
+    WSKR_CLIENT *client = (WSKR_CLIENT *)irp->Tail.Overlay.DriverContext[0];
     KIRQL irql;
     UNREFERENCED_PARAMETER(device);
     IoReleaseCancelSpinLock(irp->CancelIrql);
     KeAcquireSpinLock(&client->Lock, &irql);
     RemoveEntryList(&irp->Tail.Overlay.ListEntry);
     KeReleaseSpinLock(&client->Lock, irql);
-    irp->IoStatus.Status = STATUS_CANCELLED;
-    irp->IoStatus.Information = 0;
-    IoCompleteRequest(irp, IO_NO_INCREMENT);
+    CompleteWaiter(irp, STATUS_CANCELLED, 0);
 }
 
 /* A waiter whose cancel routine is not running, off the list; NULL if none. Lock held. */
@@ -213,11 +223,7 @@ static VOID Deliver(WSKR_CLIENT *client)
     }
     KeReleaseSpinLock(&client->Lock, irql);
     FreeEvents(&done);
-    if (irp != NULL) {
-        irp->IoStatus.Status = status;
-        irp->IoStatus.Information = used;
-        IoCompleteRequest(irp, IO_NO_INCREMENT);
-    }
+    if (irp != NULL) CompleteWaiter(irp, status, used);
 }
 
 static VOID Enqueue(WSKR_CLIENT *client, USHORT kind, ULONG handle, ULONGLONG callId,
@@ -840,9 +846,12 @@ static NTSTATUS Wait(WSKR_CLIENT *client, PIRP irp, ULONG outLength)
         used = FillWait(client, irp, &done);
         status = STATUS_SUCCESS;
     } else {
+        InterlockedIncrement(&client->Refs);
+        irp->Tail.Overlay.DriverContext[0] = client;
         IoSetCancelRoutine(irp, WaitCancelled);
         if (irp->Cancel && IoSetCancelRoutine(irp, NULL) != NULL) {
             status = STATUS_CANCELLED;
+            InterlockedDecrement(&client->Refs); /* never the last: the file holds one */
         } else {
             IoMarkIrpPending(irp);
             InsertTailList(&client->Waiters, &irp->Tail.Overlay.ListEntry);
@@ -958,9 +967,7 @@ static NTSTATUS Cleanup(PDEVICE_OBJECT device, PIRP irp)
             waiter = TakeWaiter(client);
             KeReleaseSpinLock(&client->Lock, irql);
             if (waiter == NULL) break;
-            waiter->IoStatus.Status = STATUS_CANCELLED;
-            waiter->IoStatus.Information = 0;
-            IoCompleteRequest(waiter, IO_NO_INCREMENT);
+            CompleteWaiter(waiter, STATUS_CANCELLED, 0);
         }
         for (i = 0; i < WSKR_MAX_SOCKETS; i++) {
             WSKR_SOCKET *s = NULL;
