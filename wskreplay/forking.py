@@ -108,8 +108,9 @@ class Dealer:
 
 @contextmanager
 def no_cyclic_collection() -> Iterator[None]:
-    """The collector paused: these jobs make millions of objects and no cycle, and the
-    collector's full passes over them cost more than the work."""
+    """The cyclic collector paused (a replay, or a worker's share of one): they make
+    millions of objects and no cycle, and the collector's full passes over them cost more
+    than the work."""
     collecting = gc.isenabled()
     gc.disable()
     try:

@@ -11,7 +11,6 @@ metadata. Virtual time: the same trace and options give the same output, byte fo
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
@@ -19,6 +18,7 @@ from typing import Any, Final
 import numpy as np
 
 from wskreplay.errors import InputError
+from wskreplay.forking import no_cyclic_collection
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.replayer.calibrate import (
@@ -116,9 +116,7 @@ def replay(
     steps = _steps(trace, options, source_sha256, report=False, plan=plan)
     total = len(trace.calls)
     done = 0
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with no_cyclic_collection():
         while True:
             try:
                 next(steps)
@@ -127,9 +125,6 @@ def replay(
             done += 1
             if progress is not None and done % PROGRESS_EVERY == 0:
                 progress(done, total)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def replay_until(trace: Trace, options: ReplayOptions, seq: int) -> dict[str, Any]:
