@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +23,9 @@ from wskreplay.cli.options import (
 )
 from wskreplay.errors import InputError
 from wskreplay.trace import write_trace
+
+if TYPE_CHECKING:
+    from wskreplay.trace.model import Trace
 
 
 @main.command("replay")
@@ -72,7 +76,7 @@ def replay_cmd(
     if (step or break_on is not None) and not target.virtual:
         raise click.UsageError("--step and --break-on step through the emulator only")
     source_sha256 = DigestOnTheSide(trace)
-    recorded = read_trace(trace)
+    recorded = read_trace(trace, streams="in-place" if target.virtual else "memory")
     if step or stop_status is not None:
         from wskreplay.replayer.stepping import step_through
 
@@ -100,8 +104,23 @@ def replay_cmd(
             progress=bar.advance,
         )
         bar.phase(f"writing {os.path.basename(out)}")
-        write_trace(out, replayed)
+        write_checked(out, replayed, recorded)
     print_replay_summary(recorded, replayed, out)
+
+
+def write_checked(out: str, replayed: Trace, recorded: Trace) -> None:
+    """Write the replay, then read what it did not take of the recorded streams left in
+    their file: a damaged chunk fails the replay wherever it lies, as reading the trace
+    whole would have, and the replay just written is removed."""
+    from wskreplay.trace.inplace import check_unread
+
+    write_trace(out, replayed)
+    try:
+        check_unread(recorded.streams.values())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(out)
+        raise
 
 
 @main.command("check")

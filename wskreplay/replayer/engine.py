@@ -38,6 +38,7 @@ from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.replayed_streams import replayed_streams
 from wskreplay.replayer.targets.emulator import EmulatedConnection, WireSegment
 from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest, Violation
+from wskreplay.trace.inplace import window
 from wskreplay.trace.model import (
     SEGMENT_SCHEMA,
     CallTable,
@@ -619,11 +620,12 @@ class _Replay:
             recorded_in = trace.streams.get((sid, Direction.IN))
             if received and recorded_in is not None and recorded_in.data is not None:
                 n_in = min(received, recorded_in.length)
+                data = recorded_in.data
                 out.streams[(sid, Direction.IN)] = Stream(
                     sid,
                     Direction.IN,
                     n_in,
-                    bytearray(recorded_in.data[:n_in]),
+                    data if n_in == len(data) else bytearray(window(data, 0, n_in)),
                     [(a, min(b, n_in)) for a, b in recorded_in.gaps if a < n_in],
                 )
         out.calls = CallTable(cols, calls.control_blob)

@@ -14,7 +14,8 @@ import bisect
 import numpy as np
 
 from wskreplay.formats import ntstatus as nt
-from wskreplay.trace.model import Direction, Stream, Trace
+from wskreplay.trace.inplace import window
+from wskreplay.trace.model import Direction, Stream, StreamData, Trace
 
 
 def replayed_streams(
@@ -89,14 +90,17 @@ def _one_stream(
     copied = np.add.reduceat(piece, firsts).tolist()
     ends = np.append(base[firsts[1:]], total).tolist()
     source_gaps = [_SourceGaps(s.gaps if s is not None else []) for s in sources]
-    views = [_view(s) for s in sources]
+    whole = _whole_source(sources, source_of, start, copied, total)
+    if whole is not None:
+        gaps += source_gaps[int(source_of[0])].within(0, total, 0)
+        return Stream(sid, direction, total, whole, merged_gaps(gaps))
     parts: list[memoryview | bytes] = []
     try:
         for k, size, end in zip(firsts.tolist(), copied, ends, strict=True):
-            view = views[int(source_of[k])]
+            source = sources[int(source_of[k])]
             lo, at = int(start[k]), int(base[k])
-            if size and view is not None:
-                parts.append(view[lo : lo + size])
+            if size and source is not None and source.data is not None:
+                parts.append(window(source.data, lo, lo + size))
                 gaps += source_gaps[int(source_of[k])].within(lo, lo + size, at - lo)
             else:
                 size = 0
@@ -104,15 +108,27 @@ def _one_stream(
                 parts.append(bytes(end - at - size))
         data = bytearray().join(parts)
     finally:
-        parts.clear()
-        for view in views:
-            if view is not None:
-                view.release()
+        for part in parts:
+            if isinstance(part, memoryview):
+                part.release()
     return Stream(sid, direction, total, data, merged_gaps(gaps))
 
 
-def _view(stream: Stream | None) -> memoryview | None:
-    return None if stream is None or stream.data is None else memoryview(stream.data)
+def _whole_source(
+    sources: list[Stream | None],
+    source_of: np.ndarray,
+    start: np.ndarray,
+    copied: list[int],
+    total: int,
+) -> StreamData | None:
+    """The recorded stream's data itself, when the calls take all of it, in order, and
+    nothing else: the replayed stream is then the same bytes, shared rather than copied."""
+    if len(copied) != 1 or copied[0] != total or not total or int(start[0]) != 0:
+        return None
+    source = sources[int(source_of[0])]
+    if source is None or source.data is None or _held(source) != total:
+        return None
+    return source.data
 
 
 def _held(stream: Stream | None) -> int:

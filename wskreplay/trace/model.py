@@ -19,6 +19,7 @@ from wskreplay.trace.records import (
     SendCall,
     Socket,
     Stream,
+    StreamData,
     digest_pieces,
     split_points,
 )
@@ -187,6 +188,7 @@ __all__ = [
     "Socket",
     "SocketPart",
     "Stream",
+    "StreamData",
     "Trace",
     "awaited_calls",
     "digest_pieces",

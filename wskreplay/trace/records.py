@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from wskreplay.formats import ntstatus
+from wskreplay.trace.inplace import StreamInFile
 
 
 class Direction(IntEnum):
@@ -126,6 +127,13 @@ class DigestPiece:
     sha256: bytes
 
 
+StreamData = bytearray | mmap.mmap | StreamInFile
+"""A stream's bytes: in memory; for a long stream read from a file, a mapped temporary
+file (wskreplay/trace/spill.py); or left in the trace file (``streams="in-place"``). The
+first two slice and take ``memoryview`` alike; :func:`wskreplay.trace.inplace.window`
+reads a range of any of them."""
+
+
 @dataclass
 class Stream:
     """One direction of one socket: its bytes, stored once, with known gaps.
@@ -137,9 +145,7 @@ class Stream:
     socket: int
     direction: Direction
     length: int = 0
-    data: bytearray | mmap.mmap | None = field(default_factory=bytearray)
-    """In memory, or for a long stream read from a file, a mapped temporary file
-    (wskreplay/trace/spill.py): both slice and ``memoryview`` alike."""
+    data: StreamData | None = field(default_factory=bytearray)
     gaps: list[tuple[int, int]] = field(default_factory=list)
     digests: list[DigestPiece] | None = None
 

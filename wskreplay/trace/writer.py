@@ -4,6 +4,7 @@ appears under its name only once complete."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from wskreplay.trace.blocks import (
     socket_to_wire,
     stream_entry,
 )
+from wskreplay.trace.inplace import StreamInFile, window
 from wskreplay.trace.model import (
     CallTable,
     Clock,
@@ -279,16 +281,28 @@ def _compressible(data: memoryview) -> bool:
 
 
 def write_trace(path: str | os.PathLike[str], trace: Trace, **options: Any) -> None:
-    """Write a whole in-memory trace (see :class:`TraceWriter` for ``options``)."""
-    with TraceWriter(path, metadata=trace.metadata, clock=trace.clock, **options) as w:
-        w.add_sockets(trace.sockets.values())
-        w.add_calls(trace.calls)
-        w.flush()
-        w.add_segments(trace.segments)
-        w.flush()
-        for stream in trace.streams.values():
-            _write_stream(w, stream)
-        w.add_events(trace.events)
+    """Write a whole trace (see :class:`TraceWriter` for ``options``). Its streams may
+    still be in their own trace file (``streams="in-place"``), read as they are written: if
+    one of them turns out damaged, or anything else but the output fails, the file written
+    so far is removed, so a failed write never leaves a shorter trace where a whole one was
+    asked for. An output error (a full disk) leaves it, readable, as for any writer."""
+    w = TraceWriter(path, metadata=trace.metadata, clock=trace.clock, **options)
+    try:
+        with w:
+            w.add_sockets(trace.sockets.values())
+            w.add_calls(trace.calls)
+            w.flush()
+            w.add_segments(trace.segments)
+            w.flush()
+            for stream in trace.streams.values():
+                _write_stream(w, stream)
+            w.add_events(trace.events)
+    except OutputError:
+        raise
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(w.path)
+        raise
 
 
 def _write_stream(w: TraceWriter, stream: Stream) -> None:
@@ -296,13 +310,23 @@ def _write_stream(w: TraceWriter, stream: Stream) -> None:
         w.add_stream_digests(stream.socket, stream.direction, stream.digests)
     pos = 0
     for start, end in sorted(stream.gaps):
-        if stream.data is not None and start > pos:
-            w.add_stream_data(
-                stream.socket, stream.direction, pos, memoryview(stream.data)[pos:start]
-            )
+        if start > pos:
+            _write_stream_data(w, stream, pos, start)
         w.add_stream_gap(stream.socket, stream.direction, start, end - start)
         pos = end
-    if stream.data is not None and stream.length > pos:
-        w.add_stream_data(
-            stream.socket, stream.direction, pos, memoryview(stream.data)[pos : stream.length]
-        )
+    if stream.length > pos:
+        _write_stream_data(w, stream, pos, stream.length)
+
+
+def _write_stream_data(w: TraceWriter, stream: Stream, start: int, end: int) -> None:
+    """Bytes ``[start, end)`` of the stream; one left in its trace file is read a chunk
+    at a time, cut where the bytes of one in memory would be."""
+    data = stream.data
+    if data is None:
+        return
+    if not isinstance(data, StreamInFile):
+        w.add_stream_data(stream.socket, stream.direction, start, memoryview(data)[start:end])
+        return
+    for at in range(start, end, w.stream_chunk):
+        piece = window(data, at, min(at + w.stream_chunk, end))
+        w.add_stream_data(stream.socket, stream.direction, at, piece)
