@@ -209,12 +209,13 @@ def release_pieces(
         path = paths.get(socket)
         if path is not None:
             rows = part.call_rows.tolist()
-            for call, pieces in _socket_pieces(part.trace, socket, path).items():
+            for call, pieces in socket_pieces(part.trace, socket, path).items():
                 out[rows[call]] = pieces
     return out
 
 
-def _socket_pieces(trace: Trace, socket: int, path: PathParams) -> dict[int, list[tuple[int, int]]]:
+def socket_pieces(trace: Trace, socket: int, path: PathParams) -> dict[int, list[tuple[int, int]]]:
+    """:func:`release_pieces` of a trace of one socket's rows (keyed by its call rows)."""
     calls, seg = trace.calls, trace.segments
     rows = outbound_data(trace, socket)
     mine = np.flatnonzero(
@@ -268,11 +269,11 @@ def stack_delays_ns(trace: Trace, parts: dict[int, SocketPart] | None = None) ->
     so its bytes were with TCP as early as the host allows."""
     delays = np.zeros(len(trace.calls), np.int64)
     for socket, part in _parts(trace, parts).items():
-        delays[part.call_rows] = _socket_stack_delays(part.trace, socket)
+        delays[part.call_rows] = socket_stack_delays(part.trace, socket)
     return delays
 
 
-def _socket_stack_delays(trace: Trace, socket: int) -> np.ndarray:
+def socket_stack_delays(trace: Trace, socket: int) -> np.ndarray:
     """:func:`stack_delays_ns` of a trace of one socket's rows."""
     calls, seg = trace.calls, trace.segments
     delays = np.zeros(len(calls), np.int64)

@@ -26,13 +26,13 @@ from wskreplay.replayer.calibrate import (
     inferred_profile,
     mss_evidence,
     peer_window_known,
-    release_pieces,
     rto_floor_ns,
     sender_mss,
-    stack_delays_ns,
+    socket_pieces,
+    socket_stack_delays,
 )
 from wskreplay.replayer.chaos import Chaos
-from wskreplay.replayer.peer import PeerScript, RecordedPeer
+from wskreplay.replayer.peer import PathParams, PeerScript, RecordedPeer
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.replayed_streams import replayed_streams
@@ -228,34 +228,21 @@ class ReplayPlan:
         self.rank = {sid: k for k, sid in enumerate(trace.sockets)}
         """Socket -> its place in the trace's sockets (the order they settle in)."""
         self.t0 = int(issue.min()) if n else 0
-        self.recorded_reset = {
-            sid: at for sid in trace.sockets if (at := peer_reset_ns(own[sid], sid)) is not None
-        }
-        """Socket -> when its peer reset it in the recording: a call issued after that
-        waits, in the replay, for the replayed reset (if it comes), the way it waits for
-        completions."""
-        mss = {sid: sender_mss(own[sid], sid) or profile.tcp.mss for sid in trace.sockets}
-        self.mss = mss
-        self.calibrated = {
-            sid: calibrated_path(own[sid], sid, options.seed) for sid in trace.sockets
-        }
-        paths = {sid: replace(self.calibrated[sid][0], mss=mss[sid]) for sid in trace.sockets}
-        self.paths = paths
-        self.span = {sid: time_span_ns(own[sid], sid) or (0, 0) for sid in trace.sockets}
-        self.settle = {
-            sid: min(max(SETTLE_NS, 2 * (self.span[sid][1] - self.span[sid][0])), MAX_SETTLE_NS)
-            for sid in trace.sockets
-        }
-        self.rto_floor = {
-            sid: rto_floor_ns(own[sid], sid) if options.speed == 1.0 else 0 for sid in trace.sockets
-        }
+        self.parts = parts
+        self.sockets: dict[int, SocketPlan] = {}
+        """Socket -> its :class:`SocketPlan`, worked out when its connection is made, by
+        the process that replays it."""
         self.scripts: dict[int, PeerScript | None] = {}
         """Socket -> its recorded peer's script, when the replay acts it out: worked out
         when the socket's connection is made (by the process that replays it)."""
+        self.stack_delay: list[int] = [0] * n
+        """Call -> its recorded stack delay (:func:`calibrate.stack_delays_ns`), filled in
+        with its socket's plan."""
+        self.pieces: dict[int, list[tuple[int, int]]] = {}
+        """Call -> its release pieces (:func:`calibrate.release_pieces`), filled in with
+        its socket's plan."""
         self.awaited: list[int] = awaited_calls(calls).tolist()
         self.at_once: list[bool] = (calls.column("status") == nt.STATUS_SUCCESS).tolist()
-        self.stack_delay: list[int] = stack_delays_ns(trace, parts).tolist()
-        self.pieces = release_pieces(trace, paths, parts)
         self.flags_of: list[int] = calls.column("flags").tolist()
         self.length_of: list[int] = calls.column("length").tolist()
         self.irql_of: list[int] = calls.column("irql").tolist()
@@ -264,7 +251,48 @@ class ReplayPlan:
         self.socket_of: list[int] = calls.column("socket").astype(np.int64).tolist()
         self.lifecycle = lifecycle_events(trace)
         """Socket -> its recorded disconnects and closes (each replay takes a copy)."""
-        self.path_metadata = {str(sid): self._path_metadata(sid) for sid in paths}
+
+    def socket(self, sid: int) -> SocketPlan:
+        """Socket ``sid``'s plan, worked out from its own rows the first time it is asked
+        for; its calls' stack delays and release pieces with it."""
+        plan = self.sockets.get(sid)
+        if plan is None:
+            plan = self.sockets[sid] = self._socket(sid)
+        return plan
+
+    def _socket(self, sid: int) -> SocketPlan:
+        options, part = self.options, self.parts[sid]
+        own = part.trace
+        mss = sender_mss(own, sid) or self.profile.tcp.mss
+        calibrated, evidence = calibrated_path(own, sid, options.seed)
+        path = replace(calibrated, mss=mss)
+        first, last = time_span_ns(own, sid) or (0, 0)
+        floor = rto_floor_ns(own, sid) if options.speed == 1.0 else 0
+        rows = part.call_rows.tolist()
+        for row, delay in zip(rows, socket_stack_delays(own, sid).tolist(), strict=True):
+            self.stack_delay[row] = delay
+        if "inferred" in self.trace.metadata:
+            for call, pieces in socket_pieces(own, sid, path).items():
+                self.pieces[rows[call]] = pieces
+        return SocketPlan(
+            path,
+            peer_reset_ns(own, sid),
+            (first, last),
+            min(max(SETTLE_NS, 2 * (last - first)), MAX_SETTLE_NS),
+            floor,
+            {
+                **asdict(path),
+                "rto_floor_ns": floor,
+                "evidence": {
+                    **evidence,
+                    "mss": mss_evidence(own, sid),
+                    "rto_floor_ns": "the recorded sender's waits without a resend"
+                    if floor
+                    else "none: the recording shows no wait, or the replay is not at its "
+                    "recorded speed",
+                },
+            },
+        )
 
     def script(self, sid: int) -> PeerScript | None:
         """Socket ``sid``'s recorded peer's script (None: the replay does not act it out),
@@ -274,7 +302,7 @@ class ReplayPlan:
         return self.scripts[sid]
 
     def _script(self, sid: int) -> PeerScript | None:
-        options, path = self.options, self.paths[sid]
+        options, path = self.options, self.socket(sid).path
         if options.peer == "parametric" or options.speed != 1.0:
             return None
         script = peer_script(self.own[sid], sid, path.rtt_ns, self.profile.reset, path.rate_bps)
@@ -282,21 +310,22 @@ class ReplayPlan:
             script = replace(script, windows=())
         return script
 
-    def _path_metadata(self, sid: int) -> dict[str, Any]:
-        """The socket's replayed path and where each of its values came from."""
-        floor = self.rto_floor[sid]
-        return {
-            **asdict(self.paths[sid]),
-            "rto_floor_ns": floor,
-            "evidence": {
-                **self.calibrated[sid][1],
-                "mss": mss_evidence(self.own[sid], sid),
-                "rto_floor_ns": "the recorded sender's waits without a resend"
-                if floor
-                else "none: the recording shows no wait, or the replay is not at its "
-                "recorded speed",
-            },
-        }
+
+@dataclass(frozen=True)
+class SocketPlan:
+    """What a replay works out for one socket from its recorded rows before its first
+    call: the path it replays on, when its peer reset it in the recording, its recorded
+    span and settle time, its RTO floor, and that path's metadata (each value with where
+    it came from)."""
+
+    path: PathParams
+    recorded_reset: int | None
+    """When its peer reset it in the recording: a call issued after that waits, in the
+    replay, for the replayed reset (if it comes), the way it waits for completions."""
+    span: tuple[int, int]
+    settle: int
+    rto_floor: int
+    metadata: dict[str, Any]
 
 
 class _Replay:
@@ -321,6 +350,8 @@ class _Replay:
         self.lifecycle = {sid: list(events) for sid, events in plan.lifecycle.items()}
         self.conns: dict[int, EmulatedConnection] = {}
         self.peers: dict[str, str] = {}
+        self.paths: dict[str, dict[str, Any]] = {}
+        """Socket (as text) -> its path's metadata (:attr:`SocketPlan.metadata`)."""
         for sid in plan.trace.sockets if sockets is None else sockets:
             self.open(sid)
         n = len(plan.issue_of)
@@ -357,14 +388,16 @@ class _Replay:
     def _connection(self, sid: int, category: str) -> EmulatedConnection:
         plan, options = self.plan, self.options
         profile = plan.profile
-        path, script = plan.paths[sid], plan.script(sid)
+        socket = plan.socket(sid)
+        path, script = socket.path, plan.script(sid)
         peer = None
         if script is not None:
             first = int(plan.own[sid].segments.column("time_ns").min())
             peer = RecordedPeer(path, script, first)
         self.peers[str(sid)] = "recorded" if peer is not None else "parametric"
-        reset_at = plan.recorded_reset.get(sid)
-        floor = plan.rto_floor[sid]
+        self.paths[str(sid)] = socket.metadata
+        reset_at = socket.recorded_reset
+        floor = socket.rto_floor
         return EmulatedConnection(
             profile.with_changes(
                 "tcp",
@@ -373,7 +406,7 @@ class _Replay:
             ),
             path,
             category=category if category in ("connection", "stream") else "connection",
-            mss=plan.mss[sid],
+            mss=path.mss,
             peer_reset_ns=(
                 None
                 if peer is not None or reset_at is None
@@ -405,7 +438,7 @@ class _Replay:
             if waits_for in self.done_at:
                 gap = self.scaled(issued - plan.completion[waits_for])
                 t = max(t, self.done_at[waits_for] + gap)
-        reset_at = plan.recorded_reset.get(sid)
+        reset_at = plan.sockets[sid].recorded_reset
         if reset_at is not None and issued >= reset_at and conn.reset_time() is None:
             self.let_time_pass(sid, conn, -1)
             reset_seen = conn.reset_time()
@@ -495,7 +528,7 @@ class _Replay:
         """Run the connection event by event until call ``completion_of`` has completed
         (-1: until the peer's reset has arrived), nothing is left to happen, or the
         socket's settle time has passed (a wait never hangs)."""
-        limit = conn.now + self.plan.settle[sid]
+        limit = conn.now + self.plan.sockets[sid].settle
         done_at = self.done_at
         while not (
             completion_of in done_at if completion_of >= 0 else conn.reset_time() is not None
@@ -518,8 +551,9 @@ class _Replay:
         conn = self.conns[sid]
         self.step = len(plan.order) + plan.rank[sid]
         self.play_lifecycle(sid, conn, None)
-        first, last = plan.span[sid]
-        horizon = max(last - conn.now, 0) + plan.settle[sid]
+        socket = plan.sockets[sid]
+        first, last = socket.span
+        horizon = max(last - conn.now, 0) + socket.settle
         if last - first > MAX_SETTLE_NS:
             horizon = min(horizon, MAX_SETTLE_NS)
         self.absorb(sid, conn.settle(horizon))
@@ -552,6 +586,7 @@ class _Replay:
             self.event_steps,
             dict(self.received),
             dict(self.peers),
+            {key: self.paths[key] for key in self.peers},
         )
 
     def take(self, share: ReplayShare) -> None:
@@ -563,6 +598,7 @@ class _Replay:
         self.event_steps.extend(share.event_steps)
         self.received.update(share.received)
         self.peers.update(share.peers)
+        self.paths.update(share.paths)
 
     def _call_columns(self) -> dict[str, list[int]]:
         return {
@@ -586,8 +622,9 @@ class _Replay:
                 "target": {"kind": "emulator"},
                 "profile": plan.profile.as_dict(),
                 "paths": {
-                    sid: {**path, "evidence": dict(path["evidence"])}
-                    for sid, path in plan.path_metadata.items()
+                    str(sid): {**path, "evidence": dict(path["evidence"])}
+                    for sid in trace.sockets
+                    for path in (self.paths[str(sid)],)
                 },
                 "peers": {str(sid): self.peers[str(sid)] for sid in trace.sockets},
                 "replay": {
@@ -640,7 +677,8 @@ class _Replay:
 class ReplayShare:
     """What a replay of some of a trace's sockets produced (:meth:`_Replay.share`): the
     calls it replayed, with their columns; its sockets' wire columns; its events, with the
-    steps that reported them; the bytes each socket received, and each one's peer."""
+    steps that reported them; the bytes each socket received, each one's peer and its path's
+    metadata."""
 
     calls: np.ndarray
     columns: dict[str, np.ndarray]
@@ -649,6 +687,7 @@ class ReplayShare:
     event_steps: list[int]
     received: dict[int, int]
     peers: dict[str, str]
+    paths: dict[str, dict[str, Any]]
 
 
 def lifecycle_events(trace: Trace) -> dict[int, list[Event]]:

@@ -152,6 +152,7 @@ def _packed_share(share: ReplayShare) -> dict[str, Any]:
         "event_steps": share.event_steps,
         "received": list(share.received.items()),
         "peers": share.peers,
+        "paths": share.paths,
     }
 
 
@@ -170,4 +171,5 @@ def _unpacked_share(message: dict[str, Any]) -> ReplayShare:
         message["event_steps"],
         {sid: n for sid, n in message["received"]},
         message["peers"],
+        message["paths"],
     )

