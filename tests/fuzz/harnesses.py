@@ -34,7 +34,7 @@ from wskreplay.formats.wskt import WsktFile
 from wskreplay.recorder import tcp
 from wskreplay.recorder.capture_streams import capture_streams, streams_of_file
 from wskreplay.replayer.targets.agent import event_from_wire
-from wskreplay.trace import Trace, TraceReader, verify
+from wskreplay.trace import Trace, TraceReader, verify, write_trace
 from wskreplay.trace.inplace import check_unread, window
 
 HERE = Path(__file__).resolve().parent
@@ -321,12 +321,21 @@ def _wskt_in_place(path: str, whole: Trace | None) -> None:
             mine = bytes(window(stream.data, 0, stream.length)) if stream.data is not None else None
             theirs = whole.streams[key].data if whole is not None else None
             same = same and mine == (bytes(theirs) if theirs is not None else None)
+        assert whole is not None and same, "the in-place read differs from the whole read"
+        assert _written(trace) == _written(whole), "written from the file, the streams differ"
     except InputError:
         assert whole is None, "the in-place read failed where the whole read did not"
         return
     finally:
         reader.close()
-    assert whole is not None and same, "the in-place read differs from the whole read"
+
+
+def _written(trace: Trace) -> bytes:
+    """The trace as ``write_trace`` writes it, with chunks cut across the input's (a
+    stream left in its file is copied a chunk at a time, as ``replay`` writes it)."""
+    out = _file(b"", ".written.wskt")
+    write_trace(out, trace, stream_chunk=777)
+    return Path(out).read_bytes()
 
 
 def agent_messages(data: bytes) -> None:

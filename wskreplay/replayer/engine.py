@@ -651,7 +651,9 @@ class _Replay:
             for name, values in share.columns.items():
                 cols[name][share.calls] = values
         cols["stream_offset"] = np.zeros(len(calls), np.int64)
-        out.streams = replayed_streams(trace, plan.socket_of, plan.length_of, cols["status"], cols)
+        out.streams = replayed_streams(
+            trace, calls.column("socket"), calls.column("length"), cols["status"], cols
+        )
         for sid in trace.sockets:
             received = self.received[sid]
             recorded_in = trace.streams.get((sid, Direction.IN))

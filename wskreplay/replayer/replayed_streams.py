@@ -20,8 +20,8 @@ from wskreplay.trace.model import Direction, Stream, StreamData, Trace
 
 def replayed_streams(
     trace: Trace,
-    socket_of: list[int],
-    length_of: list[int],
+    socket_of: list[int] | np.ndarray,
+    length_of: list[int] | np.ndarray,
     status: list[int] | np.ndarray,
     cols: dict[str, np.ndarray],
 ) -> dict[tuple[int, Direction], Stream]:
