@@ -3,8 +3,10 @@
 The pieces (a replay's sockets, ``check --chaos-runs``' seeds) sit in a queue in memory
 the processes share. Each process, this one included, takes the next piece when it is
 free, so they finish together however uneven the pieces. A worker sends what it made to
-this process as one msgpack message over a pipe (plain values and raw bytes, nothing that
-runs code when read), and ends without running anything of this process's (no atexit
+this process as one msgpack message over a pipe (plain values, nothing that runs code when
+read); the numpy arrays in it are written to a file in memory this process made for the
+worker, and the message says where each lies, so they are copied once, by the worker, and
+read here in place. The worker ends without running anything of this process's (no atexit
 handlers, no buffers flushed twice).
 
 A failure in a worker ends the whole job here: a user error as the same one line, a bug
@@ -30,10 +32,16 @@ from contextlib import contextmanager
 from typing import Any, Final, NoReturn
 
 import msgpack
+import numpy as np
 
 from wskreplay.errors import WskReplayError
 
 _SLOT: Final = struct.Struct("<q")
+_LENGTH: Final = struct.Struct("<Q")
+_ARRAY: Final = 1
+"""msgpack extension code of an array a worker wrote to its memory file: its dtype, offset
+and shape, as msgpack."""
+_ALIGN: Final = 64
 _PR_SET_PDEATHSIG: Final = 1
 _STOPPING: Final = {signal.SIGINT, signal.SIGTERM}
 
@@ -62,10 +70,7 @@ class Dealer:
         self.count = count
         self.processes = processes
         size = _SLOT.size * (1 + processes + count)
-        self.fd = os.memfd_create("wskreplay-dealer") if hasattr(os, "memfd_create") else -1
-        if self.fd < 0:
-            with tempfile.TemporaryFile() as f:
-                self.fd = os.dup(f.fileno())
+        self.fd = _memory_file("wskreplay-dealer")
         os.ftruncate(self.fd, size)
         self.memory = mmap.mmap(self.fd, size)
         for k in range(count):
@@ -120,13 +125,25 @@ def no_cyclic_collection() -> Iterator[None]:
             gc.enable()
 
 
+def _memory_file(name: str) -> int:
+    """A file in memory: a memfd, or a temporary file already deleted where there is none."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create(name)
+    with tempfile.TemporaryFile() as f:
+        return os.dup(f.fileno())
+
+
 class Worker:
-    def __init__(self, pid: int, pipe: int, process: int) -> None:
+    def __init__(self, pid: int, pipe: int, arrays: int, process: int) -> None:
         self.pid = pid
         self.pipe = pipe
+        self.arrays = arrays
+        """The memory file it writes its arrays to."""
         self.process = process
         self.received = bytearray()
         self.done = False
+        """Its whole message has come (it may still be exiting)."""
+        self.reaped = False
 
 
 @contextmanager
@@ -141,27 +158,30 @@ def forked(processes: int, work: Callable[[int], dict[str, Any]]) -> Iterator[li
             mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
             try:
                 read_end, write_end = os.pipe()
+                arrays = _memory_file(f"wskreplay-worker-{process}")
                 pid = os.fork()
                 if pid == 0:
                     os.close(read_end)
                     _die_with(parent)
                     signal.signal(signal.SIGINT, signal.SIG_IGN)
                     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                    _worker_main(work, process, write_end)
+                    _worker_main(work, process, write_end, arrays)
                 os.close(write_end)
-                workers.append(Worker(pid, read_end, process))
+                workers.append(Worker(pid, read_end, arrays, process))
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         yield workers
     finally:
         for w in workers:
-            if not w.done:
+            if not w.done and not w.reaped:
                 try:
                     os.kill(w.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            if not w.reaped:
                 os.waitpid(w.pid, 0)
             os.close(w.pipe)
+            os.close(w.arrays)
 
 
 def _die_with(parent: int) -> None:
@@ -177,25 +197,53 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _worker_main(work: Callable[[int], dict[str, Any]], process: int, pipe: int) -> NoReturn:
+def _worker_main(
+    work: Callable[[int], dict[str, Any]], process: int, pipe: int, arrays: int
+) -> NoReturn:
     status = 0
     try:
-        payload = msgpack.packb({"result": work(process)}, use_bin_type=True, default=_plain)
+        sink = _ArrayFile(arrays)
+        payload = msgpack.packb({"result": work(process)}, use_bin_type=True, default=sink.packed)
     except BaseException as exc:  # handed to the parent, which raises it
         status = 1
         payload = _packed_error(exc)
     try:
-        view = memoryview(payload)
+        view = memoryview(_LENGTH.pack(len(payload)) + payload)
         while view:
             view = view[os.write(pipe, view) :]
+        os.close(pipe)  # the parent takes the message now, not once this process is gone
     except BaseException:
         status = 1
     os._exit(status)
 
 
+class _ArrayFile:
+    """A worker's numpy arrays, written to its memory file as they are packed; the message
+    holds, for each, where it lies."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.end = 0
+
+    def packed(self, value: object) -> object:
+        """msgpack's hook for what it cannot pack: an array's place in the file, a numpy
+        scalar's number (anything else is a bug, raised in the worker)."""
+        if isinstance(value, np.ndarray):
+            data = np.ascontiguousarray(value)
+            offset = -(-self.end // _ALIGN) * _ALIGN
+            raw = memoryview(data.reshape(-1).view(np.uint8))
+            at = offset
+            while raw:
+                written = os.pwrite(self.fd, raw, at)
+                raw, at = raw[written:], at + written
+            self.end = offset + data.nbytes
+            where = msgpack.packb([data.dtype.str, offset, list(data.shape)])
+            return msgpack.ExtType(_ARRAY, where)
+        return _plain(value)
+
+
 def _plain(value: object) -> object:
-    """A numpy scalar as the Python number it holds (anything else msgpack cannot take is
-    a bug, raised in the worker)."""
+    """A numpy scalar as the Python number it holds."""
     item = getattr(value, "item", None)
     if item is None or getattr(value, "shape", None) != ():
         raise TypeError(f"cannot send a {type(value).__name__} from a worker")
@@ -221,9 +269,16 @@ def results(
                 worker.received += chunk
                 continue
             del waiting[fd]
+            if _whole(worker.received):
+                worker.done = True
+                yield worker, _result(worker)
+                continue
             _, status = os.waitpid(worker.pid, 0)
-            worker.done = True
-            yield worker, _result(worker, status, taken)
+            worker.reaped = True
+            raise WskReplayError(
+                f"worker process {worker.pid} ({taken(worker)}) {_how_it_ended(status)} before "
+                "sending its results; --jobs 1 runs in this process alone"
+            )
 
 
 def _packed_error(exc: BaseException) -> bytes:
@@ -236,14 +291,35 @@ def _packed_error(exc: BaseException) -> bytes:
     return msgpack.packb({"error": error}, use_bin_type=True)
 
 
-def _result(worker: Worker, status: int, taken: Callable[[Worker], str]) -> Any:
-    """What a worker sent, or the error it reported (or met: killed, out of memory)."""
-    if not os.WIFEXITED(status) or not worker.received:
-        raise WskReplayError(
-            f"worker process {worker.pid} ({taken(worker)}) {_how_it_ended(status)} before "
-            "sending its results; --jobs 1 runs in this process alone"
-        )
-    message: dict[str, Any] = msgpack.unpackb(bytes(worker.received), raw=False)
+def _whole(received: bytearray) -> bool:
+    """Whether a worker's message came whole (its length, then that many bytes)."""
+    return (
+        len(received) >= _LENGTH.size
+        and _LENGTH.unpack_from(received)[0] == len(received) - _LENGTH.size
+    )
+
+
+def _result(worker: Worker) -> Any:
+    """What a worker sent (its arrays read in place from its memory file), or the error it
+    reported."""
+    mapped: list[mmap.mmap] = []
+
+    def array(code: int, where: bytes) -> np.ndarray:
+        if code != _ARRAY:
+            raise ValueError(f"worker process {worker.pid} sent an unknown extension {code}")
+        dtype, offset, shape = msgpack.unpackb(where)
+        count = int(np.prod(shape, dtype=np.int64))
+        if not count:
+            empty = np.empty(shape, np.dtype(dtype))
+            empty.flags.writeable = False
+            return empty
+        if not mapped:
+            mapped.append(mmap.mmap(worker.arrays, 0, prot=mmap.PROT_READ))
+        return np.frombuffer(mapped[0], np.dtype(dtype), count, offset).reshape(shape)
+
+    message: dict[str, Any] = msgpack.unpackb(
+        memoryview(worker.received)[_LENGTH.size :], raw=False, ext_hook=array
+    )
     error = message.get("error")
     if error is not None:
         if error["kind"] == "user":

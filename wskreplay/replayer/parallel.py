@@ -141,13 +141,12 @@ def _replay_dealt(
 
 
 def _packed_share(share: ReplayShare) -> dict[str, Any]:
+    """A share as a worker sends it (its arrays go through the worker's memory file:
+    :mod:`wskreplay.forking`)."""
     return {
-        "calls": share.calls.tobytes(),
-        "columns": {name: values.tobytes() for name, values in share.columns.items()},
-        "wire": [
-            [sid, {name: values.tobytes() for name, values in arrays.items()}]
-            for sid, arrays in share.wire.items()
-        ],
+        "calls": share.calls,
+        "columns": share.columns,
+        "wire": [[sid, arrays] for sid, arrays in share.wire.items()],
         "events": [[e.time_ns, e.kind, e.socket, e.attrs] for e in share.events],
         "event_steps": share.event_steps,
         "received": list(share.received.items()),
@@ -157,16 +156,10 @@ def _packed_share(share: ReplayShare) -> dict[str, Any]:
 
 
 def _unpacked_share(message: dict[str, Any]) -> ReplayShare:
-    def column(raw: bytes) -> np.ndarray:
-        return np.frombuffer(raw, np.int64)
-
     return ReplayShare(
-        column(message["calls"]),
-        {name: column(raw) for name, raw in message["columns"].items()},
-        {
-            sid: {name: column(raw) for name, raw in arrays.items()}
-            for sid, arrays in message["wire"]
-        },
+        message["calls"],
+        message["columns"],
+        {sid: arrays for sid, arrays in message["wire"]},
         [Event(t, kind, sid, attrs) for t, kind, sid, attrs in message["events"]],
         message["event_steps"],
         {sid: n for sid, n in message["received"]},
