@@ -1,19 +1,22 @@
 """Workers' results (wskreplay/forking.py) come back whole, with real forked processes: the
 numpy arrays a worker sends are read in place from its memory file, equal to what it made
 (dtype, shape, values), and a message cut short, as when the worker dies while sending
-it, is an error naming the worker, never a result."""
+it, is an error naming the worker, never a result. The pause of the cyclic collector
+leaves it no backlog."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import weakref
 
 import numpy as np
 import pytest
 
 from wskreplay import forking
 from wskreplay.errors import WskReplayError
-from wskreplay.forking import forked, results
+from wskreplay.forking import forked, no_cyclic_collection, results
 
 from .conftest import alive
 
@@ -75,3 +78,32 @@ def test_a_message_cut_short_is_an_error_naming_the_worker(monkeypatch):
     assert f"process {pids[0]} (its piece) was killed by SIGKILL" in message
     assert "\n" not in message
     assert not alive(pids[0])
+
+
+def test_the_collector_resumes_without_a_backlog_and_collects_what_was_made():
+    """After the pause, the objects made meanwhile are in the oldest generation, not left
+    young for the first collection to walk, and a cycle made meanwhile is still collected."""
+
+    class Node:
+        pass
+
+    freed: list[bool] = []
+    assert gc.isenabled()
+    with no_cyclic_collection():
+        assert not gc.isenabled()
+        kept = [[k] for k in range(200_000)]
+        node = Node()
+        node.self = node  # type: ignore[attr-defined]
+        weakref.finalize(node, freed.append, True)
+        del node
+    assert gc.isenabled()
+    assert any(o is kept for o in gc.get_objects(generation=2)), "left young"
+    gc.collect()
+    assert freed == [True] and len(kept) == 200_000
+    gc.disable()
+    try:
+        with no_cyclic_collection():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -115,13 +115,19 @@ class Dealer:
 def no_cyclic_collection() -> Iterator[None]:
     """The cyclic collector paused (a replay, or a worker's share of one): they make
     millions of objects and no cycle, and the collector's full passes over them cost more
-    than the work."""
+    than the work. When it resumes, what was made meanwhile joins the oldest generation
+    (``gc.freeze`` then ``gc.unfreeze``, which only move the lists): the first allocation
+    after would otherwise start a collection of every object made meanwhile as young
+    (0.065 s at the end of a 300k-call replay). They stay collectable; a ``gc.freeze``
+    made by the caller before is undone."""
     collecting = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if collecting:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 
