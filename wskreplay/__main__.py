@@ -1,3 +1,3 @@
-from wskreplay.cli import main
+from wskreplay.cli import run
 
-main()
+run()

@@ -11,6 +11,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from wskreplay.cli import agent, captures, diffing, recording, replaying, traces  # noqa: F401
-from wskreplay.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PROBLEM, main
+from wskreplay.cli.app import EXIT_ERROR, EXIT_OK, EXIT_PROBLEM, main, run
 
-__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PROBLEM", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PROBLEM", "main", "run"]
