@@ -199,9 +199,10 @@ def plan_for(trace: Trace, options: ReplayOptions, plan: ReplayPlan | None) -> R
 
 
 class ReplayPlan:
-    """What a replay works out from the trace before its first call: each socket's
-    calibration, peer script and schedule, and the calls' inputs as lists. Nothing in it
-    depends on the chaos seed or changes during a replay, so ``check --chaos-runs`` works it
+    """What a replay works out from the trace before its calls: the profile, the order of
+    the calls and their inputs as lists, and each socket's calibration and peer script
+    (:class:`SocketPlan`, worked out when a replay first opens the socket). Nothing in it
+    depends on the chaos seed or changes once worked out, so ``check --chaos-runs`` works it
     out once for all its replays (for a capture of 284 connections it was half of each
     replay)."""
 
