@@ -4,6 +4,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,19 @@ def run_cli(
         env={**os.environ, "COLUMNS": "120"},
         timeout=300,
     )
+
+
+def imported_captures(into: Path, names: Iterable[str]) -> list[Path]:
+    """Captures of ``shared/data/replay`` imported with ``--infer-calls`` into ``into``."""
+    out = []
+    for name in names:
+        path = into / f"{name}.wskt"
+        proc = run_cli(
+            "import", str(SHARED_DATA / "replay" / name), "--infer-calls", "-o", str(path)
+        )
+        assert proc.returncode == 0, proc.stderr
+        out.append(path)
+    return out
 
 
 def run_measured(

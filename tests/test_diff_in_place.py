@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,13 @@ from wskreplay.trace import TraceReader, TraceWriter, read_trace, write_trace
 from wskreplay.trace.inplace import StreamInFile, window
 from wskreplay.trace.model import CallTable, Direction, SegmentTable, Socket, Trace
 
-from .conftest import REPO, SHARED_DATA, assert_one_line_error, run_cli, run_measured
+from .conftest import (
+    REPO,
+    assert_one_line_error,
+    imported_captures,
+    run_cli,
+    run_measured,
+)
 
 TRACES = REPO / "traces"
 SHIPPED = ("field.wskt", "sample.wskt", "smb2-inferred.wskt")
@@ -38,16 +45,8 @@ CAPTURES = (
 @pytest.fixture(scope="module")
 def real_traces(tmp_path_factory) -> list:
     """The shipped traces and real captures imported with inferred calls."""
-    out = [TRACES / name for name in SHIPPED]
-    tmp = tmp_path_factory.mktemp("imported")
-    for name in CAPTURES:
-        path = tmp / f"{name}.wskt"
-        proc = run_cli(
-            "import", str(SHARED_DATA / "replay" / name), "--infer-calls", "-o", str(path)
-        )
-        assert proc.returncode == 0, proc.stderr
-        out.append(path)
-    return out
+    shipped = [TRACES / name for name in SHIPPED]
+    return shipped + imported_captures(tmp_path_factory.mktemp("imported"), CAPTURES)
 
 
 def assert_same_trace(in_place: Trace, whole: Trace) -> None:
@@ -209,14 +208,10 @@ def stream_layouts(draw):
     return length, pieces, chunk, windows, draw(st.integers(0, 2**32 - 1))
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(layout=stream_layouts())
-def test_stream_windows_equal_the_assembled_bytes(layout, tmp_path):
-    length, pieces, chunk, windows, seed = layout
+def written_layout(path: Path, layout: tuple) -> Path:
+    """A trace of one stream written as ``layout`` says (chunks of its chunk size)."""
+    _, pieces, chunk, _, seed = layout
     rng = np.random.default_rng(seed)
-    path = tmp_path / "s.wskt"
     with TraceWriter(path, stream_chunk=chunk) as w:
         w.add_sockets([Socket(1)])
         for start, size, kind in pieces:
@@ -227,6 +222,16 @@ def test_stream_windows_equal_the_assembled_bytes(layout, tmp_path):
             else:
                 data = rng.bytes(size) if kind == "random" else bytes(size)
                 w.add_stream_data(1, Direction.OUT, start, data)
+    return path
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(layout=stream_layouts())
+def test_stream_windows_equal_the_assembled_bytes(layout, tmp_path):
+    windows = layout[3]
+    path = written_layout(tmp_path / "s.wskt", layout)
     whole = read_trace(path)
     in_place = read_trace(path, streams="in-place")
     assert whole.streams.keys() == in_place.streams.keys()

@@ -7,20 +7,19 @@ line and leaves no file."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from wskreplay.formats.wskt import BLOCK_HEADER_SIZE, BlockType
 from wskreplay.replayer.engine import ReplayOptions, replay
 from wskreplay.replayer.profile import load_profile
-from wskreplay.trace import TraceReader, TraceWriter, read_trace, write_trace
+from wskreplay.trace import TraceReader, read_trace, write_trace
 from wskreplay.trace.digest import file_sha256
 from wskreplay.trace.inplace import StreamInFile
-from wskreplay.trace.model import Direction, Socket
+from wskreplay.trace.model import Direction
 
-from .conftest import REPO, SHARED_DATA, assert_one_line_error, run_cli
-from .test_diff_in_place import stream_layouts
+from .conftest import REPO, assert_one_line_error, imported_captures, run_cli
+from .test_diff_in_place import stream_layouts, written_layout
 
 SHIPPED = ("field.wskt", "sample.wskt", "smb2-inferred.wskt")
 CAPTURES = ("zeek__smb_smb2_100_small_files.pcap", "zeek__tcp_missing-syn.pcap")
@@ -28,16 +27,8 @@ CAPTURES = ("zeek__smb_smb2_100_small_files.pcap", "zeek__tcp_missing-syn.pcap")
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> list:
-    out = [REPO / "traces" / name for name in SHIPPED]
-    tmp = tmp_path_factory.mktemp("imported")
-    for name in CAPTURES:
-        path = tmp / f"{name}.wskt"
-        proc = run_cli(
-            "import", str(SHARED_DATA / "replay" / name), "--infer-calls", "-o", str(path)
-        )
-        assert proc.returncode == 0, proc.stderr
-        out.append(path)
-    return out
+    shipped = [REPO / "traces" / name for name in SHIPPED]
+    return shipped + imported_captures(tmp_path_factory.mktemp("imported"), CAPTURES)
 
 
 @pytest.mark.parametrize("timing", [("--asap",), ()], ids=["asap", "recorded"])
@@ -63,19 +54,7 @@ def test_the_replay_writes_what_a_replay_of_the_whole_read_writes(recorded, timi
 def test_a_stream_left_in_its_file_is_written_as_the_same_stream_in_memory(
     layout, out_chunk, tmp_path
 ):
-    length, pieces, chunk, _, seed = layout
-    rng = np.random.default_rng(seed)
-    path = tmp_path / "s.wskt"
-    with TraceWriter(path, stream_chunk=chunk) as w:
-        w.add_sockets([Socket(1)])
-        for start, size, kind in pieces:
-            if size <= 0:
-                continue
-            if kind == "gap":
-                w.add_stream_gap(1, Direction.OUT, start, size)
-            else:
-                data = rng.bytes(size) if kind == "random" else bytes(size)
-                w.add_stream_data(1, Direction.OUT, start, data)
+    path = written_layout(tmp_path / "s.wskt", layout)
     for options in ({}, {"redact": True}, {"zstd_level": None}):
         written = []
         for streams in ("memory", "in-place"):

@@ -20,7 +20,7 @@ from wskreplay.trace import read_trace
 from wskreplay.trace.inplace import window
 from wskreplay.trace.model import Direction, Stream, Trace
 
-from .conftest import REPO, SHARED_DATA, run_cli
+from .conftest import REPO, imported_captures
 from .strategies import call_tables, streams
 
 STATUSES = [0, 0x103, 0xC00000B6, 0xC000020D, 0xE0570001]
@@ -81,15 +81,8 @@ def assert_both_agree(trace: Trace, status: list[int]) -> int:
 
 
 def real_traces(tmp_path) -> list[Path]:
-    paths = sorted((REPO / "traces").glob("*.wskt"))
-    for name in ("zeek__tcp_missing-syn.pcap", "pcapplusplus__650HttpResponses.pcap"):
-        path = tmp_path / f"{name}.wskt"
-        proc = run_cli(
-            "import", str(SHARED_DATA / "replay" / name), "--infer-calls", "-o", str(path)
-        )
-        assert proc.returncode == 0, proc.stderr
-        paths.append(path)
-    return paths
+    captures = ("zeek__tcp_missing-syn.pcap", "pcapplusplus__650HttpResponses.pcap")
+    return sorted((REPO / "traces").glob("*.wskt")) + imported_captures(tmp_path, captures)
 
 
 @pytest.mark.parametrize("streams_read", ["memory", "in-place"])
