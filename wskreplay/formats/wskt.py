@@ -15,7 +15,6 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
@@ -25,6 +24,7 @@ import msgpack
 import zstandard
 
 from wskreplay.errors import InputError, OutputError
+from wskreplay.formats.checksum import crc32
 from wskreplay.formats.columns import ColumnSpec, check_dependencies
 
 MAGIC = b"\x89WSKT\r\n\x1a"
@@ -146,9 +146,9 @@ def encode_block(
         if len(packed) < len(body):
             codec, stored = Codec.ZSTD, packed
     head = BLOCK_HEADER.pack(
-        BLOCK_SYNC, int(btype), int(codec), 0, len(stored), len(body), zlib.crc32(stored)
+        BLOCK_SYNC, int(btype), int(codec), 0, len(stored), len(body), crc32(stored)
     )
-    return head + struct.pack("<I", zlib.crc32(head)), stored
+    return head + struct.pack("<I", crc32(head)), stored
 
 
 def file_header(minor: int = FORMAT_MINOR) -> bytes:
@@ -318,7 +318,7 @@ class WsktFile:
         (head_crc,) = struct.unpack_from("<I", self._buf, offset + BLOCK_HEADER.size)
         if sync != BLOCK_SYNC:
             raise InputError(self.path, "expected a block header (sync bytes 'WSKB')", offset)
-        if zlib.crc32(self._buf[offset : offset + BLOCK_HEADER.size]) != head_crc:
+        if crc32(self._buf[offset : offset + BLOCK_HEADER.size]) != head_crc:
             raise InputError(self.path, "block header checksum mismatch", offset)
         if stored_len > MAX_BLOCK_BYTES or raw_len > MAX_BLOCK_BYTES:
             raise InputError(
@@ -345,7 +345,7 @@ class WsktFile:
         )
 
     def check(self, ref: BlockRef) -> None:
-        if zlib.crc32(self.stored(ref)) != ref.body_crc:
+        if crc32(self.stored(ref)) != ref.body_crc:
             raise InputError(self.path, "block body checksum mismatch", ref.offset)
 
     def body(self, ref: BlockRef) -> Any:
