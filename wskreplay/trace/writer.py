@@ -30,7 +30,7 @@ from wskreplay.trace.blocks import (
     socket_to_wire,
     stream_entry,
 )
-from wskreplay.trace.inplace import StreamInFile, window
+from wskreplay.trace.inplace import window
 from wskreplay.trace.model import (
     CallTable,
     Clock,
@@ -319,14 +319,10 @@ def _write_stream(w: TraceWriter, stream: Stream) -> None:
 
 
 def _write_stream_data(w: TraceWriter, stream: Stream, start: int, end: int) -> None:
-    """Bytes ``[start, end)`` of the stream; one left in its trace file is read a chunk
-    at a time, cut where the bytes of one in memory would be."""
-    data = stream.data
-    if data is None:
-        return
-    if not isinstance(data, StreamInFile):
-        w.add_stream_data(stream.socket, stream.direction, start, memoryview(data)[start:end])
+    """Bytes ``[start, end)`` of the stream, a chunk at a time: a stream left in its trace
+    file is read one chunk at a time, never assembled."""
+    if stream.data is None:
         return
     for at in range(start, end, w.stream_chunk):
-        piece = window(data, at, min(at + w.stream_chunk, end))
+        piece = window(stream.data, at, min(at + w.stream_chunk, end))
         w.add_stream_data(stream.socket, stream.direction, at, piece)
