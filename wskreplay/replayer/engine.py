@@ -37,6 +37,7 @@ from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.replayed_streams import replayed_streams
 from wskreplay.replayer.targets.emulator import EmulatedConnection, WireSegment
+from wskreplay.replayer.tcp_sender import NEVER
 from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest, Violation
 from wskreplay.trace.inplace import window
 from wskreplay.trace.model import (
@@ -376,7 +377,6 @@ class _Replay:
         self.taken: list[ReplayShare] = []
         """The shares of the other sockets' replays, taken in (:meth:`take`)."""
         self.wire = {sid: WireColumns() for sid in plan.trace.sockets}
-        self.done_at: dict[int, int] = {}
         self.reported: list[Returned | Completed | Violation] = []
         """What the replay reported since the last step."""
         self.lag: dict[int, int] = {}
@@ -436,9 +436,9 @@ class _Replay:
         waits_for = plan.awaited[i]
         if waits_for >= 0:
             self.let_time_pass(sid, conn, waits_for)
-            if waits_for in self.done_at:
+            if self.completed_out[waits_for]:
                 gap = self.scaled(issued - plan.completion[waits_for])
-                t = max(t, self.done_at[waits_for] + gap)
+                t = max(t, self.completion_out[waits_for] + gap)
         reset_at = plan.sockets[sid].recorded_reset
         if reset_at is not None and issued >= reset_at and conn.reset_time() is None:
             self.let_time_pass(sid, conn, -1)
@@ -490,7 +490,6 @@ class _Replay:
                 self.completion_out[i] = e.time_ns
                 self.completion_status_out[i] = e.status
                 self.information_out[i] = e.information
-                self.done_at[i] = e.time_ns
             elif isinstance(e, Returned):
                 if e.irp is not None:
                     self.return_out[e.irp - 1] = e.time_ns
@@ -530,12 +529,12 @@ class _Replay:
         (-1: until the peer's reset has arrived), nothing is left to happen, or the
         socket's settle time has passed (a wait never hangs)."""
         limit = conn.now + self.plan.sockets[sid].settle
-        done_at = self.done_at
+        completed = self.completed_out
         while not (
-            completion_of in done_at if completion_of >= 0 else conn.reset_time() is not None
+            completed[completion_of] if completion_of >= 0 else conn.reset_time() is not None
         ):
-            step = conn.next_event_time()
-            if step is None or step > limit:
+            step = conn.next_time()
+            if step == NEVER or step > limit:
                 break
             self.absorb(sid, conn.run_until(step))
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from wskreplay.formats.tcpip import TCP_FIN, TCP_RST
-from wskreplay.replayer.tcp_sender import SentSegment
+from wskreplay.replayer.tcp_sender import NEVER, SentSegment
 
 HEADER_BYTES: Final = 54
 """What a TCP segment's frame adds to its payload on the bottleneck (Ethernet, IPv4 and
@@ -83,16 +83,17 @@ class ParametricPeer:
         """Start -> end of segments that arrived beyond rcv_nxt."""
         self.unacked_segments = 0
         self.unacked_bytes = 0
-        self.delayed_until: int | None = None
+        self.delayed_until = NEVER
         self.read_base_ns: int | None = None
-        self.fin_at: int | None = None
+        self.fin_at = NEVER
+        """Where its FIN came in the stream (NEVER: none came)."""
         self.dropped = 0
         self.acked_sent = 0
         """The highest acknowledgement sent so far."""
 
-    def transmit(self, seg: SentSegment) -> tuple[int, int | None]:
+    def transmit(self, seg: SentSegment) -> tuple[int, int]:
         """When ``seg`` leaves the sender (once the segments before it are serialized onto
-        the bottleneck) and when it reaches the peer, None if the path loses it. A capture
+        the bottleneck) and when it reaches the peer, :data:`NEVER` if the path loses it. A capture
         at the sender stamps a segment when it starts to leave, and the RTT measured from
         such a capture runs from there: the arrival is half of it after the departure."""
         start = max(seg.time_ns, self.link_free)
@@ -101,7 +102,7 @@ class ParametricPeer:
         self.link_free = start + serialization
         if self.p.loss and self.rng.random() < self.p.loss:
             self.dropped += 1
-            return start, None
+            return start, NEVER
         return start, start + self.p.rtt_ns // 2
 
     def _window(self, time_ns: int) -> int:
@@ -116,7 +117,7 @@ class ParametricPeer:
 
     def _received(self) -> int:
         """What it has received in order, its FIN counting as a byte."""
-        return self.rcv_nxt + (1 if self.fin_at is not None and self.fin_at <= self.rcv_nxt else 0)
+        return self.rcv_nxt + (1 if self.fin_at <= self.rcv_nxt else 0)
 
     def _ack_value(self) -> int:
         return self._received()
@@ -125,7 +126,7 @@ class ParametricPeer:
         """Acknowledge what it has (``value``: no further than that)."""
         self.unacked_segments = 0
         self.unacked_bytes = 0
-        self.delayed_until = None
+        self.delayed_until = NEVER
         ack = self._ack_value() if value is None else min(value, self._ack_value())
         self.acked_sent = max(self.acked_sent, ack)
         return PeerAck(time_ns + self.p.rtt_ns // 2, ack, self._window(time_ns), 0, time_ns)
@@ -167,15 +168,20 @@ class ParametricPeer:
         or with a hole still open, else when the delayed-ACK timer fires."""
         if self.out_of_order or self.unacked_bytes > (self.p.ack_every - 1) * self.p.mss:
             return [self._ack(at_ns)]
-        if self.delayed_until is None:
+        if self.delayed_until == NEVER:
             self.delayed_until = at_ns + self.p.delayed_ack_ns
         return []
 
     def next_timer(self) -> int | None:
+        t = self.timer()
+        return None if t == NEVER else t
+
+    def timer(self) -> int:
+        """When :meth:`on_timer` is next due, or :data:`NEVER`."""
         return self.delayed_until
 
     def on_timer(self, time_ns: int) -> list[PeerAck]:
-        if self.delayed_until is not None and time_ns >= self.delayed_until:
+        if time_ns >= self.delayed_until:
             return [self._ack(self.delayed_until)]
         return []
 
@@ -303,9 +309,9 @@ class RecordedPeer(ParametricPeer):
                 self.acks_due.append((at, value))
             self.next_ack = reached
             if value >= have:
-                self.delayed_until = None
+                self.delayed_until = NEVER
                 return []
-        if self.delayed_until is None:
+        if self.delayed_until == NEVER:
             held = self.script.held_ns(self.next_ack, have)
             self.delayed_until = at_ns + (self.p.delayed_ack_ns if held is None else held)
             self.held_up_to = None if held is None else self._ack_offsets[self.next_ack]
@@ -328,15 +334,15 @@ class RecordedPeer(ParametricPeer):
         self._arm(at_ns)
         return out
 
-    def next_timer(self) -> int | None:
+    def timer(self) -> int:
         if self.reset_sent:
-            return None
+            return NEVER
         best = self.delayed_until
         for t, _ in self.due:
-            if best is None or t < best:
+            if t < best:
                 best = t
         for t, _v in self.acks_due:
-            if best is None or t < best:
+            if t < best:
                 best = t
         return best
 
@@ -344,14 +350,14 @@ class RecordedPeer(ParametricPeer):
         if self.reset_sent:
             return []
         out: list[PeerAck] = []
-        if self.delayed_until is not None and time_ns >= self.delayed_until:
+        if time_ns >= self.delayed_until:
             out.append(self._ack(self.delayed_until, self.held_up_to))
             self.held_up_to = None
         half = self.p.rtt_ns // 2
         for t, value in self.acks_due:
             if t <= time_ns:
                 if value >= self.rcv_nxt:
-                    self.delayed_until = None
+                    self.delayed_until = NEVER
                     self.unacked_segments = self.unacked_bytes = 0
                 self.acked_sent = max(self.acked_sent, value)
                 out.append(PeerAck(t + half, value, self._window(t), 0, t))

@@ -24,9 +24,15 @@ Timing on the wire (serialization, propagation) is the path's and the peer's job
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
 from wskreplay.replayer.profile import TcpSettings
+
+NEVER: Final = (1 << 62) - 1
+"""The time of a timer that is not armed (year 2116 in ns since 1970): the emulator's
+timers are plain ints, never None, so that compiled code keeps them unboxed. A time at or
+past it counts as never."""
 
 
 @dataclass(slots=True, init=False)
@@ -106,8 +112,8 @@ class TcpSender:
         self.srtt: int | None = None
         self.rttvar = 0
         self.rto = settings.rto_initial_ns
-        self.rto_deadline: int | None = None
-        self.persist_deadline: int | None = None
+        self.rto_deadline = NEVER
+        self.persist_deadline = NEVER
         self.sent_at: dict[int, int] = {}
         """End offset of each segment sent once -> its time (RTT samples, Karn's rule)."""
         self.fin_wanted = False
@@ -151,7 +157,7 @@ class TcpSender:
                 self.cwnd += min(acked, self.mss)
             else:
                 self.cwnd += max(self.mss * self.mss // self.cwnd, 1)
-            self.rto_deadline = time_ns + self.rto if self.una < self._sent_end() else None
+            self.rto_deadline = time_ns + self.rto if self.una < self._sent_end() else NEVER
             out.append(Acknowledged(min(self.una, self.queued), time_ns))
         elif (
             ack == self.una
@@ -170,13 +176,13 @@ class TcpSender:
                 self.cwnd += self.mss
         self.rwnd = window
         if self.rwnd > 0:
-            self.persist_deadline = None
+            self.persist_deadline = NEVER
         return out + self._send(time_ns)
 
     def on_timer(self, time_ns: int) -> list[TcpEvent]:
         """Time has reached :meth:`next_timer`: retransmission timeout or window probe."""
         out: list[TcpEvent] = []
-        if self.rto_deadline is not None and time_ns >= self.rto_deadline:
+        if time_ns >= self.rto_deadline:
             flight = self.nxt - self.una
             self.ssthresh = max(flight // 2, 2 * self.mss)
             self.cwnd = self.mss
@@ -187,8 +193,8 @@ class TcpSender:
             self.sent_at.clear()
             out += self._send(time_ns, after_timeout=True)
             self.rto_deadline = time_ns + self.rto
-        if self.persist_deadline is not None and time_ns >= self.persist_deadline:
-            self.persist_deadline = None
+        if time_ns >= self.persist_deadline:
+            self.persist_deadline = NEVER
             if self.rwnd == 0 and self.queued > self.nxt:
                 # The probe carries the next byte: if the window reopened, the peer takes
                 # it; if not, the retransmission timer keeps probing, backing off.
@@ -200,10 +206,13 @@ class TcpSender:
         return out
 
     def next_timer(self) -> int | None:
+        t = self.timer()
+        return None if t == NEVER else t
+
+    def timer(self) -> int:
+        """When :meth:`on_timer` is next due, or :data:`NEVER`."""
         rto, persist = self.rto_deadline, self.persist_deadline
-        if rto is None or (persist is not None and persist < rto):
-            return persist
-        return rto
+        return persist if persist < rto else rto
 
     def close(self, time_ns: int) -> list[TcpEvent]:
         """A graceful close: a FIN once every queued byte has been sent."""
@@ -213,12 +222,12 @@ class TcpSender:
     def aborted(self) -> None:
         """The peer reset the connection: nothing more is sent or retransmitted."""
         self.reset_sent = True
-        self.rto_deadline = self.persist_deadline = None
+        self.rto_deadline = self.persist_deadline = NEVER
 
     def reset(self, time_ns: int) -> list[TcpEvent]:
         """An abortive close: a RST now, nothing after it."""
         self.reset_sent = True
-        self.rto_deadline = self.persist_deadline = None
+        self.rto_deadline = self.persist_deadline = NEVER
         return [SentSegment(time_ns, self.nxt, 0, TCP_RST | TCP_ACK)]
 
     # Inside.
@@ -285,7 +294,7 @@ class TcpSender:
             self.nxt += n
             self.high = max(self.high, self.nxt)
             after_timeout = False
-            if self.rto_deadline is None:
+            if self.rto_deadline == NEVER:
                 self.rto_deadline = time_ns + self.rto
         if (
             self.fin_wanted
@@ -295,10 +304,10 @@ class TcpSender:
         ):
             out.append(SentSegment(time_ns, self.queued, 0, TCP_FIN | TCP_ACK))
             self.fin_sent = True
-            if self.rto_deadline is None:
+            if self.rto_deadline == NEVER:
                 self.rto_deadline = time_ns + self.rto
         if self.rwnd == 0 and self.queued > self.nxt and self.nxt == self.una:
-            if self.persist_deadline is None:
+            if self.persist_deadline == NEVER:
                 self.persist_deadline = time_ns + self.rto
         if self.high > before:
             out.append(Transmitted(self.high, time_ns))

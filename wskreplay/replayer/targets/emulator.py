@@ -17,7 +17,13 @@ from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
 from wskreplay.replayer.chaos import Chaos
 from wskreplay.replayer.peer import ParametricPeer, PathParams, PeerAck
 from wskreplay.replayer.profile import TransportProfile
-from wskreplay.replayer.tcp_sender import Acknowledged, SentSegment, TcpSender, Transmitted
+from wskreplay.replayer.tcp_sender import (
+    NEVER,
+    Acknowledged,
+    SentSegment,
+    TcpSender,
+    Transmitted,
+)
 from wskreplay.replayer.wsk_socket import (
     Completed,
     Returned,
@@ -119,10 +125,17 @@ class EmulatedConnection:
 
     def next_event_time(self) -> int | None:
         """When the next thing is due (a packet, an ACK, a timer), or None."""
-        best = self._due[0][0] if self._due else None
-        for t in (self.tcp.next_timer(), self.peer.next_timer()):
-            if t is not None and (best is None or t < best):
-                best = t
+        t = self.next_time()
+        return None if t == NEVER else t
+
+    def next_time(self) -> int:
+        """:meth:`next_event_time`, :data:`NEVER` for None."""
+        best = self._due[0][0] if self._due else NEVER
+        tcp_t, peer_t = self.tcp.timer(), self.peer.timer()
+        if tcp_t < best:
+            best = tcp_t
+        if peer_t < best:
+            best = peer_t
         return best
 
     def call(
@@ -152,13 +165,13 @@ class EmulatedConnection:
         due = self._due
         tcp, peer = self.tcp, self.peer
         while True:
-            t = due[0][0] if due else None
-            tcp_t, peer_t = tcp.next_timer(), peer.next_timer()
-            if tcp_t is not None and (t is None or tcp_t < t):
+            t: int = due[0][0] if due else NEVER
+            tcp_t, peer_t = tcp.timer(), peer.timer()
+            if tcp_t < t:
                 t = tcp_t
-            if peer_t is not None and (t is None or peer_t < t):
+            if peer_t < t:
                 t = peer_t
-            if t is None or t > time_ns:
+            if t > time_ns or t == NEVER:
                 break
             if t > self.now:
                 self.now = t
@@ -314,7 +327,7 @@ class EmulatedConnection:
                         e.retransmission,
                     )
                 )
-                if arrival is not None:
+                if arrival != NEVER:
                     self._schedule(arrival, ARRIVE, e)
             elif isinstance(e, Transmitted):
                 self._wsk_outputs(self.wsk.transmitted(e.end, e.time_ns), out, sent=True)
