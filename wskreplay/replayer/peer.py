@@ -354,16 +354,19 @@ class RecordedPeer(ParametricPeer):
             out.append(self._ack(self.delayed_until, self.held_up_to))
             self.held_up_to = None
         half = self.p.rtt_ns // 2
-        for t, value in self.acks_due:
-            if t <= time_ns:
-                if value >= self.rcv_nxt:
-                    self.delayed_until = NEVER
-                    self.unacked_segments = self.unacked_bytes = 0
-                self.acked_sent = max(self.acked_sent, value)
-                out.append(PeerAck(t + half, value, self._window(t), 0, t))
-        self.acks_due = [(t, v) for t, v in self.acks_due if t > time_ns]
-        ready = sorted(((t, a) for t, a in self.due if t <= time_ns), key=lambda d: d[0])
-        self.due = [(t, a) for t, a in self.due if t > time_ns]
+        if self.acks_due:
+            for t, value in self.acks_due:
+                if t <= time_ns:
+                    if value >= self.rcv_nxt:
+                        self.delayed_until = NEVER
+                        self.unacked_segments = self.unacked_bytes = 0
+                    self.acked_sent = max(self.acked_sent, value)
+                    out.append(PeerAck(t + half, value, self._window(t), 0, t))
+            self.acks_due = [(t, v) for t, v in self.acks_due if t > time_ns]
+        ready = [(t, a) for t, a in self.due if t <= time_ns]
+        if ready:
+            ready.sort(key=_due_time)
+            self.due = [(t, a) for t, a in self.due if t > time_ns]
         for t, action in ready:
             # Its data acknowledges what the recorded peer's did, or what it has already
             # acknowledged: the rest gets the recorded ACKs' timing.
@@ -385,5 +388,14 @@ class RecordedPeer(ParametricPeer):
                 self.due = []
                 self.acks_due = []
                 break
-        out.sort(key=lambda a: a.time_ns)
+        if len(out) > 1:
+            out.sort(key=_arrival)
         return out
+
+
+def _due_time(due: tuple[int, PeerAction]) -> int:
+    return due[0]
+
+
+def _arrival(ack: PeerAck) -> int:
+    return ack.time_ns

@@ -236,11 +236,18 @@ class TcpSender:
         return self.high + (1 if self.fin_sent else 0)
 
     def _rtt_sample(self, ack: int, time_ns: int) -> None:
-        sample_ends = [end for end in self.sent_at if end <= ack]
-        if not sample_ends:
+        """The RTT sample of the latest segment ``ack`` covers, from :attr:`sent_at`, whose
+        end offsets rise in insertion order (only new data is added to it): the covered
+        ones are at its front."""
+        covered: list[int] = []
+        for end in self.sent_at:
+            if end > ack:
+                break
+            covered.append(end)
+        if not covered:
             return
-        sample = time_ns - self.sent_at[max(sample_ends)]
-        for end in sample_ends:
+        sample = time_ns - self.sent_at[covered[-1]]
+        for end in covered:
             del self.sent_at[end]
         if self.srtt is None:
             self.srtt, self.rttvar = sample, sample // 2
