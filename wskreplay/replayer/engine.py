@@ -36,7 +36,7 @@ from wskreplay.replayer.peer import PathParams, PeerScript, RecordedPeer
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.replayed_streams import replayed_streams
-from wskreplay.replayer.targets.emulator import EmulatedConnection, WireSegment
+from wskreplay.replayer.targets.emulator import EmulatedConnection, WireColumns
 from wskreplay.replayer.tcp_sender import NEVER
 from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest, Violation
 from wskreplay.trace.inplace import window
@@ -354,6 +354,8 @@ class _Replay:
         self.peers: dict[str, str] = {}
         self.paths: dict[str, dict[str, Any]] = {}
         """Socket (as text) -> its path's metadata (:attr:`SocketPlan.metadata`)."""
+        self.wire = {sid: WireColumns() for sid in plan.trace.sockets}
+        """Socket -> its wire segments, which its connection adds as they happen."""
         for sid in plan.trace.sockets if sockets is None else sockets:
             self.open(sid)
         n = len(plan.issue_of)
@@ -376,7 +378,6 @@ class _Replay:
         """The calls' columns as arrays, once sealed (:meth:`seal`)."""
         self.taken: list[ReplayShare] = []
         """The shares of the other sockets' replays, taken in (:meth:`take`)."""
-        self.wire = {sid: WireColumns() for sid in plan.trace.sockets}
         self.reported: list[Returned | Completed | Violation] = []
         """What the replay reported since the last step."""
         self.lag: dict[int, int] = {}
@@ -415,6 +416,7 @@ class _Replay:
             ),
             peer=peer,
             chaos=None if options.chaos is None else Chaos(options.chaos, sid),
+            wire=self.wire[sid],
         )
 
     def scaled(self, duration: int) -> int:
@@ -476,12 +478,9 @@ class _Replay:
         return step
 
     def absorb(self, sid: int, outputs: list) -> None:
-        """File what the connection reported: wire segments, returns, completions and
-        violations."""
+        """File what the connection reported: returns, completions and violations (its
+        wire segments went to :attr:`wire` as they happened)."""
         for e in outputs:
-            if isinstance(e, WireSegment):
-                self.wire[sid].add(e)
-                continue
             if self.report:
                 self.reported.append(e)
             if isinstance(e, Completed):
@@ -706,57 +705,6 @@ def _returned(outputs: list) -> bool:
         if isinstance(e, Returned):
             return True
     return False
-
-
-class WireColumns:
-    """One socket's wire segments as the replay makes them, kept as the columns of the
-    replayed trace's segment table (no segment object outlives its step)."""
-
-    def __init__(self) -> None:
-        self.time_ns: list[int] = []
-        self.direction: list[int] = []
-        self.length: list[int] = []
-        self.seq: list[int] = []
-        self.flags: list[int] = []
-        self.ack: list[int] = []
-        self.window: list[int] = []
-        self.made: dict[str, np.ndarray] | None = None
-
-    @staticmethod
-    def of(arrays: dict[str, np.ndarray]) -> WireColumns:
-        """The columns another process's replay made (:meth:`arrays`), added to no more."""
-        out = WireColumns()
-        out.made = arrays
-        return out
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        if self.made is not None:
-            return self.made
-        return {
-            name: np.fromiter(values, np.int64, len(values))
-            for name, values in (
-                ("time_ns", self.time_ns),
-                ("direction", self.direction),
-                ("length", self.length),
-                ("seq", self.seq),
-                ("flags", self.flags),
-                ("ack", self.ack),
-                ("window", self.window),
-            )
-        }
-
-    def add(self, s: WireSegment) -> None:
-        self.time_ns.append(s.time_ns)
-        self.direction.append(OUTBOUND if s.outbound else INBOUND)
-        self.length.append(s.length)
-        self.seq.append(s.seq if s.outbound else 0)
-        self.flags.append(s.flags)
-        self.ack.append(0 if s.outbound else s.ack)
-        self.window.append(s.window)
-
-
-OUTBOUND: Final = int(Direction.OUT)
-INBOUND: Final = int(Direction.IN)
 
 
 def _segments(wire: dict[int, WireColumns]) -> SegmentTable:

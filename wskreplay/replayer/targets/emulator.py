@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from heapq import heappop, heappush
 from typing import Final
 
+import numpy as np
+
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
 from wskreplay.replayer.chaos import Chaos
 from wskreplay.replayer.peer import ParametricPeer, PathParams, PeerAck
@@ -34,6 +36,7 @@ from wskreplay.replayer.wsk_socket import (
     WskEvent,
     WskSocket,
 )
+from wskreplay.trace.model import Direction
 
 
 @dataclass(slots=True, init=False)
@@ -73,6 +76,66 @@ class WireSegment:
 Output = Returned | Completed | Violation | WireSegment
 
 
+class WireColumns:
+    """A connection's wire segments, kept as the columns of a trace's segment table (no
+    segment object is made for them)."""
+
+    def __init__(self) -> None:
+        self.time_ns: list[int] = []
+        self.direction: list[int] = []
+        self.length: list[int] = []
+        self.seq: list[int] = []
+        self.flags: list[int] = []
+        self.ack: list[int] = []
+        self.window: list[int] = []
+        self.made: dict[str, np.ndarray] | None = None
+
+    @staticmethod
+    def of(arrays: dict[str, np.ndarray]) -> WireColumns:
+        """The columns another process's replay made (:meth:`arrays`), added to no more."""
+        out = WireColumns()
+        out.made = arrays
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self.made is not None:
+            return self.made
+        return {
+            name: np.fromiter(values, np.int64, len(values))
+            for name, values in (
+                ("time_ns", self.time_ns),
+                ("direction", self.direction),
+                ("length", self.length),
+                ("seq", self.seq),
+                ("flags", self.flags),
+                ("ack", self.ack),
+                ("window", self.window),
+            )
+        }
+
+    def add(
+        self,
+        time_ns: int,
+        outbound: bool,
+        seq: int,
+        length: int,
+        flags: int,
+        ack: int,
+        window: int,
+    ) -> None:
+        self.time_ns.append(time_ns)
+        self.direction.append(OUTBOUND if outbound else INBOUND)
+        self.length.append(length)
+        self.seq.append(seq if outbound else 0)
+        self.flags.append(flags)
+        self.ack.append(0 if outbound else ack)
+        self.window.append(window)
+
+
+OUTBOUND: Final = int(Direction.OUT)
+INBOUND: Final = int(Direction.IN)
+
+
 ARRIVE: Final = 0
 ACK: Final = 1
 WRITE: Final = 2
@@ -96,9 +159,12 @@ class EmulatedConnection:
         peer_reset_ns: int | None = None,
         peer: ParametricPeer | None = None,
         chaos: Chaos | None = None,
+        wire: WireColumns | None = None,
     ) -> None:
+        """``wire``: the wire segments go there as they happen, not to the outputs."""
         self.profile = profile
         self.chaos = chaos
+        self.wire = wire
         self._stack_free = 0
         """When the host's stack hands TCP the bytes of the latest call (in call order)."""
         self.wsk = WskSocket(profile, category)
@@ -255,7 +321,7 @@ class EmulatedConnection:
             )
         else:
             assert kind == PEER_RESET
-            out.append(WireSegment(time_ns, False, self.peer.rcv_nxt, 0, TCP_RST | TCP_ACK))
+            self._segment(out, time_ns, False, self.peer.rcv_nxt, 0, TCP_RST | TCP_ACK, 0, 0)
             self.tcp.aborted()
             self.reset_ns = time_ns
             self._wsk_outputs(self.wsk.peer_reset(time_ns), out)
@@ -268,7 +334,7 @@ class EmulatedConnection:
         """A segment from the peer: its ACK and window for the sender, its data (this side
         acknowledges it at once), its FIN, or its RST."""
         flags = TCP_ACK | (ack.flags & (TCP_PSH | TCP_FIN | TCP_RST))
-        out.append(WireSegment(time_ns, False, ack.seq, ack.length, flags, ack.ack, ack.window))
+        self._segment(out, time_ns, False, ack.seq, ack.length, flags, ack.ack, ack.window)
         if ack.flags & TCP_RST:
             if self.profile.reset.ack_acknowledges:
                 self._tcp_outputs(self.tcp.on_ack(ack.ack, ack.window, time_ns), out)
@@ -279,9 +345,7 @@ class EmulatedConnection:
         if ack.length or ack.flags & TCP_FIN:
             self.received = max(self.received, ack.seq + ack.length)
             fin = 1 if ack.flags & TCP_FIN else 0
-            out.append(
-                WireSegment(time_ns, True, self.tcp.nxt, 0, TCP_ACK, self.received + fin, 64240)
-            )
+            self._segment(out, time_ns, True, self.tcp.nxt, 0, TCP_ACK, self.received + fin, 64240)
         data = bool(ack.length or ack.flags & TCP_FIN)
         self._tcp_outputs(self.tcp.on_ack(ack.ack, ack.window, time_ns, carries_data=data), out)
 
@@ -315,17 +379,16 @@ class EmulatedConnection:
         for e in events:
             if isinstance(e, SentSegment):
                 departure, arrival = self.peer.transmit(e)
-                out.append(
-                    WireSegment(
-                        departure,
-                        True,
-                        e.seq,
-                        e.length,
-                        e.flags,
-                        self.peer.rcv_nxt,
-                        64240,
-                        e.retransmission,
-                    )
+                self._segment(
+                    out,
+                    departure,
+                    True,
+                    e.seq,
+                    e.length,
+                    e.flags,
+                    self.peer.rcv_nxt,
+                    64240,
+                    e.retransmission,
                 )
                 if arrival != NEVER:
                     self._schedule(arrival, ARRIVE, e)
@@ -333,6 +396,26 @@ class EmulatedConnection:
                 self._wsk_outputs(self.wsk.transmitted(e.end, e.time_ns), out, sent=True)
             elif isinstance(e, Acknowledged):
                 self._wsk_outputs(self.wsk.acknowledged(e.end, e.time_ns), out, sent=True)
+
+    def _segment(
+        self,
+        out: list[Output],
+        time_ns: int,
+        outbound: bool,
+        seq: int,
+        length: int,
+        flags: int,
+        ack: int,
+        window: int,
+        retransmission: bool = False,
+    ) -> None:
+        wire = self.wire
+        if wire is None:
+            out.append(
+                WireSegment(time_ns, outbound, seq, length, flags, ack, window, retransmission)
+            )
+        else:
+            wire.add(time_ns, outbound, seq, length, flags, ack, window)
 
     def _release(
         self, events: list[WskEvent], stack_delay_ns: int, pieces: list[tuple[int, int]]
