@@ -90,6 +90,12 @@ class TcpSender:
         self, settings: TcpSettings, *, mss: int | None = None, peer_window: int = 65535
     ) -> None:
         self.settings = settings
+        self._dupack_threshold = settings.dupack_threshold
+        self._rto_min_ns = settings.rto_min_ns
+        self._nagle = settings.nagle
+        self._rfc896 = settings.nagle_variant == "rfc896"
+        """The settings read on every ACK and segment, as native attributes (the settings
+        are frozen)."""
         self.mss = mss or settings.mss
         self.queued = 0
         """Stream offset past the last byte the application queued."""
@@ -166,7 +172,7 @@ class TcpSender:
             and not carries_data
         ):
             self.dupacks += 1
-            if self.dupacks == self.settings.dupack_threshold and self.recover is None:
+            if self.dupacks == self._dupack_threshold and self.recover is None:
                 flight = self.nxt - self.una
                 self.ssthresh = max(flight // 2, 2 * self.mss)
                 self.cwnd = self.ssthresh + 3 * self.mss
@@ -254,7 +260,7 @@ class TcpSender:
         else:
             self.rttvar = (3 * self.rttvar + abs(self.srtt - sample)) // 4
             self.srtt = (7 * self.srtt + sample) // 8
-        self.rto = max(self.srtt + 4 * self.rttvar, self.settings.rto_min_ns)
+        self.rto = max(self.srtt + 4 * self.rttvar, self._rto_min_ns)
 
     def _emit(self, time_ns: int, seq: int, length: int, flags: int) -> SentSegment:
         retransmission = seq < self.high
@@ -271,7 +277,7 @@ class TcpSender:
     def _nagle_holds(self) -> bool:
         """RFC 896 holds a small segment while any data is unacknowledged; Minshall's
         variant (Linux) only while a previous small segment is."""
-        if self.settings.nagle_variant == "rfc896":
+        if self._rfc896:
             return True
         return self.small_end > self.una
 
@@ -292,7 +298,7 @@ class TcpSender:
             if small and outstanding and not after_timeout:
                 if n < remaining:
                     break  # the window, not the data, made it small (sender SWS avoidance)
-                if self.settings.nagle and self.nxt >= self.push_to and self._nagle_holds():
+                if self._nagle and self.nxt >= self.push_to and self._nagle_holds():
                     break  # Nagle: wait for the ACK of what is outstanding
             flags = TCP_ACK | (TCP_PSH if self.nxt + n == self.queued else 0)
             out.append(self._emit(time_ns, self.nxt, n, flags))

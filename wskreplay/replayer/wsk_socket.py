@@ -151,6 +151,11 @@ class WskSocket:
         self.profile = profile
         self._flag_mask = profile.send.flag_mask
         """The flags the transport supports (the profile is frozen: computed once)."""
+        completion = profile.completion
+        self._on_transmit = completion.policy == "on-transmit"
+        self._latency_ns = completion.latency_ns
+        self._at_once_as_recorded = completion.immediate_success == "as-recorded"
+        self._success_at_once = completion.immediate_success != "never"
         self._control_info_seen: dict[bytes, int | None] = {}
         self.category = category
         self.state = SocketState.CONNECTED
@@ -168,7 +173,6 @@ class WskSocket:
         was accepted, when :meth:`returned` gives its status after the TCP layer has had
         the bytes (the completion may already have happened: wsk-facts "The completion
         routine may run before WskSendEx returns")."""
-        send = self.profile.send
         out: list[WskEvent] = []
         t = req.time_ns
         if req.irql is not None and req.irql > DISPATCH_LEVEL:
@@ -180,10 +184,10 @@ class WskSocket:
             # functional. The IRP will be completed with failure status."
             return out + self._refuse(req, nt.STATUS_FILE_FORCED_CLOSED)
         if self.state is SocketState.DISCONNECTING:
-            return out + self._refuse(req, nt.CODES[send.wrong_state_status])
+            return out + self._refuse(req, nt.CODES[self.profile.send.wrong_state_status])
         if req.irp is None:
             # wsk-facts: STATUS_INVALID_PARAMETER "e.g. NULL IRP (no completion happens)".
-            return out + [Returned(None, nt.CODES[send.null_irp_status], t)]
+            return out + [Returned(None, nt.CODES[self.profile.send.null_irp_status], t)]
         if req.flags & ~self._flag_mask:
             # PFN_WSK_SEND_EX.md: STATUS_NOT_SUPPORTED "A specified flag is not supported".
             return out + self._refuse(req, nt.STATUS_NOT_SUPPORTED)
@@ -201,15 +205,13 @@ class WskSocket:
                     t,
                 )
             ]
-        if req.length == 0 and send.zero_length == "complete":
+        if req.length == 0 and self.profile.send.zero_length == "complete":
             return out + [
                 Completed(req.irp, nt.STATUS_SUCCESS, 0, t),
                 Returned(req.irp, nt.STATUS_SUCCESS, t),
             ]
         self.queued_end += req.length
-        at_once = req.recorded_at_once and self.profile.completion.immediate_success == (
-            "as-recorded"
-        )
+        at_once = req.recorded_at_once and self._at_once_as_recorded
         self.pending.append(_Pending(req.irp, req.length, self.queued_end, at_once))
         self._in_call, self._completed_in_call = (req.irp, t), at_once
         nodelay = bool(req.flags & wsk.WSK_FLAG_NODELAY)
@@ -227,9 +229,8 @@ class WskSocket:
         STATUS_SUCCESS if it already completed and the profile lets the transport say so
         at once, else STATUS_PENDING (PFN_WSK_SEND_EX.md: "The WSK subsystem could not send
         the data over the socket immediately")."""
-        immediate = self.profile.completion.immediate_success != "never"
         done, self._in_call, self._completed_in_call = self._completed_in_call, None, False
-        if done and immediate:
+        if done and self._success_at_once:
             return Returned(irp, nt.STATUS_SUCCESS, time_ns)
         return Returned(irp, nt.STATUS_PENDING, time_ns)
 
@@ -263,7 +264,7 @@ class WskSocket:
     # What the TCP layer below reports.
 
     def _reached_end(self) -> int:
-        if self.profile.completion.policy == "on-transmit":
+        if self._on_transmit:
             return self._transmitted
         return self._acknowledged
 
@@ -283,7 +284,7 @@ class WskSocket:
         completion.order = fifo): PFN_WSK_SEND_EX.md "will not be completed ... until all of
         the data has actually been sent"."""
         out: list[WskEvent] = []
-        at = time_ns + self.profile.completion.latency_ns
+        at = time_ns + self._latency_ns
         while self.pending and self.pending[0].end <= reached:
             done = self.pending.popleft()
             if not done.done:
