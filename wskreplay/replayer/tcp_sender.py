@@ -85,6 +85,55 @@ class Acknowledged:
 TcpEvent = SentSegment | Transmitted | Acknowledged
 
 
+class SentTimes:
+    """The end offset and send time of each segment sent once, in the order sent: only new
+    data is added, so the ends rise, and the ACKs consume them from the front."""
+
+    def __init__(self) -> None:
+        self.ends: list[int] = []
+        self.times: list[int] = []
+        self.head = 0
+        """Entries before it are consumed (dropped in bulk, not one by one)."""
+
+    def add(self, end: int, time_ns: int) -> None:
+        self.ends.append(end)
+        self.times.append(time_ns)
+
+    def take_through(self, ack: int) -> int:
+        """Consume the segments ``ack`` covers: the send time of the latest of them, or
+        :data:`NEVER` when it covers none."""
+        ends, k = self.ends, self.head
+        n = len(ends)
+        if k >= n or ends[k] > ack:
+            return NEVER
+        while k < n and ends[k] <= ack:
+            k += 1
+        sent = self.times[k - 1]
+        if k == n:
+            self.clear()
+        elif k > 1024 and 2 * k > n:
+            del self.ends[:k]
+            del self.times[:k]
+            self.head = 0
+        else:
+            self.head = k
+        return sent
+
+    def keep_through(self, offset: int) -> None:
+        """Forget the segments that end past ``offset``."""
+        ends = self.ends
+        cut = len(ends)
+        while cut > self.head and ends[cut - 1] > offset:
+            cut -= 1
+        del self.ends[cut:]
+        del self.times[cut:]
+
+    def clear(self) -> None:
+        self.ends.clear()
+        self.times.clear()
+        self.head = 0
+
+
 class TcpSender:
     def __init__(
         self, settings: TcpSettings, *, mss: int | None = None, peer_window: int = 65535
@@ -120,8 +169,8 @@ class TcpSender:
         self.rto = settings.rto_initial_ns
         self.rto_deadline = NEVER
         self.persist_deadline = NEVER
-        self.sent_at: dict[int, int] = {}
-        """End offset of each segment sent once -> its time (RTT samples, Karn's rule)."""
+        self.sent_at = SentTimes()
+        """The segments sent once (RTT samples, Karn's rule)."""
         self.fin_wanted = False
         self.fin_sent = False
         self.reset_sent = False
@@ -242,19 +291,11 @@ class TcpSender:
         return self.high + (1 if self.fin_sent else 0)
 
     def _rtt_sample(self, ack: int, time_ns: int) -> None:
-        """The RTT sample of the latest segment ``ack`` covers, from :attr:`sent_at`, whose
-        end offsets rise in insertion order (only new data is added to it): the covered
-        ones are at its front."""
-        covered: list[int] = []
-        for end in self.sent_at:
-            if end > ack:
-                break
-            covered.append(end)
-        if not covered:
+        """The RTT sample of the latest segment sent once that ``ack`` covers."""
+        sent = self.sent_at.take_through(ack)
+        if sent == NEVER:
             return
-        sample = time_ns - self.sent_at[covered[-1]]
-        for end in covered:
-            del self.sent_at[end]
+        sample = time_ns - sent
         if self.srtt is None:
             self.srtt, self.rttvar = sample, sample // 2
         else:
@@ -265,12 +306,12 @@ class TcpSender:
     def _emit(self, time_ns: int, seq: int, length: int, flags: int) -> SentSegment:
         retransmission = seq < self.high
         if not retransmission and length:
-            self.sent_at[seq + length] = time_ns
+            self.sent_at.add(seq + length, time_ns)
         return SentSegment(time_ns, seq, length, flags, retransmission)
 
     def _retransmit(self, time_ns: int) -> SentSegment:
         length = min(self.mss, max(self.high - self.una, 0))
-        self.sent_at = {e: t for e, t in self.sent_at.items() if e <= self.una}
+        self.sent_at.keep_through(self.una)
         flags = TCP_ACK | (TCP_PSH if self.una + length >= self.queued else 0)
         return self._emit(time_ns, self.una, length, flags)
 
