@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import bisect
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
-from wskreplay.replayer.peer import PathParams
+from wskreplay.replayer.peer import PathParams, RisingCursor
 from wskreplay.replayer.profile import load_profile
-from wskreplay.replayer.targets.emulator import EmulatedConnection, WireSegment
+from wskreplay.replayer.targets.emulator import EmulatedConnection, WireColumns, WireSegment
 from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest
 
 PROFILE = load_profile()
@@ -239,3 +245,46 @@ def test_event_records_hand_written_init_takes_their_fields():
     a = WireSegment(1, True, 2, 3, 4)
     assert a == WireSegment(1, True, 2, 3, 4, 0, 0, False) != WireSegment(1, True, 2, 3, 5)
     assert repr(a).startswith("WireSegment(time_ns=1, outbound=True, seq=2")
+
+
+def test_a_wire_sink_gets_the_segments_the_outputs_would_hold():
+    """A connection given a WireColumns writes its wire segments there as they happen and
+    leaves them out of its outputs: the same segments, in the same order, as one without
+    (a lossy path with retransmissions, a peer reset)."""
+    calls = [SendRequest(k * 100_000, k + 1, 0, 3000) for k in range(30)]
+
+    def run(wire):
+        c = EmulatedConnection(
+            PROFILE,
+            PathParams(rtt_ns=MS, loss=0.1, seed=3, rate_bps=100_000_000),
+            peer_reset_ns=40 * MS,
+            wire=wire,
+        )
+        out = [e for req in calls for e in c.call(req)] + c.settle(500 * MS)
+        return out
+
+    plain = run(None)
+    sink = WireColumns()
+    rest = run(sink)
+    wire = [e for e in plain if isinstance(e, WireSegment)]
+    assert len(wire) > 60 and any(s.retransmission for s in wire)
+    assert not any(isinstance(e, WireSegment) for e in rest)
+    assert rest == [e for e in plain if not isinstance(e, WireSegment)]
+    expected = WireColumns()
+    for s in wire:
+        expected.add(s.time_ns, s.outbound, s.seq, s.length, s.flags, s.ack, s.window)
+    got, want = sink.arrays(), expected.arrays()
+    assert all(np.array_equal(got[name], want[name]) for name in want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 1000), max_size=40).map(sorted),
+    st.lists(st.integers(-5, 1005), max_size=60),
+)
+def test_rising_cursor_answers_as_bisect(keys, values):
+    """The recorded peer's lookups by cursor give bisect_right's answer for any sequence of
+    values (rising, as a peer's received bytes do, or not), repeated keys included."""
+    cursor = RisingCursor(keys)
+    for value in [*sorted(values), *values]:
+        assert cursor.right(value) == bisect.bisect_right(keys, value)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from wskreplay.formats.tcpip import TCP_FIN, TCP_PSH, TCP_RST
 from wskreplay.replayer.profile import TcpSettings
-from wskreplay.replayer.tcp_sender import Acknowledged, SentSegment, TcpSender, Transmitted
+from wskreplay.replayer.tcp_sender import (
+    NEVER,
+    Acknowledged,
+    SentSegment,
+    SentTimes,
+    TcpSender,
+    Transmitted,
+)
 
 MSS = 1000
 
@@ -128,6 +138,63 @@ def test_rtt_samples_set_the_rto_with_its_floor():
     s.write(MSS, nodelay=True, time_ns=0)
     s.on_ack(MSS, 1 << 20, 50_000_000)
     assert s.srtt == 50_000_000 and s.rto == 300_000_000
+
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(1, 3000), st.integers(0, 10**9)),
+        st.tuples(st.just("take"), st.integers(-100, 40000), st.just(0)),
+        st.tuples(st.just("keep"), st.integers(-100, 40000), st.just(0)),
+        st.tuples(st.just("clear"), st.just(0), st.just(0)),
+    ),
+    max_size=3000,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPERATIONS)
+def test_sent_times_answer_as_the_dict_they_replaced(operations):
+    """SentTimes (a queue consumed from the front) against the dict of end -> time it
+    replaced, scanned whole on every ACK: the same RTT sample times, the same segments kept,
+    through the bulk drops of its front (more than 1024 consumed)."""
+    queue, reference, end = SentTimes(), {}, 0
+    for op, value, time_ns in operations:
+        if op == "add":
+            end += value
+            queue.add(end, time_ns)
+            reference[end] = time_ns
+        elif op == "take":
+            covered = [e for e in reference if e <= value]
+            expected = reference[max(covered)] if covered else NEVER
+            for e in covered:
+                del reference[e]
+            assert queue.take_through(value) == expected
+        elif op == "keep":
+            queue.keep_through(value)
+            reference = {e: t for e, t in reference.items() if e <= value}
+        else:
+            queue.clear()
+            reference.clear()
+        assert list(zip(queue.ends[queue.head :], queue.times[queue.head :], strict=True)) == list(
+            reference.items()
+        )
+
+
+def test_sent_times_drop_a_long_consumed_front():
+    queue = SentTimes()
+    for k in range(1, 3001):
+        queue.add(k, 10 * k)
+    assert queue.take_through(2000) == 20000
+    assert queue.head == 0 and queue.ends[0] == 2001
+    assert queue.take_through(2000) == NEVER and queue.take_through(3000) == 30000
+    assert queue.ends == [] and queue.head == 0
+
+
+def test_an_unarmed_timer_is_never():
+    s = sender()
+    assert s.timer() == NEVER and s.next_timer() is None
+    s.write(MSS, nodelay=True, time_ns=5)
+    assert s.timer() == s.next_timer() == 5 + s.rto
 
 
 def test_fin_after_the_data_and_rst():
