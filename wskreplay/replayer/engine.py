@@ -461,7 +461,7 @@ class _Replay:
             None if plan.irql_of[i] < 0 else plan.irql_of[i],
             plan.at_once[i],
         )
-        piece_list = plan.pieces.get(i)
+        piece_list = plan.pieces.get(i) if plan.pieces else None
         if piece_list is not None and speed is not None:
             piece_list = [(length, self.scaled(delay)) for length, delay in piece_list]
         else:
@@ -566,7 +566,8 @@ class _Replay:
         that): a process replaying a share of the sockets does it while the others still
         run."""
         self.call_arrays = {
-            name: np.array(values, np.int64) for name, values in self._call_columns().items()
+            name: np.fromiter(values, np.int64, len(values))
+            for name, values in self._call_columns().items()
         }
         for sid in self.conns:
             self.wire[sid] = WireColumns.of(self.wire[sid].arrays())
