@@ -39,6 +39,7 @@ from wskreplay.replayer.replayed_streams import replayed_streams
 from wskreplay.replayer.targets.emulator import EmulatedConnection, WireColumns
 from wskreplay.replayer.tcp_sender import NEVER
 from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest, Violation
+from wskreplay.threads import Background
 from wskreplay.trace.inplace import window
 from wskreplay.trace.model import (
     SEGMENT_SCHEMA,
@@ -47,6 +48,7 @@ from wskreplay.trace.model import (
     Direction,
     Event,
     SegmentTable,
+    SocketPart,
     Stream,
     Trace,
     awaited_calls,
@@ -210,12 +212,7 @@ class ReplayPlan:
     def __init__(self, trace: Trace, options: ReplayOptions) -> None:
         self.trace = trace
         self.options = replace(options, chaos=None)
-        parts = socket_parts(trace)
-        own = {sid: part.trace for sid, part in parts.items()}
-        """Socket -> a trace of its rows alone: each socket is calibrated from its rows."""
-        self.own = own
-        profile = inferred_profile(trace, options.profile, options.completion, parts)
-        self.profile = profile
+        worked_out = Background(_parts_and_profile, trace, options)
         calls = trace.calls
         n = len(calls)
         issue = calls.column("issue_ns").astype(np.int64)
@@ -230,7 +227,6 @@ class ReplayPlan:
         self.rank = {sid: k for k, sid in enumerate(trace.sockets)}
         """Socket -> its place in the trace's sockets (the order they settle in)."""
         self.t0 = int(issue.min()) if n else 0
-        self.parts = parts
         self.sockets: dict[int, SocketPlan] = {}
         """Socket -> its :class:`SocketPlan`, worked out when its connection is made, by
         the process that replays it."""
@@ -253,6 +249,11 @@ class ReplayPlan:
         self.socket_of: list[int] = calls.column("socket").astype(np.int64).tolist()
         self.lifecycle = lifecycle_events(trace)
         """Socket -> its recorded disconnects and closes (each replay takes a copy)."""
+        parts, profile = worked_out.result()
+        self.parts = parts
+        self.own = {sid: part.trace for sid, part in parts.items()}
+        """Socket -> a trace of its rows alone: each socket is calibrated from its rows."""
+        self.profile = profile
 
     def socket(self, sid: int) -> SocketPlan:
         """Socket ``sid``'s plan, worked out from its own rows the first time it is asked
@@ -311,6 +312,15 @@ class ReplayPlan:
         if script is not None and not peer_window_known(self.trace, sid):
             script = replace(script, windows=())
         return script
+
+
+def _parts_and_profile(
+    trace: Trace, options: ReplayOptions
+) -> tuple[dict[int, SocketPart], TransportProfile]:
+    """The trace's :func:`socket_parts` and the profile inferred with them: numpy's
+    gathers and sorts, worked out in a thread beside the plan's call lists."""
+    parts = socket_parts(trace)
+    return parts, inferred_profile(trace, options.profile, options.completion, parts)
 
 
 @dataclass(frozen=True)
