@@ -8,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from wskreplay.formats import ntstatus
+from wskreplay.formats.wskt import BlockType, BlockWriter, pack_body
 from wskreplay.generators.synth import synth_trace
 from wskreplay.trace import TraceReader, read_trace, write_trace
 from wskreplay.trace.model import Direction, Trace
+from wskreplay.trace.writer import stream_body_head
 
 from .strategies import traces
 
@@ -94,3 +97,35 @@ def test_synthetic_trace_round_trips_with_default_options(tmp_path):
     path = tmp_path / "s.wskt"
     write_trace(path, trace)
     assert read_trace(path) == trace
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 2**40),
+    st.sampled_from([int(Direction.OUT), int(Direction.IN)]),
+    st.integers(0, 2**62),
+    st.one_of(st.sampled_from([0, 1, 255, 256, 65535, 65536, 1 << 20]), st.integers(0, 1 << 17)),
+)
+def test_a_stream_body_head_and_its_payload_are_the_packed_body(socket, direction, offset, n):
+    """The writer stores an incompressible stream chunk as the head of its body and its
+    payload, never joined: together they are msgpack's bytes of the whole body, every
+    size of bin header included."""
+    payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
+    body = {"s": socket, "d": direction, "o": offset, "b": payload}
+    assert stream_body_head(socket, direction, offset, n) + payload == pack_body(body)
+
+
+def test_a_block_stored_in_parts_is_the_block_written_whole(tmp_path):
+    parts = [b"\x84head", memoryview(bytes(range(256)) * 300)]
+    files = []
+    for name in ("whole", "parts"):
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            blocks = BlockWriter(f)
+            if name == "whole":
+                blocks.write(BlockType.STREAM, b"".join(parts), {"k": 1}, compress=False)
+            else:
+                blocks.write_stored(BlockType.STREAM, parts, {"k": 1})
+            blocks.finish()
+        files.append(path.read_bytes())
+    assert files[0] == files[1]

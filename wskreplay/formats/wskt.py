@@ -208,6 +208,24 @@ class BlockWriter:
         self.entries.append({"o": offset, "t": int(btype), **entry})
         return offset
 
+    def write_stored(
+        self, btype: int, parts: list[bytes | memoryview], entry: dict[str, Any]
+    ) -> int:
+        """A block stored uncompressed whose body is ``parts`` joined: the same block as
+        :meth:`write` of the joined body without compression, written without joining
+        them (a stream chunk's payload is not copied into its body)."""
+        size = sum(len(p) for p in parts)
+        if size > MAX_BLOCK_BYTES:
+            raise ValueError(f"block body of {size} bytes exceeds {MAX_BLOCK_BYTES}")
+        crc = 0
+        for part in parts:
+            crc = crc32(part, crc)
+        head = BLOCK_HEADER.pack(BLOCK_SYNC, int(btype), int(Codec.NONE), 0, size, size, crc)
+        offset = self._pos
+        self._append(head + struct.pack("<I", crc32(head)), *parts)
+        self.entries.append({"o": offset, "t": int(btype), **entry})
+        return offset
+
     def write_raw(self, head: bytes, stored: bytes, btype: int, entry: dict[str, Any]) -> int:
         """Copy an already encoded block (used by ``recover``)."""
         offset = self._pos

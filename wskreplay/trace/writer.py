@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -194,10 +195,14 @@ class TraceWriter:
                 self._blocks.write(BlockType.STREAM, pack_body(body), stream_entry(body))
             else:
                 body = {"s": socket, "d": int(direction), "o": at, "b": piece}
-                compressible = self._blocks.compressing and _compressible(piece)
-                self._blocks.write(
-                    BlockType.STREAM, pack_body(body), stream_entry(body), compress=compressible
-                )
+                if self._blocks.compressing and _compressible(piece):
+                    self._blocks.write(BlockType.STREAM, pack_body(body), stream_entry(body))
+                else:
+                    self._blocks.write_stored(
+                        BlockType.STREAM,
+                        [stream_body_head(socket, int(direction), at, len(piece)), piece],
+                        stream_entry(body),
+                    )
 
     def add_stream_digests(
         self, socket: int, direction: Direction, pieces: list[DigestPiece]
@@ -270,6 +275,19 @@ def _close_quietly(f: BinaryIO) -> None:
         f.close()
     except OSError:
         pass
+
+
+def stream_body_head(socket: int, direction: int, offset: int, length: int) -> bytes:
+    """The msgpack of a stream chunk's body (``{"s", "d", "o", "b"}``) up to its payload:
+    followed by the ``length`` payload bytes, it is ``pack_body`` of the body."""
+    keys = pack_body({"s": socket, "d": direction, "o": offset})
+    if length < 1 << 8:
+        size = struct.pack(">BB", 0xC4, length)
+    elif length < 1 << 16:
+        size = struct.pack(">BH", 0xC5, length)
+    else:
+        size = struct.pack(">BI", 0xC6, length)
+    return b"\x84" + keys[1:] + pack_body("b") + size
 
 
 def _compressible(data: memoryview) -> bool:
