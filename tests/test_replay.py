@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from wskreplay.formats import ntstatus as nt
-from wskreplay.trace import read_trace
-from wskreplay.trace.model import Direction
+from wskreplay.trace import read_trace, write_trace
+from wskreplay.trace.model import CallTable, Direction
 
 from .conftest import REPO, assert_one_line_error, run_cli
 
@@ -167,6 +167,26 @@ def test_until_stops_after_a_call_and_shows_its_socket(tmp_path):
         run_cli("replay", str(TRACES / "field.wskt"), "--until", "99"), "calls 0..11"
     )
     assert_one_line_error(run_cli("replay", str(TRACES / "field.wskt")), "-o OUT.wskt")
+
+
+def test_recorded_times_past_the_replay_s_limit_are_refused(tmp_path):
+    """The emulator's unarmed timers are 2**62 - 1 ns: a trace whose times run past 2**61 ns
+    after its clock's zero is refused in one line naming it, by replay and check; one just
+    inside the limit replays."""
+    for late, refused in ((1 << 61, False), ((1 << 61) + 1, True)):
+        trace = read_trace(TRACES / "field.wskt")
+        columns = trace.calls.columns
+        columns["issue_ns"] = columns["issue_ns"].copy()
+        columns["issue_ns"][-1] = late
+        trace.calls = CallTable(columns, trace.calls.control_blob)
+        path = tmp_path / f"late-{late}.wskt"
+        write_trace(path, trace)
+        for cmd in (["replay", str(path), "-o", str(tmp_path / "out.wskt")], ["check", str(path)]):
+            proc = run_cli(*cmd)
+            if refused:
+                assert_one_line_error(proc, path.name, "past the replay's limit")
+            else:
+                assert proc.returncode in (0, 1), proc.stderr
 
 
 def test_compiled_emulator_is_in_use_and_equals_the_python_modules(tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 
 from wskreplay.diff import DiffOptions, DiffResult, Tolerance, diff_traces, parse_tolerance
 from wskreplay.diff.compare import Difference
-from wskreplay.errors import InputError
+from wskreplay.errors import InputError, naming
 from wskreplay.forking import Dealer, Worker, forked, may_fork, results
 from wskreplay.replayer.dispatch import Target, replay_on
 from wskreplay.replayer.engine import ReplayOptions, ReplayPlan, replay
@@ -133,12 +133,13 @@ def check_trace(path: str | Path, settings: CheckSettings | None = None) -> Chec
     path = Path(path)
     settings = (settings or CheckSettings()).with_sidecar(path)
     recorded = read_trace(path)
-    replayed = replay_on(
-        recorded,
-        settings.replay_options(),
-        settings.target,
-        source_sha256=file_sha256(str(path)),
-    )
+    with naming(path):
+        replayed = replay_on(
+            recorded,
+            settings.replay_options(),
+            settings.target,
+            source_sha256=file_sha256(str(path)),
+        )
     snapshot = snapshot_path(path)
     if snapshot.is_file():
         expected, name = read_trace(snapshot), str(snapshot)
@@ -173,7 +174,8 @@ def chaos_runs(
     settings = settings.with_sidecar(path)
     recorded = read_trace(path)
     source = file_sha256(str(path))
-    plan = ReplayPlan(recorded, settings.replay_options()) if settings.target.virtual else None
+    with naming(path):
+        plan = ReplayPlan(recorded, settings.replay_options()) if settings.target.virtual else None
     diff_options = replace(settings.diff_options(), timing=False, tolerated=False)
     seeds = list(range(first_seed, first_seed + runs))
     processes = min(settings.target.jobs, runs) if may_fork() else 1

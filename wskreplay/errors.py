@@ -6,6 +6,10 @@ Every parser reports bad input as a :class:`InputError` naming the file, the byt
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class WskReplayError(Exception):
     """Base class of every error wskreplay reports to a user instead of a traceback."""
@@ -25,6 +29,18 @@ class InputError(WskReplayError):
         if self.offset is not None:
             where.append(f"offset {self.offset}")
         return ": ".join([*where, self.what])
+
+
+@contextmanager
+def naming(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An :class:`InputError` raised inside without a file (by what judges a trace as a
+    whole, the replay plan say) names ``path``."""
+    try:
+        yield
+    except InputError as exc:
+        if exc.path is not None:
+            raise
+        raise InputError(os.fspath(path), exc.what, exc.offset) from None
 
 
 class OutputError(WskReplayError):

@@ -21,7 +21,7 @@ from wskreplay.cli.options import (
     replay_options,
     status_option,
 )
-from wskreplay.errors import InputError
+from wskreplay.errors import InputError, naming
 from wskreplay.trace import write_trace
 
 if TYPE_CHECKING:
@@ -77,34 +77,35 @@ def replay_cmd(
         raise click.UsageError("--step and --break-on step through the emulator only")
     source_sha256 = DigestOnTheSide(trace)
     recorded = read_trace(trace, streams="in-place" if target.virtual else "memory")
-    if step or stop_status is not None:
-        from wskreplay.replayer.stepping import step_through
+    with naming(trace):
+        if step or stop_status is not None:
+            from wskreplay.replayer.stepping import step_through
 
-        return step_through(
-            recorded,
-            options,
-            interactive=step,
-            break_on=stop_status,
-            read=sys.stdin.readline,
-            write=click.echo,
-        )
-    if until is not None:
-        if not target.virtual:
-            raise click.UsageError("--until steps through the emulator only")
-        click.echo(json.dumps(replay_until(recorded, options, until), indent=1))
-        return
-    show = sys.stderr.isatty() if progress is None else progress
-    with import_progress(show, unit="items", thread=False) as bar:
-        bar.phase(f"replaying {len(recorded.calls):,} calls on {target.name}")
-        replayed = replay_on(
-            recorded,
-            options,
-            target,
-            source_sha256=source_sha256.result(),
-            progress=bar.advance,
-        )
-        bar.phase(f"writing {os.path.basename(out)}")
-        write_checked(out, replayed, recorded)
+            return step_through(
+                recorded,
+                options,
+                interactive=step,
+                break_on=stop_status,
+                read=sys.stdin.readline,
+                write=click.echo,
+            )
+        if until is not None:
+            if not target.virtual:
+                raise click.UsageError("--until steps through the emulator only")
+            click.echo(json.dumps(replay_until(recorded, options, until), indent=1))
+            return
+        show = sys.stderr.isatty() if progress is None else progress
+        with import_progress(show, unit="items", thread=False) as bar:
+            bar.phase(f"replaying {len(recorded.calls):,} calls on {target.name}")
+            replayed = replay_on(
+                recorded,
+                options,
+                target,
+                source_sha256=source_sha256.result(),
+                progress=bar.advance,
+            )
+            bar.phase(f"writing {os.path.basename(out)}")
+            write_checked(out, replayed, recorded)
     print_replay_summary(recorded, replayed, out)
 
 

@@ -67,6 +67,10 @@ MAX_SETTLE_NS: Final = 3_600_000_000_000
 """The most a wait lets pass, and the end of a replay of a socket whose own recorded span
 is longer (a capture merging interfaces with different clocks can show one connection
 across years, which would otherwise run its timers for years)."""
+LATEST_TIME_NS: Final = 1 << 61
+"""The latest recorded time a replay takes, in ns after the trace's clock zero (73 years):
+the emulator keeps its unarmed timers at ``NEVER`` (2**62 - 1), and what a replay adds to
+the recorded times (waits, backoffs, settling) stays far below the difference."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,13 @@ class ReplayPlan:
     replay)."""
 
     def __init__(self, trace: Trace, options: ReplayOptions) -> None:
+        latest = _latest_time(trace)
+        if latest > LATEST_TIME_NS:
+            raise InputError(
+                None,
+                f"recorded times run to {latest} ns after the clock's zero, past the "
+                f"replay's limit of {LATEST_TIME_NS} ns (2**61, 73 years)",
+            )
         self.trace = trace
         self.options = replace(options, chaos=None)
         worked_out = Background(_parts_and_profile, trace, options)
@@ -312,6 +323,17 @@ class ReplayPlan:
         if script is not None and not peer_window_known(self.trace, sid):
             script = replace(script, windows=())
         return script
+
+
+def _latest_time(trace: Trace) -> int:
+    calls, segments = trace.calls, trace.segments
+    latest = [e.time_ns for e in trace.events]
+    for column in (calls.column("issue_ns"), calls.column("completion_ns")):
+        if len(column):
+            latest.append(int(column.max()))
+    if len(segments):
+        latest.append(int(segments.column("time_ns").max()))
+    return max(latest, default=0)
 
 
 def _parts_and_profile(
