@@ -20,7 +20,7 @@ PACKAGE = REPO / "wskreplay"
 
 FLOORS: list[set[str]] = [
     {"wskreplay", "errors", "_moved"},
-    {"formats", "forking"},
+    {"formats", "forking", "threads"},
     {"policies"},
     {"trace"},
     {"recorder", "diff"},
