@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from wskreplay.formats import ntstatus as nt
+from wskreplay.replayer.engine import LATEST_TIME_NS
 from wskreplay.trace import read_trace, write_trace
 from wskreplay.trace.model import CallTable, Direction
 
@@ -170,10 +171,10 @@ def test_until_stops_after_a_call_and_shows_its_socket(tmp_path):
 
 
 def test_recorded_times_past_the_replay_s_limit_are_refused(tmp_path):
-    """The emulator's unarmed timers are 2**62 - 1 ns: a trace whose times run past 2**61 ns
-    after its clock's zero is refused in one line naming it, by replay and check; one just
-    inside the limit replays."""
-    for late, refused in ((1 << 61, False), ((1 << 61) + 1, True)):
+    """The emulator's unarmed timers are 2**62 - 1 ns: a trace whose times run past
+    3 * 2**60 ns after its clock's zero is refused in one line naming it, by replay and
+    check; one just inside the limit replays."""
+    for late, refused in ((LATEST_TIME_NS, False), (LATEST_TIME_NS + 1, True)):
         trace = read_trace(TRACES / "field.wskt")
         columns = trace.calls.columns
         columns["issue_ns"] = columns["issue_ns"].copy()

@@ -67,10 +67,11 @@ MAX_SETTLE_NS: Final = 3_600_000_000_000
 """The most a wait lets pass, and the end of a replay of a socket whose own recorded span
 is longer (a capture merging interfaces with different clocks can show one connection
 across years, which would otherwise run its timers for years)."""
-LATEST_TIME_NS: Final = 1 << 61
-"""The latest recorded time a replay takes, in ns after the trace's clock zero (73 years):
-the emulator keeps its unarmed timers at ``NEVER`` (2**62 - 1), and what a replay adds to
-the recorded times (waits, backoffs, settling) stays far below the difference."""
+LATEST_TIME_NS: Final = 3 << 60
+"""The latest recorded time a replay takes, in ns after the trace's clock zero (109 years;
+a shared capture's odd interface clock runs to 92): the emulator keeps its unarmed timers
+at ``NEVER`` (2**62 - 1), and what a replay adds to the recorded times (waits of at most
+an hour, backoffs, settling) stays far below the 36 years between."""
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ class ReplayPlan:
             raise InputError(
                 None,
                 f"recorded times run to {latest} ns after the clock's zero, past the "
-                f"replay's limit of {LATEST_TIME_NS} ns (2**61, 73 years)",
+                f"replay's limit of {LATEST_TIME_NS} ns (3 * 2**60, 109 years)",
             )
         self.trace = trace
         self.options = replace(options, chaos=None)
