@@ -172,10 +172,6 @@ class ParametricPeer:
             self.delayed_until = at_ns + self.p.delayed_ack_ns
         return []
 
-    def next_timer(self) -> int | None:
-        t = self.timer()
-        return None if t == NEVER else t
-
     def timer(self) -> int:
         """When :meth:`on_timer` is next due, or :data:`NEVER`."""
         return self.delayed_until

@@ -182,7 +182,7 @@ class TcpSender:
         self.queued += nbytes
         if nodelay:
             self.push_to = self.queued
-        return self._send(time_ns)
+        return self._send([], time_ns)
 
     def on_ack(
         self, ack: int, window: int, time_ns: int, *, carries_data: bool = False
@@ -232,7 +232,7 @@ class TcpSender:
         self.rwnd = window
         if self.rwnd > 0:
             self.persist_deadline = NEVER
-        return out + self._send(time_ns)
+        return self._send(out, time_ns)
 
     def on_timer(self, time_ns: int) -> list[TcpEvent]:
         """Time has reached :meth:`next_timer`: retransmission timeout or window probe."""
@@ -246,7 +246,7 @@ class TcpSender:
             self.nxt = self.una
             self.rto = min(self.rto * 2, 60_000_000_000)
             self.sent_at.clear()
-            out += self._send(time_ns, after_timeout=True)
+            self._send(out, time_ns, after_timeout=True)
             self.rto_deadline = time_ns + self.rto
         if time_ns >= self.persist_deadline:
             self.persist_deadline = NEVER
@@ -272,7 +272,7 @@ class TcpSender:
     def close(self, time_ns: int) -> list[TcpEvent]:
         """A graceful close: a FIN once every queued byte has been sent."""
         self.fin_wanted = True
-        return self._send(time_ns)
+        return self._send([], time_ns)
 
     def aborted(self) -> None:
         """The peer reset the connection: nothing more is sent or retransmitted."""
@@ -322,8 +322,10 @@ class TcpSender:
             return True
         return self.small_end > self.una
 
-    def _send(self, time_ns: int, *, after_timeout: bool = False) -> list[TcpEvent]:
-        out: list[TcpEvent] = []
+    def _send(
+        self, out: list[TcpEvent], time_ns: int, *, after_timeout: bool = False
+    ) -> list[TcpEvent]:
+        """What may go out now, appended to ``out`` (returned)."""
         if self.reset_sent:
             return out
         before = self.high

@@ -189,13 +189,8 @@ class EmulatedConnection:
         for it to change while they let time pass)."""
         return self.reset_ns
 
-    def next_event_time(self) -> int | None:
-        """When the next thing is due (a packet, an ACK, a timer), or None."""
-        t = self.next_time()
-        return None if t == NEVER else t
-
     def next_time(self) -> int:
-        """:meth:`next_event_time`, :data:`NEVER` for None."""
+        """When the next thing is due (a packet, an ACK, a timer), or :data:`NEVER`."""
         best = self._due[0][0] if self._due else NEVER
         tcp_t, peer_t = self.tcp.timer(), self.peer.timer()
         if tcp_t < best:
