@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
+
+from wskreplay.threads import Background
 
 CHUNK = 1 << 22
 
@@ -19,26 +20,10 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-class DigestOnTheSide:
+class DigestOnTheSide(Background[str]):
     """:func:`file_sha256` of ``path`` on a daemon thread, started now: reading and hashing
     let go of the GIL, so a long import hides most of it (a 1.15 GB recording: 0.6 s of
     SHA-256 and its reads). A daemon, so an import that fails does not wait for it."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._digest: str | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True)
-        self._thread.start()
-
-    def _run(self, path: str | os.PathLike[str]) -> None:
-        try:
-            self._digest = file_sha256(path)
-        except BaseException as exc:  # handed to the caller of result()
-            self._error = exc
-
-    def result(self) -> str:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._digest is not None
-        return self._digest
+        super().__init__(file_sha256, path)
