@@ -137,18 +137,25 @@ def encode_block(
     btype: int, body: bytes, *, compressor: zstandard.ZstdCompressor | None = None
 ) -> tuple[bytes, bytes]:
     """Header and stored body of one block (the body compressed when ``compressor`` is given)."""
-    if len(body) > MAX_BLOCK_BYTES:
-        raise ValueError(f"block body of {len(body)} bytes exceeds {MAX_BLOCK_BYTES}")
+    _check_body_size(len(body))
     codec = Codec.NONE
     stored: bytes = body
     if compressor is not None:
         packed = compressor.compress(body)
         if len(packed) < len(body):
             codec, stored = Codec.ZSTD, packed
-    head = BLOCK_HEADER.pack(
-        BLOCK_SYNC, int(btype), int(codec), 0, len(stored), len(body), crc32(stored)
-    )
-    return head + struct.pack("<I", crc32(head)), stored
+    return block_header(btype, codec, len(stored), len(body), crc32(stored)), stored
+
+
+def block_header(btype: int, codec: int, stored_len: int, raw_len: int, body_crc: int) -> bytes:
+    """A block's header, its own CRC included."""
+    head = BLOCK_HEADER.pack(BLOCK_SYNC, int(btype), int(codec), 0, stored_len, raw_len, body_crc)
+    return head + struct.pack("<I", crc32(head))
+
+
+def _check_body_size(size: int) -> None:
+    if size > MAX_BLOCK_BYTES:
+        raise ValueError(f"block body of {size} bytes exceeds {MAX_BLOCK_BYTES}")
 
 
 def file_header(minor: int = FORMAT_MINOR) -> bytes:
@@ -186,7 +193,7 @@ class BlockWriter:
     def compressing(self) -> bool:
         return self._compressor is not None
 
-    def _append(self, *parts: bytes) -> None:
+    def _append(self, *parts: bytes | memoryview) -> None:
         try:
             for part in parts:
                 self._f.write(part)
@@ -203,10 +210,7 @@ class BlockWriter:
         self, btype: int, body: bytes, entry: dict[str, Any], *, compress: bool = True
     ) -> int:
         head, stored = encode_block(btype, body, compressor=self._compressor if compress else None)
-        offset = self._pos
-        self._append(head, stored)
-        self.entries.append({"o": offset, "t": int(btype), **entry})
-        return offset
+        return self._add(btype, head, [stored], entry)
 
     def write_stored(
         self, btype: int, parts: list[bytes | memoryview], entry: dict[str, Any]
@@ -215,21 +219,22 @@ class BlockWriter:
         :meth:`write` of the joined body without compression, written without joining
         them (a stream chunk's payload is not copied into its body)."""
         size = sum(len(p) for p in parts)
-        if size > MAX_BLOCK_BYTES:
-            raise ValueError(f"block body of {size} bytes exceeds {MAX_BLOCK_BYTES}")
+        _check_body_size(size)
         crc = 0
         for part in parts:
             crc = crc32(part, crc)
-        head = BLOCK_HEADER.pack(BLOCK_SYNC, int(btype), int(Codec.NONE), 0, size, size, crc)
-        offset = self._pos
-        self._append(head + struct.pack("<I", crc32(head)), *parts)
-        self.entries.append({"o": offset, "t": int(btype), **entry})
-        return offset
+        return self._add(btype, block_header(btype, Codec.NONE, size, size, crc), parts, entry)
 
     def write_raw(self, head: bytes, stored: bytes, btype: int, entry: dict[str, Any]) -> int:
         """Copy an already encoded block (used by ``recover``)."""
+        return self._add(btype, head, [stored], entry)
+
+    def _add(
+        self, btype: int, head: bytes, body: list[bytes | memoryview], entry: dict[str, Any]
+    ) -> int:
+        """Append a block (its header, then its stored body in parts) and index it."""
         offset = self._pos
-        self._append(head, stored)
+        self._append(head, *body)
         self.entries.append({"o": offset, "t": int(btype), **entry})
         return offset
 

@@ -274,7 +274,7 @@ class RecordedPeer(ParametricPeer):
     def __init__(self, params: PathParams, script: PeerScript, start_ns: int = 0) -> None:
         super().__init__(params)
         self.script = script
-        self._window_offsets = RisingCursor([offset for offset, _ in script.windows])
+        self._windows_reached = RisingCursor([offset for offset, _ in script.windows])
         self._ack_offsets = [offset for offset, _, _ in script.acks]
         self._acks_reached = RisingCursor(self._ack_offsets)
         self.next_ack = 0
@@ -306,7 +306,7 @@ class RecordedPeer(ParametricPeer):
         windows = self.script.windows
         if not windows:
             return super()._window(time_ns)
-        k = self._window_offsets.right(self._ack_value())
+        k = self._windows_reached.right(self._ack_value())
         return super()._window(time_ns) if k == 0 else windows[k - 1][1]
 
     def _in_order(self, at_ns: int) -> list[PeerAck]:
