@@ -101,7 +101,7 @@ def test_the_sockets_with_the_most_work_go_first_and_each_call_once(traces):
         plan = ReplayPlan(recorded, ReplayOptions(load_profile()))
         queue = socket_queue(plan)
         assert sorted(queue) == sorted(recorded.sockets)
-        work = [plan.socket_of.count(sid) + len(plan.own[sid].segments) for sid in queue]
+        work = [plan.socket_of.tolist().count(sid) + len(plan.own[sid].segments) for sid in queue]
         assert work == sorted(work, reverse=True)
         calls_of = calls_by_socket(plan)
         assert list(calls_of) == list(recorded.sockets)

@@ -105,6 +105,17 @@ def peer_reset_ns(trace: Trace, socket: int) -> int | None:
 PROGRESS_EVERY: Final = 4096
 """Calls between two reports to a replay's progress callback."""
 
+CALL_COLUMNS: Final = (
+    "issue_ns",
+    "return_ns",
+    "status",
+    "completed",
+    "completion_ns",
+    "completion_status",
+    "information",
+)
+"""The columns a replay writes for each call."""
+
 
 def replay(
     trace: Trace,
@@ -228,12 +239,12 @@ class ReplayPlan:
         calls = trace.calls
         n = len(calls)
         issue = calls.column("issue_ns").astype(np.int64)
-        self.completion: list[int] = calls.column("completion_ns").astype(np.int64).tolist()
+        self.completion = _int_view(calls.column("completion_ns"))
         order = np.lexsort((np.arange(n), issue))
-        self.order: list[int] = order.tolist()
+        self.order = _int_view(order)
         position = np.empty(n, np.int64)
         position[order] = np.arange(n)
-        self.position_of: list[int] = position.tolist()
+        self.position_of = _int_view(position)
         """Call -> its place in :attr:`order`: what the replay did at that step sorts after
         what earlier steps did at the same time."""
         self.rank = {sid: k for k, sid in enumerate(trace.sockets)}
@@ -245,20 +256,21 @@ class ReplayPlan:
         self.scripts: dict[int, PeerScript | None] = {}
         """Socket -> its recorded peer's script, when the replay acts it out: worked out
         when the socket's connection is made (by the process that replays it)."""
-        self.stack_delay: list[int] = [0] * n
+        self.stack_delay = _int_view(np.zeros(n, np.int64))
         """Call -> its recorded stack delay (:func:`calibrate.stack_delays_ns`), filled in
         with its socket's plan."""
         self.pieces: dict[int, list[tuple[int, int]]] = {}
         """Call -> its release pieces (:func:`calibrate.release_pieces`), filled in with
         its socket's plan."""
-        self.awaited: list[int] = awaited_calls(calls).tolist()
-        self.at_once: list[bool] = (calls.column("status") == nt.STATUS_SUCCESS).tolist()
-        self.flags_of: list[int] = calls.column("flags").tolist()
-        self.length_of: list[int] = calls.column("length").tolist()
-        self.irql_of: list[int] = calls.column("irql").tolist()
-        self.control_len: list[int] = calls.column("control_len").tolist()
-        self.issue_of: list[int] = issue.tolist()
-        self.socket_of: list[int] = calls.column("socket").astype(np.int64).tolist()
+        self.awaited = _int_view(awaited_calls(calls))
+        self.at_once = _int_view(calls.column("status") == nt.STATUS_SUCCESS)
+        """Call -> 1 if it returned STATUS_SUCCESS in the recording."""
+        self.flags_of = _int_view(calls.column("flags"))
+        self.length_of = _int_view(calls.column("length"))
+        self.irql_of = _int_view(calls.column("irql"))
+        self.control_len = _int_view(calls.column("control_len"))
+        self.issue_of = _int_view(issue)
+        self.socket_of = _int_view(calls.column("socket"))
         self.lifecycle = lifecycle_events(trace)
         """Socket -> its recorded disconnects and closes (each replay takes a copy)."""
         parts, profile = worked_out.result()
@@ -283,10 +295,9 @@ class ReplayPlan:
         path = replace(calibrated, mss=mss)
         first, last = time_span_ns(own, sid) or (0, 0)
         floor = rto_floor_ns(own, sid) if options.speed == 1.0 else 0
-        rows = part.call_rows.tolist()
-        for row, delay in zip(rows, socket_stack_delays(own, sid).tolist(), strict=True):
-            self.stack_delay[row] = delay
+        np.asarray(self.stack_delay)[part.call_rows] = socket_stack_delays(own, sid)
         if "inferred" in self.trace.metadata:
+            rows = part.call_rows.tolist()
             for call, pieces in socket_pieces(own, sid, path).items():
                 self.pieces[rows[call]] = pieces
         return SocketPlan(
@@ -324,6 +335,14 @@ class ReplayPlan:
         if script is not None and not peer_window_known(self.trace, sid):
             script = replace(script, windows=())
         return script
+
+
+def _int_view(values: np.ndarray) -> memoryview:
+    """A per-call column of the plan, read by index through a view of int64s. As lists,
+    their ints were read from all over the heap and, in a replay's forked processes,
+    their reference counts written to pages shared with the parent (each write a page
+    copied): docs/performance.md, "Replay: the outputs as arrays while they are hot"."""
+    return np.ascontiguousarray(values, np.int64).data
 
 
 def _latest_time(trace: Trace) -> int:
@@ -391,14 +410,18 @@ class _Replay:
         """Socket -> its wire segments, which its connection adds as they happen."""
         for sid in plan.trace.sockets if sockets is None else sockets:
             self.open(sid)
-        n = len(plan.issue_of)
-        self.issue_out = [0] * n
-        self.return_out = [0] * n
-        self.status_out = [0] * n
-        self.completed_out = [0] * n
-        self.completion_out = [0] * n
-        self.completion_status_out = [0] * n
-        self.information_out = [0] * n
+        self.call_columns = np.zeros((len(CALL_COLUMNS), len(plan.issue_of)), np.int64)
+        """The replayed calls' columns (:data:`CALL_COLUMNS`), written in place through
+        the views below: as lists, their ints were read back from all over the heap to
+        become arrays at the end (docs/performance.md, "Replay: the outputs as arrays while
+        they are hot")."""
+        self.issue_out = memoryview(self.call_columns[0])
+        self.return_out = memoryview(self.call_columns[1])
+        self.status_out = memoryview(self.call_columns[2])
+        self.completed_out = memoryview(self.call_columns[3])
+        self.completion_out = memoryview(self.call_columns[4])
+        self.completion_status_out = memoryview(self.call_columns[5])
+        self.information_out = memoryview(self.call_columns[6])
         self.events: list[Event] = []
         self.event_steps: list[int] = []
         """Per event, the step that reported it (:attr:`ReplayPlan.position_of` of its
@@ -492,7 +515,7 @@ class _Replay:
             None,
             plan.trace.calls.control_info(i) if plan.control_len[i] >= 0 else None,
             None if plan.irql_of[i] < 0 else plan.irql_of[i],
-            plan.at_once[i],
+            plan.at_once[i] != 0,
         )
         piece_list = plan.pieces.get(i) if plan.pieces else None
         if piece_list is not None and speed is not None:
@@ -598,10 +621,7 @@ class _Replay:
         """Turn what this replay made into arrays, once settled (nothing is added after
         that): a process replaying a share of the sockets does it while the others still
         run."""
-        self.call_arrays = {
-            name: np.fromiter(values, np.int64, len(values))
-            for name, values in self._call_columns().items()
-        }
+        self.call_arrays = dict(zip(CALL_COLUMNS, self.call_columns, strict=True))
         for sid in self.conns:
             self.wire[sid] = WireColumns.of(self.wire[sid].arrays())
 
@@ -609,7 +629,7 @@ class _Replay:
         """What this replay of some of the sockets produced, once sealed, for the replay
         of the others to take in (:meth:`take`)."""
         assert self.call_arrays is not None
-        sockets = np.array(self.plan.socket_of, np.int64)
+        sockets = np.asarray(self.plan.socket_of)
         calls = np.flatnonzero(np.isin(sockets, np.array(list(self.conns), np.int64)))
         return ReplayShare(
             calls,
@@ -632,17 +652,6 @@ class _Replay:
         self.received.update(share.received)
         self.peers.update(share.peers)
         self.paths.update(share.paths)
-
-    def _call_columns(self) -> dict[str, list[int]]:
-        return {
-            "issue_ns": self.issue_out,
-            "return_ns": self.return_out,
-            "status": self.status_out,
-            "completed": self.completed_out,
-            "completion_ns": self.completion_out,
-            "completion_status": self.completion_status_out,
-            "information": self.information_out,
-        }
 
     def build(self, source_sha256: str) -> Trace:
         """The replayed trace, once every socket has settled (here or in a share taken)."""

@@ -76,9 +76,19 @@ class WireSegment:
 Output = Returned | Completed | Violation | WireSegment
 
 
+WIRE_COLUMNS: Final = ("time_ns", "direction", "length", "seq", "flags", "ack", "window")
+
+WIRE_CHUNK: Final = 2048
+"""Segments a connection's columns hold as lists before they become an array. The ints are
+still in the cache then and their memory is reused at once; turned into arrays only at
+the end of a replay, a 300k-call replay's 3 million ints were read back from all over the
+heap (docs/performance.md, "Replay: the outputs as arrays while they are hot")."""
+
+
 class WireColumns:
     """A connection's wire segments, kept as the columns of a trace's segment table (no
-    segment object is made for them)."""
+    segment object is made for them): the latest as lists, the rest as arrays of
+    :data:`WIRE_CHUNK` segments."""
 
     def __init__(self) -> None:
         self.time_ns: list[int] = []
@@ -88,6 +98,8 @@ class WireColumns:
         self.flags: list[int] = []
         self.ack: list[int] = []
         self.window: list[int] = []
+        self.chunks: list[np.ndarray] = []
+        """(7, WIRE_CHUNK) arrays: the columns of the segments added before the lists'."""
         self.made: dict[str, np.ndarray] | None = None
 
     @staticmethod
@@ -100,18 +112,14 @@ class WireColumns:
     def arrays(self) -> dict[str, np.ndarray]:
         if self.made is not None:
             return self.made
-        return {
-            name: np.fromiter(values, np.int64, len(values))
-            for name, values in (
-                ("time_ns", self.time_ns),
-                ("direction", self.direction),
-                ("length", self.length),
-                ("seq", self.seq),
-                ("flags", self.flags),
-                ("ack", self.ack),
-                ("window", self.window),
-            )
-        }
+        if self.time_ns:
+            self._chunk()
+        rows = (
+            np.concatenate(self.chunks, axis=1)
+            if self.chunks
+            else np.empty((len(WIRE_COLUMNS), 0), np.int64)
+        )
+        return {name: rows[k] for k, name in enumerate(WIRE_COLUMNS)}
 
     def add(
         self,
@@ -130,6 +138,22 @@ class WireColumns:
         self.flags.append(flags)
         self.ack.append(0 if outbound else ack)
         self.window.append(window)
+        if len(self.time_ns) == WIRE_CHUNK:
+            self._chunk()
+
+    def _chunk(self) -> None:
+        columns = [
+            self.time_ns,
+            self.direction,
+            self.length,
+            self.seq,
+            self.flags,
+            self.ack,
+            self.window,
+        ]
+        self.chunks.append(np.array(columns, np.int64))
+        for values in columns:
+            values.clear()
 
 
 OUTBOUND: Final = int(Direction.OUT)
