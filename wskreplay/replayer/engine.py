@@ -105,6 +105,38 @@ def peer_reset_ns(trace: Trace, socket: int) -> int | None:
 PROGRESS_EVERY: Final = 4096
 """Calls between two reports to a replay's progress callback."""
 
+CALL_INPUTS: Final = (
+    "socket",
+    "issue_ns",
+    "position",
+    "awaited",
+    "completion_ns",
+    "flags",
+    "length",
+    "control_len",
+    "irql",
+    "at_once",
+    "stack_delay",
+)
+"""What a replay reads of each call (:attr:`ReplayPlan.inputs`): its socket, recorded issue
+time, place in the replay's order (:attr:`ReplayPlan.order`), the call whose completion it
+waited for in the recording (-1: none), recorded completion time, flags, length, control
+info length (-1: none), IRQL (-1: not recorded), whether it returned STATUS_SUCCESS, and
+its recorded stack delay (:func:`calibrate.stack_delays_ns`, filled in with its socket's
+plan)."""
+INPUTS: Final = len(CALL_INPUTS)
+SOCKET: Final = 0
+ISSUE_NS: Final = 1
+POSITION: Final = 2
+AWAITED: Final = 3
+COMPLETION_NS: Final = 4
+FLAGS: Final = 5
+LENGTH: Final = 6
+CONTROL_LEN: Final = 7
+IRQL: Final = 8
+AT_ONCE: Final = 9
+STACK_DELAY: Final = 10
+
 CALL_COLUMNS: Final = (
     "issue_ns",
     "return_ns",
@@ -114,7 +146,15 @@ CALL_COLUMNS: Final = (
     "completion_status",
     "information",
 )
-"""The columns a replay writes for each call."""
+"""The columns a replay writes for each call (:attr:`_Replay.outputs`)."""
+OUTPUTS: Final = len(CALL_COLUMNS)
+ISSUE_NS_OUT: Final = 0
+RETURN_NS: Final = 1
+STATUS: Final = 2
+COMPLETED: Final = 3
+COMPLETION_NS_OUT: Final = 4
+COMPLETION_STATUS: Final = 5
+INFORMATION: Final = 6
 
 
 def replay(
@@ -239,14 +279,35 @@ class ReplayPlan:
         calls = trace.calls
         n = len(calls)
         issue = calls.column("issue_ns").astype(np.int64)
-        self.completion = _int_view(calls.column("completion_ns"))
         order = np.lexsort((np.arange(n), issue))
-        self.order = _int_view(order)
+        self.order = order.astype(np.int64).data
         position = np.empty(n, np.int64)
         position[order] = np.arange(n)
-        self.position_of = _int_view(position)
-        """Call -> its place in :attr:`order`: what the replay did at that step sorts after
-        what earlier steps did at the same time."""
+        self.inputs = _rows(
+            {
+                "socket": calls.column("socket"),
+                "issue_ns": issue,
+                "position": position,
+                "awaited": awaited_calls(calls),
+                "completion_ns": calls.column("completion_ns"),
+                "flags": calls.column("flags"),
+                "length": calls.column("length"),
+                "control_len": calls.column("control_len"),
+                "irql": calls.column("irql"),
+                "at_once": calls.column("status") == nt.STATUS_SUCCESS,
+                "stack_delay": np.zeros(n, np.int64),
+            }
+        )
+        """The calls' inputs, a row per call (:data:`CALL_INPUTS`), read by the replay
+        through :attr:`row`."""
+        self.row = self.inputs.reshape(-1).data
+        """The inputs' rows end to end: call ``i``'s input ``k`` is ``row[i * INPUTS + k]``
+        (one or two cache lines a call; as a list per input, its ints were read from all
+        over the heap and, in the forked processes, their reference counts written to
+        pages shared with the parent: docs/performance.md, "Replay: the outputs as arrays
+        while they are hot")."""
+        self.socket_of = self.inputs[:, SOCKET].data
+        self.issue_of = self.inputs[:, ISSUE_NS].data
         self.rank = {sid: k for k, sid in enumerate(trace.sockets)}
         """Socket -> its place in the trace's sockets (the order they settle in)."""
         self.t0 = int(issue.min()) if n else 0
@@ -256,21 +317,9 @@ class ReplayPlan:
         self.scripts: dict[int, PeerScript | None] = {}
         """Socket -> its recorded peer's script, when the replay acts it out: worked out
         when the socket's connection is made (by the process that replays it)."""
-        self.stack_delay = _int_view(np.zeros(n, np.int64))
-        """Call -> its recorded stack delay (:func:`calibrate.stack_delays_ns`), filled in
-        with its socket's plan."""
         self.pieces: dict[int, list[tuple[int, int]]] = {}
         """Call -> its release pieces (:func:`calibrate.release_pieces`), filled in with
         its socket's plan."""
-        self.awaited = _int_view(awaited_calls(calls))
-        self.at_once = _int_view(calls.column("status") == nt.STATUS_SUCCESS)
-        """Call -> 1 if it returned STATUS_SUCCESS in the recording."""
-        self.flags_of = _int_view(calls.column("flags"))
-        self.length_of = _int_view(calls.column("length"))
-        self.irql_of = _int_view(calls.column("irql"))
-        self.control_len = _int_view(calls.column("control_len"))
-        self.issue_of = _int_view(issue)
-        self.socket_of = _int_view(calls.column("socket"))
         self.lifecycle = lifecycle_events(trace)
         """Socket -> its recorded disconnects and closes (each replay takes a copy)."""
         parts, profile = worked_out.result()
@@ -295,7 +344,7 @@ class ReplayPlan:
         path = replace(calibrated, mss=mss)
         first, last = time_span_ns(own, sid) or (0, 0)
         floor = rto_floor_ns(own, sid) if options.speed == 1.0 else 0
-        np.asarray(self.stack_delay)[part.call_rows] = socket_stack_delays(own, sid)
+        self.inputs[part.call_rows, STACK_DELAY] = socket_stack_delays(own, sid)
         if "inferred" in self.trace.metadata:
             rows = part.call_rows.tolist()
             for call, pieces in socket_pieces(own, sid, path).items():
@@ -337,12 +386,12 @@ class ReplayPlan:
         return script
 
 
-def _int_view(values: np.ndarray) -> memoryview:
-    """A per-call column of the plan, read by index through a view of int64s. As lists,
-    their ints were read from all over the heap and, in a replay's forked processes,
-    their reference counts written to pages shared with the parent (each write a page
-    copied): docs/performance.md, "Replay: the outputs as arrays while they are hot"."""
-    return np.ascontiguousarray(values, np.int64).data
+def _rows(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The columns (:data:`CALL_INPUTS`, in its order) as a row-major int64 table."""
+    rows = np.empty((len(columns["socket"]), INPUTS), np.int64)
+    for k, name in enumerate(CALL_INPUTS):
+        rows[:, k] = columns[name]
+    return rows
 
 
 def _latest_time(trace: Trace) -> int:
@@ -410,21 +459,15 @@ class _Replay:
         """Socket -> its wire segments, which its connection adds as they happen."""
         for sid in plan.trace.sockets if sockets is None else sockets:
             self.open(sid)
-        self.call_columns = np.zeros((len(CALL_COLUMNS), len(plan.issue_of)), np.int64)
-        """The replayed calls' columns (:data:`CALL_COLUMNS`), written in place through
-        the views below: as lists, their ints were read back from all over the heap to
-        become arrays at the end (docs/performance.md, "Replay: the outputs as arrays while
-        they are hot")."""
-        self.issue_out = memoryview(self.call_columns[0])
-        self.return_out = memoryview(self.call_columns[1])
-        self.status_out = memoryview(self.call_columns[2])
-        self.completed_out = memoryview(self.call_columns[3])
-        self.completion_out = memoryview(self.call_columns[4])
-        self.completion_status_out = memoryview(self.call_columns[5])
-        self.information_out = memoryview(self.call_columns[6])
+        self.outputs = np.zeros((len(plan.issue_of), OUTPUTS), np.int64)
+        """What the replay made of each call, a row per call (:data:`CALL_COLUMNS`),
+        written in place through :attr:`out` (:meth:`put`): as lists, their ints were read
+        back from all over the heap to become arrays at the end (docs/performance.md,
+        "Replay: the outputs as arrays while they are hot")."""
+        self.out = self.outputs.reshape(-1).data
         self.events: list[Event] = []
         self.event_steps: list[int] = []
-        """Per event, the step that reported it (:attr:`ReplayPlan.position_of` of its
+        """Per event, the step that reported it (the place in :attr:`ReplayPlan.order` of its
         call; after the calls, one past them per socket): events at the same time sort
         by it, so a replay run in parallel orders them as one run in one process."""
         self.step = 0
@@ -483,20 +526,21 @@ class _Replay:
     def call(self, i: int) -> Step | None:
         """Replay call ``i``: its :class:`Step` when reporting, else None."""
         plan = self.plan
-        sid = plan.socket_of[i]
-        issued = plan.issue_of[i]
+        row, at = plan.row, i * INPUTS
+        sid = row[at + SOCKET]
+        issued = row[at + ISSUE_NS]
         conn = self.conns[sid]
-        self.step = plan.position_of[i]
+        self.step = row[at + POSITION]
         speed = self.options.speed
         t0 = plan.t0
         self.play_lifecycle(sid, conn, issued)
         t = conn.now if speed is None else t0 + self.scaled(issued - t0)
-        waits_for = plan.awaited[i]
+        waits_for = row[at + AWAITED]
         if waits_for >= 0:
             self.let_time_pass(sid, conn, waits_for)
-            if self.completed_out[waits_for]:
-                gap = self.scaled(issued - plan.completion[waits_for])
-                t = max(t, self.completion_out[waits_for] + gap)
+            if self.output(waits_for, COMPLETED):
+                gap = self.scaled(issued - row[waits_for * INPUTS + COMPLETION_NS])
+                t = max(t, self.output(waits_for, COMPLETION_NS_OUT) + gap)
         reset_at = plan.sockets[sid].recorded_reset
         if reset_at is not None and issued >= reset_at and conn.reset_time() is None:
             self.let_time_pass(sid, conn, -1)
@@ -506,32 +550,40 @@ class _Replay:
         t = max(t, conn.now)
         if speed is not None:
             self.lag[sid] = t - (t0 + self.scaled(issued - t0))
-        self.issue_out[i] = t
+        self.put(i, ISSUE_NS_OUT, t)
+        irql = row[at + IRQL]
         req = SendRequest(
             t,
             i + 1,
-            plan.flags_of[i],
-            plan.length_of[i],
+            row[at + FLAGS],
+            row[at + LENGTH],
             None,
-            plan.trace.calls.control_info(i) if plan.control_len[i] >= 0 else None,
-            None if plan.irql_of[i] < 0 else plan.irql_of[i],
-            plan.at_once[i] != 0,
+            plan.trace.calls.control_info(i) if row[at + CONTROL_LEN] >= 0 else None,
+            None if irql < 0 else irql,
+            row[at + AT_ONCE] != 0,
         )
         piece_list = plan.pieces.get(i) if plan.pieces else None
         if piece_list is not None and speed is not None:
             piece_list = [(length, self.scaled(delay)) for length, delay in piece_list]
         else:
             piece_list = None
-        outputs = conn.call(req, self.scaled(plan.stack_delay[i]), piece_list)
+        outputs = conn.call(req, self.scaled(row[at + STACK_DELAY]), piece_list)
         self.absorb(sid, outputs)
         if not _returned(outputs):
-            self.return_out[i] = t
-            self.status_out[i] = WOULD_BUGCHECK
+            self.put(i, RETURN_NS, t)
+            self.put(i, STATUS, WOULD_BUGCHECK)
         if not self.report:
             return None
         step = Step(i, sid, conn, list(self.reported))
         self.reported.clear()
         return step
+
+    def put(self, i: int, column: int, value: int) -> None:
+        """Call ``i``'s output ``column`` (:data:`CALL_COLUMNS`) is ``value``."""
+        self.out[i * OUTPUTS + column] = value
+
+    def output(self, i: int, column: int) -> int:
+        return self.out[i * OUTPUTS + column]
 
     def absorb(self, sid: int, outputs: list) -> None:
         """File what the connection reported: returns, completions and violations (its
@@ -541,14 +593,14 @@ class _Replay:
                 self.reported.append(e)
             if isinstance(e, Completed):
                 i = e.irp - 1
-                self.completed_out[i] = 1
-                self.completion_out[i] = e.time_ns
-                self.completion_status_out[i] = e.status
-                self.information_out[i] = e.information
+                self.put(i, COMPLETED, 1)
+                self.put(i, COMPLETION_NS_OUT, e.time_ns)
+                self.put(i, COMPLETION_STATUS, e.status)
+                self.put(i, INFORMATION, e.information)
             elif isinstance(e, Returned):
                 if e.irp is not None:
-                    self.return_out[e.irp - 1] = e.time_ns
-                    self.status_out[e.irp - 1] = e.status
+                    self.put(e.irp - 1, RETURN_NS, e.time_ns)
+                    self.put(e.irp - 1, STATUS, e.status)
             elif isinstance(e, Violation):
                 self.event(
                     Event(
@@ -584,9 +636,10 @@ class _Replay:
         (-1: until the peer's reset has arrived), nothing is left to happen, or the
         socket's settle time has passed (a wait never hangs)."""
         limit = conn.now + self.plan.sockets[sid].settle
-        completed = self.completed_out
         while not (
-            completed[completion_of] if completion_of >= 0 else conn.reset_time() is not None
+            self.output(completion_of, COMPLETED)
+            if completion_of >= 0
+            else conn.reset_time() is not None
         ):
             step = conn.next_time()
             if step == NEVER or step > limit:
@@ -621,7 +674,9 @@ class _Replay:
         """Turn what this replay made into arrays, once settled (nothing is added after
         that): a process replaying a share of the sockets does it while the others still
         run."""
-        self.call_arrays = dict(zip(CALL_COLUMNS, self.call_columns, strict=True))
+        self.call_arrays = {
+            name: np.ascontiguousarray(self.outputs[:, k]) for k, name in enumerate(CALL_COLUMNS)
+        }
         for sid in self.conns:
             self.wire[sid] = WireColumns.of(self.wire[sid].arrays())
 
