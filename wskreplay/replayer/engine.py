@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
 
 import numpy as np
+from librt.vecs import vec
+from mypy_extensions import i64
 
 from wskreplay.errors import InputError
 from wskreplay.forking import no_cyclic_collection
@@ -36,7 +38,7 @@ from wskreplay.replayer.peer import PathParams, PeerScript, RecordedPeer
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.replayed_streams import replayed_streams
-from wskreplay.replayer.targets.emulator import EmulatedConnection, WireColumns
+from wskreplay.replayer.targets.emulator import EmulatedConnection, WireColumns, int64_array
 from wskreplay.replayer.tcp_sender import NEVER
 from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest, Violation
 from wskreplay.threads import Background
@@ -116,14 +118,12 @@ CALL_INPUTS: Final = (
     "control_len",
     "irql",
     "at_once",
-    "stack_delay",
 )
 """What a replay reads of each call (:attr:`ReplayPlan.inputs`): its socket, recorded issue
 time, place in the replay's order (:attr:`ReplayPlan.order`), the call whose completion it
 waited for in the recording (-1: none), recorded completion time, flags, length, control
-info length (-1: none), IRQL (-1: not recorded), whether it returned STATUS_SUCCESS, and
-its recorded stack delay (:func:`calibrate.stack_delays_ns`, filled in with its socket's
-plan)."""
+info length (-1: none), IRQL (-1: not recorded), and whether it returned
+STATUS_SUCCESS."""
 INPUTS: Final = len(CALL_INPUTS)
 SOCKET: Final = 0
 ISSUE_NS: Final = 1
@@ -135,7 +135,6 @@ LENGTH: Final = 6
 CONTROL_LEN: Final = 7
 IRQL: Final = 8
 AT_ONCE: Final = 9
-STACK_DELAY: Final = 10
 
 CALL_COLUMNS: Final = (
     "issue_ns",
@@ -280,10 +279,10 @@ class ReplayPlan:
         n = len(calls)
         issue = calls.column("issue_ns").astype(np.int64)
         order = np.lexsort((np.arange(n), issue))
-        self.order = order.astype(np.int64).data
+        self.order: vec[i64] = vec[i64](order)
         position = np.empty(n, np.int64)
         position[order] = np.arange(n)
-        self.inputs = _rows(
+        inputs = _rows(
             {
                 "socket": calls.column("socket"),
                 "issue_ns": issue,
@@ -295,19 +294,20 @@ class ReplayPlan:
                 "control_len": calls.column("control_len"),
                 "irql": calls.column("irql"),
                 "at_once": calls.column("status") == nt.STATUS_SUCCESS,
-                "stack_delay": np.zeros(n, np.int64),
             }
         )
-        """The calls' inputs, a row per call (:data:`CALL_INPUTS`), read by the replay
-        through :attr:`row`."""
-        self.row = self.inputs.reshape(-1).data
-        """The inputs' rows end to end: call ``i``'s input ``k`` is ``row[i * INPUTS + k]``
-        (one or two cache lines a call; as a list per input, its ints were read from all
+        self.row: vec[i64] = vec[i64](inputs.reshape(-1))
+        """The calls' inputs (:data:`CALL_INPUTS`), a row per call, end to end: call
+        ``i``'s input ``k`` is ``row[i * INPUTS + k]``, one or two cache lines a call, read
+        compiled without boxing an int. As a list per input, their ints were read from all
         over the heap and, in the forked processes, their reference counts written to
-        pages shared with the parent: docs/performance.md, "Replay: the outputs as arrays
-        while they are hot")."""
-        self.socket_of = self.inputs[:, SOCKET].data
-        self.issue_of = self.inputs[:, ISSUE_NS].data
+        pages shared with the parent (docs/performance.md, "Replay: native int64 vectors
+        for what a call reads and writes")."""
+        self.socket_of = calls.column("socket")
+        self.stack_delay: vec[i64] = vec[i64](np.zeros(n, np.int64))
+        """Call -> its recorded stack delay (:func:`calibrate.stack_delays_ns`), filled in
+        with its socket's plan (apart from :attr:`row`, which the forked processes then
+        only read)."""
         self.rank = {sid: k for k, sid in enumerate(trace.sockets)}
         """Socket -> its place in the trace's sockets (the order they settle in)."""
         self.t0 = int(issue.min()) if n else 0
@@ -344,9 +344,11 @@ class ReplayPlan:
         path = replace(calibrated, mss=mss)
         first, last = time_span_ns(own, sid) or (0, 0)
         floor = rto_floor_ns(own, sid) if options.speed == 1.0 else 0
-        self.inputs[part.call_rows, STACK_DELAY] = socket_stack_delays(own, sid)
+        rows = part.call_rows.tolist()
+        stack_delay = self.stack_delay
+        for row, delay in zip(rows, socket_stack_delays(own, sid).tolist(), strict=True):
+            stack_delay[row] = delay
         if "inferred" in self.trace.metadata:
-            rows = part.call_rows.tolist()
             for call, pieces in socket_pieces(own, sid, path).items():
                 self.pieces[rows[call]] = pieces
         return SocketPlan(
@@ -459,12 +461,11 @@ class _Replay:
         """Socket -> its wire segments, which its connection adds as they happen."""
         for sid in plan.trace.sockets if sockets is None else sockets:
             self.open(sid)
-        self.outputs = np.zeros((len(plan.issue_of), OUTPUTS), np.int64)
-        """What the replay made of each call, a row per call (:data:`CALL_COLUMNS`),
-        written in place through :attr:`out` (:meth:`put`): as lists, their ints were read
-        back from all over the heap to become arrays at the end (docs/performance.md,
-        "Replay: the outputs as arrays while they are hot")."""
-        self.out = self.outputs.reshape(-1).data
+        self.out: vec[i64] = vec[i64](np.zeros(len(plan.socket_of) * OUTPUTS, np.int64))
+        """What the replay made of each call (:data:`CALL_COLUMNS`), a row per call, end
+        to end (:meth:`put`): as lists, their ints were read back from all over the heap
+        to become arrays at the end (docs/performance.md, "Replay: native int64 vectors
+        for what a call reads and writes")."""
         self.events: list[Event] = []
         self.event_steps: list[int] = []
         """Per event, the step that reported it (the place in :attr:`ReplayPlan.order` of its
@@ -567,7 +568,7 @@ class _Replay:
             piece_list = [(length, self.scaled(delay)) for length, delay in piece_list]
         else:
             piece_list = None
-        outputs = conn.call(req, self.scaled(row[at + STACK_DELAY]), piece_list)
+        outputs = conn.call(req, self.scaled(plan.stack_delay[i]), piece_list)
         self.absorb(sid, outputs)
         if not _returned(outputs):
             self.put(i, RETURN_NS, t)
@@ -674,8 +675,9 @@ class _Replay:
         """Turn what this replay made into arrays, once settled (nothing is added after
         that): a process replaying a share of the sockets does it while the others still
         run."""
+        rows = int64_array(self.out).reshape(-1, OUTPUTS)
         self.call_arrays = {
-            name: np.ascontiguousarray(self.outputs[:, k]) for k, name in enumerate(CALL_COLUMNS)
+            name: np.ascontiguousarray(rows[:, k]) for k, name in enumerate(CALL_COLUMNS)
         }
         for sid in self.conns:
             self.wire[sid] = WireColumns.of(self.wire[sid].arrays())

@@ -14,6 +14,8 @@ from heapq import heappop, heappush
 from typing import Final
 
 import numpy as np
+from librt.vecs import append, vec
+from mypy_extensions import i64
 
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
 from wskreplay.replayer.chaos import Chaos
@@ -78,28 +80,21 @@ Output = Returned | Completed | Violation | WireSegment
 
 WIRE_COLUMNS: Final = ("time_ns", "direction", "length", "seq", "flags", "ack", "window")
 
-WIRE_CHUNK: Final = 2048
-"""Segments a connection's columns hold as lists before they become an array. The ints are
-still in the cache then and their memory is reused at once; turned into arrays only at
-the end of a replay, a 300k-call replay's 3 million ints were read back from all over the
-heap (docs/performance.md, "Replay: the outputs as arrays while they are hot")."""
-
 
 class WireColumns:
     """A connection's wire segments, kept as the columns of a trace's segment table (no
-    segment object is made for them): the latest as lists, the rest as arrays of
-    :data:`WIRE_CHUNK` segments."""
+    segment object is made for them), in vectors of native int64s: compiled, appending
+    to them boxes no int (docs/performance.md, "Replay: native int64 vectors for what
+    a call reads and writes")."""
 
     def __init__(self) -> None:
-        self.time_ns: list[int] = []
-        self.direction: list[int] = []
-        self.length: list[int] = []
-        self.seq: list[int] = []
-        self.flags: list[int] = []
-        self.ack: list[int] = []
-        self.window: list[int] = []
-        self.chunks: list[np.ndarray] = []
-        """(7, WIRE_CHUNK) arrays: the columns of the segments added before the lists'."""
+        self.time_ns: vec[i64] = vec[i64]()
+        self.direction: vec[i64] = vec[i64]()
+        self.length: vec[i64] = vec[i64]()
+        self.seq: vec[i64] = vec[i64]()
+        self.flags: vec[i64] = vec[i64]()
+        self.ack: vec[i64] = vec[i64]()
+        self.window: vec[i64] = vec[i64]()
         self.made: dict[str, np.ndarray] | None = None
 
     @staticmethod
@@ -112,14 +107,18 @@ class WireColumns:
     def arrays(self) -> dict[str, np.ndarray]:
         if self.made is not None:
             return self.made
-        if self.time_ns:
-            self._chunk()
-        rows = (
-            np.concatenate(self.chunks, axis=1)
-            if self.chunks
-            else np.empty((len(WIRE_COLUMNS), 0), np.int64)
+        columns = (
+            self.time_ns,
+            self.direction,
+            self.length,
+            self.seq,
+            self.flags,
+            self.ack,
+            self.window,
         )
-        return {name: rows[k] for k, name in enumerate(WIRE_COLUMNS)}
+        return {
+            name: int64_array(values) for name, values in zip(WIRE_COLUMNS, columns, strict=True)
+        }
 
     def add(
         self,
@@ -131,29 +130,18 @@ class WireColumns:
         ack: int,
         window: int,
     ) -> None:
-        self.time_ns.append(time_ns)
-        self.direction.append(OUTBOUND if outbound else INBOUND)
-        self.length.append(length)
-        self.seq.append(seq if outbound else 0)
-        self.flags.append(flags)
-        self.ack.append(0 if outbound else ack)
-        self.window.append(window)
-        if len(self.time_ns) == WIRE_CHUNK:
-            self._chunk()
+        self.time_ns = append(self.time_ns, time_ns)
+        self.direction = append(self.direction, OUTBOUND if outbound else INBOUND)
+        self.length = append(self.length, length)
+        self.seq = append(self.seq, seq if outbound else 0)
+        self.flags = append(self.flags, flags)
+        self.ack = append(self.ack, 0 if outbound else ack)
+        self.window = append(self.window, window)
 
-    def _chunk(self) -> None:
-        columns = [
-            self.time_ns,
-            self.direction,
-            self.length,
-            self.seq,
-            self.flags,
-            self.ack,
-            self.window,
-        ]
-        self.chunks.append(np.array(columns, np.int64))
-        for values in columns:
-            values.clear()
+
+def int64_array(values: vec[i64]) -> np.ndarray:
+    """A copy of ``values`` as a numpy array."""
+    return np.frombuffer(memoryview(values), np.int64).copy()
 
 
 OUTBOUND: Final = int(Direction.OUT)
