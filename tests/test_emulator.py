@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import heapq
 
 import numpy as np
 from hypothesis import given, settings
@@ -12,7 +13,13 @@ from wskreplay.formats import ntstatus as nt
 from wskreplay.formats import wsk
 from wskreplay.replayer.peer import PathParams, RisingCursor
 from wskreplay.replayer.profile import load_profile
-from wskreplay.replayer.targets.emulator import EmulatedConnection, WireColumns, WireSegment
+from wskreplay.replayer.targets.emulator import (
+    DueQueue,
+    EmulatedConnection,
+    WireColumns,
+    WireSegment,
+)
+from wskreplay.replayer.tcp_sender import NEVER
 from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest
 
 PROFILE = load_profile()
@@ -288,3 +295,27 @@ def test_rising_cursor_answers_as_bisect(keys, values):
     cursor = RisingCursor(keys)
     for value in [*sorted(values), *values]:
         assert cursor.right(value) == bisect.bisect_right(keys, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 50), st.none()), max_size=120))
+def test_the_due_queue_takes_happenings_in_heapq_order(script):
+    """The connection's queue of scheduled happenings gives them in the order heapq gives
+    (time, order scheduled) tuples: earliest first, ties in the order they were scheduled,
+    under any mix of pushes (a time) and pops (None)."""
+    queue, reference, order = DueQueue(), [], 0
+    for step in script:
+        if step is None:
+            if reference:
+                time_ns, _, kind, item = heapq.heappop(reference)
+                assert queue.pop() == (time_ns, kind, item)
+            continue
+        order += 1
+        heapq.heappush(reference, (step, order, order % 5, f"item {order}"))
+        queue.push(step, order % 5, f"item {order}")
+        assert len(queue) == len(reference)
+        assert queue.first_time() == reference[0][0]
+    while reference:
+        time_ns, _, kind, item = heapq.heappop(reference)
+        assert queue.pop() == (time_ns, kind, item)
+    assert len(queue) == 0 and queue.first_time() == NEVER

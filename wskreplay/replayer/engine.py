@@ -452,8 +452,8 @@ class _Replay:
         self.plan = plan
         self.options = options
         self.report = report
-        self.lifecycle = {sid: list(events) for sid, events in plan.lifecycle.items()}
-        self.conns: dict[int, EmulatedConnection] = {}
+        self.socks: dict[int, _SocketReplay] = {}
+        """Socket -> its part of this replay, once opened."""
         self.peers: dict[str, str] = {}
         self.paths: dict[str, dict[str, Any]] = {}
         """Socket (as text) -> its path's metadata (:attr:`SocketPlan.metadata`)."""
@@ -480,12 +480,12 @@ class _Replay:
         """The shares of the other sockets' replays, taken in (:meth:`take`)."""
         self.reported: list[Returned | Completed | Violation] = []
         """What the replay reported since the last step."""
-        self.lag: dict[int, int] = {}
-        """Socket -> how much later than scheduled its latest call went out."""
 
     def open(self, sid: int) -> None:
         """Make socket ``sid``'s emulated connection."""
-        self.conns[sid] = self._connection(sid, self.plan.trace.sockets[sid].category)
+        plan = self.plan
+        conn = self._connection(sid, plan.trace.sockets[sid].category)
+        self.socks[sid] = _SocketReplay(conn, plan.sockets[sid], list(plan.lifecycle.get(sid, [])))
 
     def _connection(self, sid: int, category: str) -> EmulatedConnection:
         plan, options = self.plan, self.options
@@ -530,27 +530,29 @@ class _Replay:
         row, at = plan.row, i * INPUTS
         sid = row[at + SOCKET]
         issued = row[at + ISSUE_NS]
-        conn = self.conns[sid]
+        sock = self.socks[sid]
+        conn = sock.conn
         self.step = row[at + POSITION]
         speed = self.options.speed
         t0 = plan.t0
-        self.play_lifecycle(sid, conn, issued)
+        if sock.next_lifecycle_ns < issued:
+            self.play_lifecycle(sid, sock, issued)
         t = conn.now if speed is None else t0 + self.scaled(issued - t0)
         waits_for = row[at + AWAITED]
         if waits_for >= 0:
-            self.let_time_pass(sid, conn, waits_for)
+            self.let_time_pass(sid, sock, waits_for)
             if self.output(waits_for, COMPLETED):
                 gap = self.scaled(issued - row[waits_for * INPUTS + COMPLETION_NS])
                 t = max(t, self.output(waits_for, COMPLETION_NS_OUT) + gap)
-        reset_at = plan.sockets[sid].recorded_reset
+        reset_at = sock.plan.recorded_reset
         if reset_at is not None and issued >= reset_at and conn.reset_time() is None:
-            self.let_time_pass(sid, conn, -1)
+            self.let_time_pass(sid, sock, -1)
             reset_seen = conn.reset_time()
             if reset_seen is not None:
                 t = max(t, reset_seen + self.scaled(issued - reset_at))
         t = max(t, conn.now)
         if speed is not None:
-            self.lag[sid] = t - (t0 + self.scaled(issued - t0))
+            sock.lag = t - (t0 + self.scaled(issued - t0))
         self.put(i, ISSUE_NS_OUT, t)
         irql = row[at + IRQL]
         req = SendRequest(
@@ -616,15 +618,16 @@ class _Replay:
         self.events.append(e)
         self.event_steps.append(self.step)
 
-    def play_lifecycle(self, sid: int, conn: EmulatedConnection, before: int | None) -> None:
+    def play_lifecycle(self, sid: int, sock: _SocketReplay, before: int | None) -> None:
         """The driver's recorded disconnects and closes of ``sid`` before ``before``."""
-        queue = self.lifecycle.get(sid)
+        queue, conn = sock.lifecycle, sock.conn
         while queue and (before is None or queue[0].time_ns < before):
             e = queue.pop(0)
+            sock.next_lifecycle_ns = queue[0].time_ns if queue else NEVER
             at = conn.now
             if self.options.speed is not None:
                 t0 = self.plan.t0
-                at = max(t0 + self.scaled(e.time_ns - t0) + self.lag.get(sid, 0), conn.now)
+                at = max(t0 + self.scaled(e.time_ns - t0) + sock.lag, conn.now)
             if e.kind == "close":
                 self.absorb(sid, conn.close(at))
             else:
@@ -632,11 +635,12 @@ class _Replay:
                 self.absorb(sid, conn.disconnect(at, abortive=abortive))
             self.event(Event(at, e.kind, sid, dict(e.attrs)))
 
-    def let_time_pass(self, sid: int, conn: EmulatedConnection, completion_of: int) -> None:
+    def let_time_pass(self, sid: int, sock: _SocketReplay, completion_of: int) -> None:
         """Run the connection event by event until call ``completion_of`` has completed
         (-1: until the peer's reset has arrived), nothing is left to happen, or the
         socket's settle time has passed (a wait never hangs)."""
-        limit = conn.now + self.plan.sockets[sid].settle
+        conn = sock.conn
+        limit = conn.now + sock.plan.settle
         while not (
             self.output(completion_of, COMPLETED)
             if completion_of >= 0
@@ -650,17 +654,18 @@ class _Replay:
     def settle(self) -> None:
         """Let every connection of this replay settle after its last call."""
         for sid in self.plan.trace.sockets:
-            if sid in self.conns:
+            if sid in self.socks:
                 self.settle_socket(sid)
 
     def settle_socket(self, sid: int) -> None:
         """Let socket ``sid`` settle after its last call: its remaining disconnects and
         closes, then its settle time."""
         plan = self.plan
-        conn = self.conns[sid]
+        sock = self.socks[sid]
+        conn = sock.conn
         self.step = len(plan.order) + plan.rank[sid]
-        self.play_lifecycle(sid, conn, None)
-        socket = plan.sockets[sid]
+        self.play_lifecycle(sid, sock, None)
+        socket = sock.plan
         first, last = socket.span
         horizon = max(last - conn.now, 0) + socket.settle
         if last - first > MAX_SETTLE_NS:
@@ -679,7 +684,7 @@ class _Replay:
         self.call_arrays = {
             name: np.ascontiguousarray(rows[:, k]) for k, name in enumerate(CALL_COLUMNS)
         }
-        for sid in self.conns:
+        for sid in self.socks:
             self.wire[sid] = WireColumns.of(self.wire[sid].arrays())
 
     def share(self) -> ReplayShare:
@@ -687,11 +692,11 @@ class _Replay:
         of the others to take in (:meth:`take`)."""
         assert self.call_arrays is not None
         sockets = np.asarray(self.plan.socket_of)
-        calls = np.flatnonzero(np.isin(sockets, np.array(list(self.conns), np.int64)))
+        calls = np.flatnonzero(np.isin(sockets, np.array(list(self.socks), np.int64)))
         return ReplayShare(
             calls,
             {name: values[calls] for name, values in self.call_arrays.items()},
-            {sid: self.wire[sid].arrays() for sid in self.conns},
+            {sid: self.wire[sid].arrays() for sid in self.socks},
             self.events,
             self.event_steps,
             dict(self.received),
@@ -772,6 +777,19 @@ class _Replay:
         order = sorted(range(len(self.events)), key=lambda k: (self.events[k].time_ns, steps[k]))
         out.events = [self.events[k] for k in order]
         return out
+
+
+class _SocketReplay:
+    """One socket's part of a replay: its connection, its plan, its recorded disconnects
+    and closes still to come (and when the next is), and how much later than scheduled its
+    latest call went out."""
+
+    def __init__(self, conn: EmulatedConnection, plan: SocketPlan, lifecycle: list[Event]) -> None:
+        self.conn = conn
+        self.plan = plan
+        self.lifecycle = lifecycle
+        self.next_lifecycle_ns = lifecycle[0].time_ns if lifecycle else NEVER
+        self.lag = 0
 
 
 @dataclass(frozen=True)

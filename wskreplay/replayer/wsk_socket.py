@@ -162,8 +162,10 @@ class WskSocket:
         self.queued_end = 0
         """Stream offset past the last byte handed to TCP."""
         self.pending: deque[_Pending] = deque()
-        self._in_call: tuple[int, int] | None = None
-        """(IRP, time) of the accepted call not yet returned."""
+        self._in_call = False
+        """An accepted call has not returned yet: its IRP and time follow."""
+        self._in_call_irp = 0
+        self._in_call_ns = 0
         self._completed_in_call = False
         self._transmitted = 0
         self._acknowledged = 0
@@ -213,7 +215,8 @@ class WskSocket:
         self.queued_end += req.length
         at_once = req.recorded_at_once and self._at_once_as_recorded
         self.pending.append(_Pending(req.irp, req.length, self.queued_end, at_once))
-        self._in_call, self._completed_in_call = (req.irp, t), at_once
+        self._in_call, self._in_call_irp, self._in_call_ns = True, req.irp, t
+        self._completed_in_call = at_once
         nodelay = bool(req.flags & wsk.WSK_FLAG_NODELAY)
         out.append(Transmit(req.irp, req.length, nodelay, t))
         if at_once:
@@ -229,7 +232,7 @@ class WskSocket:
         STATUS_SUCCESS if it already completed and the profile lets the transport say so
         at once, else STATUS_PENDING (PFN_WSK_SEND_EX.md: "The WSK subsystem could not send
         the data over the socket immediately")."""
-        done, self._in_call, self._completed_in_call = self._completed_in_call, None, False
+        done, self._in_call, self._completed_in_call = self._completed_in_call, False, False
         if done and self._success_at_once:
             return Returned(irp, nt.STATUS_SUCCESS, time_ns)
         return Returned(irp, nt.STATUS_PENDING, time_ns)
@@ -288,7 +291,7 @@ class WskSocket:
         while self.pending and self.pending[0].end <= reached:
             done = self.pending.popleft()
             if not done.done:
-                if self._in_call == (done.irp, at):
+                if self._in_call and self._in_call_irp == done.irp and self._in_call_ns == at:
                     self._completed_in_call = True
                 out.append(Completed(done.irp, nt.STATUS_SUCCESS, done.length, at))
         return out

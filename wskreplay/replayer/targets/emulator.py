@@ -10,11 +10,11 @@ the same outputs, always.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from heapq import heappop, heappush
 from typing import Final
 
 import numpy as np
 from librt.vecs import append, vec
+from librt.vecs import pop as vec_pop
 from mypy_extensions import i64
 
 from wskreplay.formats.tcpip import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST
@@ -156,8 +156,86 @@ NOTIFY: Final = 4
 """Kinds of scheduled happenings: a segment reaching the peer, a segment from the peer
 reaching this side, a call's bytes reaching TCP, a peer reset at a fixed time, a completion
 reaching the driver (delayed by chaos)."""
-Due = tuple[int, int, int, object]
-"""(time, order of scheduling, kind, what): a heap entry; the order breaks ties."""
+
+
+class DueQueue:
+    """A connection's scheduled happenings, each a time, a kind and what it is about,
+    taken earliest first, in the order they were scheduled when their times tie. A binary
+    heap kept in native int64 vectors: pushing and popping makes no tuple and compares no
+    Python object, which heapq over (time, order, kind, item) tuples did on every segment
+    (docs/performance.md, "Replay: native int64 vectors for what a call reads and
+    writes"; tests/test_emulator.py holds it to heapq's order)."""
+
+    def __init__(self) -> None:
+        self.times: vec[i64] = vec[i64]()
+        self.orders: vec[i64] = vec[i64]()
+        self.kinds: vec[i64] = vec[i64]()
+        self.items: list[object] = []
+        self.scheduled = 0
+        """Happenings scheduled so far: the next one's order."""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def first_time(self) -> int:
+        """When the earliest is due, or :data:`NEVER` when none is."""
+        return self.times[0] if self.items else NEVER
+
+    def push(self, time_ns: int, kind: int, item: object) -> None:
+        self.scheduled += 1
+        order: i64 = self.scheduled
+        self.times = append(self.times, time_ns)
+        self.orders = append(self.orders, order)
+        self.kinds = append(self.kinds, kind)
+        self.items.append(item)
+        times, orders, kinds, items = self.times, self.orders, self.kinds, self.items
+        k: i64 = len(items) - 1
+        while k > 0:
+            parent = (k - 1) >> 1
+            if times[parent] < time_ns or (times[parent] == time_ns and orders[parent] < order):
+                break
+            times[k], orders[k], kinds[k], items[k] = (
+                times[parent],
+                orders[parent],
+                kinds[parent],
+                items[parent],
+            )
+            k = parent
+        times[k], orders[k], kinds[k], items[k] = time_ns, order, kind, item
+
+    def pop(self) -> tuple[int, int, object]:
+        """The earliest happening's time, kind and item, taken off the queue."""
+        times, orders, kinds, items = self.times, self.orders, self.kinds, self.items
+        first = (times[0], kinds[0], items[0])
+        last: i64 = len(items) - 1
+        self.times, time_ns = vec_pop(times)
+        self.orders, order = vec_pop(orders)
+        self.kinds, kind = vec_pop(kinds)
+        item = items.pop()
+        if last > 0:
+            times, orders, kinds = self.times, self.orders, self.kinds
+            k: i64 = 0
+            while True:
+                child = 2 * k + 1
+                if child >= last:
+                    break
+                right = child + 1
+                if right < last and (
+                    times[right] < times[child]
+                    or (times[right] == times[child] and orders[right] < orders[child])
+                ):
+                    child = right
+                if time_ns < times[child] or (time_ns == times[child] and order < orders[child]):
+                    break
+                times[k], orders[k], kinds[k], items[k] = (
+                    times[child],
+                    orders[child],
+                    kinds[child],
+                    items[child],
+                )
+                k = child
+            times[k], orders[k], kinds[k], items[k] = time_ns, order, kind, item
+        return first
 
 
 class EmulatedConnection:
@@ -187,14 +265,12 @@ class EmulatedConnection:
         self.reset_ns: int | None = None
         """When the peer's RST arrived, if it did."""
         self.now = 0
-        self._due: list[Due] = []
-        self._order = 0
+        self._due = DueQueue()
         if peer_reset_ns is not None:
             self._schedule(peer_reset_ns, PEER_RESET, None)
 
     def _schedule(self, time_ns: int, kind: int, item: object) -> None:
-        self._order += 1
-        heappush(self._due, (time_ns, self._order, kind, item))
+        self._due.push(time_ns, kind, item)
 
     def reset_time(self) -> int | None:
         """When the peer's RST arrived, or None (a method, not the attribute: callers wait
@@ -203,7 +279,7 @@ class EmulatedConnection:
 
     def next_time(self) -> int:
         """When the next thing is due (a packet, an ACK, a timer), or :data:`NEVER`."""
-        best = self._due[0][0] if self._due else NEVER
+        best = self._due.first_time()
         tcp_t, peer_t = self.tcp.timer(), self.peer.timer()
         if tcp_t < best:
             best = tcp_t
@@ -238,7 +314,7 @@ class EmulatedConnection:
         due = self._due
         tcp, peer = self.tcp, self.peer
         while True:
-            t: int = due[0][0] if due else NEVER
+            t: int = due.first_time()
             tcp_t, peer_t = tcp.timer(), peer.timer()
             if tcp_t < t:
                 t = tcp_t
@@ -248,8 +324,9 @@ class EmulatedConnection:
                 break
             if t > self.now:
                 self.now = t
-            if due and due[0][0] == t:
-                self._handle(heappop(due), out)
+            if due.first_time() == t:
+                due_ns, kind, item = due.pop()
+                self._handle(due_ns, kind, item, out)
                 continue
             if tcp_t == t:
                 self._tcp_outputs(tcp.on_timer(t), out)
@@ -309,8 +386,7 @@ class EmulatedConnection:
     # What follows appends what happened to ``out``, in order, instead of returning lists
     # to be joined: one list per step of the replay, not one per layer and event.
 
-    def _handle(self, due: Due, out: list[Output]) -> None:
-        time_ns, _, kind, item = due
+    def _handle(self, time_ns: int, kind: int, item: object, out: list[Output]) -> None:
         if kind == ARRIVE:
             assert isinstance(item, SentSegment)
             for reply in self.peer.receive(item, time_ns):
