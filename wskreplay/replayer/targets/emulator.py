@@ -173,13 +173,15 @@ class DueQueue:
         self.items: list[object] = []
         self.scheduled = 0
         """Happenings scheduled so far: the next one's order."""
+        self.first = NEVER
+        """When the earliest is due (:data:`NEVER`: none is)."""
 
     def __len__(self) -> int:
         return len(self.items)
 
     def first_time(self) -> int:
         """When the earliest is due, or :data:`NEVER` when none is."""
-        return self.times[0] if self.items else NEVER
+        return self.first
 
     def push(self, time_ns: int, kind: int, item: object) -> None:
         self.scheduled += 1
@@ -202,6 +204,8 @@ class DueQueue:
             )
             k = parent
         times[k], orders[k], kinds[k], items[k] = time_ns, order, kind, item
+        if k == 0:
+            self.first = time_ns
 
     def pop(self) -> tuple[int, int, object]:
         """The earliest happening's time, kind and item, taken off the queue."""
@@ -235,6 +239,9 @@ class DueQueue:
                 )
                 k = child
             times[k], orders[k], kinds[k], items[k] = time_ns, order, kind, item
+            self.first = times[0]
+        else:
+            self.first = NEVER
         return first
 
 
