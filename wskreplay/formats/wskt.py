@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import mmap
 import os
+import queue
 import struct
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 import msgpack
 import zstandard
@@ -168,6 +170,11 @@ class BlockWriter:
     Each block is flushed to the OS as soon as it is written, so a writer killed at any
     point leaves every block it had finished readable. A failed write (a full disk) is an
     :class:`OutputError` naming ``path``; the blocks before it stay readable.
+
+    After :meth:`write_behind`, blocks are compressed and written by a thread of the
+    writer's own, in the order given, while the caller encodes the next ones (zstd, the
+    CRC and the file's writes let go of the GIL); a failure there is raised by the next
+    call here. :meth:`finish` waits for them; :meth:`abandon` drops what is still queued.
     """
 
     def __init__(
@@ -188,10 +195,16 @@ class BlockWriter:
         self._pos = 0
         self._append(file_header(minor))
         self.entries: list[dict[str, Any]] = []
+        self._behind: _WriteBehind | None = None
 
     @property
     def compressing(self) -> bool:
         return self._compressor is not None
+
+    def write_behind(self) -> None:
+        """Write the blocks from now on in the writer's own thread (see the class)."""
+        if self._behind is None:
+            self._behind = _WriteBehind()
 
     def _append(self, *parts: bytes | memoryview) -> None:
         try:
@@ -208,42 +221,113 @@ class BlockWriter:
 
     def write(
         self, btype: int, body: bytes, entry: dict[str, Any], *, compress: bool = True
-    ) -> int:
-        head, stored = encode_block(btype, body, compressor=self._compressor if compress else None)
-        return self._add(btype, head, [stored], entry)
+    ) -> None:
+        compressor = self._compressor if compress else None
+
+        def encoded() -> None:
+            head, stored = encode_block(btype, body, compressor=compressor)
+            self._add(btype, head, stored, entry)
+
+        self._run(encoded)
 
     def write_stored(
         self, btype: int, parts: list[bytes | memoryview], entry: dict[str, Any]
-    ) -> int:
+    ) -> None:
         """A block stored uncompressed whose body is ``parts`` joined: the same block as
         :meth:`write` of the joined body without compression, written without joining
         them (a stream chunk's payload is not copied into its body)."""
         size = sum(len(p) for p in parts)
         _check_body_size(size)
-        crc = 0
-        for part in parts:
-            crc = crc32(part, crc)
-        return self._add(btype, block_header(btype, Codec.NONE, size, size, crc), parts, entry)
 
-    def write_raw(self, head: bytes, stored: bytes, btype: int, entry: dict[str, Any]) -> int:
+        def stored() -> None:
+            crc = 0
+            for part in parts:
+                crc = crc32(part, crc)
+            self._add(btype, block_header(btype, Codec.NONE, size, size, crc), parts, entry)
+
+        self._run(stored)
+
+    def write_raw(self, head: bytes, stored: bytes, btype: int, entry: dict[str, Any]) -> None:
         """Copy an already encoded block (used by ``recover``)."""
-        return self._add(btype, head, [stored], entry)
+        self._run(lambda: self._add(btype, head, [stored], entry))
+
+    def _run(self, job: Callable[[], None]) -> None:
+        if self._behind is None:
+            job()
+        else:
+            self._behind.put(job)
 
     def _add(
-        self, btype: int, head: bytes, body: list[bytes | memoryview], entry: dict[str, Any]
-    ) -> int:
-        """Append a block (its header, then its stored body in parts) and index it."""
+        self,
+        btype: int,
+        head: bytes,
+        body: bytes | list[bytes | memoryview],
+        entry: dict[str, Any],
+    ) -> None:
+        """Append a block (its header, then its stored body, whole or in parts) and
+        index it."""
         offset = self._pos
-        self._append(head, *body)
+        self._append(head, *(body if isinstance(body, list) else [body]))
         self.entries.append({"o": offset, "t": int(btype), **entry})
-        return offset
 
     def finish(self) -> None:
+        if self._behind is not None:
+            behind, self._behind = self._behind, None
+            behind.wait()
         index_offset = self._pos
         head, stored = encode_block(
             BlockType.INDEX, pack_body({"blocks": self.entries}), compressor=self._compressor
         )
         self._append(head, stored, TRAILER.pack(index_offset, TRAILER_MAGIC))
+
+    def abandon(self) -> None:
+        """Stop writing: the blocks still queued are dropped, and the writer's thread has
+        ended when this returns (the caller may then close or remove the file)."""
+        if self._behind is not None:
+            behind, self._behind = self._behind, None
+            behind.stop()
+
+
+class _WriteBehind:
+    """Jobs run in order by a thread of their own; the first failure is kept, the jobs
+    after it are dropped, and it is raised to the caller by :meth:`put` or :meth:`wait`."""
+
+    _DEPTH: Final = 8
+    """Jobs queued at most (each holds a block's body)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(self._DEPTH)
+        self._failure: BaseException | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name="wskt-write-behind", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._failure is None and not self._stopping:
+                try:
+                    job()
+                except BaseException as exc:  # raised in the caller's thread
+                    self._failure = exc
+
+    def put(self, job: Callable[[], None]) -> None:
+        self._raise_failure()
+        self._jobs.put(job)
+
+    def wait(self) -> None:
+        """Run every queued job, then end the thread; raise the first failure."""
+        self._jobs.put(None)
+        self._thread.join()
+        self._raise_failure()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
 
 def unpack_body(data: bytes | memoryview) -> Any:

@@ -77,7 +77,12 @@ class TraceWriter:
         block_rows: int = DEFAULT_BLOCK_ROWS,
         stream_chunk: int = DEFAULT_STREAM_CHUNK,
         redact_piece: int = DEFAULT_REDACT_PIECE,
+        write_behind: bool = False,
     ) -> None:
+        """``write_behind``: blocks are compressed and written in a thread of the writer's
+        own while the next ones are encoded (:meth:`BlockWriter.write_behind`), for a
+        whole trace written at once (:func:`write_trace`). A writer fed as a recording
+        has each block written before the call that made it returns."""
         if not 1 <= block_rows <= MAX_BLOCK_ROWS:
             raise ValueError(f"block_rows must be in [1, {MAX_BLOCK_ROWS}]")
         self.path = os.fspath(path)
@@ -106,6 +111,8 @@ class TraceWriter:
             self._blocks.write(BlockType.META, pack_body(meta), {})
             if staged is not None:
                 os.replace(staged, self.path)
+            if write_behind:
+                self._blocks.write_behind()
         except BaseException:
             _close_quietly(self._f)
             if staged is not None and os.path.exists(staged):
@@ -119,6 +126,7 @@ class TraceWriter:
         if exc_type is None:
             self.close()
         else:
+            self._blocks.abandon()
             _close_quietly(self._f)
 
     def add_sockets(self, sockets: Iterable[Socket]) -> None:
@@ -247,8 +255,14 @@ class TraceWriter:
     def close(self) -> None:
         if self._closed:
             return
-        self.flush()
-        self._blocks.finish()
+        try:
+            self.flush()
+            self._blocks.finish()
+        except BaseException:
+            self._blocks.abandon()
+            _close_quietly(self._f)
+            self._closed = True
+            raise
         self._f.close()
         self._closed = True
 
@@ -304,7 +318,9 @@ def write_trace(path: str | os.PathLike[str], trace: Trace, **options: Any) -> N
     one of them turns out damaged, or anything else but the output fails, the file written
     so far is removed, so a failed write never leaves a shorter trace where a whole one was
     asked for. An output error (a full disk) leaves it, readable, as for any writer."""
-    w = TraceWriter(path, metadata=trace.metadata, clock=trace.clock, **options)
+    w = TraceWriter(
+        path, metadata=trace.metadata, clock=trace.clock, **{"write_behind": True, **options}
+    )
     try:
         with w:
             w.add_sockets(trace.sockets.values())
