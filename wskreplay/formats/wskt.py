@@ -172,9 +172,9 @@ class BlockWriter:
     :class:`OutputError` naming ``path``; the blocks before it stay readable.
 
     After :meth:`write_behind`, blocks are compressed and written by a thread of the
-    writer's own, in the order given, while the caller encodes the next ones (zstd, the
-    CRC and the file's writes let go of the GIL); a failure there is raised by the next
-    call here. :meth:`finish` waits for them; :meth:`abandon` drops what is still queued.
+    writer's own, in the order given, while the caller encodes the next ones (zstd and
+    the file's writes let go of the GIL); a failure there is raised by the next call
+    here. :meth:`finish` waits for them; :meth:`abandon` drops what is still queued.
     """
 
     def __init__(

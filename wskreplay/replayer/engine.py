@@ -119,7 +119,7 @@ CALL_INPUTS: Final = (
     "irql",
     "at_once",
 )
-"""What a replay reads of each call (:attr:`ReplayPlan.inputs`): its socket, recorded issue
+"""What a replay reads of each call (:attr:`ReplayPlan.row`): its socket, recorded issue
 time, place in the replay's order (:attr:`ReplayPlan.order`), the call whose completion it
 waited for in the recording (-1: none), recorded completion time, flags, length, control
 info length (-1: none), IRQL (-1: not recorded), and whether it returned
@@ -145,7 +145,7 @@ CALL_COLUMNS: Final = (
     "completion_status",
     "information",
 )
-"""The columns a replay writes for each call (:attr:`_Replay.outputs`)."""
+"""The columns a replay writes for each call (:attr:`_Replay.out`)."""
 OUTPUTS: Final = len(CALL_COLUMNS)
 ISSUE_NS_OUT: Final = 0
 RETURN_NS: Final = 1
@@ -304,6 +304,7 @@ class ReplayPlan:
         pages shared with the parent (docs/performance.md, "Replay: native int64 vectors
         for what a call reads and writes")."""
         self.socket_of = calls.column("socket")
+        """Call -> its socket (the trace's column)."""
         self.stack_delay: vec[i64] = vec[i64](np.zeros(n, np.int64))
         """Call -> its recorded stack delay (:func:`calibrate.stack_delays_ns`), filled in
         with its socket's plan (apart from :attr:`row`, which the forked processes then

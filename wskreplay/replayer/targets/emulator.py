@@ -196,16 +196,19 @@ class DueQueue:
             parent = (k - 1) >> 1
             if times[parent] < time_ns or (times[parent] == time_ns and orders[parent] < order):
                 break
-            times[k], orders[k], kinds[k], items[k] = (
-                times[parent],
-                orders[parent],
-                kinds[parent],
-                items[parent],
-            )
+            self._move(parent, k)
             k = parent
         times[k], orders[k], kinds[k], items[k] = time_ns, order, kind, item
         if k == 0:
             self.first = time_ns
+
+    def _move(self, source: i64, to: i64) -> None:
+        """Entry ``source`` into place ``to`` (the vectors share their buffers with the
+        callers' locals: only their items change here)."""
+        self.times[to] = self.times[source]
+        self.orders[to] = self.orders[source]
+        self.kinds[to] = self.kinds[source]
+        self.items[to] = self.items[source]
 
     def pop(self) -> tuple[int, int, object]:
         """The earliest happening's time, kind and item, taken off the queue."""
@@ -231,12 +234,7 @@ class DueQueue:
                     child = right
                 if time_ns < times[child] or (time_ns == times[child] and order < orders[child]):
                     break
-                times[k], orders[k], kinds[k], items[k] = (
-                    times[child],
-                    orders[child],
-                    kinds[child],
-                    items[child],
-                )
+                self._move(child, k)
                 k = child
             times[k], orders[k], kinds[k], items[k] = time_ns, order, kind, item
             self.first = times[0]
