@@ -38,7 +38,7 @@ from wskreplay.replayer.peer import PathParams, PeerScript, RecordedPeer
 from wskreplay.replayer.peer_script import peer_script
 from wskreplay.replayer.profile import TransportProfile
 from wskreplay.replayer.replayed_streams import replayed_streams
-from wskreplay.replayer.targets.emulator import EmulatedConnection, WireColumns, int64_array
+from wskreplay.replayer.targets.emulator import EmulatedConnection, WireColumns, int64_view
 from wskreplay.replayer.tcp_sender import NEVER
 from wskreplay.replayer.wsk_socket import Completed, Returned, SendRequest, Violation
 from wskreplay.threads import Background
@@ -681,10 +681,8 @@ class _Replay:
         """Turn what this replay made into arrays, once settled (nothing is added after
         that): a process replaying a share of the sockets does it while the others still
         run."""
-        rows = int64_array(self.out).reshape(-1, OUTPUTS)
-        self.call_arrays = {
-            name: np.ascontiguousarray(rows[:, k]) for k, name in enumerate(CALL_COLUMNS)
-        }
+        rows = int64_view(self.out).reshape(-1, OUTPUTS)
+        self.call_arrays = {name: rows[:, k].copy() for k, name in enumerate(CALL_COLUMNS)}
         for sid in self.socks:
             self.wire[sid] = WireColumns.of(self.wire[sid].arrays())
 

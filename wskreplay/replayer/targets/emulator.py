@@ -117,7 +117,7 @@ class WireColumns:
             self.window,
         )
         return {
-            name: int64_array(values) for name, values in zip(WIRE_COLUMNS, columns, strict=True)
+            name: int64_view(values) for name, values in zip(WIRE_COLUMNS, columns, strict=True)
         }
 
     def add(
@@ -139,9 +139,10 @@ class WireColumns:
         self.window = append(self.window, window)
 
 
-def int64_array(values: vec[i64]) -> np.ndarray:
-    """A copy of ``values`` as a numpy array."""
-    return np.frombuffer(memoryview(values), np.int64).copy()
+def int64_view(values: vec[i64]) -> np.ndarray:
+    """``values`` as a read-only numpy array over the vector's own buffer (no copy; the
+    array keeps the vector alive)."""
+    return np.frombuffer(memoryview(values), np.int64)
 
 
 OUTBOUND: Final = int(Direction.OUT)
