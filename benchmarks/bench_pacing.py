@@ -3,14 +3,17 @@
     python benchmarks/bench_pacing.py [--calls 3000]   (root: network namespaces)
 
 A trace of small NODELAY sends at log-uniform gaps (10 us to 10 ms) is replayed through
-the socket target (netns topology, no link conditions); the same schedule, one frame per
-call, is written to a pcap and replayed by ``tcpreplay`` onto a veth pair between two
-namespaces of its own. Both are measured from a capture of the frames on the wire (the
-socket target's on its driver-side interface, tcpreplay's at the far end of its veth): the
-error of each inter-packet gap (actual minus recorded), its median, p99
-and max, and the end-of-run drift (replay duration against recorded duration). The
-socket target's own record of each call's lateness (issue vs schedule) is printed too, overall
-and by the recorded gap before the call.
+the socket target (netns topology) with ``--link none``: a plain veth pair, the link
+tcpreplay gets; the same schedule, one frame per call, is written to a pcap and replayed by
+``tcpreplay`` onto a veth pair between two namespaces of its own. The socket target runs
+once more on its default link, the recorded one (this trace holds no segments, so the
+default 1 ms RTT, through the user-space forwarder on kernels without netem). Both are
+measured from a capture of the frames on the wire (the socket target's on its driver-side
+interface, tcpreplay's at the far end of its veth): the error of each inter-packet gap
+(actual minus recorded), its median, p99 and max, and the end-of-run drift (replay
+duration against recorded duration). The socket target's own record of each call's
+lateness (issue vs schedule) is printed too, overall and by the recorded gap before the
+call.
 
 A third sender sets the floor under the socket target: a bare loop (one kernel TCP
 socket, NODELAY, the same sleep-then-spin wait, no WSK state machine, no counters) on the
@@ -90,16 +93,21 @@ def data_times(path: Path, src: str) -> np.ndarray:
     return np.array([round(float(x) * 1e9) for x in out.split()], np.int64)
 
 
-def socket_target(calls: int, folder: Path) -> tuple[dict[str, float], dict[str, Any]]:
+def socket_target(
+    calls: int, folder: Path, link: str | None
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """``link``: the ``--link`` text, None for the recorded link (the trace holds no
+    segments, so each socket gets the default 1 ms RTT, through the user-space forwarder)."""
     trace = pacing_trace(calls, nodelay=True)
     pcap = folder / "socket.pcapng"
     replayed = replay_socket(
         trace,
         ReplayOptions(load_profile("windows-tcpip")),
-        SocketTargetOptions(keep_capture=pcap),
+        SocketTargetOptions(link=link, keep_capture=pcap),
     )
     seen = data_times(pcap, "192.0.2.1")
     pacing = dict(replayed.metadata["pacing"])
+    pacing["link_kind"] = replayed.metadata["target"]["link_kind"]
     pacing["gap_before_ns"] = np.diff(trace.calls.column("issue_ns").astype(np.int64))
     return gap_errors(trace.calls.column("issue_ns"), seen), pacing
 
@@ -229,13 +237,20 @@ def main() -> None:
         raise SystemExit("bench_pacing needs root (network namespaces)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        ours, lateness = socket_target(args.calls, folder)
+        ours, lateness = socket_target(args.calls, folder, "none")
+        forwarded, forwarded_lateness = socket_target(args.calls, folder, None)
         theirs = tcpreplay(args.calls, folder)
         bare, kernel_path = bare_sender(args.calls, folder)
     print(f"{args.calls} calls, gaps 10 us - 10 ms (log-uniform), measured from captures")
-    print(f"{'':24}{'median us':>12}{'p99 us':>12}{'max us':>12}{'drift %':>12}")
-    for name, r in (("wskreplay socket", ours), ("tcpreplay", theirs), ("bare TCP sender", bare)):
-        print(f"{name:24}{r['median_us']:12.1f}{r['p99_us']:12.1f}{r['max_us']:12.1f}"
+    print(f"{'':34}{'median us':>12}{'p99 us':>12}{'max us':>12}{'drift %':>12}")
+    rows = (
+        (f"wskreplay socket, {lateness['link_kind']}", ours),
+        ("tcpreplay, veth", theirs),
+        ("bare TCP sender, veth", bare),
+        (f"wskreplay socket, {forwarded_lateness['link_kind']} 1 ms", forwarded),
+    )
+    for name, r in rows:
+        print(f"{name:34}{r['median_us']:12.1f}{r['p99_us']:12.1f}{r['max_us']:12.1f}"
               f"{r['drift_pct']:12.4f}")  # fmt: skip
     print(
         "ratio (tcpreplay / wskreplay): median {:.2f}, p99 {:.2f}, max {:.2f}".format(

@@ -182,6 +182,41 @@ def test_each_connection_has_its_own_delay():
     assert keys_given("loss=1% delay@8080=2ms") == {"loss", "delay@"}
 
 
+def test_none_turns_every_condition_off_and_keeps_the_seed():
+    base = parse_link("delay=20ms jitter=1ms loss=1% reorder=2% rate=10mbit seed=7 delay@80=1ms")
+    assert parse_link("none", base) == LinkSpec(seed=7)
+    assert parse_link("none", base).empty
+    assert parse_link("none loss=0.5%", base) == LinkSpec(loss=0.005, seed=7)
+    assert parse_link("loss=0.5% none", base) == LinkSpec(seed=7)
+    assert keys_given("none") >= {"delay", "delay@", "loss", "rate", "jitter", "reorder"}
+
+
+@needs_root
+def test_a_link_without_conditions_is_a_plain_veth():
+    """No conditions and no per-socket delays: the kernel's veth, no forwarder process;
+    per-socket delays to come keep the shaping link even when the spec is empty."""
+    with netns_topology(LinkSpec()) as topo:
+        assert topo.link_kind == "veth" and topo.forwarder is None
+        kind = netns.run("ip", "-n", topo.sender_ns, "-d", "link", "show", topo.interface)
+        assert "veth" in kind
+        echo = subprocess.Popen(
+            netns.in_namespace(topo.peer_ns, sys.executable, "-c", ECHO, PEER_ADDR),
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert echo.stdout.readline().strip() == "ready"
+            with netns.entered(topo.sender_ns):
+                t = socket.create_connection((PEER_ADDR, 9002), timeout=5)
+            with t:
+                t.sendall(b"through the veth")
+                assert t.recv(100) == b"through the veth"
+        finally:
+            echo.kill()
+            echo.wait()
+    with netns_topology(LinkSpec(), per_socket_delays=True) as topo:
+        assert topo.link_kind in ("tap-forwarder", "netem")
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [

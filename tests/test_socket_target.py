@@ -255,3 +255,26 @@ def test_compiled_real_time_loop_equals_the_python_modules(tmp_path):
         assert sorted(compiled.streams) == sorted(reference.streams)
         for key, stream in compiled.streams.items():
             assert stream.data == reference.streams[key].data, f"{name}: stream {key}"
+
+
+def test_link_none_replays_on_a_plain_veth(tmp_path):
+    """``--link none``: the kernel's veth, no forwarder; the recorded statuses, and on the
+    wire (tshark's reassembly) the recorded bytes both ways."""
+    from .conftest import run_cli
+
+    name = "smb2-inferred.wskt"
+    recorded = read_trace(ROOT / "traces" / name)
+    out, pcap = tmp_path / "o.wskt", tmp_path / "wire.pcapng"
+    done = run_cli("replay", str(ROOT / "traces" / name), "--target", "socket",
+                   "--link", "none", "--speed", str(SPEEDS[name]), "--pcap-out", str(pcap),
+                   "-o", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    replayed = read_trace(out)
+    target = replayed.metadata["target"]
+    assert target["link_kind"] == "veth" and "link_counts" not in target
+    assert target["link"]["delay_ns"] == 0 and not target["link"]["port_delays"]
+    for column in ("status", "completed", "completion_status", "information"):
+        assert np.array_equal(recorded.calls.column(column), replayed.calls.column(column)), column
+    wire = follow(str(pcap), 0)
+    assert wire.from_node0 == bytes(recorded.streams[(0, Direction.OUT)].data)
+    assert wire.from_node1 == bytes(recorded.streams[(0, Direction.IN)].data)

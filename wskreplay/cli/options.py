@@ -134,7 +134,8 @@ _TARGET_OPTIONS = [
     click.option(
         "--link",
         metavar='"delay=20ms loss=0.1% rate=100mbit"',
-        help="Socket target, netns: link conditions instead of the recorded ones.",
+        help="Socket target, netns: link conditions instead of the recorded ones "
+        "('none': a plain veth pair).",
     ),
     click.option(
         "--token-file",

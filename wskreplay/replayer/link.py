@@ -88,23 +88,36 @@ def _fraction(text: str, what: str, source: str) -> float:
     return value
 
 
+NONE = "none"
+"""The ``--link`` item that turns every condition off (the seed stays): the socket target's
+link is then a plain veth pair, the kernel's own forwarding."""
+
+
 def keys_given(text: str) -> set[str]:
-    """The condition keys ``text`` sets (``delay@PORT`` keys as ``delay@``)."""
+    """The condition keys ``text`` sets (``delay@PORT`` keys as ``delay@``; ``none`` sets
+    them all)."""
     keys = {item.partition("=")[0] for item in text.replace(",", " ").split()}
+    if NONE in keys:
+        keys |= {*KEYS, "delay@"}
     return {"delay@" if k.startswith("delay@") else k for k in keys}
 
 
 def parse_link(text: str, base: LinkSpec | None = None, source: str = "--link") -> LinkSpec:
     """``"delay=20ms loss=0.1% rate=100mbit"`` over ``base`` (keys: delay, jitter, loss,
     reorder, reorder_gap, rate, seed, and ``delay@PORT`` for one connection's round trip;
-    ``rate=0`` or ``delay=0`` remove a condition)."""
+    ``rate=0`` or ``delay=0`` remove a condition, ``none`` every one)."""
     spec = base or LinkSpec()
     for item in text.replace(",", " ").split():
+        if item == NONE:
+            spec = LinkSpec(seed=spec.seed)
+            continue
         key, sep, value = item.partition("=")
         port = re.fullmatch(r"delay@(\d{1,5})", key)
         if not sep or (key not in KEYS and port is None):
             keys = (*KEYS, "delay@PORT")
-            raise InputError(source, f"{item!r}: expected KEY=VALUE with KEY one of {keys}")
+            raise InputError(
+                source, f"{item!r}: expected KEY=VALUE with KEY one of {keys}, or {NONE}"
+            )
         if port is not None:
             number = int(port.group(1))
             if not 0 < number < 65536:

@@ -25,8 +25,9 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ class Topology:
     interface: str = "lo"
     link: LinkSpec = field(default_factory=LinkSpec)
     link_kind: str = "none"
-    """``none``, ``netem`` or ``tap-forwarder``."""
+    """``none`` (loopback), ``veth`` (no conditions), ``netem`` or ``tap-forwarder``."""
     forwarder: subprocess.Popen[str] | None = None
     can_capture: bool = True
 
@@ -123,14 +124,19 @@ def netem_available(ns: str) -> bool:
 
 
 @contextmanager
-def netns_topology(link: LinkSpec) -> Iterator[Topology]:
+def netns_topology(link: LinkSpec, *, per_socket_delays: bool = False) -> Iterator[Topology]:
+    """The two namespaces and the link between them. A link that shapes nothing (an empty
+    spec, no per-socket delays to come) is a plain veth pair: the kernel forwards, with no
+    process between the ends and no qdisc, as on the link tcpreplay uses."""
     netns.require_root("--topology netns")
     netns.remove_stale()
     with ExitStack() as stack:
         s = stack.enter_context(netns.namespace("s"))
         r = stack.enter_context(netns.namespace("r"))
         topo = Topology("netns", PEER_ADDR, s, r, link=link)
-        if netem_available(s):
+        if link.empty and not per_socket_delays:
+            _plain_veth(topo)
+        elif netem_available(s):
             _veth_with_netem(topo)
         else:
             stack.enter_context(_tap_forwarder(topo))
@@ -140,13 +146,19 @@ def netns_topology(link: LinkSpec) -> Iterator[Topology]:
         yield topo
 
 
-def _veth_with_netem(topo: Topology) -> None:
+def _plain_veth(topo: Topology) -> None:
     assert topo.sender_ns is not None and topo.peer_ns is not None
-    topo.interface, topo.link_kind = "wskr-drv", "netem"
+    topo.interface, topo.link_kind = "wskr-drv", "veth"
     netns.run("ip", "link", "add", "wskr-drv", "netns", topo.sender_ns, "type", "veth",
               "peer", "name", PEER_DEV, "netns", topo.peer_ns)  # fmt: skip
     netns.run("ip", "netns", "exec", topo.sender_ns, "ethtool", "-K", "wskr-drv", "tso", "off",
               "gso", "off")  # fmt: skip
+
+
+def _veth_with_netem(topo: Topology) -> None:
+    assert topo.sender_ns is not None and topo.peer_ns is not None
+    _plain_veth(topo)
+    topo.link_kind = "netem"
     spec = topo.link
     if spec.empty:
         return
@@ -352,8 +364,14 @@ def replay_socket(
     link = parse_link(target.link, base) if target.link else base
     if target.topology not in ("netns", "loopback"):
         raise TargetError(f"--topology {target.topology}: expected netns or loopback")
-    topology = netns_topology if target.topology == "netns" else loopback_topology
     paths = {sid: estimate_path(trace, sid, options.seed) for sid in trace.sockets}
+    own_delays = "delay" not in keys_given(target.link or "")
+    topology: Callable[[LinkSpec], AbstractContextManager[Topology]]
+    if target.topology == "netns":
+        per_socket = own_delays and any(p.rtt_ns for p in paths.values())
+        topology = partial(netns_topology, per_socket_delays=per_socket)
+    else:
+        topology = loopback_topology
     with ExitStack() as stack:
         stack.enter_context(netns.terminating_raises())
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wskreplay-")))
@@ -365,7 +383,7 @@ def replay_socket(
         plans = peer_plan(trace, {s: p.rtt_ns for s, p in paths.items()}, options.speed)
         peer, ports = _start_peer(topo, plans, folder)
         stack.callback(_stop_process, peer)
-        if topo.forwarder is not None and "delay" not in keys_given(target.link or ""):
+        if topo.forwarder is not None and own_delays:
             _give_each_socket_its_rtt(topo, {ports[s]: p.rtt_ns for s, p in paths.items()})
         capture_path = folder / "wire.pcapng"
         capture: WireCapture | None = None
