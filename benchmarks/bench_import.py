@@ -33,10 +33,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
 from bench_etl import rewrite_uncompressed  # noqa: E402
 from gen_capture import generate  # noqa: E402
 
+from tests.conftest import run_measured as measured_run  # noqa: E402
 from wskreplay.generators import fieldsim  # noqa: E402
 
 
@@ -52,45 +54,15 @@ def make_recording(path: Path, calls: int, layout: str = "numbered") -> None:
         )
 
 
-PEAK_RSS_PROBE = """
-import resource, runpy, sys
-sys.argv = sys.argv[1:]
-try:
-    runpy.run_module("wskreplay", run_name="__main__")
-except SystemExit as exit:
-    code = exit.code
-print("peak-rss-kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
-sys.exit(code)
-"""
-
-
 def run_measured(cmd: list[str], *, reference: bool = False) -> tuple[float, int]:
-    """Wall seconds and the command's own peak RSS in bytes (``cmd`` is wskreplay's argv).
-
-    Linux carries a process's peak RSS across fork and exec, so a child forked straight
-    from this (large) process would report this process's peak: a shell in between forks
-    the measured process from a small one."""
+    """Wall seconds and the command's own peak RSS in bytes (``cmd`` is wskreplay's argv),
+    measured from a fresh parent (``tests.conftest.run_measured``)."""
+    env = {**os.environ, "WSKREPLAY_PURE_PYTHON": "1" if reference else "0"}
     t = time.perf_counter()
-    proc = subprocess.run(
-        [
-            "sh",
-            "-c",
-            '"$@"; exit $?',
-            "sh",
-            sys.executable,
-            "-c",
-            PEAK_RSS_PROBE,
-            "wskreplay",
-            *cmd,
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "WSKREPLAY_PURE_PYTHON": "1" if reference else "0"},
-    )
+    proc, kib = measured_run([sys.executable, "-m", "wskreplay", *cmd], env=env)
     elapsed = time.perf_counter() - t
-    kib = int(proc.stderr.rsplit("peak-rss-kib", 1)[1].split()[0])
+    if proc.returncode != 0:
+        raise SystemExit(f"wskreplay {' '.join(cmd)} exited {proc.returncode}: {proc.stderr}")
     return elapsed, kib * 1024
 
 

@@ -58,10 +58,15 @@ def imported_captures(into: Path, names: Iterable[str]) -> list[Path]:
 
 
 def run_measured(
-    cmd: list[str], *, cwd: Path | None = None, timeout: float = 900
+    cmd: list[str],
+    *,
+    cwd: Path | None = None,
+    timeout: float = 900,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.CompletedProcess, int]:
     """Run ``cmd`` under a fresh parent, so the peak RSS read (KiB, of the largest process
-    it waited for, workers included) is this run's alone."""
+    it waited for, workers included) is this run's alone. The command's own teardown is not
+    needed: ``wskreplay`` ends with ``os._exit``, so nothing inside it can report."""
     parent = (
         "import resource, subprocess, sys\n"
         "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
@@ -71,7 +76,7 @@ def run_measured(
     )
     proc = subprocess.run(
         [sys.executable, "-c", parent, *cmd], capture_output=True, text=True, cwd=cwd,
-        timeout=timeout,
+        timeout=timeout, env=env,
     )  # fmt: skip
     *lines, peak = proc.stderr.rstrip("\n").split("\n")
     proc.stderr = "\n".join(lines) + ("\n" if lines else "")
