@@ -39,6 +39,21 @@ while data := c.recv(100):
 """
 
 
+@contextmanager
+def echo_peer(ns: str | None) -> Iterator[None]:
+    """:data:`ECHO` running in the peer's namespace, listening, until the block ends."""
+    echo = subprocess.Popen(
+        netns.in_namespace(ns, sys.executable, "-c", ECHO, PEER_ADDR),
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        echo.kill()
+        echo.wait()
+
+
 def tshark(path, *fields, filter_):
     cmd = ["tshark", "-r", str(path), "-Y", filter_, "-T", "fields"]
     for f in fields:
@@ -50,32 +65,24 @@ def tshark(path, *fields, filter_):
 @needs_root
 def test_link_delay_and_loss_seen_in_captures(tmp_path):
     spec = parse_link(f"delay={DELAY_NS // 1_000_000}ms loss={LOSS * 100:g}% seed=3")
-    with netns_topology(spec) as topo:
-        echo = subprocess.Popen(
-            netns.in_namespace(topo.peer_ns, sys.executable, "-c", ECHO, PEER_ADDR),
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert echo.stdout.readline().strip() == "ready"
-            near, far = tmp_path / "near.pcapng", tmp_path / "far.pcapng"
-            with (
-                WireCapture(near, topo.interface, "udp or tcp", PEER_ADDR, topo.sender_ns),
-                WireCapture(far, "wskr-peer", "udp or tcp", SENDER_ADDR, topo.peer_ns),
-            ):
-                with netns.entered(topo.sender_ns):
-                    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    t = socket.socket()
-                t.connect((PEER_ADDR, 9002))
-                for i in range(30):
-                    t.sendall(b"ping%02d" % i)
-                    assert t.recv(100) == b"ping%02d" % i
-                for i in range(DATAGRAMS):
-                    u.sendto(b"%06d" % i, (PEER_ADDR, 9001))
-                    time.sleep(0.0002)
-                t.close()
-                time.sleep(2 * DELAY_NS / 1e9 + 0.2)
-        finally:
-            echo.kill()
+    with netns_topology(spec) as topo, echo_peer(topo.peer_ns):
+        near, far = tmp_path / "near.pcapng", tmp_path / "far.pcapng"
+        with (
+            WireCapture(near, topo.interface, "udp or tcp", PEER_ADDR, topo.sender_ns),
+            WireCapture(far, "wskr-peer", "udp or tcp", SENDER_ADDR, topo.peer_ns),
+        ):
+            with netns.entered(topo.sender_ns):
+                u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                t = socket.socket()
+            t.connect((PEER_ADDR, 9002))
+            for i in range(30):
+                t.sendall(b"ping%02d" % i)
+                assert t.recv(100) == b"ping%02d" % i
+            for i in range(DATAGRAMS):
+                u.sendto(b"%06d" % i, (PEER_ADDR, 9001))
+                time.sleep(0.0002)
+            t.close()
+            time.sleep(2 * DELAY_NS / 1e9 + 0.2)
     rtts = sorted(
         float(r) for (r,) in tshark(near, "tcp.analysis.ack_rtt", filter_="tcp.analysis.ack_rtt")
     )
@@ -199,20 +206,12 @@ def test_a_link_without_conditions_is_a_plain_veth():
         assert topo.link_kind == "veth" and topo.forwarder is None
         kind = netns.run("ip", "-n", topo.sender_ns, "-d", "link", "show", topo.interface)
         assert "veth" in kind
-        echo = subprocess.Popen(
-            netns.in_namespace(topo.peer_ns, sys.executable, "-c", ECHO, PEER_ADDR),
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert echo.stdout.readline().strip() == "ready"
+        with echo_peer(topo.peer_ns):
             with netns.entered(topo.sender_ns):
                 t = socket.create_connection((PEER_ADDR, 9002), timeout=5)
             with t:
                 t.sendall(b"through the veth")
                 assert t.recv(100) == b"through the veth"
-        finally:
-            echo.kill()
-            echo.wait()
     with netns_topology(LinkSpec(), per_socket_delays=True) as topo:
         assert topo.link_kind in ("tap-forwarder", "netem")
 
