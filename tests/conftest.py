@@ -65,8 +65,8 @@ def run_measured(
     env: dict[str, str] | None = None,
 ) -> tuple[subprocess.CompletedProcess, int]:
     """Run ``cmd`` under a fresh parent, so the peak RSS read (KiB, of the largest process
-    it waited for, workers included) is this run's alone. The command's own teardown is not
-    needed: ``wskreplay`` ends with ``os._exit``, so nothing inside it can report."""
+    it waited for, workers included) is this run's alone. It is read from outside:
+    ``wskreplay`` ends with ``os._exit``, so nothing inside it could report it."""
     parent = (
         "import resource, subprocess, sys\n"
         "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
